@@ -1,0 +1,121 @@
+//! The capture file: what a source records and what the replay engine reads.
+//!
+//! Format v1 is JSON Lines (documented in `docs/capture-format.md`): a header
+//! line, then one [`Exchange`] a line, in the order the requests arrived.
+//! Files ending in `.gz` are written gzip-compressed; the reader recognises
+//! gzip by its magic bytes whatever the name. Reader and writer stream: memory
+//! does not grow with the size of the capture.
+
+mod body;
+mod reader;
+mod writer;
+
+pub use body::Body;
+pub use reader::{CaptureError, CaptureReader};
+pub use writer::CaptureWriter;
+
+use serde::{Deserialize, Serialize};
+
+/// The value of the header line's `format` field.
+pub const FORMAT: &str = "tandem-capture";
+/// The capture format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// First line of a capture file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaptureHeader {
+    /// Always `"tandem-capture"`.
+    pub format: String,
+    /// Format version; readers refuse versions they do not know.
+    pub version: u32,
+    /// Wall-clock start of the capture, microseconds since the Unix epoch.
+    pub started_at_unix_us: u64,
+    /// What recorded it, e.g. `"proxy upstream=http://127.0.0.1:8080"`.
+    pub source: String,
+}
+
+impl CaptureHeader {
+    /// A v1 header stamped with the current time.
+    pub fn new(source: impl Into<String>) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        CaptureHeader {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            started_at_unix_us: now.as_micros() as u64,
+            source: source.into(),
+        }
+    }
+}
+
+/// One request as the client sent it, with the response the recorded service gave.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Exchange {
+    /// Position in the capture, from 1, in arrival order.
+    pub id: u64,
+    /// When the request arrived, in microseconds since the capture started.
+    pub offset_us: u64,
+    /// Who sent it: the client connection (`ip:port`) or a user key. Requests
+    /// of one session keep their order on replay.
+    pub session: String,
+    /// The request as received.
+    pub request: Request,
+    /// The recorded answer; `null` when the service gave none (see `error`).
+    pub response: Option<Response>,
+    /// Why `response` is null, e.g. `"upstream refused the connection"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An HTTP request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    /// Method as sent, e.g. `"POST"`.
+    pub method: String,
+    /// Request target as sent: path and query, e.g. `"/api/orders?page=2"`.
+    pub target: String,
+    /// `"HTTP/1.0"`, `"HTTP/1.1"` or `"HTTP/2"`.
+    pub version: String,
+    /// Headers in the order received, names lower-cased.
+    pub headers: Vec<Header>,
+    /// The body after transfer decoding (chunking removed), content encoding kept.
+    pub body: Body,
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers in the order received, names lower-cased.
+    pub headers: Vec<Header>,
+    /// The body after transfer decoding, content encoding kept.
+    pub body: Body,
+    /// From the request's arrival to the last byte of the response, in microseconds.
+    pub latency_us: u64,
+}
+
+/// A header as a `[name, value]` pair. Values that are not UTF-8 are kept as
+/// ISO-8859-1, which maps every byte to one character.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Header(pub String, pub String);
+
+impl Header {
+    /// A header from raw bytes, lower-casing the name.
+    pub fn from_bytes(name: &str, value: &[u8]) -> Header {
+        let value = match std::str::from_utf8(value) {
+            Ok(text) => text.to_string(),
+            Err(_) => value.iter().map(|&b| b as char).collect(),
+        };
+        Header(name.to_ascii_lowercase(), value)
+    }
+}
+
+/// The value of the first header named `name` (case-insensitive).
+pub fn header_value<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.0.eq_ignore_ascii_case(name))
+        .map(|h| h.1.as_str())
+}

@@ -1,0 +1,42 @@
+use std::path::Path;
+
+use super::{CaptureHeader, Exchange};
+use crate::jsonl::LineWriter;
+
+/// Writes a capture file; gzip when the name ends in `.gz`.
+///
+/// Call [`CaptureWriter::finish`] to complete the file.
+pub struct CaptureWriter {
+    lines: LineWriter,
+}
+
+impl CaptureWriter {
+    /// Creates `path` (and its parent directories) and writes the header line.
+    pub fn create(path: impl AsRef<Path>, header: &CaptureHeader) -> anyhow::Result<Self> {
+        let mut lines = LineWriter::create(path)?;
+        lines.write(header)?;
+        Ok(CaptureWriter { lines })
+    }
+
+    /// Appends one exchange.
+    pub fn write(&mut self, exchange: &Exchange) -> anyhow::Result<()> {
+        self.lines.write(exchange)
+    }
+
+    /// Pushes buffered exchanges to the file.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.lines.flush()
+    }
+
+    /// How many exchanges were written.
+    pub fn written(&self) -> u64 {
+        self.lines.lines().saturating_sub(1)
+    }
+
+    /// Flushes and closes the file; returns the number of exchanges written.
+    pub fn finish(self) -> anyhow::Result<u64> {
+        let written = self.written();
+        self.lines.finish()?;
+        Ok(written)
+    }
+}

@@ -1,0 +1,322 @@
+//! The differ: compares the legacy and the new answer to one request and
+//! lists every [`Mismatch`], after the noise that the rules name is removed.
+//!
+//! Status codes are compared first, then headers (minus a default ignore list
+//! and the rules'), then bodies: JSON structurally (key order ignored, numbers
+//! by value, every difference at its JSON path), anything else as text with a
+//! line diff.
+
+mod json;
+pub mod rules;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::{header_value, Header, Response};
+use crate::route::Route;
+pub use rules::{RouteRules, RuleSet};
+
+/// What differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    /// Status codes differ.
+    Status,
+    /// A header differs, or is present on one side only.
+    Header,
+    /// Non-JSON bodies differ, or only one side is JSON.
+    Body,
+    /// A JSON field (or array element) the legacy answer has and the new one lacks.
+    MissingField,
+    /// A JSON field (or array element) only the new answer has.
+    ExtraField,
+    /// A JSON value differs, same type on both sides.
+    Value,
+    /// A JSON value has a different type on each side.
+    Type,
+}
+
+impl MismatchKind {
+    /// The snake_case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MismatchKind::Status => "status",
+            MismatchKind::Header => "header",
+            MismatchKind::Body => "body",
+            MismatchKind::MissingField => "missing_field",
+            MismatchKind::ExtraField => "extra_field",
+            MismatchKind::Value => "value",
+            MismatchKind::Type => "type",
+        }
+    }
+}
+
+/// One difference between the two answers to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mismatch {
+    /// What differs.
+    pub kind: MismatchKind,
+    /// JSON path (`$.items[0].price`) or header name; `None` for status and text bodies.
+    pub path: Option<String>,
+    /// The legacy side's value, shortened; `None` when absent.
+    pub legacy: Option<String>,
+    /// The new side's value, shortened; `None` when absent.
+    pub new: Option<String>,
+    /// A unified line diff, for text bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl Mismatch {
+    /// The path with array indices replaced by `[*]`, so that the same field
+    /// of different elements groups together.
+    pub fn group_path(&self) -> Option<String> {
+        let path = self.path.as_ref()?;
+        let mut out = String::with_capacity(path.len());
+        let mut rest = path.as_str();
+        while let Some(open) = rest.find('[') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find(']') {
+                Some(close) if after[..close].bytes().all(|b| b.is_ascii_digit()) && close > 0 => {
+                    out.push_str("[*]");
+                    rest = &after[close + 1..];
+                }
+                _ => {
+                    out.push('[');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+}
+
+/// Compares answers under a rule set.
+#[derive(Debug, Default)]
+pub struct Differ {
+    rules: RuleSet,
+}
+
+impl Differ {
+    /// A differ applying `rules`.
+    pub fn new(rules: RuleSet) -> Differ {
+        Differ { rules }
+    }
+
+    /// Every mismatch between `legacy` and `new`, answers to a request on `route`.
+    pub fn compare(&mut self, route: &Route, legacy: &Response, new: &Response) -> Vec<Mismatch> {
+        let rules = self.rules.for_route(route);
+        let mut out = Vec::new();
+        if legacy.status != new.status {
+            out.push(Mismatch {
+                kind: MismatchKind::Status,
+                path: None,
+                legacy: Some(legacy.status.to_string()),
+                new: Some(new.status.to_string()),
+                diff: None,
+            });
+        }
+        compare_headers(&legacy.headers, &new.headers, &rules, &mut out);
+        compare_bodies(legacy, new, &rules, &mut out);
+        out
+    }
+}
+
+fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &mut Vec<Mismatch>) {
+    let joined = |headers: &[Header], name: &str| -> Option<String> {
+        let values: Vec<&str> = headers
+            .iter()
+            .filter(|h| h.0.eq_ignore_ascii_case(name))
+            .map(|h| h.1.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let mut names: Vec<String> = legacy
+        .iter()
+        .chain(new)
+        .map(|h| h.0.to_ascii_lowercase())
+        .filter(|n| !rules.ignores_header(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let (l, n) = (joined(legacy, &name), joined(new, &name));
+        if l != n {
+            out.push(Mismatch {
+                kind: MismatchKind::Header,
+                path: Some(name),
+                legacy: l,
+                new: n,
+                diff: None,
+            });
+        }
+    }
+}
+
+fn compare_bodies(legacy: &Response, new: &Response, rules: &RouteRules, out: &mut Vec<Mismatch>) {
+    let (l, n) = (legacy.body.bytes(), new.body.bytes());
+    if l == n && rules.ignore_paths.is_empty() {
+        return;
+    }
+    let declared_json = |r: &Response| {
+        header_value(&r.headers, "content-type").is_some_and(|ct| ct.contains("json"))
+    };
+    if declared_json(legacy) || declared_json(new) || looks_like_json(l) {
+        match (serde_json::from_slice(l), serde_json::from_slice(n)) {
+            (Ok(lv), Ok(nv)) => {
+                out.extend(json::compare(&lv, &nv, &rules.ignore_paths));
+                return;
+            }
+            (Ok(_), Err(_)) | (Err(_), Ok(_)) if !l.is_empty() && !n.is_empty() => {
+                out.push(body_mismatch(l, n, None));
+                return;
+            }
+            _ => {}
+        }
+    }
+    if l != n {
+        out.push(body_mismatch(l, n, text_diff(l, n)));
+    }
+}
+
+fn looks_like_json(body: &[u8]) -> bool {
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
+}
+
+fn body_mismatch(l: &[u8], n: &[u8], diff: Option<String>) -> Mismatch {
+    Mismatch {
+        kind: MismatchKind::Body,
+        path: None,
+        legacy: Some(short_bytes(l)),
+        new: Some(short_bytes(n)),
+        diff,
+    }
+}
+
+/// A unified line diff of two text bodies; `None` when either is not UTF-8.
+fn text_diff(l: &[u8], n: &[u8]) -> Option<String> {
+    let (l, n) = (std::str::from_utf8(l).ok()?, std::str::from_utf8(n).ok()?);
+    let diff = similar::TextDiff::from_lines(l, n);
+    let text = diff
+        .unified_diff()
+        .context_radius(2)
+        .header("legacy", "new")
+        .to_string();
+    Some(shorten(text, 4000))
+}
+
+const SHORT: usize = 200;
+
+fn short_json(v: &serde_json::Value) -> String {
+    shorten(v.to_string(), SHORT)
+}
+
+fn short_bytes(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(text) => shorten(text.to_string(), SHORT),
+        Err(_) => format!("<{} bytes of binary>", b.len()),
+    }
+}
+
+fn shorten(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Body;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header(n.to_string(), v.to_string()))
+                .collect(),
+            body: Body::from(body),
+            latency_us: 0,
+        }
+    }
+
+    #[test]
+    fn noise_headers_are_ignored_by_default() {
+        let route = Route::of("GET", "/x");
+        let a = response(
+            200,
+            &[
+                ("date", "1"),
+                ("server", "a"),
+                ("x-request-id", "1"),
+                ("content-length", "2"),
+            ],
+            "{}",
+        );
+        let b = response(
+            200,
+            &[("date", "2"), ("server", "b"), ("x-request-id", "2")],
+            "{ }",
+        );
+        assert!(Differ::default().compare(&route, &a, &b).is_empty());
+    }
+
+    #[test]
+    fn status_header_and_text_body() {
+        let route = Route::of("GET", "/x");
+        let a = response(200, &[("etag", "1")], "one\ntwo\n");
+        let b = response(404, &[], "one\nthree\n");
+        let found = Differ::default().compare(&route, &a, &b);
+        let kinds: Vec<_> = found.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                MismatchKind::Status,
+                MismatchKind::Header,
+                MismatchKind::Body
+            ]
+        );
+        assert_eq!(found[1].path.as_deref(), Some("etag"));
+        let diff = found[2].diff.as_deref().unwrap();
+        assert!(diff.contains("-two") && diff.contains("+three"), "{diff}");
+    }
+
+    #[test]
+    fn json_bodies_compare_structurally() {
+        let route = Route::of("GET", "/x");
+        let a = response(
+            200,
+            &[("content-type", "application/json")],
+            r#"{"a":1,"b":[1,2]}"#,
+        );
+        let b = response(
+            200,
+            &[("content-type", "application/json")],
+            r#"{ "b": [1, 2], "a": 1.0 }"#,
+        );
+        assert!(Differ::default().compare(&route, &a, &b).is_empty());
+    }
+
+    #[test]
+    fn group_path_collapses_indices() {
+        let m = Mismatch {
+            kind: MismatchKind::Value,
+            path: Some("$.items[12].tags[0]['a[1]']".into()),
+            legacy: None,
+            new: None,
+            diff: None,
+        };
+        assert_eq!(m.group_path().unwrap(), "$.items[*].tags[*]['a[1]']");
+    }
+}

@@ -1,0 +1,217 @@
+//! Streaming JSON Lines files, plain or gzip: the container of every format
+//! tandem writes between stages (capture, results). Errors name the file and
+//! the line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use flate2::write::GzEncoder;
+
+/// What can go wrong reading a JSON Lines file, naming the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The file could not be opened.
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Reading failed part way, e.g. a truncated gzip stream.
+    #[error("{path}: line {line}: read failed: {source}")]
+    Read {
+        path: PathBuf,
+        line: u64,
+        source: std::io::Error,
+    },
+    /// A line is not what the format says it must be.
+    #[error("{path}: line {line}: {message}")]
+    Malformed {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+}
+
+/// Reads a JSON Lines file one value at a time, through gzip when the file
+/// starts with gzip's magic bytes.
+pub struct LineReader {
+    path: PathBuf,
+    lines: Box<dyn BufRead + Send>,
+    line_no: u64,
+    buf: String,
+}
+
+impl LineReader {
+    /// Opens `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<LineReader, LineError> {
+        let path = path.as_ref().to_path_buf();
+        let open_error = |source| LineError::Open {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(open_error)?;
+        let mut raw = BufReader::with_capacity(256 * 1024, file);
+        let gzip = raw
+            .fill_buf()
+            .map_err(open_error)?
+            .starts_with(&[0x1f, 0x8b]);
+        let lines: Box<dyn BufRead + Send> = if gzip {
+            let decoder = flate2::read::MultiGzDecoder::new(raw);
+            Box::new(BufReader::with_capacity(256 * 1024, decoder))
+        } else {
+            Box::new(raw)
+        };
+        Ok(LineReader {
+            path,
+            lines,
+            line_no: 0,
+            buf: String::new(),
+        })
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next non-blank line parsed as `T`, `None` at the end of the file.
+    /// `what` names the expected value in the error message.
+    pub fn next<T: serde::de::DeserializeOwned>(
+        &mut self,
+        what: &str,
+    ) -> Option<Result<T, LineError>> {
+        match self.next_line() {
+            Ok(false) => None,
+            Ok(true) => Some(self.parse(what)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// An error about the line last read.
+    pub fn malformed(&self, message: String) -> LineError {
+        LineError::Malformed {
+            path: self.path.clone(),
+            line: self.line_no,
+            message,
+        }
+    }
+
+    fn next_line(&mut self) -> Result<bool, LineError> {
+        loop {
+            self.buf.clear();
+            self.line_no += 1;
+            let read = self.lines.read_line(&mut self.buf);
+            let n = read.map_err(|source| LineError::Read {
+                path: self.path.clone(),
+                line: self.line_no,
+                source,
+            })?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if !self.buf.trim().is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, LineError> {
+        serde_json::from_str(self.buf.trim_end()).map_err(|e| {
+            let hint = if e.is_eof() {
+                " (the line is truncated)"
+            } else {
+                ""
+            };
+            self.malformed(format!("expected {what}: {e}{hint}"))
+        })
+    }
+}
+
+/// Writes JSON Lines, gzip-compressed when the name ends in `.gz`.
+///
+/// Call [`LineWriter::finish`]: a gzip stream that is not finished lacks its
+/// trailer.
+pub struct LineWriter {
+    path: PathBuf,
+    sink: Sink,
+    lines: u64,
+}
+
+enum Sink {
+    Plain(BufWriter<File>),
+    Gzip(GzEncoder<BufWriter<File>>),
+}
+
+impl LineWriter {
+    /// Creates `path` and its parent directories.
+    pub fn create(path: impl AsRef<Path>) -> anyhow::Result<LineWriter> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        }
+        let file =
+            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let buffered = BufWriter::with_capacity(256 * 1024, file);
+        let sink = if path.extension().is_some_and(|e| e == "gz") {
+            Sink::Gzip(GzEncoder::new(buffered, flate2::Compression::fast()))
+        } else {
+            Sink::Plain(buffered)
+        };
+        Ok(LineWriter {
+            path,
+            sink,
+            lines: 0,
+        })
+    }
+
+    /// Appends `value` as one line.
+    pub fn write<T: serde::Serialize>(&mut self, value: &T) -> anyhow::Result<()> {
+        let path = &self.path;
+        let out = self.sink.as_write();
+        serde_json::to_writer(&mut *out, value)
+            .and_then(|()| out.write_all(b"\n").map_err(serde_json::Error::io))
+            .with_context(|| format!("{}: write failed", path.display()))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Pushes buffered lines to the file, so that a crash loses little.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        let path = &self.path;
+        self.sink
+            .as_write()
+            .flush()
+            .with_context(|| format!("{}: flush failed", path.display()))
+    }
+
+    /// Lines written so far.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes and closes the file, completing the gzip stream.
+    pub fn finish(self) -> anyhow::Result<()> {
+        let result = match self.sink {
+            Sink::Plain(mut w) => w.flush(),
+            Sink::Gzip(w) => w.finish().and_then(|mut inner| inner.flush()),
+        };
+        result.with_context(|| format!("{}: closing failed", self.path.display()))
+    }
+}
+
+impl Sink {
+    fn as_write(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Plain(w) => w,
+            Sink::Gzip(w) => w,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Latency histograms (hdrhistogram) and the percentiles reports show.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest latency recorded exactly: one hour, in microseconds. Longer values
+/// are clamped to it.
+const MAX_US: u64 = 3_600_000_000;
+
+/// A latency histogram in microseconds, 3 significant digits.
+#[derive(Debug, Clone)]
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        // Auto-resizing: a route that only sees fast answers keeps a small histogram.
+        Latency(Histogram::new(3).expect("3 significant digits is valid"))
+    }
+}
+
+impl Latency {
+    /// Records one latency.
+    pub fn record(&mut self, us: u64) {
+        self.0.saturating_record(us.clamp(1, MAX_US));
+    }
+
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &Latency) {
+        self.0
+            .add(&other.0)
+            .expect("histograms with the same bounds merge");
+    }
+
+    /// Count and percentiles.
+    pub fn summary(&self) -> LatencySummary {
+        let h = &self.0;
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        LatencySummary {
+            count: h.len(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: if h.is_empty() { 0 } else { h.max() },
+            mean: if h.is_empty() {
+                0.0
+            } else {
+                (h.mean() * 10.0).round() / 10.0
+            },
+        }
+    }
+}
+
+/// Percentiles of a latency histogram, all in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Number of values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest value.
+    pub max: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+}
+
+/// Formats microseconds for people: `850µs`, `12.3ms`, `1.20s`.
+pub fn human(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}µs"),
+        1_000..=999_999 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_merge() {
+        let mut a = Latency::default();
+        for us in 1..=1000 {
+            a.record(us);
+        }
+        let mut b = Latency::default();
+        b.record(50_000);
+        a.merge(&b);
+        let s = a.summary();
+        assert_eq!(s.count, 1001);
+        assert!((499..=501).contains(&s.p50), "{s:?}");
+        assert!(s.max >= 49_990 && s.max <= 50_100, "{s:?}");
+        assert_eq!(Latency::default().summary().p99, 0);
+        assert_eq!(human(1_500), "1.5ms");
+    }
+}

@@ -1,0 +1,306 @@
+//! `tandem record --listen --upstream`: a recording reverse proxy.
+//!
+//! Clients get exactly what the upstream answers (less hop-by-hop headers);
+//! each exchange is written to the capture as it completes, in arrival order.
+//! On shutdown the proxy stops accepting, lets in-flight requests finish,
+//! then flushes and closes the capture: no completed exchange is lost.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::HOST;
+use hyper::{Request, Response, StatusCode, Uri};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::capture::{self, Body, CaptureHeader, CaptureWriter, Exchange};
+use crate::http::{self, Client};
+use crate::target::Target;
+
+/// What the proxy needs to know.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where requests are forwarded.
+    pub upstream: Target,
+    /// The capture file to write (`.gz` for gzip).
+    pub out: PathBuf,
+    /// Take the session key from this request header when present, instead of
+    /// the client connection.
+    pub session_header: Option<String>,
+    /// Longest wait for the upstream's complete answer.
+    pub timeout: Duration,
+    /// Longest wait for in-flight requests at shutdown.
+    pub drain: Duration,
+}
+
+/// What a recording session produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordSummary {
+    /// Exchanges written, including those recorded with an error.
+    pub exchanges: u64,
+    /// Of which the upstream gave no answer (recorded with `response: null`).
+    pub upstream_errors: u64,
+    /// Of which the client went away before the answer (recorded with `response: null`).
+    pub abandoned: u64,
+    /// Requests whose body never fully arrived: nothing to record but the count.
+    pub incomplete_requests: u64,
+}
+
+enum Event {
+    /// An exchange is finished, with or without a response.
+    Done(Box<Exchange>),
+    /// The client went away before its request was even read: nothing to keep
+    /// but the id, which must not hold up the exchanges after it.
+    Vanished(u64),
+}
+
+struct Shared {
+    config: ProxyConfig,
+    client: Client,
+    started: Instant,
+    next_id: AtomicU64,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// Runs the proxy on `listener` until `shutdown` completes, then closes the
+/// capture and returns what was recorded.
+pub async fn record_proxy(
+    listener: TcpListener,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RecordSummary> {
+    let source = format!("proxy upstream={}", config.upstream);
+    let writer = CaptureWriter::create(&config.out, &CaptureHeader::new(source))?;
+    let (events, rx) = mpsc::unbounded_channel();
+    let drain = config.drain;
+    let shared = Arc::new(Shared {
+        client: http::client(config.timeout),
+        config,
+        started: Instant::now(),
+        next_id: AtomicU64::new(1),
+        events,
+    });
+    let write_task = tokio::spawn(write_in_order(writer, rx));
+    let handler = {
+        let shared = shared.clone();
+        move |req, peer| handle(shared.clone(), req, peer)
+    };
+    crate::server::serve(listener, handler, shutdown, drain).await;
+    // Every connection task has ended, so every in-flight exchange has sent
+    // its event; dropping the last sender lets the writer finish.
+    drop(shared);
+    write_task.await.context("capture writer panicked")?
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let arrived = Instant::now();
+    let mut pending = Pending {
+        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        events: shared.events.clone(),
+        exchange: None,
+    };
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            tracing::debug!("request body from {peer} failed: {e}");
+            return plain(StatusCode::BAD_REQUEST, "tandem: incomplete request body\n");
+        }
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_string(), |pq| pq.as_str().to_string());
+    let headers = http::to_headers(&parts.headers);
+    let session = session_key(&shared.config, &headers, peer);
+    let exchange = pending.exchange.insert(Exchange {
+        id: pending.id,
+        offset_us: arrived.duration_since(shared.started).as_micros() as u64,
+        session,
+        request: capture::Request {
+            method: parts.method.to_string(),
+            target: target.clone(),
+            version: http::version_name(parts.version).to_string(),
+            headers,
+            body: Body(body.clone()),
+        },
+        response: None,
+        error: None,
+    });
+    let upstream = forward(&shared, parts, &target, body).await;
+    let latency_us = arrived.elapsed().as_micros() as u64;
+    match upstream {
+        Ok((head, body)) => {
+            exchange.response = Some(capture::Response {
+                status: head.status.as_u16(),
+                headers: http::to_headers(&head.headers),
+                body: Body(body.clone()),
+                latency_us,
+            });
+            pending.finish();
+            let mut response = Response::from_parts(head, Full::new(body));
+            strip_hop_by_hop(response.headers_mut());
+            response
+        }
+        Err(message) => {
+            tracing::warn!("upstream failed for exchange {}: {message}", exchange.id);
+            exchange.error = Some(format!("upstream: {message}"));
+            pending.finish();
+            plain(StatusCode::BAD_GATEWAY, "tandem: upstream failed\n")
+        }
+    }
+}
+
+/// Sends the request upstream and reads the whole answer.
+async fn forward(
+    shared: &Shared,
+    parts: hyper::http::request::Parts,
+    target: &str,
+    body: Bytes,
+) -> Result<(hyper::http::response::Parts, Bytes), String> {
+    let upstream = &shared.config.upstream;
+    let uri: Uri = upstream.uri_for(target).map_err(|e| e.to_string())?;
+    let mut req = Request::builder().method(parts.method).uri(uri);
+    let headers = req.headers_mut().expect("builder has no error yet");
+    *headers = parts.headers;
+    strip_hop_by_hop(headers);
+    headers.insert(HOST, upstream.host_header());
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let exchange = async {
+        let response = shared
+            .client
+            .request(req)
+            .await
+            .map_err(|e| http::error_chain(&e))?;
+        let (head, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| http::error_chain(&e))?;
+        Ok((head, body.to_bytes()))
+    };
+    match tokio::time::timeout(shared.config.timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no complete answer within {:?}",
+            shared.config.timeout
+        )),
+    }
+}
+
+fn session_key(config: &ProxyConfig, headers: &[capture::Header], peer: SocketAddr) -> String {
+    config
+        .session_header
+        .as_deref()
+        .and_then(|name| capture::header_value(headers, name))
+        .map_or_else(|| peer.to_string(), str::to_string)
+}
+
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    for name in http::HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+/// An exchange in flight. Whatever happens to the request, dropping this
+/// tells the writer, so that one abandoned request never holds back the
+/// exchanges after it.
+struct Pending {
+    id: u64,
+    events: mpsc::UnboundedSender<Event>,
+    exchange: Option<Exchange>,
+}
+
+impl Pending {
+    fn finish(&mut self) {
+        if let Some(exchange) = self.exchange.take() {
+            let _ = self.events.send(Event::Done(Box::new(exchange)));
+        }
+        self.id = 0;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.id == 0 {
+            return;
+        }
+        let event = match self.exchange.take() {
+            Some(mut exchange) => {
+                exchange.error = Some("client went away before the answer".to_string());
+                Event::Done(Box::new(exchange))
+            }
+            None => Event::Vanished(self.id),
+        };
+        let _ = self.events.send(event);
+    }
+}
+
+/// Writes exchanges in id (arrival) order as they complete, flushing at least
+/// every 100 ms so that a crash loses little.
+async fn write_in_order(
+    mut writer: CaptureWriter,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> anyhow::Result<RecordSummary> {
+    let mut summary = RecordSummary::default();
+    let mut waiting: BTreeMap<u64, Option<Box<Exchange>>> = BTreeMap::new();
+    let mut next = 1u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = tick.tick() => {
+                writer.flush()?;
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        match event {
+            Event::Done(exchange) => waiting.insert(exchange.id, Some(exchange)),
+            Event::Vanished(id) => {
+                summary.incomplete_requests += 1;
+                waiting.insert(id, None)
+            }
+        };
+        while let Some(slot) = waiting.remove(&next) {
+            if let Some(exchange) = slot {
+                tally(&mut summary, &exchange);
+                writer.write(&exchange)?;
+            }
+            next += 1;
+        }
+    }
+    // Ids stuck behind a gap (cannot happen while every Pending reports) are
+    // still written rather than lost.
+    for exchange in waiting.into_values().flatten() {
+        tally(&mut summary, &exchange);
+        writer.write(&exchange)?;
+    }
+    writer.finish()?;
+    Ok(summary)
+}
+
+fn tally(summary: &mut RecordSummary, exchange: &Exchange) {
+    summary.exchanges += 1;
+    match &exchange.error {
+        Some(e) if e.starts_with("client") => summary.abandoned += 1,
+        Some(_) => summary.upstream_errors += 1,
+        None => {}
+    }
+}

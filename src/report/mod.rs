@@ -1,0 +1,230 @@
+//! Reports: results folded into counts, mismatch groups and latency, then
+//! rendered as `report.json` (format v1, `docs/report-format.md`),
+//! `summary.md` and a terminal summary.
+
+mod builder;
+mod markdown;
+mod terminal;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+pub use builder::ReportBuilder;
+pub use markdown::Markdown;
+pub use terminal::Terminal;
+
+use crate::diff::{Mismatch, MismatchKind};
+use crate::latency::LatencySummary;
+use crate::results::ErrorKind;
+
+/// The value of `report.json`'s `format` field.
+pub const FORMAT: &str = "tandem-report";
+/// The report format version this build writes.
+pub const VERSION: u32 = 1;
+
+/// A parity report: the contents of `report.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Always `"tandem-report"`.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// What was replayed where.
+    pub run: RunInfo,
+    /// Counts over all exchanges.
+    pub summary: Summary,
+    /// Failed attempts by target and kind.
+    pub errors: TargetErrors,
+    /// Counts and latency per route, sorted by method then route.
+    pub routes: Vec<RouteReport>,
+    /// Mismatches grouped by (method, route, kind, path), most frequent first.
+    pub mismatch_groups: Vec<MismatchGroup>,
+    /// Latency of answered requests, from the actual send, per target.
+    pub latency: SideLatency,
+    /// The threshold the run was held to, if any, and whether it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+}
+
+/// Where a run came from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The capture replayed.
+    pub capture: String,
+    /// Base URL of the legacy target.
+    pub legacy: String,
+    /// Base URL of the new target.
+    pub new: String,
+    /// Speed multiple of the recorded rate.
+    pub speed: f64,
+    /// The rules file applied, if any.
+    pub rules: Option<String>,
+    /// Wall-clock start, microseconds since the Unix epoch.
+    pub started_at_unix_us: u64,
+    /// Wall-clock length of the replay in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Counts over all exchanges. `total = matched + mismatched + errors`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Exchanges replayed.
+    pub total: u64,
+    /// Both targets answered and no mismatch remained after the rules.
+    pub matched: u64,
+    /// Both targets answered and at least one mismatch remained.
+    pub mismatched: u64,
+    /// At least one target gave no answer.
+    pub errors: u64,
+    /// `matched / total`; 0 when nothing was replayed.
+    pub parity: f64,
+    /// `(mismatched + errors) / total`, what `--max-mismatch-rate` is held to; 1 when nothing was replayed.
+    pub mismatch_rate: f64,
+}
+
+/// Failed attempts per target, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetErrors {
+    /// Failures of the legacy target.
+    pub legacy: BTreeMap<ErrorKind, u64>,
+    /// Failures of the new target.
+    pub new: BTreeMap<ErrorKind, u64>,
+}
+
+/// Counts and latency of one route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteReport {
+    /// Request method.
+    pub method: String,
+    /// Path template, e.g. `/api/orders/{id}`.
+    pub route: String,
+    /// Exchanges on this route.
+    pub total: u64,
+    /// Of which matched.
+    pub matched: u64,
+    /// Of which mismatched.
+    pub mismatched: u64,
+    /// Of which errors.
+    pub errors: u64,
+    /// Latency on this route per target.
+    pub latency: SideLatency,
+}
+
+/// One latency summary per target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SideLatency {
+    /// The legacy target.
+    pub legacy: LatencySummary,
+    /// The new target.
+    pub new: LatencySummary,
+}
+
+/// All exchanges of one route with the same kind of mismatch at the same path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MismatchGroup {
+    /// Request method.
+    pub method: String,
+    /// Path template.
+    pub route: String,
+    /// What differs.
+    pub kind: MismatchKind,
+    /// JSON path (array indices as `[*]`) or header name; null for status and text bodies.
+    pub path: Option<String>,
+    /// Exchanges showing this mismatch.
+    pub count: u64,
+    /// Id of the first such exchange.
+    pub first_exchange: u64,
+    /// Id of the last such exchange.
+    pub last_exchange: u64,
+    /// The first occurrence in full.
+    pub example: Example,
+}
+
+/// One occurrence of a mismatch, with the request it answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Example {
+    /// Exchange id in the capture and the results file.
+    pub exchange_id: u64,
+    /// Request target.
+    pub target: String,
+    /// The mismatch at its concrete path.
+    pub mismatch: Mismatch,
+}
+
+/// The threshold a run is held to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
+    /// `--max-mismatch-rate`.
+    pub max_mismatch_rate: f64,
+    /// Whether `summary.mismatch_rate <= max_mismatch_rate`.
+    pub passed: bool,
+}
+
+impl Report {
+    /// Holds the report to `max_mismatch_rate`, recording the verdict.
+    pub fn apply_gate(&mut self, max_mismatch_rate: f64) -> bool {
+        let passed = self.summary.total > 0 && self.summary.mismatch_rate <= max_mismatch_rate;
+        self.gate = Some(Gate {
+            max_mismatch_rate,
+            passed,
+        });
+        passed
+    }
+
+    /// Reads a `report.json`.
+    pub fn load(path: &Path) -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read report", path.display()))?;
+        let report: Report = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a tandem report", path.display()))?;
+        anyhow::ensure!(
+            report.format == FORMAT && report.version == VERSION,
+            "{}: report format {} v{} is not supported (this build reads {FORMAT} v{VERSION})",
+            path.display(),
+            report.format,
+            report.version
+        );
+        Ok(report)
+    }
+
+    /// Writes `report.json` and `summary.md` into `dir`; returns the JSON's path.
+    pub fn write_files(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        let json_path = dir.join("report.json");
+        write_with(&json_path, |out| {
+            serde_json::to_writer_pretty(&mut *out, self)?;
+            Ok(out.write_all(b"\n")?)
+        })?;
+        write_with(&dir.join("summary.md"), |out| {
+            Ok(Markdown.render(self, out)?)
+        })?;
+        Ok(json_path)
+    }
+}
+
+/// One output format of a report.
+pub trait Render {
+    /// Writes `report` to `out`.
+    fn render(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+fn write_with(
+    path: &Path,
+    body: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    body(&mut out).with_context(|| format!("{}: write failed", path.display()))?;
+    out.flush()
+        .with_context(|| format!("{}: write failed", path.display()))
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}

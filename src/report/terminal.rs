@@ -1,0 +1,73 @@
+use std::io::{self, Write};
+
+use super::{percent, Render, Report};
+use crate::latency::human;
+
+/// The few lines printed at the end of a run.
+pub struct Terminal;
+
+impl Render for Terminal {
+    fn render(&self, r: &Report, out: &mut dyn Write) -> io::Result<()> {
+        let s = &r.summary;
+        writeln!(
+            out,
+            "{} exchanges: {} matched, {} mismatched, {} errors; parity {}",
+            s.total,
+            s.matched,
+            s.mismatched,
+            s.errors,
+            percent(s.parity)
+        )?;
+        for (side, l) in [("legacy", &r.latency.legacy), ("new", &r.latency.new)] {
+            writeln!(
+                out,
+                "  {side:<7} latency p50 {} p90 {} p99 {} max {} ({} answers)",
+                human(l.p50),
+                human(l.p90),
+                human(l.p99),
+                human(l.max),
+                l.count
+            )?;
+        }
+        for (side, errors) in [("legacy", &r.errors.legacy), ("new", &r.errors.new)] {
+            for (kind, count) in errors {
+                writeln!(out, "  {side:<7} errors: {count} {}", kind.as_str())?;
+            }
+        }
+        if !r.mismatch_groups.is_empty() {
+            writeln!(out, "mismatch groups ({}):", r.mismatch_groups.len())?;
+        }
+        for g in r.mismatch_groups.iter().take(20) {
+            let m = &g.example.mismatch;
+            writeln!(
+                out,
+                "  {:>6}  {} {}  {} {}  (legacy {} / new {}, e.g. #{})",
+                g.count,
+                g.method,
+                g.route,
+                g.kind.as_str(),
+                g.path.as_deref().unwrap_or(""),
+                m.legacy.as_deref().unwrap_or("absent"),
+                m.new.as_deref().unwrap_or("absent"),
+                g.example.exchange_id
+            )?;
+        }
+        if r.mismatch_groups.len() > 20 {
+            writeln!(
+                out,
+                "  … {} more in the report",
+                r.mismatch_groups.len() - 20
+            )?;
+        }
+        if let Some(gate) = &r.gate {
+            let verdict = if gate.passed { "PASSED" } else { "FAILED" };
+            writeln!(
+                out,
+                "gate {verdict}: mismatch rate {} (max {})",
+                percent(s.mismatch_rate),
+                percent(gate.max_mismatch_rate)
+            )?;
+        }
+        Ok(())
+    }
+}
