@@ -41,6 +41,8 @@ pub struct LineReader {
     lines: Box<dyn BufRead + Send>,
     line_no: u64,
     buf: String,
+    /// Set after a read failure: the stream cannot be trusted past it.
+    failed: bool,
 }
 
 impl LineReader {
@@ -68,6 +70,7 @@ impl LineReader {
             lines,
             line_no: 0,
             buf: String::new(),
+            failed: false,
         })
     }
 
@@ -77,11 +80,16 @@ impl LineReader {
     }
 
     /// The next non-blank line parsed as `T`, `None` at the end of the file.
-    /// `what` names the expected value in the error message.
+    /// `what` names the expected value in the error message. A malformed line
+    /// is an error and reading goes on after it; a read failure (such as a
+    /// truncated gzip stream) is an error and the last item.
     pub fn next<T: serde::de::DeserializeOwned>(
         &mut self,
         what: &str,
     ) -> Option<Result<T, LineError>> {
+        if self.failed {
+            return None;
+        }
         match self.next_line() {
             Ok(false) => None,
             Ok(true) => Some(self.parse(what)),
@@ -103,10 +111,13 @@ impl LineReader {
             self.buf.clear();
             self.line_no += 1;
             let read = self.lines.read_line(&mut self.buf);
-            let n = read.map_err(|source| LineError::Read {
-                path: self.path.clone(),
-                line: self.line_no,
-                source,
+            let n = read.map_err(|source| {
+                self.failed = true;
+                LineError::Read {
+                    path: self.path.clone(),
+                    line: self.line_no,
+                    source,
+                }
             })?;
             if n == 0 {
                 return Ok(false);

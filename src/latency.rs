@@ -21,7 +21,12 @@ impl Default for Latency {
 impl Latency {
     /// Records one latency.
     pub fn record(&mut self, us: u64) {
-        self.0.saturating_record(us.clamp(1, MAX_US));
+        // `record` grows an auto-resizing histogram; `saturating_record` would
+        // clamp to its current top instead.
+        let us = us.clamp(1, MAX_US);
+        if self.0.record(us).is_err() {
+            self.0.saturating_record(us);
+        }
     }
 
     /// Adds every value of `other`.

@@ -75,21 +75,35 @@ impl Mismatch {
         let mut rest = path.as_str();
         while let Some(open) = rest.find('[') {
             out.push_str(&rest[..open]);
-            let after = &rest[open + 1..];
-            match after.find(']') {
-                Some(close) if after[..close].bytes().all(|b| b.is_ascii_digit()) && close > 0 => {
-                    out.push_str("[*]");
-                    rest = &after[close + 1..];
-                }
-                _ => {
-                    out.push('[');
-                    rest = after;
-                }
-            }
+            rest = &rest[open..];
+            let len = if rest.starts_with("['") {
+                quoted_len(rest)
+            } else {
+                rest.find(']').map_or(rest.len(), |close| close + 1)
+            };
+            let (step, after) = rest.split_at(len);
+            let is_index =
+                step.len() > 2 && step[1..step.len() - 1].bytes().all(|b| b.is_ascii_digit());
+            out.push_str(if is_index { "[*]" } else { step });
+            rest = after;
         }
         out.push_str(rest);
         Some(out)
     }
+}
+
+/// Length of a `['quoted key']` step at the start of `s`, escapes included.
+fn quoted_len(s: &str) -> usize {
+    let mut escaped = false;
+    for (i, c) in s.char_indices().skip(2) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '\'' if s[i + 1..].starts_with(']') => return i + 2,
+            _ => {}
+        }
+    }
+    s.len()
 }
 
 /// Compares answers under a rule set.
@@ -143,14 +157,31 @@ fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &
     for name in names {
         let (l, n) = (joined(legacy, &name), joined(new, &name));
         if l != n {
+            let shown = |v: Option<String>| v.map(|v| redact(&name, v));
             out.push(Mismatch {
                 kind: MismatchKind::Header,
+                legacy: shown(l),
+                new: shown(n),
                 path: Some(name),
-                legacy: l,
-                new: n,
                 diff: None,
             });
         }
+    }
+}
+
+/// Headers whose values are credentials: compared, never shown.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+fn redact(name: &str, value: String) -> String {
+    if SECRET_HEADERS.contains(&name) {
+        format!("<redacted, {} bytes>", value.len())
+    } else {
+        value
     }
 }
 
@@ -293,6 +324,16 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_compared_but_not_shown() {
+        let route = Route::of("GET", "/x");
+        let a = response(200, &[("set-cookie", "session=abc")], "");
+        let b = response(200, &[("set-cookie", "session=xyz")], "");
+        let found = Differ::default().compare(&route, &a, &b);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].legacy.as_deref(), Some("<redacted, 11 bytes>"));
+    }
+
+    #[test]
     fn json_bodies_compare_structurally() {
         let route = Route::of("GET", "/x");
         let a = response(
@@ -312,11 +353,14 @@ mod tests {
     fn group_path_collapses_indices() {
         let m = Mismatch {
             kind: MismatchKind::Value,
-            path: Some("$.items[12].tags[0]['a[1]']".into()),
+            path: Some("$.items[12].tags[0]['a[1]']['it\\'s'][3]".into()),
             legacy: None,
             new: None,
             diff: None,
         };
-        assert_eq!(m.group_path().unwrap(), "$.items[*].tags[*]['a[1]']");
+        assert_eq!(
+            m.group_path().unwrap(),
+            "$.items[*].tags[*]['a[1]']['it\\'s'][*]"
+        );
     }
 }

@@ -1,0 +1,240 @@
+//! The `tandem` binary: exit codes, error messages, signals.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tandem::capture::CaptureReader;
+use tandem::demo::{self, Flavor};
+use tokio::process::Command;
+
+async fn tandem(args: &[&str]) -> Output {
+    let run = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .env("RUST_LOG", "tandem=info")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("tandem finished within 60 s")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A small capture recorded by the demo.
+async fn capture(dir: &Path) -> std::path::PathBuf {
+    let options = demo::DemoOptions {
+        requests: 200,
+        capture: dir.join("small.jsonl"),
+        out_dir: dir.join("demo-run"),
+        ..Default::default()
+    };
+    demo::run(&options).await.unwrap();
+    options.capture
+}
+
+#[tokio::test]
+async fn bad_usage_exits_2() {
+    let out = tandem(&[
+        "replay",
+        "x.jsonl",
+        "--legacy",
+        "ftp://x",
+        "--new",
+        "http://127.0.0.1:1",
+        "--out",
+        "o",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("scheme \"ftp\" is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = tandem(&["frobnicate"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_sets_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture(dir.path()).await;
+    let legacy = demo::start(Flavor::Legacy).await.unwrap();
+    let new = demo::start(Flavor::New).await.unwrap();
+    let (l, n) = (legacy.url(), new.url());
+    let cap = capture.to_str().unwrap();
+    let run = |max: &'static str, out: &'static str| {
+        let out = dir.path().join(out);
+        let (l, n) = (l.clone(), n.clone());
+        let cap = cap.to_string();
+        async move {
+            tandem(&[
+                "replay",
+                &cap,
+                "--legacy",
+                &l,
+                "--new",
+                &n,
+                "--speed",
+                "4",
+                "--rules",
+                "scenarios/demo.rules.toml",
+                "--out",
+                out.to_str().unwrap(),
+                "--max-mismatch-rate",
+                max,
+            ])
+            .await
+        }
+    };
+    let failed = run("0", "strict").await;
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    let stdout = text(&failed.stdout);
+    assert!(stdout.contains("gate FAILED"), "{stdout}");
+    assert!(stdout.contains("missing_field $.currency"), "{stdout}");
+    assert!(dir.path().join("strict/report.json").exists());
+    let passed = run("0.9", "lenient").await;
+    assert_eq!(passed.status.code(), Some(0), "{}", text(&passed.stderr));
+    assert!(text(&passed.stdout).contains("gate PASSED"));
+    legacy.stop().await;
+    new.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_capture_line_is_named_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture(dir.path()).await;
+    let mut lines: Vec<String> = std::fs::read_to_string(&capture)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines[7].truncate(40);
+    std::fs::write(&capture, lines.join("\n") + "\n").unwrap();
+    let legacy = demo::start(Flavor::Legacy).await.unwrap();
+    let out_dir = dir.path().join("run");
+    let out = tandem(&[
+        "replay",
+        capture.to_str().unwrap(),
+        "--legacy",
+        &legacy.url(),
+        "--new",
+        &legacy.url(),
+        "--speed",
+        "4",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}: line 8:", capture.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 capture lines could not be read"),
+        "{stderr}"
+    );
+    // The rest was replayed and reported.
+    let report = tandem::report::Report::load(&out_dir.join("report.json")).unwrap();
+    assert_eq!(report.summary.total, 199);
+    legacy.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_capture_fails_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.jsonl");
+    let header = tandem::capture::CaptureHeader::new("test");
+    tandem::capture::CaptureWriter::create(&path, &header)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let dead = format!("http://{}", common::dead_port().await);
+    let out_dir = dir.path().join("run");
+    let out = tandem(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--legacy",
+        &dead,
+        "--new",
+        &dead,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--max-mismatch-rate",
+        "0.5",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "nothing replayed proves nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_flushes_everything_on_sigint_and_sigterm() {
+    for signal in ["-INT", "-TERM"] {
+        let upstream = common::Echo::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rec.jsonl.gz");
+        let port = common::dead_port().await.port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["record", "--listen", &listen, "--upstream", &upstream.url()])
+            .args(["--out", out.to_str().unwrap()])
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_port(&listen).await;
+        let client = tandem::http::client(Duration::from_secs(5));
+        for i in 0..50 {
+            let url = format!("http://{listen}/item/{i}");
+            let seen =
+                common::send(&client, &url, "POST", &[], Bytes::from(format!("body {i}"))).await;
+            assert_eq!(seen.status, 200);
+        }
+        let pid = child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("record stops after the signal")
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{signal}");
+        assert!(
+            text(&output.stdout).contains("recorded 50 exchanges"),
+            "{}",
+            text(&output.stdout)
+        );
+        // A complete gzip stream holding every exchange.
+        let exchanges: Vec<_> = CaptureReader::open(&out)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(exchanges.len(), 50, "{signal}");
+        assert_eq!(exchanges[49].request.body.bytes().as_ref(), b"body 49");
+    }
+}
+
+async fn wait_for_port(addr: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {addr} after 5 s");
+}

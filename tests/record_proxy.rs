@@ -1,0 +1,149 @@
+//! The recording proxy against a real hyper server on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tandem::capture::{CaptureReader, Exchange};
+use tandem::record::{record_proxy, ProxyConfig};
+use tokio::net::TcpListener;
+
+fn config(upstream: &str, out: std::path::PathBuf) -> ProxyConfig {
+    ProxyConfig {
+        upstream: upstream.parse().unwrap(),
+        out,
+        session_header: None,
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(2),
+    }
+}
+
+/// Requests with text, binary and empty bodies, queries and odd methods.
+fn requests() -> Vec<(&'static str, String, Bytes)> {
+    let mut out = Vec::new();
+    for i in 0..60u32 {
+        let (method, body) = match i % 4 {
+            0 => ("GET", Bytes::new()),
+            1 => (
+                "POST",
+                Bytes::from(format!("{{\"n\":{i},\"text\":\"héllo\"}}")),
+            ),
+            2 => ("PUT", Bytes::from(vec![0u8, 159, 146, 150, 255, i as u8])),
+            _ => ("DELETE", Bytes::from_static(b"line one\r\nline two")),
+        };
+        out.push((method, format!("/things/{i}?q={i}&x=%20y"), body));
+    }
+    out
+}
+
+#[tokio::test]
+async fn capture_holds_every_exchange_byte_for_byte() {
+    let upstream = common::Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap.jsonl");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let recording = tokio::spawn(record_proxy(
+        listener,
+        config(&upstream.url(), out.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Several clients at once, so that completions interleave.
+    let mut tasks = Vec::new();
+    for (method, target, body) in requests() {
+        let url = format!("{proxy}{target}");
+        tasks.push(tokio::spawn(async move {
+            let client = tandem::http::client(Duration::from_secs(5));
+            let headers = [("x-custom", "a b"), ("x-want-status", "201")];
+            common::send(&client, &url, method, &headers, body).await
+        }));
+    }
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    stop.send(()).unwrap();
+    let summary = recording.await.unwrap().unwrap();
+    assert_eq!(summary.exchanges, 60);
+
+    let exchanges: Vec<Exchange> = CaptureReader::open(&out)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(exchanges.len(), 60);
+    // Written in arrival order: ids and offsets increase.
+    for pair in exchanges.windows(2) {
+        assert_eq!(pair[1].id, pair[0].id + 1);
+        assert!(pair[1].offset_us >= pair[0].offset_us);
+    }
+    for (method, target, body) in requests() {
+        let exchange = exchanges
+            .iter()
+            .find(|e| e.request.target == target)
+            .unwrap_or_else(|| panic!("{target} not in the capture"));
+        assert_eq!(exchange.request.method, method);
+        assert_eq!(
+            exchange.request.body.bytes(),
+            &body,
+            "{target}: request body"
+        );
+        assert!(exchange
+            .request
+            .headers
+            .iter()
+            .any(|h| h.0 == "x-custom" && h.1 == "a b"));
+        let response = exchange.response.as_ref().expect("a response");
+        assert_eq!(response.status, 201);
+        assert_eq!(response.body.bytes(), &body, "{target}: response body");
+        assert!(response.latency_us > 0);
+        // What the client saw is what was recorded.
+        let client_saw = seen
+            .iter()
+            .find(|s| {
+                s.headers
+                    .iter()
+                    .any(|(n, v)| n == "x-echo-target" && v == &target)
+            })
+            .unwrap();
+        assert_eq!(client_saw.status, response.status);
+        assert_eq!(&client_saw.body, response.body.bytes());
+        for (name, value) in &client_saw.headers {
+            let recorded = tandem::capture::header_value(&response.headers, name);
+            assert_eq!(recorded, Some(value.as_str()), "{target}: header {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_down_is_recorded_not_lost() {
+    let dead = common::dead_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap.jsonl.gz");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let recording = tokio::spawn(record_proxy(
+        listener,
+        config(&format!("http://{dead}"), out.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = tandem::http::client(Duration::from_secs(5));
+    let seen = common::send(&client, &format!("{proxy}/x"), "GET", &[], Bytes::new()).await;
+    assert_eq!(seen.status, 502);
+    stop.send(()).unwrap();
+    let summary = recording.await.unwrap().unwrap();
+    assert_eq!((summary.exchanges, summary.upstream_errors), (1, 1));
+    let exchanges: Vec<Exchange> = CaptureReader::open(&out)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(exchanges[0].response.is_none());
+    assert!(exchanges[0].error.as_deref().unwrap().contains("upstream"));
+}

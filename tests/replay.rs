@@ -1,0 +1,196 @@
+//! Replay, differ and report against the demo stacks and broken targets on
+//! loopback.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tandem::demo::{self, DemoOptions, Flavor};
+use tandem::diff::MismatchKind;
+use tandem::replay::{replay, ReplayPlan};
+use tandem::report::Report;
+use tandem::results::ErrorKind;
+
+fn demo_options(dir: &Path, requests: usize) -> DemoOptions {
+    DemoOptions {
+        requests,
+        rate: 1000.0,
+        capture: dir.join("demo.jsonl.gz"),
+        out_dir: dir.join("run"),
+        ..DemoOptions::default()
+    }
+}
+
+fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayPlan {
+    ReplayPlan {
+        capture,
+        legacy: legacy.parse().unwrap(),
+        new: new.parse().unwrap(),
+        speed: 4.0,
+        out_dir: out,
+        rules: None,
+        timeout: Duration::from_millis(500),
+        drain: Duration::from_secs(2),
+        max_mismatch_rate: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_report_names_exactly_the_three_bugs_and_no_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = demo_options(dir.path(), 2000);
+    let outcome = demo::run(&options).await.unwrap();
+    assert_eq!(outcome.recorded.exchanges, 2000);
+
+    // The report on disk, read back through its typed form.
+    let report = Report::load(&dir.path().join("run/report.json")).unwrap();
+    let groups: BTreeSet<(String, String, MismatchKind, Option<String>)> = report
+        .mismatch_groups
+        .iter()
+        .map(|g| (g.method.clone(), g.route.clone(), g.kind, g.path.clone()))
+        .collect();
+    let expected: BTreeSet<_> = [
+        (
+            "GET",
+            "/api/orders/{id}",
+            MismatchKind::Value,
+            Some("$.total"),
+        ),
+        (
+            "GET",
+            "/api/products/{id}",
+            MismatchKind::MissingField,
+            Some("$.currency"),
+        ),
+        ("POST", "/api/orders", MismatchKind::Status, None),
+    ]
+    .into_iter()
+    .map(|(m, r, k, p)| (m.to_string(), r.to_string(), k, p.map(str::to_string)))
+    .collect();
+    assert_eq!(groups, expected);
+
+    let s = &report.summary;
+    assert_eq!(s.total, 2000);
+    assert_eq!(s.errors, 0);
+    assert_eq!(s.matched + s.mismatched, s.total);
+    let grouped: u64 = report.mismatch_groups.iter().map(|g| g.count).sum();
+    assert_eq!(
+        grouped, s.mismatched,
+        "each mismatched exchange has one bug"
+    );
+    // Every product read misses its currency; the routes add up.
+    let product_reads = report
+        .routes
+        .iter()
+        .find(|r| r.method == "GET" && r.route == "/api/products/{id}")
+        .unwrap();
+    assert_eq!(product_reads.mismatched, product_reads.total);
+    assert_eq!(report.routes.iter().map(|r| r.total).sum::<u64>(), s.total);
+    assert_eq!(report.latency.legacy.count, 2000);
+    assert_eq!(report.latency.new.count, 2000);
+    assert!(report.latency.new.p50 > 0 && report.latency.new.p99 >= report.latency.new.p50);
+
+    // Both raw answers are kept in the results file, one line an exchange.
+    let results = std::fs::read_to_string(dir.path().join("run/results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 2001);
+    assert!(dir.path().join("run/summary.md").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rules_the_noise_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = demo_options(dir.path(), 300);
+    let empty_rules = dir.path().join("empty.toml");
+    std::fs::write(&empty_rules, "").unwrap();
+    options.rules = Some(empty_rules);
+    demo::run(&options).await.unwrap();
+    let report = Report::load(&dir.path().join("run/report.json")).unwrap();
+    let paths: BTreeSet<Option<String>> = report
+        .mismatch_groups
+        .iter()
+        .map(|g| g.path.clone())
+        .collect();
+    assert!(
+        paths.contains(&Some("x-correlation-id".to_string())),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&Some("$.generated_at".to_string())),
+        "{paths:?}"
+    );
+}
+
+/// Records a small demo capture to replay at broken targets.
+async fn small_capture(dir: &Path) -> PathBuf {
+    let options = demo_options(dir, 100);
+    demo::run(&options).await.unwrap();
+    options.capture
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_targets_are_errors_in_the_report_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = small_capture(dir.path()).await;
+    let legacy = demo::start(Flavor::Legacy).await.unwrap();
+    let cases = [
+        (
+            format!("http://{}", common::dead_port().await),
+            ErrorKind::Refused,
+        ),
+        (
+            format!("http://{}", common::silent_server().await),
+            ErrorKind::Timeout,
+        ),
+        (
+            format!("http://{}", common::resetting_server().await),
+            ErrorKind::Reset,
+        ),
+    ];
+    for (i, (new, kind)) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("broken{i}"));
+        let outcome = replay(
+            &plan(capture.clone(), legacy.url(), new, out),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let report = &outcome.report;
+        assert_eq!(report.summary.total, 100, "{kind:?}");
+        assert_eq!(report.summary.errors, 100, "{kind:?}");
+        assert_eq!(report.summary.parity, 0.0);
+        assert_eq!(
+            report.errors.new.get(&kind),
+            Some(&100),
+            "{kind:?}: {:?}",
+            report.errors
+        );
+        assert!(
+            report.errors.legacy.is_empty(),
+            "{:?}",
+            report.errors.legacy
+        );
+        assert_eq!(report.latency.legacy.count, 100);
+    }
+    legacy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_fails_on_mismatches_and_on_an_empty_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = small_capture(dir.path()).await;
+    let legacy = demo::start(Flavor::Legacy).await.unwrap();
+    let new = demo::start(Flavor::New).await.unwrap();
+    let mut p = plan(capture, legacy.url(), new.url(), dir.path().join("gate"));
+    p.rules = Some("scenarios/demo.rules.toml".into());
+    p.max_mismatch_rate = Some(0.0);
+    let outcome = replay(&p, std::future::pending()).await.unwrap();
+    assert!(outcome.report.summary.mismatched > 0);
+    assert!(!outcome.passed());
+    p.max_mismatch_rate = Some(1.0);
+    p.out_dir = dir.path().join("gate2");
+    assert!(replay(&p, std::future::pending()).await.unwrap().passed());
+    legacy.stop().await;
+    new.stop().await;
+}
