@@ -147,3 +147,12 @@ fn headers_of_other_formats_and_versions_are_refused() {
         .to_string();
     assert!(missing.contains("nope: cannot open"), "{missing}");
 }
+
+#[test]
+fn the_shipped_sample_capture_reads() {
+    let reader = CaptureReader::open("captures/sample.jsonl").unwrap();
+    assert_eq!(reader.header().format, "tandem-capture");
+    let exchanges: Vec<Exchange> = reader.map(Result::unwrap).collect();
+    assert_eq!(exchanges.len(), 24);
+    assert!(exchanges.iter().all(|e| e.response.is_some()));
+}
