@@ -13,10 +13,17 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::demo::{self, DemoOptions};
-use crate::record::{record_proxy, ProxyConfig};
+use crate::packets::AssemblyOptions;
+use crate::record::packets::PacketRecording;
+use crate::record::{
+    import_file, record_live, record_proxy, LiveConfig, ProxyConfig, Rotation, Selection, Sink,
+    SinkSummary,
+};
 use crate::replay::{replay, ReplayOutcome, ReplayPlan};
 use crate::report::{Render, Terminal};
 use crate::target::Target;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The gate failed.
 pub const EXIT_GATE_FAILED: u8 = 1;
@@ -39,8 +46,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Record traffic through a reverse proxy into a capture file.
+    /// Record traffic into a capture file: as a reverse proxy (--listen,
+    /// --upstream) or from packets on an interface (--interface, --port).
     Record(RecordArgs),
+    /// Import a pcap or pcapng file into a capture file.
+    Import(ImportArgs),
     /// Replay a capture at the legacy and the new stack and report parity.
     Replay(ReplayArgs),
     /// Run the whole job on two embedded demo stacks.
@@ -49,21 +59,119 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RecordArgs {
-    /// Address to listen on, e.g. 127.0.0.1:8080.
-    #[arg(long)]
-    listen: SocketAddr,
-    /// The service to forward to, e.g. http://127.0.0.1:9000.
-    #[arg(long)]
-    upstream: Target,
+    /// Proxy mode: address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, requires = "upstream", conflicts_with = "interface")]
+    listen: Option<SocketAddr>,
+    /// Proxy mode: the service to forward to, e.g. http://127.0.0.1:9000.
+    #[arg(long, requires = "listen")]
+    upstream: Option<Target>,
+    /// Packet mode: the interface to capture on (needs root or CAP_NET_RAW).
+    #[arg(long, requires = "port", required_unless_present = "listen")]
+    interface: Option<String>,
+    /// Packet mode: the service's TCP port.
+    #[arg(long, requires = "interface")]
+    port: Option<u16>,
+    /// Packet mode: an extra BPF filter, and-ed with the port.
+    #[arg(long, requires = "interface")]
+    filter: Option<String>,
     /// Capture file to write (.gz for gzip).
     #[arg(long)]
     out: PathBuf,
-    /// Take the session key from this request header (default: the client connection).
-    #[arg(long)]
+    /// Proxy mode: take the session key from this request header (default: the client connection).
+    #[arg(long, requires = "listen")]
     session_header: Option<String>,
-    /// Longest wait for the upstream's complete answer.
+    /// Proxy mode: longest wait for the upstream's complete answer.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Packet mode: start a new file after this many bytes (e.g. 500MB).
+    #[arg(long, value_parser = parse_size, requires = "interface")]
+    rotate_size: Option<u64>,
+    /// Packet mode: start a new file after this long (e.g. 1h).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "interface")]
+    rotate_time: Option<Duration>,
+    /// Packet mode: body bytes kept at most per message; longer bodies are cut and marked incomplete.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_body: u64,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The pcap or pcapng file.
+    file: PathBuf,
+    /// Capture file to write (.gz for gzip).
+    #[arg(long)]
+    out: PathBuf,
+    /// Server ports, to tell client from server on connections seen without their SYN.
+    #[arg(long = "port", value_delimiter = ',')]
+    ports: Vec<u16>,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Body bytes kept at most per message; longer bodies are cut and marked incomplete.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_body: u64,
+}
+
+/// Which exchanges a packet recording keeps.
+#[derive(Debug, Args)]
+struct SelectionArgs {
+    /// Keep only these methods, e.g. GET,POST.
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Keep only request targets (path and query) matching this regex.
+    #[arg(long)]
+    path_regex: Option<regex::Regex>,
+    /// Keep this percentage of sessions, each whole (0 < P <= 100).
+    #[arg(long)]
+    sample_percent: Option<f64>,
+}
+
+impl SelectionArgs {
+    fn selection(self) -> anyhow::Result<Selection> {
+        if let Some(p) = self.sample_percent {
+            anyhow::ensure!(
+                p > 0.0 && p <= 100.0,
+                "--sample-percent must be in (0, 100], got {p}"
+            );
+        }
+        Ok(Selection {
+            methods: self
+                .methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect(),
+            path: self.path_regex,
+            sample_percent: self.sample_percent,
+        })
+    }
+}
+
+/// `16MiB`, `500MB`, `1g`, `4096`: a size in bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 16MiB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ))
+        }
+    };
+    Ok((number * factor) as u64)
 }
 
 #[derive(Debug, Args)]
@@ -138,18 +246,23 @@ pub fn main() -> anyhow::Result<ExitCode> {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Record(args) if args.interface.is_some() => record_packets(args).await,
         Command::Record(args) => record(args).await,
+        Command::Import(args) => import(args).await,
         Command::Replay(args) => replay_command(args).await,
         Command::Demo(args) => demo_command(args).await,
     }
 }
 
 async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let listener = TcpListener::bind(args.listen)
+    let (Some(listen), Some(upstream)) = (args.listen, args.upstream) else {
+        anyhow::bail!("record needs --listen and --upstream, or --interface and --port");
+    };
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let config = ProxyConfig {
-        upstream: args.upstream,
+        upstream,
         out: args.out.clone(),
         session_header: args.session_header,
         timeout: args.timeout,
@@ -157,7 +270,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(
         "recording {} -> {} into {}",
-        args.listen,
+        listen,
         config.upstream,
         args.out.display()
     );
@@ -170,6 +283,94 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         summary.abandoned,
         summary.incomplete_requests
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn record_packets(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let config = LiveConfig {
+        interface: args.interface.expect("packet mode has an interface"),
+        port: args.port.expect("clap requires --port with --interface"),
+        filter: args.filter,
+        assembly: AssemblyOptions {
+            max_body: args.max_body as usize,
+            ..AssemblyOptions::default()
+        },
+    };
+    let rotation = Rotation {
+        max_bytes: args.rotate_size,
+        max_age: args.rotate_time,
+    };
+    let source = format!(
+        "pcap live interface={} port={}",
+        config.interface, config.port
+    );
+    let mut sink = Sink::create(&args.out, &source, args.selection.selection()?, rotation)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.store(true, Ordering::Relaxed);
+    });
+    tracing::info!(
+        "capturing {} port {} into {}",
+        config.interface,
+        config.port,
+        args.out.display()
+    );
+    let (recording, sink) = tokio::task::spawn_blocking(move || {
+        let recording = record_live(&config, &mut sink, &stop);
+        (recording, sink)
+    })
+    .await?;
+    let recording = recording?;
+    let written = sink.finish()?;
+    report_packets(&recording, &written)
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let options = AssemblyOptions {
+        max_body: args.max_body as usize,
+        server_ports: args.ports,
+        ..AssemblyOptions::default()
+    };
+    let source = format!("pcap file={}", args.file.display());
+    let mut sink = Sink::create(
+        &args.out,
+        &source,
+        args.selection.selection()?,
+        Rotation::default(),
+    )?;
+    let file = args.file.clone();
+    let (recording, sink) = tokio::task::spawn_blocking(move || {
+        let recording = import_file(&file, options, &mut sink);
+        (recording, sink)
+    })
+    .await?;
+    let recording = recording?;
+    let written = sink.finish()?;
+    report_packets(&recording, &written)
+}
+
+/// Prints what a packet recording kept and what it did not, and why.
+fn report_packets(recording: &PacketRecording, written: &SinkSummary) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", recording.summary)?;
+    let files: Vec<String> = written
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    writeln!(
+        out,
+        "wrote {} exchanges ({} left out by --methods/--path-regex/--sample-percent) to {}",
+        written.written,
+        written.filtered,
+        files.join(", ")
+    )?;
+    if let Some(error) = &recording.stopped_by {
+        eprintln!("tandem: {error}; everything before it was written");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -148,6 +148,7 @@ pub struct LineWriter {
     path: PathBuf,
     sink: Sink,
     lines: u64,
+    bytes: u64,
 }
 
 enum Sink {
@@ -175,16 +176,18 @@ impl LineWriter {
             path,
             sink,
             lines: 0,
+            bytes: 0,
         })
     }
 
     /// Appends `value` as one line.
     pub fn write<T: serde::Serialize>(&mut self, value: &T) -> anyhow::Result<()> {
         let path = &self.path;
-        let out = self.sink.as_write();
-        serde_json::to_writer(&mut *out, value)
-            .and_then(|()| out.write_all(b"\n").map_err(serde_json::Error::io))
+        let mut counted = Counted(self.sink.as_write(), 0);
+        serde_json::to_writer(&mut counted, value)
+            .and_then(|()| counted.write_all(b"\n").map_err(serde_json::Error::io))
             .with_context(|| format!("{}: write failed", path.display()))?;
+        self.bytes += counted.1;
         self.lines += 1;
         Ok(())
     }
@@ -196,6 +199,11 @@ impl LineWriter {
             .as_write()
             .flush()
             .with_context(|| format!("{}: flush failed", path.display()))
+    }
+
+    /// Bytes written so far, before compression.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Lines written so far.
@@ -215,6 +223,21 @@ impl LineWriter {
             Sink::Gzip(w) => w.finish().and_then(|mut inner| inner.flush()),
         };
         result.with_context(|| format!("{}: closing failed", self.path.display()))
+    }
+}
+
+/// A writer that counts what goes through it.
+struct Counted<'a>(&'a mut dyn Write, u64);
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 

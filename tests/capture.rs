@@ -27,6 +27,7 @@ fn exchange(id: u64, body: Bytes) -> Exchange {
             latency_us: 812,
         }),
         error: (id % 5 == 0).then(|| "upstream: refused".to_string()),
+        incomplete: (id % 7 == 0).then(|| "3 bytes lost from the capture".to_string()),
     }
 }
 

@@ -7,6 +7,7 @@
 //! does not grow with the size of the capture.
 
 mod body;
+pub mod ordered;
 mod reader;
 mod writer;
 
@@ -66,6 +67,10 @@ pub struct Exchange {
     /// Why `response` is null, e.g. `"upstream refused the connection"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the exchange is not whole although usable, e.g. bytes lost from a
+    /// packet capture or a body over the size limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 /// An HTTP request.

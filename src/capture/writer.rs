@@ -28,6 +28,11 @@ impl CaptureWriter {
         self.lines.flush()
     }
 
+    /// Bytes written so far, before compression.
+    pub fn bytes(&self) -> u64 {
+        self.lines.bytes()
+    }
+
     /// How many exchanges were written.
     pub fn written(&self) -> u64 {
         self.lines.lines().saturating_sub(1)

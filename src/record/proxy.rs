@@ -5,7 +5,6 @@
 //! On shutdown the proxy stops accepting, lets in-flight requests finish,
 //! then flushes and closes the capture: no completed exchange is lost.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +21,7 @@ use hyper::{Request, Response, StatusCode, Uri};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::capture::ordered::InOrder;
 use crate::capture::{self, Body, CaptureHeader, CaptureWriter, Exchange};
 use crate::http::{self, Client};
 use crate::target::Target;
@@ -139,6 +139,7 @@ async fn handle(
         },
         response: None,
         error: None,
+        incomplete: None,
     });
     let upstream = forward(&shared, parts, &target, body).await;
     let latency_us = arrived.elapsed().as_micros() as u64;
@@ -252,15 +253,14 @@ impl Drop for Pending {
     }
 }
 
-/// Writes exchanges in id (arrival) order as they complete, flushing at least
-/// every 100 ms so that a crash loses little.
+/// Writes exchanges in arrival order as they complete, numbered from 1
+/// without holes, flushing at least every 100 ms so that a crash loses little.
 async fn write_in_order(
     mut writer: CaptureWriter,
     mut events: mpsc::UnboundedReceiver<Event>,
 ) -> anyhow::Result<RecordSummary> {
     let mut summary = RecordSummary::default();
-    let mut waiting: BTreeMap<u64, Option<Box<Exchange>>> = BTreeMap::new();
-    let mut next = 1u64;
+    let mut order = InOrder::new(1, 100_000);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         let event = tokio::select! {
@@ -270,30 +270,32 @@ async fn write_in_order(
                 continue;
             }
         };
-        let Some(event) = event else { break };
-        match event {
-            Event::Done(exchange) => waiting.insert(exchange.id, Some(exchange)),
-            Event::Vanished(id) => {
+        let ready = match event {
+            None => break,
+            Some(Event::Done(exchange)) => order.done(exchange.id, Some(*exchange)),
+            Some(Event::Vanished(id)) => {
                 summary.incomplete_requests += 1;
-                waiting.insert(id, None)
+                order.done(id, None)
             }
         };
-        while let Some(slot) = waiting.remove(&next) {
-            if let Some(exchange) = slot {
-                tally(&mut summary, &exchange);
-                writer.write(&exchange)?;
-            }
-            next += 1;
-        }
+        write_all(&mut writer, &mut summary, ready)?;
     }
-    // Ids stuck behind a gap (cannot happen while every Pending reports) are
-    // still written rather than lost.
-    for exchange in waiting.into_values().flatten() {
-        tally(&mut summary, &exchange);
-        writer.write(&exchange)?;
-    }
+    write_all(&mut writer, &mut summary, order.drain())?;
     writer.finish()?;
     Ok(summary)
+}
+
+fn write_all(
+    writer: &mut CaptureWriter,
+    summary: &mut RecordSummary,
+    ready: Vec<Exchange>,
+) -> anyhow::Result<()> {
+    for mut exchange in ready {
+        tally(summary, &exchange);
+        exchange.id = summary.exchanges;
+        writer.write(&exchange)?;
+    }
+    Ok(())
 }
 
 fn tally(summary: &mut RecordSummary, exchange: &Exchange) {

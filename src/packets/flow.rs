@@ -1,0 +1,274 @@
+//! One TCP connection: two reassembled directions, two HTTP parsers, and the
+//! pairing of each response with the oldest request still waiting.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use super::http1::{Message, Parser, Side, Trouble};
+use super::tcp::{Piece, Stream};
+
+/// A finished request, with its answer if one was seen.
+pub struct Pair {
+    /// Provisional number, in request arrival order across connections.
+    pub id: u64,
+    /// The client's address.
+    pub session: SocketAddr,
+    /// The request.
+    pub request: Message,
+    /// The answer, if any.
+    pub response: Option<Message>,
+}
+
+/// What a connection reports as it goes.
+#[derive(Default)]
+pub struct Output {
+    /// Provisional numbers given to requests, in order (so that the writer can
+    /// wait for them).
+    pub opened: Vec<u64>,
+    /// Finished pairs.
+    pub pairs: Vec<Pair>,
+    /// Responses with no request to pair with.
+    pub orphan_responses: u64,
+    /// Bytes the parsers skipped, by reason.
+    pub trouble: Vec<Trouble>,
+    /// Tunnels (CONNECT, upgrades) whose bytes were skipped.
+    pub tunnels: u64,
+    /// Bytes never captured (holes in the streams).
+    pub lost_bytes: u64,
+}
+
+/// A connection between a client and a server.
+pub struct Connection {
+    /// The client's address: the session key of its exchanges.
+    pub client: SocketAddr,
+    /// The server's address.
+    pub server: SocketAddr,
+    to_server: Stream,
+    to_client: Stream,
+    requests: Parser,
+    responses: Parser,
+    waiting: VecDeque<(u64, Message)>,
+    /// Capture time of the last packet, µs.
+    pub last_us: u64,
+    client_done: bool,
+    server_done: bool,
+}
+
+impl Connection {
+    /// A connection; `midstream` when it was picked up without its SYN, so
+    /// the parsers first look for the start of a message.
+    pub fn new(
+        client: SocketAddr,
+        server: SocketAddr,
+        max_body: usize,
+        midstream: bool,
+        ts: u64,
+    ) -> Connection {
+        let mut requests = Parser::new(Side::Request, max_body);
+        let mut responses = Parser::new(Side::Response, max_body);
+        if midstream {
+            requests.resync_from_here("connection picked up mid-stream");
+            responses.resync_from_here("connection picked up mid-stream");
+        }
+        Connection {
+            client,
+            server,
+            to_server: Stream::default(),
+            to_client: Stream::default(),
+            requests,
+            responses,
+            waiting: VecDeque::new(),
+            last_us: ts,
+            client_done: false,
+            server_done: false,
+        }
+    }
+
+    /// The client's initial sequence number, if its SYN was seen.
+    pub fn client_isn(&self) -> Option<u32> {
+        self.to_server.isn
+    }
+
+    /// True once both sides closed, or either reset.
+    pub fn is_done(&self) -> bool {
+        self.client_done && self.server_done
+    }
+
+    /// A segment from `from` (the client or the server).
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &mut self,
+        from_client: bool,
+        seg: &super::link::Segment,
+        ts: u64,
+        next_id: &mut u64,
+        out: &mut Output,
+    ) {
+        self.last_us = ts;
+        let stream = if from_client {
+            &mut self.to_server
+        } else {
+            &mut self.to_client
+        };
+        if seg.syn {
+            stream.syn(seg.seq);
+        }
+        let data_seq = if seg.syn {
+            seg.seq.wrapping_add(1)
+        } else {
+            seg.seq
+        };
+        let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
+        stream.segment(
+            data_seq,
+            seg.payload,
+            seg.wire_len,
+            ts,
+            &mut |piece| match piece {
+                Piece::Data(bytes, at) => {
+                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
+                }
+                Piece::Gap(len, at) => pieces.push((None, len, at)),
+            },
+        );
+        if seg.fin || seg.rst {
+            stream.closed = true;
+            stream.finish(&mut |piece| match piece {
+                Piece::Data(bytes, at) => {
+                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
+                }
+                Piece::Gap(len, at) => pieces.push((None, len, at)),
+            });
+        }
+        for (bytes, len, at) in pieces {
+            self.feed(from_client, bytes.as_deref(), len, at, next_id, out);
+        }
+        if seg.rst {
+            self.close(ts, true, next_id, out);
+        } else if seg.fin {
+            self.half_close(from_client, ts, next_id, out);
+        }
+    }
+
+    fn feed(
+        &mut self,
+        from_client: bool,
+        bytes: Option<&[u8]>,
+        len: u64,
+        ts: u64,
+        next_id: &mut u64,
+        out: &mut Output,
+    ) {
+        if bytes.is_none() {
+            out.lost_bytes += len;
+        }
+        let mut messages = Vec::new();
+        let parser = if from_client {
+            &mut self.requests
+        } else {
+            &mut self.responses
+        };
+        match bytes {
+            Some(bytes) => parser.feed(bytes, ts, &mut messages, &mut out.trouble),
+            None => parser.gap(len, ts, &mut messages, &mut out.trouble),
+        }
+        self.take(from_client, messages, next_id, out);
+    }
+
+    /// Handles messages a parser finished.
+    fn take(
+        &mut self,
+        from_client: bool,
+        messages: Vec<Message>,
+        next_id: &mut u64,
+        out: &mut Output,
+    ) {
+        for message in messages {
+            if from_client {
+                let id = *next_id;
+                *next_id += 1;
+                out.opened.push(id);
+                let http09 = message.version == "HTTP/0.9";
+                self.responses.expect_response_to(&message.method, http09);
+                self.waiting.push_back((id, message));
+                continue;
+            }
+            if message.tunnel {
+                out.tunnels += 1;
+                self.requests.start_tunnel();
+            }
+            match self.waiting.pop_front() {
+                Some((id, request)) => out.pairs.push(Pair {
+                    id,
+                    session: self.client,
+                    request,
+                    response: Some(message),
+                }),
+                None => out.orphan_responses += 1,
+            }
+        }
+    }
+
+    fn half_close(&mut self, from_client: bool, ts: u64, next_id: &mut u64, out: &mut Output) {
+        let mut messages = Vec::new();
+        if from_client {
+            self.client_done = true;
+            self.requests
+                .close(ts, false, &mut messages, &mut out.trouble);
+        } else {
+            self.server_done = true;
+            self.responses
+                .close(ts, false, &mut messages, &mut out.trouble);
+        }
+        self.take(from_client, messages, next_id, out);
+        if self.is_done() {
+            self.release_waiting(out);
+        }
+    }
+
+    /// Ends the connection (reset, idle, end of capture): whatever is open is
+    /// finished as far as it got, and requests with no answer are released.
+    pub fn close(&mut self, ts: u64, reset: bool, next_id: &mut u64, out: &mut Output) {
+        for from_client in [true, false] {
+            let stream = if from_client {
+                &mut self.to_server
+            } else {
+                &mut self.to_client
+            };
+            let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
+            stream.finish(&mut |piece| match piece {
+                Piece::Data(bytes, at) => {
+                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
+                }
+                Piece::Gap(len, at) => pieces.push((None, len, at)),
+            });
+            for (bytes, len, at) in pieces {
+                self.feed(from_client, bytes.as_deref(), len, at, next_id, out);
+            }
+        }
+        for from_client in [true, false] {
+            let mut messages = Vec::new();
+            let parser = if from_client {
+                &mut self.requests
+            } else {
+                &mut self.responses
+            };
+            parser.close(ts, reset, &mut messages, &mut out.trouble);
+            self.take(from_client, messages, next_id, out);
+        }
+        self.client_done = true;
+        self.server_done = true;
+        self.release_waiting(out);
+    }
+
+    fn release_waiting(&mut self, out: &mut Output) {
+        for (id, request) in self.waiting.drain(..) {
+            out.pairs.push(Pair {
+                id,
+                session: self.client,
+                request,
+                response: None,
+            });
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Packet sources: a pcap or pcapng file (`tandem import`) and a live
+//! interface (`tandem record --interface`), both through libpcap.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+
+use super::sink::Sink;
+use crate::packets::{Assembler, AssemblyOptions, PacketSummary};
+
+/// What an import or live capture produced, and the error that ended it
+/// early, if any (what was read before it is written all the same).
+#[derive(Debug)]
+pub struct PacketRecording {
+    /// Counts by reason.
+    pub summary: PacketSummary,
+    /// A read error that stopped the source, naming the file and packet.
+    pub stopped_by: Option<String>,
+}
+
+/// Imports a pcap or pcapng file into `sink`.
+pub fn import_file(
+    path: &Path,
+    options: AssemblyOptions,
+    sink: &mut Sink,
+) -> anyhow::Result<PacketRecording> {
+    let mut capture = pcap::Capture::from_file_with_precision(path, pcap::Precision::Micro)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a readable pcap or pcapng file: {e}",
+                path.display()
+            )
+        })?;
+    let linktype = capture.get_datalink().0;
+    let mut assembler = Assembler::new(options);
+    let mut stopped_by = None;
+    let mut number = 0u64;
+    loop {
+        let packet = match capture.next_packet() {
+            Ok(packet) => packet,
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => {
+                stopped_by = Some(format!("{}: packet {}: {e}", path.display(), number + 1));
+                break;
+            }
+        };
+        number += 1;
+        let ts = timestamp_us(packet.header);
+        assembler.frame(ts, linktype, packet.data);
+        if number % 1024 == 0 {
+            sink.take(assembler.take_produced())?;
+        }
+    }
+    let summary = assembler.finish();
+    sink.take(assembler.take_produced())?;
+    Ok(PacketRecording {
+        summary,
+        stopped_by,
+    })
+}
+
+/// What a live capture listens to.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Interface name, e.g. `eth0` or `lo`.
+    pub interface: String,
+    /// The service's TCP port.
+    pub port: u16,
+    /// An extra BPF filter, and-ed with the port.
+    pub filter: Option<String>,
+    /// How packets become exchanges.
+    pub assembly: AssemblyOptions,
+}
+
+/// Captures from a live interface into `sink` until `stop` is set. Needs
+/// root or CAP_NET_RAW.
+pub fn record_live(
+    config: &LiveConfig,
+    sink: &mut Sink,
+    stop: &AtomicBool,
+) -> anyhow::Result<PacketRecording> {
+    let mut capture = open_live(config)?;
+    let linktype = capture.get_datalink().0;
+    let mut assembly = config.assembly.clone();
+    assembly.server_ports.push(config.port);
+    let mut assembler = Assembler::new(assembly);
+    let mut stopped_by = None;
+    let mut last_flush = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match capture.next_packet() {
+            Ok(packet) => {
+                let ts = timestamp_us(packet.header);
+                assembler.frame(ts, linktype, packet.data);
+            }
+            Err(pcap::Error::TimeoutExpired) => assembler.tick(now_us()),
+            Err(e) => {
+                stopped_by = Some(format!("{}: capture failed: {e}", config.interface));
+                break;
+            }
+        }
+        sink.take(assembler.take_produced())?;
+        if last_flush.elapsed().as_millis() >= 100 {
+            sink.flush()?;
+            last_flush = std::time::Instant::now();
+        }
+    }
+    if let Ok(stats) = capture.stats() {
+        assembler.set_kernel_dropped(stats.dropped as u64 + stats.if_dropped as u64);
+    }
+    let summary = assembler.finish();
+    sink.take(assembler.take_produced())?;
+    Ok(PacketRecording {
+        summary,
+        stopped_by,
+    })
+}
+
+fn open_live(config: &LiveConfig) -> anyhow::Result<pcap::Capture<pcap::Active>> {
+    let device = pcap::Device::list()
+        .context("cannot list capture interfaces")?
+        .into_iter()
+        .find(|d| d.name == config.interface);
+    let Some(device) = device else {
+        bail!("interface {:?} not found (see `ip link`)", config.interface);
+    };
+    let mut capture = pcap::Capture::from_device(device)?
+        .snaplen(262_144)
+        .promisc(false)
+        .immediate_mode(true)
+        .timeout(100)
+        .buffer_size(64 << 20)
+        .open()
+        .with_context(|| {
+            format!(
+                "cannot capture on {}: run as root or grant CAP_NET_RAW (setcap cap_net_raw+ep $(which tandem))",
+                config.interface
+            )
+        })?;
+    let mut filter = format!("tcp port {}", config.port);
+    if let Some(extra) = &config.filter {
+        filter = format!("({filter}) and ({extra})");
+    }
+    capture
+        .filter(&filter, true)
+        .with_context(|| format!("invalid capture filter {filter:?}"))?;
+    Ok(capture)
+}
+
+fn timestamp_us(header: &pcap::PacketHeader) -> u64 {
+    (header.ts.tv_sec as u64).saturating_mul(1_000_000) + header.ts.tv_usec as u64
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}

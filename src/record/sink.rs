@@ -1,0 +1,235 @@
+//! Where recorded exchanges go: put back in arrival order, filtered and
+//! sampled, numbered, and written to a capture file that may rotate.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use regex::Regex;
+
+use crate::capture::ordered::InOrder;
+use crate::capture::{CaptureHeader, CaptureWriter, Exchange};
+
+/// Which exchanges are kept.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Keep only these methods (upper case); empty keeps all.
+    pub methods: Vec<String>,
+    /// Keep only targets whose path and query match.
+    pub path: Option<Regex>,
+    /// Keep this percentage of sessions (0 < p ≤ 100), whole sessions at a time.
+    pub sample_percent: Option<f64>,
+}
+
+impl Selection {
+    /// True when `exchange` is kept.
+    pub fn keeps(&self, exchange: &Exchange) -> bool {
+        let request = &exchange.request;
+        if !self.methods.is_empty()
+            && !self
+                .methods
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&request.method))
+        {
+            return false;
+        }
+        if self
+            .path
+            .as_ref()
+            .is_some_and(|re| !re.is_match(&request.target))
+        {
+            return false;
+        }
+        match self.sample_percent {
+            Some(p) => session_bucket(&exchange.session) < p,
+            None => true,
+        }
+    }
+}
+
+/// Where a session falls in 0..100, the same on every machine and run
+/// (FNV-1a), so that sampling keeps or drops a session whole.
+fn session_bucket(session: &str) -> f64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in session.bytes() {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % 10_000) as f64 / 100.0
+}
+
+/// When to start a new capture file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rotation {
+    /// After this many bytes (before compression).
+    pub max_bytes: Option<u64>,
+    /// After this long.
+    pub max_age: Option<Duration>,
+}
+
+impl Rotation {
+    fn enabled(&self) -> bool {
+        self.max_bytes.is_some() || self.max_age.is_some()
+    }
+}
+
+/// What a sink wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkSummary {
+    /// Exchanges written.
+    pub written: u64,
+    /// Exchanges left out by the selection.
+    pub filtered: u64,
+    /// The files written, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// The recording end of a source.
+pub struct Sink {
+    out: PathBuf,
+    source: String,
+    selection: Selection,
+    rotation: Rotation,
+    order: InOrder,
+    writer: Option<CaptureWriter>,
+    opened: Instant,
+    summary: SinkSummary,
+}
+
+impl Sink {
+    /// A sink writing to `out` (or to numbered parts of it when rotating).
+    pub fn create(
+        out: &Path,
+        source: &str,
+        selection: Selection,
+        rotation: Rotation,
+    ) -> anyhow::Result<Sink> {
+        let mut sink = Sink {
+            out: out.to_path_buf(),
+            source: source.to_string(),
+            selection,
+            rotation,
+            order: InOrder::new(1, 100_000),
+            writer: None,
+            opened: Instant::now(),
+            summary: SinkSummary::default(),
+        };
+        sink.open_next()?;
+        Ok(sink)
+    }
+
+    /// Exchanges finished by a source, with provisional numbers.
+    pub fn take(&mut self, produced: Vec<(u64, Option<Exchange>)>) -> anyhow::Result<()> {
+        for (id, exchange) in produced {
+            let ready = self.order.done(id, exchange);
+            self.write(ready)?;
+        }
+        Ok(())
+    }
+
+    /// Pushes what is buffered to the file.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes what still waits and closes the file.
+    pub fn finish(mut self) -> anyhow::Result<SinkSummary> {
+        let rest = self.order.drain();
+        self.write(rest)?;
+        if let Some(writer) = self.writer.take() {
+            writer.finish()?;
+        }
+        Ok(self.summary)
+    }
+
+    fn write(&mut self, ready: Vec<Exchange>) -> anyhow::Result<()> {
+        for mut exchange in ready {
+            if !self.selection.keeps(&exchange) {
+                self.summary.filtered += 1;
+                continue;
+            }
+            if self.due_for_rotation() {
+                self.open_next()?;
+            }
+            self.summary.written += 1;
+            exchange.id = self.summary.written;
+            self.writer
+                .as_mut()
+                .expect("a file is open")
+                .write(&exchange)?;
+        }
+        Ok(())
+    }
+
+    fn due_for_rotation(&self) -> bool {
+        let Some(writer) = &self.writer else {
+            return true;
+        };
+        writer.written() > 0
+            && (self
+                .rotation
+                .max_bytes
+                .is_some_and(|max| writer.bytes() >= max)
+                || self
+                    .rotation
+                    .max_age
+                    .is_some_and(|max| self.opened.elapsed() >= max))
+    }
+
+    fn open_next(&mut self) -> anyhow::Result<()> {
+        if let Some(writer) = self.writer.take() {
+            writer.finish()?;
+        }
+        let path = if self.rotation.enabled() {
+            part_path(&self.out, self.summary.files.len() + 1)
+        } else {
+            self.out.clone()
+        };
+        let header = CaptureHeader::new(self.source.clone());
+        let writer = CaptureWriter::create(&path, &header)
+            .with_context(|| format!("{}: cannot start the capture", path.display()))?;
+        self.writer = Some(writer);
+        self.opened = Instant::now();
+        self.summary.files.push(path);
+        Ok(())
+    }
+}
+
+/// `captures/live.jsonl.gz`, part 3 → `captures/live.0003.jsonl.gz`.
+fn part_path(out: &Path, part: usize) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (stem, rest) = match name.find('.') {
+        Some(dot) => name.split_at(dot),
+        None => (name.as_str(), ""),
+    };
+    out.with_file_name(format!("{stem}.{part:04}{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_numbered_before_the_extensions() {
+        assert_eq!(
+            part_path(Path::new("c/live.jsonl.gz"), 3),
+            Path::new("c/live.0003.jsonl.gz")
+        );
+        assert_eq!(part_path(Path::new("cap"), 12), Path::new("cap.0012"));
+    }
+
+    #[test]
+    fn sampling_keeps_about_the_share_asked_and_is_stable() {
+        let kept = (0..10_000)
+            .filter(|i| session_bucket(&format!("10.0.0.{}:{}", i % 250, i)) < 25.0)
+            .count();
+        assert!((2_200..2_800).contains(&kept), "{kept}");
+        assert_eq!(session_bucket("a:1"), session_bucket("a:1"));
+    }
+}
