@@ -105,6 +105,9 @@ impl Connection {
         out: &mut Output,
     ) {
         self.last_us = ts;
+        if seg.ack {
+            self.acknowledged(!from_client, seg.ack_number, ts, next_id, out);
+        }
         let stream = if from_client {
             &mut self.to_server
         } else {
@@ -147,6 +150,31 @@ impl Connection {
             self.close(ts, true, next_id, out);
         } else if seg.fin {
             self.half_close(from_client, ts, next_id, out);
+        }
+    }
+
+    /// The other side acknowledged bytes of the stream from the client (or
+    /// from the server).
+    fn acknowledged(
+        &mut self,
+        of_client: bool,
+        ack: u32,
+        ts: u64,
+        next_id: &mut u64,
+        out: &mut Output,
+    ) {
+        let stream = if of_client {
+            &mut self.to_server
+        } else {
+            &mut self.to_client
+        };
+        let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
+        stream.acknowledged(ack, ts, &mut |piece| match piece {
+            Piece::Data(bytes, at) => pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at)),
+            Piece::Gap(len, at) => pieces.push((None, len, at)),
+        });
+        for (bytes, len, at) in pieces {
+            self.feed(of_client, bytes.as_deref(), len, at, next_id, out);
         }
     }
 
@@ -197,6 +225,20 @@ impl Connection {
                 out.tunnels += 1;
                 self.requests.start_tunnel();
             }
+            if self.waiting.is_empty() {
+                self.catch_up_requests(next_id, out);
+            }
+            let early = self
+                .waiting
+                .is_empty()
+                .then(|| self.requests.take_in_progress())
+                .flatten();
+            if let Some(request) = early {
+                let id = *next_id;
+                *next_id += 1;
+                out.opened.push(id);
+                self.waiting.push_back((id, request));
+            }
             match self.waiting.pop_front() {
                 Some((id, request)) => out.pairs.push(Pair {
                     id,
@@ -206,6 +248,23 @@ impl Connection {
                 }),
                 None => out.orphan_responses += 1,
             }
+        }
+    }
+
+    /// An answer came while its request is still short of bytes: whatever
+    /// the server acknowledged and the capture lacks was lost from the
+    /// capture; declaring it lets the request finish (marked) before pairing.
+    fn catch_up_requests(&mut self, next_id: &mut u64, out: &mut Output) {
+        let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
+        self.to_server
+            .gap_to_acknowledged(&mut |piece| match piece {
+                Piece::Data(bytes, at) => {
+                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
+                }
+                Piece::Gap(len, at) => pieces.push((None, len, at)),
+            });
+        for (bytes, len, at) in pieces {
+            self.feed(true, bytes.as_deref(), len, at, next_id, out);
         }
     }
 

@@ -126,6 +126,18 @@ impl Parser {
         self.state = State::Resync(why);
     }
 
+    /// Hands over the message whose head is parsed but whose body is still
+    /// arriving: the other side answered it early (an error before the body,
+    /// a refused `Expect: 100-continue`). Framing goes on; the rest of its
+    /// body, if it comes, is skipped.
+    pub fn take_in_progress(&mut self) -> Option<Message> {
+        let mut message = self.current.take()?;
+        message
+            .incomplete
+            .get_or_insert_with(|| "answered before the request body was complete".to_string());
+        Some(message)
+    }
+
     /// True while the connection carries a tunnel.
     pub fn in_tunnel(&self) -> bool {
         matches!(self.state, State::Tunnel)
@@ -833,25 +845,63 @@ fn trim_spaces(mut s: &[u8]) -> &[u8] {
 
 /// Where the next message seems to start: a request line
 /// (`TOKEN SP target SP HTTP/1.x`) or a status line (`HTTP/1.x SP 3DIGIT`)
-/// at the start of a line.
+/// at the start of a line; or, for requests, a well-known method right
+/// before ` target HTTP/1.x`, or a status line, anywhere: a body without a
+/// final newline runs straight into the next message.
 fn find_message_start(side: Side, data: &[u8]) -> Option<usize> {
+    let at_line_start = find_at_line_start(side, data);
+    let inline = match side {
+        Side::Request => find_inline_request(data),
+        Side::Response => find_inline_status(data),
+    };
+    match (at_line_start, inline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn find_at_line_start(side: Side, data: &[u8]) -> Option<usize> {
     let mut line_start = 0;
-    loop {
-        if line_start >= data.len() {
-            return None;
-        }
+    while line_start < data.len() {
         let rest = &data[line_start..];
-        let eol = memchr::memchr(b'\n', rest);
-        let line = &rest[..eol.unwrap_or(rest.len())];
-        let complete = eol.is_some();
-        if complete && starts_message(side, trim_line(line)) {
+        let eol = memchr::memchr(b'\n', rest)?;
+        if starts_message(side, trim_line(&rest[..eol])) {
             return Some(line_start);
         }
-        match eol {
-            Some(i) => line_start += i + 1,
-            None => return None,
+        line_start += eol + 1;
+    }
+    None
+}
+
+/// A status line anywhere, e.g. glued to the end of a binary body.
+fn find_inline_status(data: &[u8]) -> Option<usize> {
+    memmem::find_iter(data, b"HTTP/1.").find(|&at| {
+        let rest = &data[at..];
+        let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
+        memchr::memchr(b'\n', rest).is_some() && starts_message(Side::Response, trim_line(line))
+    })
+}
+
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+];
+
+fn find_inline_request(data: &[u8]) -> Option<usize> {
+    for version in memmem::find_iter(data, b" HTTP/1.") {
+        let line_start = memchr::memrchr(b'\n', &data[..version]).map_or(0, |i| i + 1);
+        let line = &data[line_start..version];
+        // The target is the last space-separated word before the version.
+        let Some(sp) = memchr::memrchr(b' ', line) else {
+            continue;
+        };
+        let before = &line[..sp];
+        for method in KNOWN_METHODS {
+            if before.ends_with(method) {
+                return Some(line_start + sp - method.len());
+            }
         }
     }
+    None
 }
 
 fn starts_message(side: Side, line: &[u8]) -> bool {
@@ -970,6 +1020,28 @@ mod tests {
                 String::from_utf8_lossy(stream)
             );
         }
+    }
+
+    #[test]
+    fn resync_finds_a_request_glued_to_a_binary_body() {
+        let mut parser = Parser::new(Side::Request, 1 << 20);
+        let (mut out, mut trouble) = (Vec::new(), Vec::new());
+        parser.feed(
+            b"PUT /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nxx",
+            1,
+            &mut out,
+            &mut trouble,
+        );
+        parser.gap(100, 2, &mut out, &mut trouble);
+        parser.feed(
+            b"\x06\x06\x06DELETE /b HTTP/1.1\r\nContent-Length: 1\r\n\r\nzGET /c HTTP/1.1\r\n\r\n",
+            3,
+            &mut out,
+            &mut trouble,
+        );
+        let targets: Vec<_> = out.iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(targets, ["/a", "/b", "/c"]);
+        assert!(out[0].incomplete.is_some());
     }
 
     #[test]

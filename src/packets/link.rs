@@ -40,6 +40,8 @@ pub struct Segment<'a> {
     pub dst: SocketAddr,
     /// Sequence number.
     pub seq: u32,
+    /// Acknowledgment number (meaningful when `ack` is set).
+    pub ack_number: u32,
     /// Flags.
     pub syn: bool,
     /// ACK flag.
@@ -172,6 +174,7 @@ fn segment<'a>(packet: &LaxSlicedPacket<'a>) -> Result<Segment<'a>, Skip> {
         src: SocketAddr::new(src, tcp.source_port()),
         dst: SocketAddr::new(dst, tcp.destination_port()),
         seq: tcp.sequence_number(),
+        ack_number: tcp.acknowledgment_number(),
         syn: tcp.syn(),
         ack: tcp.ack(),
         fin: tcp.fin(),

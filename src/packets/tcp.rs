@@ -43,6 +43,8 @@ pub struct Stream {
     pub closed: bool,
     /// Bytes given up as gaps.
     pub gap_bytes: u64,
+    /// The furthest acknowledgment the receiver sent, and when.
+    acked: Option<(u32, u64)>,
 }
 
 /// `a - b` in sequence space.
@@ -102,6 +104,43 @@ impl Stream {
         }
         self.deliver_at(pos, data, wire_len, ts, deliver);
         self.drain(deliver);
+    }
+
+    /// The receiver acknowledged up to `ack`. If that is past the start of
+    /// data waiting beyond a hole, the receiver got the hole's bytes and the
+    /// capture did not: the hole is a gap now, not after the wait limit.
+    /// (Only with data waiting beyond it, so that an ACK captured ahead of a
+    /// merely reordered segment declares nothing.)
+    pub fn acknowledged(&mut self, ack: u32, ts: u64, deliver: &mut dyn FnMut(Piece)) {
+        let Some(next_seq) = self.next_seq else {
+            return;
+        };
+        if self.acked.is_none_or(|(a, _)| seq_diff(ack, a) > 0) {
+            self.acked = Some((ack, ts));
+        }
+        let acked = self.next_pos as i64 + seq_diff(ack, next_seq);
+        while let Some((&first, _)) = self.waiting.first_key_value() {
+            if acked <= first as i64 {
+                return;
+            }
+            self.give_up_hole(deliver);
+        }
+    }
+
+    /// Declares as a gap every byte the receiver acknowledged that the
+    /// capture does not hold. Called when the receiver's answer shows it had
+    /// the whole message, so the missing tail was lost from the capture.
+    pub fn gap_to_acknowledged(&mut self, deliver: &mut dyn FnMut(Piece)) {
+        let (Some(next_seq), Some((ack, ts))) = (self.next_seq, self.acked) else {
+            return;
+        };
+        let missing = seq_diff(ack, next_seq);
+        if missing > 0 && self.waiting.is_empty() {
+            self.gap_bytes += missing as u64;
+            deliver(Piece::Gap(missing as u64, ts));
+            self.advance_to(self.next_pos + missing as u64);
+        }
+        self.acknowledged(ack, ts, deliver);
     }
 
     /// The stream ends: whatever waits beyond a hole is delivered after a gap.
@@ -230,6 +269,23 @@ mod tests {
         let segments: &[(u32, &[u8])] = &[(50, b"abc"), (56, b"ghi")];
         assert_eq!(collect(&mut s, segments), (b"abcghi".to_vec(), 3));
         assert_eq!(s.gap_bytes, 3);
+    }
+
+    #[test]
+    fn an_ack_past_waiting_data_turns_the_hole_into_a_gap() {
+        let mut s = Stream::default();
+        s.syn(0);
+        let mut seen = Vec::new();
+        s.segment(1, b"abc", 3, 0, &mut |p| seen.push(format!("{p:?}")));
+        s.segment(7, b"ghi", 3, 0, &mut |p| seen.push(format!("{p:?}")));
+        s.acknowledged(5, 0, &mut |p| seen.push(format!("{p:?}")));
+        assert_eq!(
+            seen.len(),
+            1,
+            "an ACK short of the waiting data proves nothing"
+        );
+        s.acknowledged(10, 0, &mut |p| seen.push(format!("{p:?}")));
+        assert_eq!(seen[1..], ["Gap(3, 0)", "Data([103, 104, 105], 0)"]);
     }
 
     #[test]

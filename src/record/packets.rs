@@ -88,13 +88,18 @@ pub fn record_live(
     let mut assembler = Assembler::new(assembly);
     let mut stopped_by = None;
     let mut last_flush = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         match capture.next_packet() {
             Ok(packet) => {
                 let ts = timestamp_us(packet.header);
                 assembler.frame(ts, linktype, packet.data);
             }
-            Err(pcap::Error::TimeoutExpired) => assembler.tick(now_us()),
+            // Nothing to read: stop once drained, else wait a little.
+            Err(pcap::Error::TimeoutExpired) if stop.load(Ordering::Relaxed) => break,
+            Err(pcap::Error::TimeoutExpired) => {
+                assembler.tick(now_us());
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
             Err(e) => {
                 stopped_by = Some(format!("{}: capture failed: {e}", config.interface));
                 break;
@@ -128,10 +133,13 @@ fn open_live(config: &LiveConfig) -> anyhow::Result<pcap::Capture<pcap::Active>>
     let mut capture = pcap::Capture::from_device(device)?
         .snaplen(262_144)
         .promisc(false)
+        // Immediate mode hands over each packet at once (otherwise the last
+        // ones can sit in a ring block that is never retired). It ignores the
+        // read timeout, so the handle is non-blocking and the loop polls.
         .immediate_mode(true)
-        .timeout(100)
         .buffer_size(64 << 20)
         .open()
+        .and_then(|c| c.setnonblock())
         .with_context(|| {
             format!(
                 "cannot capture on {}: run as root or grant CAP_NET_RAW (setcap cap_net_raw+ep $(which tandem))",

@@ -19,7 +19,11 @@ pub struct Echo {
 
 impl Echo {
     pub async fn start() -> Echo {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Echo::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Echo {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(tandem::server::serve(
@@ -136,4 +140,106 @@ pub async fn resetting_server() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A plain TCP server that answers every request on a connection with a
+/// chunked body and a trailer, written by hand so the bytes are exactly
+/// these: `HTTP/1.1 200 OK`, body `chunk-one|chunk-two|<target>`.
+pub async fn chunked_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        let last = format!("|{target}");
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-check\r\n\r\n9\r\nchunk-one\r\n{:x}\r\n|chunk-two{last}\r\n0\r\nx-check: done\r\n\r\n",
+                            10 + last.len()
+                        );
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A packet capture of loopback traffic by tcpdump or tshark, stopped on drop.
+pub struct Sniffer {
+    child: Option<std::process::Child>,
+}
+
+impl Sniffer {
+    /// Starts `program` with `args` and waits until it says it is listening.
+    pub fn start(program: &str, args: &[&str]) -> Sniffer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} cannot start ({e}): run .ci/setup"));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("listening on") || line.contains("Capturing on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{program} did not start capturing within 20 s"));
+        // dumpcap says it captures a moment before it does.
+        std::thread::sleep(Duration::from_millis(if program == "tshark" {
+            700
+        } else {
+            100
+        }));
+        Sniffer { child: Some(child) }
+    }
+
+    /// Stops the capture and waits until the file is complete.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Let the last packets reach the capture buffer.
+            std::thread::sleep(Duration::from_millis(300));
+            let pid = child.id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Sniffer {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }
