@@ -9,6 +9,8 @@
 mod json;
 pub mod rules;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{header_value, Header, Response};
@@ -185,8 +187,27 @@ fn redact(name: &str, value: String) -> String {
     }
 }
 
+/// Decoded bodies larger than this are compared as sent.
+const MAX_DECODED: usize = 64 << 20;
+
+/// The body after its Content-Encoding (gzip, deflate, br) is undone; as
+/// sent when there is none or it cannot be undone.
+fn decoded(r: &Response) -> Cow<'_, [u8]> {
+    let raw = r.body.bytes().as_ref();
+    match header_value(&r.headers, "content-encoding") {
+        Some(coding) if !coding.trim().eq_ignore_ascii_case("identity") && !raw.is_empty() => {
+            match crate::encoding::decode(coding, raw, MAX_DECODED) {
+                Ok(body) => Cow::Owned(body),
+                Err(_) => Cow::Borrowed(raw),
+            }
+        }
+        _ => Cow::Borrowed(raw),
+    }
+}
+
 fn compare_bodies(legacy: &Response, new: &Response, rules: &RouteRules, out: &mut Vec<Mismatch>) {
-    let (l, n) = (legacy.body.bytes(), new.body.bytes());
+    let (l, n) = (decoded(legacy), decoded(new));
+    let (l, n) = (l.as_ref(), n.as_ref());
     if l == n && rules.ignore_paths.is_empty() {
         return;
     }
@@ -331,6 +352,20 @@ mod tests {
         let found = Differ::default().compare(&route, &a, &b);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].legacy.as_deref(), Some("<redacted, 11 bytes>"));
+    }
+
+    #[test]
+    fn bodies_compare_after_content_decoding() {
+        use std::io::Write;
+        let route = Route::of("GET", "/x");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(br#"{"a": 1}"#).unwrap();
+        let mut a = response(200, &[("content-encoding", "gzip")], "");
+        a.body = Body(bytes::Bytes::from(gz.finish().unwrap()));
+        let b = response(200, &[], r#"{"a":1}"#);
+        assert!(Differ::default().compare(&route, &a, &b).is_empty());
+        let c = response(200, &[], r#"{"a":2}"#);
+        assert_eq!(Differ::default().compare(&route, &a, &c)[0].path.as_deref(), Some("$.a"));
     }
 
     #[test]

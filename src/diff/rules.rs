@@ -11,12 +11,14 @@ use serde_json_path::JsonPath;
 use crate::route::Route;
 
 /// Headers never compared: they differ between any two servers or any two
-/// answers, or describe the connection rather than the resource.
+/// answers, describe the connection rather than the resource, or describe
+/// the body's encoding (bodies are compared decoded).
 pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
     "date",
     "server",
     "x-request-id",
     "content-length",
+    "content-encoding",
     "connection",
     "keep-alive",
     "transfer-encoding",
