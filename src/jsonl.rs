@@ -149,6 +149,9 @@ pub struct LineWriter {
     sink: Sink,
     lines: u64,
     bytes: u64,
+    /// One line is serialized here, then written in one call: serde_json
+    /// writes strings in many small pieces.
+    line: Vec<u8>,
 }
 
 enum Sink {
@@ -177,17 +180,21 @@ impl LineWriter {
             sink,
             lines: 0,
             bytes: 0,
+            line: Vec::with_capacity(4096),
         })
     }
 
     /// Appends `value` as one line.
     pub fn write<T: serde::Serialize>(&mut self, value: &T) -> anyhow::Result<()> {
-        let path = &self.path;
-        let mut counted = Counted(self.sink.as_write(), 0);
-        serde_json::to_writer(&mut counted, value)
-            .and_then(|()| counted.write_all(b"\n").map_err(serde_json::Error::io))
-            .with_context(|| format!("{}: write failed", path.display()))?;
-        self.bytes += counted.1;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value)
+            .with_context(|| format!("{}: cannot serialize a line", self.path.display()))?;
+        self.line.push(b'\n');
+        self.sink
+            .as_write()
+            .write_all(&self.line)
+            .with_context(|| format!("{}: write failed", self.path.display()))?;
+        self.bytes += self.line.len() as u64;
         self.lines += 1;
         Ok(())
     }
@@ -223,21 +230,6 @@ impl LineWriter {
             Sink::Gzip(w) => w.finish().and_then(|mut inner| inner.flush()),
         };
         result.with_context(|| format!("{}: closing failed", self.path.display()))
-    }
-}
-
-/// A writer that counts what goes through it.
-struct Counted<'a>(&'a mut dyn Write, u64);
-
-impl Write for Counted<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.0.write(buf)?;
-        self.1 += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
     }
 }
 

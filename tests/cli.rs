@@ -238,3 +238,86 @@ async fn wait_for_port(addr: &str) {
     }
     panic!("nothing listens on {addr} after 5 s");
 }
+
+#[tokio::test]
+async fn import_names_the_packet_where_a_file_is_cut_and_keeps_the_rest() {
+    let corpus =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/zeek-http/traces");
+    let whole = std::fs::read(corpus.join("pipelined-requests.pcap"))
+        .expect("the Zeek corpus beside the repository");
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &whole[..whole.len() - 700]).unwrap();
+    let out = dir.path().join("cut.jsonl");
+    let run = tandem(&[
+        "import",
+        cut.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stdout));
+    let stderr = text(&run.stderr);
+    // pcap: a 24-byte file header, then a 16-byte header and the data of each packet.
+    let mut end = 24;
+    let mut cut_packet = 0;
+    let mut packets = pcap::Capture::from_file(corpus.join("pipelined-requests.pcap")).unwrap();
+    while let Ok(p) = packets.next_packet() {
+        cut_packet += 1;
+        end += 16 + p.header.caplen as usize;
+        if end > whole.len() - 700 {
+            break;
+        }
+    }
+    assert!(
+        stderr.contains(&format!("cut.pcap: packet {cut_packet}: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("truncated"), "{stderr}");
+    assert!(
+        stderr.contains("everything before it was written"),
+        "{stderr}"
+    );
+    let kept = CaptureReader::open(&out).unwrap().count();
+    assert!(kept >= 4, "{kept} exchanges kept");
+
+    // Selection: only the PNG requests.
+    let whole_file = dir.path().join("whole.pcap");
+    std::fs::write(&whole_file, &whole).unwrap();
+    let run = tandem(&[
+        "import",
+        whole_file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--methods",
+        "get",
+        "--path-regex",
+        r"\.png$",
+    ])
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stdout).contains("wrote 3 exchanges (2 left out"),
+        "{}",
+        text(&run.stdout)
+    );
+    let targets: Vec<String> = CaptureReader::open(&out)
+        .unwrap()
+        .map(|e| e.unwrap().request.target)
+        .collect();
+    assert!(targets.iter().all(|t| t.ends_with(".png")), "{targets:?}");
+
+    let missing = tandem(&[
+        "import",
+        "/nonexistent.pcap",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("/nonexistent.pcap: not a readable pcap"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

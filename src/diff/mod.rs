@@ -365,7 +365,10 @@ mod tests {
         let b = response(200, &[], r#"{"a":1}"#);
         assert!(Differ::default().compare(&route, &a, &b).is_empty());
         let c = response(200, &[], r#"{"a":2}"#);
-        assert_eq!(Differ::default().compare(&route, &a, &c)[0].path.as_deref(), Some("$.a"));
+        assert_eq!(
+            Differ::default().compare(&route, &a, &c)[0].path.as_deref(),
+            Some("$.a")
+        );
     }
 
     #[test]

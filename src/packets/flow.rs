@@ -108,44 +108,19 @@ impl Connection {
         if seg.ack {
             self.acknowledged(!from_client, seg.ack_number, ts, next_id, out);
         }
-        let stream = if from_client {
-            &mut self.to_server
-        } else {
-            &mut self.to_client
-        };
-        if seg.syn {
-            stream.syn(seg.seq);
-        }
         let data_seq = if seg.syn {
+            self.stream(from_client).syn(seg.seq);
             seg.seq.wrapping_add(1)
         } else {
             seg.seq
         };
-        let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
-        stream.segment(
-            data_seq,
-            seg.payload,
-            seg.wire_len,
-            ts,
-            &mut |piece| match piece {
-                Piece::Data(bytes, at) => {
-                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
-                }
-                Piece::Gap(len, at) => pieces.push((None, len, at)),
-            },
-        );
-        if seg.fin || seg.rst {
-            stream.closed = true;
-            stream.finish(&mut |piece| match piece {
-                Piece::Data(bytes, at) => {
-                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
-                }
-                Piece::Gap(len, at) => pieces.push((None, len, at)),
-            });
-        }
-        for (bytes, len, at) in pieces {
-            self.feed(from_client, bytes.as_deref(), len, at, next_id, out);
-        }
+        self.pump(from_client, next_id, out, |stream, deliver| {
+            stream.segment(data_seq, seg.payload, seg.wire_len, ts, deliver);
+            if seg.fin || seg.rst {
+                stream.closed = true;
+                stream.finish(deliver);
+            }
+        });
         if seg.rst {
             self.close(ts, true, next_id, out);
         } else if seg.fin {
@@ -163,44 +138,46 @@ impl Connection {
         next_id: &mut u64,
         out: &mut Output,
     ) {
-        let stream = if of_client {
+        self.pump(of_client, next_id, out, |stream, deliver| {
+            stream.acknowledged(ack, ts, deliver)
+        });
+    }
+
+    fn stream(&mut self, from_client: bool) -> &mut Stream {
+        if from_client {
             &mut self.to_server
         } else {
             &mut self.to_client
-        };
-        let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
-        stream.acknowledged(ack, ts, &mut |piece| match piece {
-            Piece::Data(bytes, at) => pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at)),
-            Piece::Gap(len, at) => pieces.push((None, len, at)),
-        });
-        for (bytes, len, at) in pieces {
-            self.feed(of_client, bytes.as_deref(), len, at, next_id, out);
         }
     }
 
-    fn feed(
+    /// Runs `op` on one direction's stream and feeds what it delivers
+    /// straight into that direction's parser (no copy), then handles the
+    /// messages that completed.
+    fn pump(
         &mut self,
         from_client: bool,
-        bytes: Option<&[u8]>,
-        len: u64,
-        ts: u64,
         next_id: &mut u64,
         out: &mut Output,
+        op: impl FnOnce(&mut Stream, &mut dyn FnMut(Piece)),
     ) {
-        if bytes.is_none() {
-            out.lost_bytes += len;
-        }
-        let mut messages = Vec::new();
-        let parser = if from_client {
-            &mut self.requests
+        let (stream, parser) = if from_client {
+            (&mut self.to_server, &mut self.requests)
         } else {
-            &mut self.responses
+            (&mut self.to_client, &mut self.responses)
         };
-        match bytes {
-            Some(bytes) => parser.feed(bytes, ts, &mut messages, &mut out.trouble),
-            None => parser.gap(len, ts, &mut messages, &mut out.trouble),
+        let mut messages = Vec::new();
+        let (trouble, lost) = (&mut out.trouble, &mut out.lost_bytes);
+        op(stream, &mut |piece| match piece {
+            Piece::Data(bytes, at) => parser.feed(bytes, at, &mut messages, trouble),
+            Piece::Gap(len, at) => {
+                *lost += len;
+                parser.gap(len, at, &mut messages, trouble);
+            }
+        });
+        if !messages.is_empty() {
+            self.take(from_client, messages, next_id, out);
         }
-        self.take(from_client, messages, next_id, out);
     }
 
     /// Handles messages a parser finished.
@@ -255,17 +232,9 @@ impl Connection {
     /// the server acknowledged and the capture lacks was lost from the
     /// capture; declaring it lets the request finish (marked) before pairing.
     fn catch_up_requests(&mut self, next_id: &mut u64, out: &mut Output) {
-        let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
-        self.to_server
-            .gap_to_acknowledged(&mut |piece| match piece {
-                Piece::Data(bytes, at) => {
-                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
-                }
-                Piece::Gap(len, at) => pieces.push((None, len, at)),
-            });
-        for (bytes, len, at) in pieces {
-            self.feed(true, bytes.as_deref(), len, at, next_id, out);
-        }
+        self.pump(true, next_id, out, |stream, deliver| {
+            stream.gap_to_acknowledged(deliver)
+        });
     }
 
     fn half_close(&mut self, from_client: bool, ts: u64, next_id: &mut u64, out: &mut Output) {
@@ -289,21 +258,9 @@ impl Connection {
     /// finished as far as it got, and requests with no answer are released.
     pub fn close(&mut self, ts: u64, reset: bool, next_id: &mut u64, out: &mut Output) {
         for from_client in [true, false] {
-            let stream = if from_client {
-                &mut self.to_server
-            } else {
-                &mut self.to_client
-            };
-            let mut pieces: Vec<(Option<Vec<u8>>, u64, u64)> = Vec::new();
-            stream.finish(&mut |piece| match piece {
-                Piece::Data(bytes, at) => {
-                    pieces.push((Some(bytes.to_vec()), bytes.len() as u64, at))
-                }
-                Piece::Gap(len, at) => pieces.push((None, len, at)),
+            self.pump(from_client, next_id, out, |stream, deliver| {
+                stream.finish(deliver)
             });
-            for (bytes, len, at) in pieces {
-                self.feed(from_client, bytes.as_deref(), len, at, next_id, out);
-            }
         }
         for from_client in [true, false] {
             let mut messages = Vec::new();

@@ -189,3 +189,90 @@ fn declared_payload(header: &[u8], payload: &[u8], total: usize) -> Option<usize
     let headers_len = (payload.as_ptr() as usize).checked_sub(header.as_ptr() as usize)?;
     (total > headers_len).then(|| total - headers_len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    const PAYLOAD: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+
+    /// An IPv4 TCP packet from 10.0.0.1:40000 to 10.0.0.2:80.
+    fn ip_packet() -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 80, 7, 1024)
+            .write(&mut out, PAYLOAD)
+            .unwrap();
+        out
+    }
+
+    fn check(linktype: i32, frame: &[u8]) {
+        let seg = decode(linktype, frame).unwrap_or_else(|e| panic!("link type {linktype}: {e:?}"));
+        assert_eq!(seg.src, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(seg.dst, "10.0.0.2:80".parse().unwrap());
+        assert_eq!(
+            (seg.seq, seg.payload, seg.wire_len),
+            (7, PAYLOAD, PAYLOAD.len() as u32)
+        );
+    }
+
+    #[test]
+    fn every_link_type() {
+        let mut vlan = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .single_vlan(42.try_into().unwrap())
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 80, 7, 1024)
+            .write(&mut vlan, PAYLOAD)
+            .unwrap();
+        check(linktype::ETHERNET, &vlan);
+        check(linktype::RAW, &ip_packet());
+        check(linktype::IPV4, &ip_packet());
+        for family in [2u32.to_le_bytes(), 2u32.to_be_bytes()] {
+            check(linktype::NULL, &[&family[..], &ip_packet()].concat());
+        }
+        check(
+            linktype::LOOP,
+            &[&2u32.to_be_bytes()[..], &ip_packet()].concat(),
+        );
+        let mut sll = [0u8; 16];
+        sll[14..16].copy_from_slice(&0x0800u16.to_be_bytes());
+        check(linktype::LINUX_SLL, &[&sll[..], &ip_packet()].concat());
+        let mut sll2 = [0u8; 20];
+        sll2[..2].copy_from_slice(&0x0800u16.to_be_bytes());
+        check(linktype::LINUX_SLL2, &[&sll2[..], &ip_packet()].concat());
+    }
+
+    #[test]
+    fn a_cut_frame_keeps_its_wire_length() {
+        let packet = ip_packet();
+        let seg = decode(linktype::RAW, &packet[..packet.len() - 5]).unwrap();
+        assert_eq!(seg.payload.len(), PAYLOAD.len() - 5);
+        assert_eq!(seg.wire_len, PAYLOAD.len() as u32);
+    }
+
+    #[test]
+    fn what_is_not_tcp_says_why() {
+        let mut udp = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(53, 53)
+            .write(&mut udp, b"dns")
+            .unwrap();
+        assert_eq!(decode(linktype::RAW, &udp).unwrap_err(), Skip::NotTcp);
+        let mut fragment = ip_packet();
+        fragment[6] |= 0x20; // more fragments
+        assert_eq!(
+            decode(linktype::RAW, &fragment).unwrap_err(),
+            Skip::Fragment
+        );
+        assert_eq!(
+            decode(linktype::RAW, &[0x45, 0]).unwrap_err(),
+            Skip::Malformed
+        );
+        assert_eq!(
+            decode(147, &ip_packet()).unwrap_err(),
+            Skip::UnsupportedLink
+        );
+    }
+}

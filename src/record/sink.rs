@@ -2,6 +2,8 @@
 //! sampled, numbered, and written to a capture file that may rotate.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -84,38 +86,54 @@ pub struct SinkSummary {
     pub files: Vec<PathBuf>,
 }
 
-/// The recording end of a source.
+/// The recording end of a source. Ordering, selection and numbering happen
+/// on the caller's thread; serializing, compressing and writing on a thread
+/// of their own, so that a source and its file use two cores.
 pub struct Sink {
-    out: PathBuf,
-    source: String,
     selection: Selection,
-    rotation: Rotation,
     order: InOrder,
-    writer: Option<CaptureWriter>,
-    opened: Instant,
-    summary: SinkSummary,
+    written: u64,
+    filtered: u64,
+    jobs: Option<SyncSender<Job>>,
+    files: Option<JoinHandle<anyhow::Result<Vec<PathBuf>>>>,
+}
+
+enum Job {
+    Write(Box<Exchange>),
+    Flush,
 }
 
 impl Sink {
     /// A sink writing to `out` (or to numbered parts of it when rotating).
+    /// The first file is created before this returns, so that a bad path is
+    /// an error here.
     pub fn create(
         out: &Path,
         source: &str,
         selection: Selection,
         rotation: Rotation,
     ) -> anyhow::Result<Sink> {
-        let mut sink = Sink {
+        let mut files = Files {
             out: out.to_path_buf(),
             source: source.to_string(),
-            selection,
             rotation,
-            order: InOrder::new(1, 100_000),
             writer: None,
             opened: Instant::now(),
-            summary: SinkSummary::default(),
+            paths: Vec::new(),
         };
-        sink.open_next()?;
-        Ok(sink)
+        files.open_next()?;
+        let (jobs, queue) = sync_channel(4096);
+        let thread = std::thread::Builder::new()
+            .name("capture-writer".into())
+            .spawn(move || files.run(queue))?;
+        Ok(Sink {
+            selection,
+            order: InOrder::new(1, 100_000),
+            written: 0,
+            filtered: 0,
+            jobs: Some(jobs),
+            files: Some(thread),
+        })
     }
 
     /// Exchanges finished by a source, with provisional numbers.
@@ -129,54 +147,106 @@ impl Sink {
 
     /// Pushes what is buffered to the file.
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        match self.writer.as_mut() {
-            Some(w) => w.flush(),
-            None => Ok(()),
-        }
+        self.send(Job::Flush)
     }
 
     /// Writes what still waits and closes the file.
     pub fn finish(mut self) -> anyhow::Result<SinkSummary> {
         let rest = self.order.drain();
         self.write(rest)?;
-        if let Some(writer) = self.writer.take() {
-            writer.finish()?;
-        }
-        Ok(self.summary)
+        let files = self.stop_writer()?;
+        Ok(SinkSummary {
+            written: self.written,
+            filtered: self.filtered,
+            files,
+        })
     }
 
     fn write(&mut self, ready: Vec<Exchange>) -> anyhow::Result<()> {
         for mut exchange in ready {
             if !self.selection.keeps(&exchange) {
-                self.summary.filtered += 1;
+                self.filtered += 1;
                 continue;
             }
-            if self.due_for_rotation() {
-                self.open_next()?;
-            }
-            self.summary.written += 1;
-            exchange.id = self.summary.written;
-            self.writer
-                .as_mut()
-                .expect("a file is open")
-                .write(&exchange)?;
+            self.written += 1;
+            exchange.id = self.written;
+            self.send(Job::Write(Box::new(exchange)))?;
         }
         Ok(())
+    }
+
+    fn send(&mut self, job: Job) -> anyhow::Result<()> {
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The writer stopped: its error says why.
+            _ => match self.stop_writer() {
+                Err(e) => Err(e),
+                Ok(_) => anyhow::bail!("the capture writer stopped"),
+            },
+        }
+    }
+
+    fn stop_writer(&mut self) -> anyhow::Result<Vec<PathBuf>> {
+        drop(self.jobs.take());
+        match self.files.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the capture writer panicked"))?,
+            None => anyhow::bail!("the capture writer already stopped"),
+        }
+    }
+}
+
+/// The capture file(s) being written, on the writer thread.
+struct Files {
+    out: PathBuf,
+    source: String,
+    rotation: Rotation,
+    writer: Option<CaptureWriter>,
+    opened: Instant,
+    paths: Vec<PathBuf>,
+}
+
+impl Files {
+    fn run(mut self, queue: Receiver<Job>) -> anyhow::Result<Vec<PathBuf>> {
+        for job in queue {
+            match job {
+                Job::Write(exchange) => {
+                    if self.due_for_rotation() {
+                        self.open_next()?;
+                    }
+                    self.writer
+                        .as_mut()
+                        .expect("a file is open")
+                        .write(&exchange)?;
+                }
+                Job::Flush => {
+                    if let Some(writer) = self.writer.as_mut() {
+                        writer.flush()?;
+                    }
+                }
+            }
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.finish()?;
+        }
+        Ok(self.paths)
     }
 
     fn due_for_rotation(&self) -> bool {
         let Some(writer) = &self.writer else {
             return true;
         };
-        writer.written() > 0
-            && (self
-                .rotation
-                .max_bytes
-                .is_some_and(|max| writer.bytes() >= max)
-                || self
-                    .rotation
-                    .max_age
-                    .is_some_and(|max| self.opened.elapsed() >= max))
+        let too_big = self
+            .rotation
+            .max_bytes
+            .is_some_and(|max| writer.bytes() >= max);
+        let too_old = self
+            .rotation
+            .max_age
+            .is_some_and(|max| self.opened.elapsed() >= max);
+        writer.written() > 0 && (too_big || too_old)
     }
 
     fn open_next(&mut self) -> anyhow::Result<()> {
@@ -184,7 +254,7 @@ impl Sink {
             writer.finish()?;
         }
         let path = if self.rotation.enabled() {
-            part_path(&self.out, self.summary.files.len() + 1)
+            part_path(&self.out, self.paths.len() + 1)
         } else {
             self.out.clone()
         };
@@ -193,7 +263,7 @@ impl Sink {
             .with_context(|| format!("{}: cannot start the capture", path.display()))?;
         self.writer = Some(writer);
         self.opened = Instant::now();
-        self.summary.files.push(path);
+        self.paths.push(path);
         Ok(())
     }
 }
