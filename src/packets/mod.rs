@@ -417,3 +417,169 @@ fn looks_like_request(payload: &[u8]) -> bool {
             .iter()
             .all(|b| b.is_ascii_uppercase() || *b == b'_' || *b == b'-')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    const CLIENT: [u8; 4] = [10, 0, 0, 1];
+    const SERVER: [u8; 4] = [10, 0, 0, 2];
+
+    /// A raw IPv4 TCP frame; `flags` among "S", "A", "F", "R".
+    fn frame(
+        from_client: bool,
+        port: u16,
+        seq: u32,
+        ack: u32,
+        flags: &str,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let (src, dst, sport, dport) = if from_client {
+            (CLIENT, SERVER, port, 80)
+        } else {
+            (SERVER, CLIENT, 80, port)
+        };
+        let mut tcp = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, seq, 1024);
+        if flags.contains('S') {
+            tcp = tcp.syn();
+        }
+        if flags.contains('A') {
+            tcp = tcp.ack(ack);
+        }
+        if flags.contains('F') {
+            tcp = tcp.fin();
+        }
+        if flags.contains('R') {
+            tcp = tcp.rst();
+        }
+        let mut out = Vec::new();
+        tcp.write(&mut out, payload).unwrap();
+        out
+    }
+
+    fn run(options: AssemblyOptions, frames: &[(u64, Vec<u8>)]) -> (Vec<Exchange>, PacketSummary) {
+        let mut assembler = Assembler::new(options);
+        let mut exchanges = Vec::new();
+        for (ts, f) in frames {
+            assembler.frame(*ts, link::linktype::RAW, f);
+            exchanges.extend(assembler.take_produced().into_iter().filter_map(|(_, e)| e));
+        }
+        let summary = assembler.finish();
+        exchanges.extend(assembler.take_produced().into_iter().filter_map(|(_, e)| e));
+        (exchanges, summary)
+    }
+
+    /// One whole connection on `port` with client ISN `isn`: request, answer, FINs.
+    fn connection(port: u16, isn: u32, target: &str, t0: u64) -> Vec<(u64, Vec<u8>)> {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (c, s) = (isn + 1, 5001);
+        let (r, a) = (request.len() as u32, answer.len() as u32);
+        vec![
+            (t0, frame(true, port, isn, 0, "S", b"")),
+            (t0 + 1, frame(false, port, 5000, c, "SA", b"")),
+            (t0 + 2, frame(true, port, c, s, "A", request.as_bytes())),
+            (t0 + 300, frame(false, port, s, c + r, "A", answer)),
+            (t0 + 301, frame(true, port, c + r, s + a, "AF", b"")),
+            (t0 + 302, frame(false, port, s + a, c + r + 1, "AF", b"")),
+        ]
+    }
+
+    #[test]
+    fn a_reused_port_is_a_new_connection() {
+        let mut frames = connection(40000, 100, "/first", 0);
+        frames.extend(connection(40000, 900_000, "/second", 1_000));
+        let (exchanges, summary) = run(AssemblyOptions::default(), &frames);
+        let targets: Vec<&str> = exchanges
+            .iter()
+            .map(|e| e.request.target.as_str())
+            .collect();
+        assert_eq!(targets, ["/first", "/second"]);
+        assert_eq!(summary.connections, 2);
+        assert_eq!(exchanges[0].response.as_ref().unwrap().latency_us, 298);
+        assert_eq!(exchanges[1].offset_us, 1_002);
+        // Even without the FINs of the first, the second SYN starts anew.
+        let mut no_fin = connection(40001, 100, "/a", 0);
+        no_fin.truncate(4);
+        no_fin.extend(connection(40001, 777_777, "/b", 1_000));
+        let (exchanges, _) = run(AssemblyOptions::default(), &no_fin);
+        assert_eq!(exchanges.len(), 2);
+        assert!(exchanges.iter().all(|e| e.response.is_some()));
+    }
+
+    #[test]
+    fn a_connection_picked_up_mid_stream() {
+        // No SYN; the capture starts in the middle of a body, then a whole
+        // request follows: the partial one is skipped and counted.
+        let frames = vec![
+            (
+                0,
+                frame(true, 40002, 500, 9000, "A", b"tail of an earlier body"),
+            ),
+            (
+                1,
+                frame(
+                    true,
+                    40002,
+                    523,
+                    9000,
+                    "A",
+                    b"\r\nGET /whole HTTP/1.1\r\n\r\n",
+                ),
+            ),
+            (
+                2,
+                frame(
+                    false,
+                    40002,
+                    9000,
+                    549,
+                    "A",
+                    b"HTTP/1.1 204 No Content\r\n\r\n",
+                ),
+            ),
+        ];
+        let (exchanges, summary) = run(AssemblyOptions::default(), &frames);
+        assert_eq!(exchanges.len(), 1);
+        assert_eq!(exchanges[0].request.target, "/whole");
+        assert_eq!(exchanges[0].session, "10.0.0.1:40002");
+        assert_eq!(exchanges[0].response.as_ref().unwrap().status, 204);
+        assert!(
+            summary
+                .bytes_skipped
+                .contains_key("connection picked up mid-stream"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn idle_connections_are_closed_and_written() {
+        let options = AssemblyOptions {
+            idle_timeout_us: 1_000_000,
+            ..AssemblyOptions::default()
+        };
+        let mut assembler = Assembler::new(options);
+        // A request whose answer never comes, on a connection never closed.
+        for (ts, f) in connection(40003, 10, "/hangs", 0).into_iter().take(3) {
+            assembler.frame(ts, link::linktype::RAW, &f);
+        }
+        assert!(assembler.take_produced().is_empty());
+        // Five seconds of other traffic later, it has been let go.
+        for (ts, f) in connection(40004, 10, "/later", 5_000_000) {
+            assembler.frame(ts, link::linktype::RAW, &f);
+        }
+        let produced: Vec<Exchange> = assembler
+            .take_produced()
+            .into_iter()
+            .filter_map(|(_, e)| e)
+            .collect();
+        let hung = produced
+            .iter()
+            .find(|e| e.request.target == "/hangs")
+            .expect("flushed when idle");
+        assert!(hung.response.is_none());
+        assert_eq!(hung.error.as_deref(), Some("no answer in the capture"));
+        assert_eq!(assembler.connections.len(), 0, "nothing left open");
+    }
+}
