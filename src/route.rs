@@ -68,7 +68,8 @@ fn looks_like_id(segment: &str) -> bool {
         && segment.chars().any(|c| c.is_ascii_digit())
 }
 
-fn is_uuid(s: &str) -> bool {
+/// True for a UUID in its canonical 8-4-4-4-12 hex form.
+pub fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     groups.len() == 5

@@ -1,10 +1,11 @@
 //! Structural comparison of two JSON documents.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+use super::rules::RouteRules;
 use super::{Mismatch, MismatchKind};
 
 /// One step into a JSON document.
@@ -14,49 +15,85 @@ enum Step {
     Index(usize),
 }
 
-/// Compares `legacy` with `new`, skipping every node that an `ignore` query
-/// selects in either document. Key order does not matter, and numbers compare
-/// by value (`1` equals `1.0`).
-pub fn compare(legacy: &Value, new: &Value, ignore: &[(String, JsonPath)]) -> Vec<Mismatch> {
+/// Compares `legacy` with `new` under `rules`: nodes an ignore query selects
+/// in either document are skipped; arrays named unordered are compared as
+/// multisets (matched by key when one is given); numbers under a tolerance
+/// and values of a named kind compare equal. Key order never matters, and
+/// numbers compare by value (`1` equals `1.0`).
+pub fn compare(legacy: &Value, new: &Value, rules: &RouteRules) -> Vec<Mismatch> {
     let mut walk = Walk {
-        ignored: ignored_locations(legacy, new, ignore),
+        ignored: HashSet::new(),
+        unordered: HashMap::new(),
+        tolerance: HashMap::new(),
+        same_kind: HashMap::new(),
+        rules,
         path: Vec::new(),
         out: Vec::new(),
     };
+    for (i, item) in rules.ignore_paths.iter().enumerate() {
+        for steps in located(&item.rule, legacy, new, &item.origin, || item.hit()) {
+            walk.ignored.insert(steps);
+        }
+        let _ = i;
+    }
+    for (i, item) in rules.unordered.iter().enumerate() {
+        for steps in located(&item.rule.path, legacy, new, &item.origin, || item.hit()) {
+            walk.unordered.insert(steps, i);
+        }
+    }
+    for (i, item) in rules.tolerance.iter().enumerate() {
+        for steps in located(&item.rule.path, legacy, new, &item.origin, || {}) {
+            walk.tolerance.insert(steps, i);
+        }
+    }
+    for (i, item) in rules.same_kind.iter().enumerate() {
+        for steps in located(&item.rule.path, legacy, new, &item.origin, || {}) {
+            walk.same_kind.insert(steps, i);
+        }
+    }
     walk.value(legacy, new);
     walk.out
 }
 
-fn ignored_locations(
+/// Where `query` selects nodes in either document; `hit` runs once if
+/// anything is selected.
+fn located(
+    query: &JsonPath,
     legacy: &Value,
     new: &Value,
-    ignore: &[(String, JsonPath)],
-) -> HashSet<Vec<Step>> {
-    let mut set = HashSet::new();
-    for (_, query) in ignore {
-        for doc in [legacy, new] {
-            for location in query.query_located(doc).locations() {
-                let steps = location
-                    .iter()
-                    .map(|e| match e {
-                        serde_json_path::PathElement::Name(n) => Step::Key(n.to_string()),
-                        serde_json_path::PathElement::Index(i) => Step::Index(*i),
-                    })
-                    .collect();
-                set.insert(steps);
-            }
+    _origin: &str,
+    hit: impl Fn(),
+) -> Vec<Vec<Step>> {
+    let mut out = Vec::new();
+    for doc in [legacy, new] {
+        for location in query.query_located(doc).locations() {
+            let steps = location
+                .iter()
+                .map(|e| match e {
+                    serde_json_path::PathElement::Name(n) => Step::Key(n.to_string()),
+                    serde_json_path::PathElement::Index(i) => Step::Index(*i),
+                })
+                .collect();
+            out.push(steps);
         }
     }
-    set
+    if !out.is_empty() {
+        hit();
+    }
+    out
 }
 
-struct Walk {
+struct Walk<'r> {
     ignored: HashSet<Vec<Step>>,
+    unordered: HashMap<Vec<Step>, usize>,
+    tolerance: HashMap<Vec<Step>, usize>,
+    same_kind: HashMap<Vec<Step>, usize>,
+    rules: &'r RouteRules,
     path: Vec<Step>,
     out: Vec<Mismatch>,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn value(&mut self, legacy: &Value, new: &Value) {
         if !self.ignored.is_empty() && self.ignored.contains(&self.path) {
             return;
@@ -77,31 +114,110 @@ impl Walk {
                     self.path.pop();
                 }
             }
-            (Value::Array(l), Value::Array(n)) => {
-                for i in 0..l.len().max(n.len()) {
-                    self.path.push(Step::Index(i));
-                    match (l.get(i), n.get(i)) {
-                        (Some(lv), Some(nv)) => self.value(lv, nv),
-                        (Some(lv), None) => self.report(MismatchKind::MissingField, Some(lv), None),
-                        (None, nv) => self.report(MismatchKind::ExtraField, None, nv),
-                    }
-                    self.path.pop();
-                }
-            }
+            (Value::Array(l), Value::Array(n)) => match self.unordered.get(&self.path).copied() {
+                Some(rule) => self.unordered_arrays(l, n, rule),
+                None => self.ordered_arrays(l, n),
+            },
             (Value::Number(l), Value::Number(n)) => {
-                if !numbers_equal(l, n) {
+                if !numbers_equal(l, n)
+                    && !self.within_tolerance(l, n)
+                    && !self.same_kind(legacy, new)
+                {
                     self.report(MismatchKind::Value, Some(legacy), Some(new));
                 }
             }
             _ if kind(legacy) != kind(new) => {
-                self.report(MismatchKind::Type, Some(legacy), Some(new));
+                if !self.same_kind(legacy, new) {
+                    self.report(MismatchKind::Type, Some(legacy), Some(new));
+                }
             }
             _ => {
-                if legacy != new {
+                if legacy != new && !self.same_kind(legacy, new) {
                     self.report(MismatchKind::Value, Some(legacy), Some(new));
                 }
             }
         }
+    }
+
+    fn ordered_arrays(&mut self, l: &[Value], n: &[Value]) {
+        for i in 0..l.len().max(n.len()) {
+            self.path.push(Step::Index(i));
+            match (l.get(i), n.get(i)) {
+                (Some(lv), Some(nv)) => self.value(lv, nv),
+                (Some(lv), None) => self.report(MismatchKind::MissingField, Some(lv), None),
+                (None, nv) => self.report(MismatchKind::ExtraField, None, nv),
+            }
+            self.path.pop();
+        }
+    }
+
+    /// Arrays as multisets: each legacy element is matched with a new one
+    /// (by key, or by comparing equal under the rules); what is left over
+    /// on either side is missing or extra.
+    fn unordered_arrays(&mut self, l: &[Value], n: &[Value], rule: usize) {
+        let key = self.rules.unordered[rule].rule.key.clone();
+        let mut used = vec![false; n.len()];
+        for (i, lv) in l.iter().enumerate() {
+            self.path.push(Step::Index(i));
+            let partner = match &key {
+                Some(key) => {
+                    let id = lv.get(key);
+                    (0..n.len()).find(|&j| !used[j] && id.is_some() && n[j].get(key) == id)
+                }
+                None => (0..n.len()).find(|&j| !used[j] && self.equal_here(lv, &n[j])),
+            };
+            match partner {
+                Some(j) => {
+                    used[j] = true;
+                    if key.is_some() {
+                        self.value(lv, &n[j]);
+                    }
+                }
+                None => self.report(MismatchKind::MissingField, Some(lv), None),
+            }
+            self.path.pop();
+        }
+        for (j, nv) in n.iter().enumerate().filter(|(j, _)| !used[*j]) {
+            self.path.push(Step::Index(j));
+            self.report(MismatchKind::ExtraField, None, Some(nv));
+            self.path.pop();
+        }
+    }
+
+    /// True when the two values compare equal at the current path.
+    fn equal_here(&mut self, l: &Value, n: &Value) -> bool {
+        let before = self.out.len();
+        self.value(l, n);
+        let equal = self.out.len() == before;
+        self.out.truncate(before);
+        equal
+    }
+
+    fn within_tolerance(&self, l: &serde_json::Number, n: &serde_json::Number) -> bool {
+        let Some(&rule) = self.tolerance.get(&self.path) else {
+            return false;
+        };
+        let item = &self.rules.tolerance[rule];
+        let ok = match (l.as_f64(), n.as_f64()) {
+            (Some(a), Some(b)) => item.rule.accepts(a, b),
+            _ => false,
+        };
+        if ok {
+            item.hit();
+        }
+        ok
+    }
+
+    fn same_kind(&self, l: &Value, n: &Value) -> bool {
+        let Some(&rule) = self.same_kind.get(&self.path) else {
+            return false;
+        };
+        let item = &self.rules.same_kind[rule];
+        let ok = item.rule.kind.holds(l) && item.rule.kind.holds(n);
+        if ok {
+            item.hit();
+        }
+        ok
     }
 
     fn report(&mut self, kind: MismatchKind, legacy: Option<&Value>, new: Option<&Value>) {
@@ -171,6 +287,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn rules(text: &str) -> std::sync::Arc<RouteRules> {
+        crate::diff::RuleSet::parse(text)
+            .unwrap()
+            .for_route(&crate::route::Route::of("GET", "/x"))
+    }
+
+    fn plain(legacy: &Value, new: &Value) -> Vec<Mismatch> {
+        compare(legacy, new, &RouteRules::default())
+    }
+
     fn paths(ms: &[Mismatch]) -> Vec<(MismatchKind, String)> {
         ms.iter()
             .map(|m| (m.kind, m.path.clone().unwrap()))
@@ -181,7 +307,7 @@ mod tests {
     fn finds_each_kind_at_its_path() {
         let legacy = json!({"a": 1, "b": {"c": "x", "gone": true}, "n": [1, 2, 3], "t": 5});
         let new = json!({"b": {"c": "y", "more": 1}, "a": 1.0, "n": [1, 2], "t": "5"});
-        let found = paths(&compare(&legacy, &new, &[]));
+        let found = paths(&plain(&legacy, &new));
         assert_eq!(
             found,
             vec![
@@ -196,22 +322,67 @@ mod tests {
 
     #[test]
     fn ignore_queries_apply_to_both_sides() {
-        let ignore = |q: &str| vec![(q.to_string(), JsonPath::parse(q).unwrap())];
         let legacy = json!({"id": 1, "items": [{"id": "a", "q": 1}], "meta": {"created_at": "t1"}});
         let new = json!({"items": [{"id": "b", "q": 1}], "meta": {"created_at": "t2"}, "id": 2});
-        assert_eq!(compare(&legacy, &new, &[]).len(), 3);
-        let mut rules = ignore("$.id");
-        rules.extend(ignore("$.items[*].id"));
-        rules.extend(ignore("$..created_at"));
-        assert!(compare(&legacy, &new, &rules).is_empty());
+        assert_eq!(plain(&legacy, &new).len(), 3);
+        let r = rules(
+            r#"[defaults]
+            ignore_paths = ["$.id", "$.items[*].id", "$..created_at"]"#,
+        );
+        assert!(compare(&legacy, &new, &r).is_empty());
         // A field ignored by rule may be missing on one side.
         let without = json!({"items": [{"id": "b", "q": 1}], "meta": {"created_at": "t"}});
-        assert!(compare(&legacy, &without, &rules).is_empty());
+        assert!(compare(&legacy, &without, &r).is_empty());
+    }
+
+    #[test]
+    fn unordered_arrays_by_key_and_by_value() {
+        let legacy =
+            json!({"items": [{"sku": "a", "q": 1}, {"sku": "b", "q": 2}], "tags": ["x", "y", "z"]});
+        let new =
+            json!({"items": [{"sku": "b", "q": 3}, {"sku": "a", "q": 1}], "tags": ["z", "x", "w"]});
+        let r = rules(
+            r#"[defaults]
+            unordered_arrays = [{ path = "$.items", key = "sku" }, { path = "$.tags" }]"#,
+        );
+        let found = paths(&compare(&legacy, &new, &r));
+        assert_eq!(
+            found,
+            vec![
+                (MismatchKind::Value, "$.items[1].q".into()),
+                (MismatchKind::MissingField, "$.tags[1]".into()),
+                (MismatchKind::ExtraField, "$.tags[2]".into()),
+            ]
+        );
+        assert_eq!(
+            paths(&plain(&legacy, &new)).len(),
+            7,
+            "in order, every element differs"
+        );
+    }
+
+    #[test]
+    fn tolerance_and_same_kind() {
+        let legacy = json!({"total": 10.00, "rate": 1000.0, "id": "3f2a9c1e-9b7d-4c2a-8e1f-0123456789ab", "at": "2026-01-01T00:00:00Z"});
+        let new = json!({"total": 10.004, "rate": 1000.9, "id": "0b1c2d3e-9b7d-4c2a-8e1f-0123456789ab", "at": "2026-11-22T03:40:00.5+01:00"});
+        assert_eq!(plain(&legacy, &new).len(), 4);
+        let r = rules(
+            r#"[defaults]
+            tolerance = [{ path = "$.total", absolute = 0.005 }, { path = "$.rate", relative = 0.001 }]
+            same_kind = [{ path = "$.id", kind = "uuid" }, { path = "$.at", kind = "timestamp" }]"#,
+        );
+        assert!(compare(&legacy, &new, &r).is_empty());
+        let far = json!({"total": 10.02, "rate": 1002.0, "id": 7, "at": "soon"});
+        assert_eq!(
+            compare(&legacy, &far, &r).len(),
+            4,
+            "outside the margins, other kinds"
+        );
     }
 
     #[test]
     fn odd_keys_are_bracketed() {
-        let found = compare(&json!({"a b": 1}), &json!({"a b": 2}), &[]);
+        let found = plain(&json!({"a b": 1}), &json!({"a b": 2}));
         assert_eq!(found[0].path.as_deref(), Some("$['a b']"));
     }
 }

@@ -133,6 +133,10 @@ impl Differ {
                 diff: None,
             });
         }
+        if let Some(status_only) = &rules.status_only {
+            status_only.hit();
+            return out;
+        }
         compare_headers(&legacy.headers, &new.headers, &rules, &mut out);
         compare_bodies(legacy, new, &rules, &mut out);
         out
@@ -157,7 +161,11 @@ fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &
     names.sort();
     names.dedup();
     for name in names {
-        let (l, n) = (joined(legacy, &name), joined(new, &name));
+        let replaced = |v: Option<String>| v.map(|v| replace_in_header(&name, v, rules));
+        let (l, n) = (
+            replaced(joined(legacy, &name)),
+            replaced(joined(new, &name)),
+        );
         if l != n {
             let shown = |v: Option<String>| v.map(|v| redact(&name, v));
             out.push(Mismatch {
@@ -169,6 +177,27 @@ fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &
             });
         }
     }
+}
+
+/// A header value after the rules' replacements for that header.
+fn replace_in_header(name: &str, value: String, rules: &RouteRules) -> String {
+    let mut value = value;
+    for item in &rules.header_replace {
+        let rule = &item.rule;
+        if rule
+            .header
+            .as_deref()
+            .is_some_and(|h| h == name || h == "*")
+            && rule.regex.is_match(&value)
+        {
+            item.hit();
+            value = rule
+                .regex
+                .replace_all(&value, rule.with.as_str())
+                .into_owned();
+        }
+    }
+    value
 }
 
 /// Headers whose values are credentials: compared, never shown.
@@ -190,11 +219,12 @@ fn redact(name: &str, value: String) -> String {
 /// Decoded bodies larger than this are compared as sent.
 const MAX_DECODED: usize = 64 << 20;
 
-/// The body after its Content-Encoding (gzip, deflate, br) is undone; as
-/// sent when there is none or it cannot be undone.
-fn decoded(r: &Response) -> Cow<'_, [u8]> {
+/// The body as compared: its Content-Encoding (gzip, deflate, br) undone,
+/// text in another charset turned into UTF-8, and the rules' replacements
+/// made. As sent where none applies or decoding fails.
+fn decoded<'a>(r: &'a Response, rules: &RouteRules) -> Cow<'a, [u8]> {
     let raw = r.body.bytes().as_ref();
-    match header_value(&r.headers, "content-encoding") {
+    let mut body = match header_value(&r.headers, "content-encoding") {
         Some(coding) if !coding.trim().eq_ignore_ascii_case("identity") && !raw.is_empty() => {
             match crate::encoding::decode(coding, raw, MAX_DECODED) {
                 Ok(body) => Cow::Owned(body),
@@ -202,13 +232,49 @@ fn decoded(r: &Response) -> Cow<'_, [u8]> {
             }
         }
         _ => Cow::Borrowed(raw),
+    };
+    if let Some(charset) = charset(&r.headers) {
+        if let Some(encoding) = encoding_rs::Encoding::for_label(charset.as_bytes()) {
+            if encoding != encoding_rs::UTF_8 {
+                let (text, _, _) = encoding.decode(&body);
+                body = Cow::Owned(text.into_owned().into_bytes());
+            }
+        }
     }
+    if rules.body_replace.is_empty() {
+        return body;
+    }
+    let Ok(mut text) = String::from_utf8(body.into_owned()) else {
+        return Cow::Borrowed(raw);
+    };
+    for item in &rules.body_replace {
+        if item.rule.regex.is_match(&text) {
+            item.hit();
+            text = item
+                .rule
+                .regex
+                .replace_all(&text, item.rule.with.as_str())
+                .into_owned();
+        }
+    }
+    Cow::Owned(text.into_bytes())
+}
+
+/// The charset parameter of the Content-Type, if any.
+fn charset(headers: &[Header]) -> Option<String> {
+    let content_type = header_value(headers, "content-type")?;
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_string())
+    })
 }
 
 fn compare_bodies(legacy: &Response, new: &Response, rules: &RouteRules, out: &mut Vec<Mismatch>) {
-    let (l, n) = (decoded(legacy), decoded(new));
+    let (l, n) = (decoded(legacy, rules), decoded(new, rules));
     let (l, n) = (l.as_ref(), n.as_ref());
-    if l == n && rules.ignore_paths.is_empty() {
+    if l == n && !rules.has_json_rules() {
         return;
     }
     let declared_json = |r: &Response| {
@@ -217,7 +283,7 @@ fn compare_bodies(legacy: &Response, new: &Response, rules: &RouteRules, out: &m
     if declared_json(legacy) || declared_json(new) || looks_like_json(l) {
         match (serde_json::from_slice(l), serde_json::from_slice(n)) {
             (Ok(lv), Ok(nv)) => {
-                out.extend(json::compare(&lv, &nv, &rules.ignore_paths));
+                out.extend(json::compare(&lv, &nv, rules));
                 return;
             }
             (Ok(_), Err(_)) | (Err(_), Ok(_)) if !l.is_empty() && !n.is_empty() => {
@@ -369,6 +435,63 @@ mod tests {
             Differ::default().compare(&route, &a, &c)[0].path.as_deref(),
             Some("$.a")
         );
+    }
+
+    fn with_rules(text: &str) -> Differ {
+        Differ::new(RuleSet::parse(text).unwrap())
+    }
+
+    #[test]
+    fn status_only_routes() {
+        let route = Route::of("GET", "/x");
+        let mut differ = with_rules("[[route]]\nmatch = \"GET /x\"\nstatus_only = true\n");
+        let a = response(200, &[("etag", "1")], "one");
+        let b = response(200, &[("etag", "2")], "two");
+        assert!(differ.compare(&route, &a, &b).is_empty());
+        let c = response(500, &[], "two");
+        assert_eq!(differ.compare(&route, &a, &c).len(), 1);
+        assert!(differ.rules.unused().is_empty());
+    }
+
+    #[test]
+    fn replacements_in_headers_and_text_bodies() {
+        let route = Route::of("GET", "/x");
+        let mut differ = with_rules(
+            r#"[defaults]
+            header_replace = [{ header = "location", regex = '/orders/\d+', with = "/orders/N" }]
+            body_replace = [{ regex = 'took \d+ms', with = "took Nms" }]
+            "#,
+        );
+        let a = response(200, &[("location", "/orders/17")], "done, took 12ms\n");
+        let b = response(200, &[("location", "/orders/90")], "done, took 345ms\n");
+        assert!(differ.compare(&route, &a, &b).is_empty());
+        let c = response(200, &[("location", "/carts/90")], "failed, took 3ms\n");
+        let kinds: Vec<_> = differ
+            .compare(&route, &a, &c)
+            .iter()
+            .map(|m| m.kind)
+            .collect();
+        assert_eq!(kinds, [MismatchKind::Header, MismatchKind::Body]);
+    }
+
+    #[test]
+    fn text_in_other_charsets_is_compared_as_text() {
+        let route = Route::of("GET", "/x");
+        let mut latin1 = response(
+            200,
+            &[("content-type", "text/plain; charset=ISO-8859-1")],
+            "",
+        );
+        latin1.body = Body(bytes::Bytes::from_static(b"caf\xe9\n"));
+        let utf8 = response(
+            200,
+            &[("content-type", "text/plain; charset=utf-8")],
+            "café\n",
+        );
+        // The bodies are the same text; only the declared charset differs.
+        let found = Differ::default().compare(&route, &latin1, &utf8);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path.as_deref(), Some("content-type"));
     }
 
     #[test]
