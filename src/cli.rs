@@ -19,7 +19,8 @@ use crate::record::{
     import_file, record_live, record_proxy, LiveConfig, ProxyConfig, Rotation, Selection, Sink,
     SinkSummary,
 };
-use crate::replay::{replay, ReplayOutcome, ReplayPlan};
+use crate::replay::{replay, NoisePlan, ReplayOutcome, ReplayPlan};
+use crate::report::NoiseThresholds;
 use crate::report::{Render, Terminal};
 use crate::target::Target;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,8 @@ enum Command {
     Import(ImportArgs),
     /// Replay a capture at the legacy and the new stack and report parity.
     Replay(ReplayArgs),
+    /// Recompute a run's report from its results, e.g. with new rules; sends nothing.
+    Diff(DiffArgs),
     /// Run the whole job on two embedded demo stacks.
     Demo(DemoArgs),
 }
@@ -199,6 +202,59 @@ struct ReplayArgs {
     /// Exit 1 when (mismatched + errors) / total is above this (0..1).
     #[arg(long)]
     max_mismatch_rate: Option<f64>,
+    #[command(flatten)]
+    noise: NoiseArgs,
+    /// Write the learned noise as a rules file (with --learn-noise).
+    #[arg(long, requires = "learn_noise")]
+    write_rules: Option<PathBuf>,
+}
+
+/// Noise learning.
+#[derive(Debug, Args)]
+struct NoiseArgs {
+    /// Send each request to the legacy stack a second time (or to --legacy-2)
+    /// and leave out differences two legacy answers also show.
+    #[arg(long)]
+    learn_noise: bool,
+    /// A second legacy instance for noise learning (default: --legacy again).
+    #[arg(long = "legacy-2", requires = "learn_noise")]
+    legacy2: Option<Target>,
+    /// A difference is real when its rate exceeds the noise rate by more than this share of it.
+    #[arg(long, default_value_t = 0.2)]
+    noise_relative: f64,
+    /// ... and by more than this (0..1).
+    #[arg(long, default_value_t = 0.01)]
+    noise_absolute: f64,
+}
+
+impl NoiseArgs {
+    fn thresholds(&self) -> NoiseThresholds {
+        NoiseThresholds {
+            relative: self.noise_relative,
+            absolute: self.noise_absolute,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The run directory (holding results.jsonl).
+    run: PathBuf,
+    /// Rules file (TOML, docs/rules.md); none: compare everything.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Where to write report.json and summary.md (default: the run directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Exit 1 when (mismatched + errors) / total is above this (0..1).
+    #[arg(long)]
+    max_mismatch_rate: Option<f64>,
+    /// Noise thresholds, for runs made with --learn-noise.
+    #[arg(long, default_value_t = 0.2)]
+    noise_relative: f64,
+    /// Noise thresholds, for runs made with --learn-noise.
+    #[arg(long, default_value_t = 0.01)]
+    noise_absolute: f64,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +306,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Record(args) => record(args).await,
         Command::Import(args) => import(args).await,
         Command::Replay(args) => replay_command(args).await,
+        Command::Diff(args) => diff_command(args),
         Command::Demo(args) => demo_command(args).await,
     }
 }
@@ -381,6 +438,7 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             "--max-mismatch-rate must be between 0 and 1, got {rate}"
         );
     }
+    let plan_legacy = args.legacy.clone();
     let plan = ReplayPlan {
         capture: args.capture,
         legacy: args.legacy,
@@ -391,9 +449,38 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         drain: Duration::from_secs(10),
         max_mismatch_rate: args.max_mismatch_rate,
+        noise: args.noise.learn_noise.then(|| NoisePlan {
+            legacy2: args
+                .noise
+                .legacy2
+                .clone()
+                .unwrap_or_else(|| plan_legacy.clone()),
+            thresholds: args.noise.thresholds(),
+        }),
+        write_rules: args.write_rules,
     };
     let outcome = replay(&plan, shutdown_signal()).await?;
     finish(&outcome)
+}
+
+fn diff_command(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let results = args.run.join(crate::results::FILE_NAME);
+    let thresholds = NoiseThresholds {
+        relative: args.noise_relative,
+        absolute: args.noise_absolute,
+    };
+    let mut report = crate::report::rediff(&results, args.rules.as_deref(), thresholds)?;
+    if let Some(max) = args.max_mismatch_rate {
+        report.apply_gate(max);
+    }
+    let out = args.out.unwrap_or(args.run);
+    let report_path = report.write_files(&out)?;
+    finish(&ReplayOutcome {
+        report,
+        report_path,
+        unreadable: Vec::new(),
+        interrupted: false,
+    })
 }
 
 async fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::Response;
+use crate::capture::{Request, Response};
 
 /// The value of the header line's `format` field.
 pub const FORMAT: &str = "tandem-results";
@@ -29,6 +29,9 @@ pub struct ResultsHeader {
     pub new: String,
     /// The speed multiple of the recorded rate.
     pub speed: f64,
+    /// Base URL of the second legacy target when learning noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy2: Option<String>,
     /// Wall-clock start of the replay, microseconds since the Unix epoch.
     pub started_at_unix_us: u64,
 }
@@ -42,14 +45,16 @@ pub struct ExchangeResult {
     pub session: String,
     /// When it was scheduled, microseconds after the replay started.
     pub scheduled_us: u64,
-    /// Request method.
-    pub method: String,
-    /// Request target (path and query).
-    pub target: String,
+    /// The request as recorded (and sent, but for the Host header).
+    pub request: Request,
     /// What the legacy target did.
     pub legacy: Attempt,
     /// What the new target did.
     pub new: Attempt,
+    /// What the legacy target did with the same request a second time, when
+    /// learning noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy2: Option<Attempt>,
 }
 
 /// One request sent to one target.

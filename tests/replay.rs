@@ -34,6 +34,8 @@ fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayPl
         timeout: Duration::from_millis(500),
         drain: Duration::from_secs(2),
         max_mismatch_rate: None,
+        noise: None,
+        write_rules: None,
     }
 }
 

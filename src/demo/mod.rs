@@ -94,6 +94,8 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         timeout: Duration::from_secs(10),
         drain: Duration::from_secs(5),
         max_mismatch_rate: None,
+        noise: None,
+        write_rules: None,
     };
     let replayed = replay(&plan, std::future::pending()).await;
     legacy.stop().await;

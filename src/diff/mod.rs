@@ -120,6 +120,11 @@ impl Differ {
         Differ { rules }
     }
 
+    /// Rules of the rules file that applied to nothing so far.
+    pub fn unused_rules(&self) -> Vec<String> {
+        self.rules.unused()
+    }
+
     /// Every mismatch between `legacy` and `new`, answers to a request on `route`.
     pub fn compare(&mut self, route: &Route, legacy: &Response, new: &Response) -> Vec<Mismatch> {
         let rules = self.rules.for_route(route);
@@ -208,7 +213,8 @@ const SECRET_HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
-fn redact(name: &str, value: String) -> String {
+/// `value`, or a placeholder when `name` is a credential header.
+pub fn redact(name: &str, value: String) -> String {
     if SECRET_HEADERS.contains(&name) {
         format!("<redacted, {} bytes>", value.len())
     } else {

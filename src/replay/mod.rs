@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::capture::{CaptureReader, Exchange};
 use crate::diff::{Differ, RuleSet};
 use crate::jsonl::{LineError, LineWriter};
-use crate::report::{Report, ReportBuilder, RunInfo};
+use crate::report::{NoiseThresholds, Report, ReportBuilder, RunInfo};
 use crate::results::{self, ExchangeResult, ResultsHeader};
 use crate::target::Target;
 
@@ -44,6 +44,20 @@ pub struct ReplayPlan {
     pub drain: Duration,
     /// Fail the run when the mismatch rate is above this.
     pub max_mismatch_rate: Option<f64>,
+    /// Learn noise from a second legacy answer to each request.
+    pub noise: Option<NoisePlan>,
+    /// Write the learned noise as a rules file here.
+    pub write_rules: Option<PathBuf>,
+}
+
+/// Noise learning: each request also goes to `legacy2` (the legacy stack
+/// again, or a second instance of it).
+#[derive(Debug, Clone)]
+pub struct NoisePlan {
+    /// Where the second legacy answer comes from.
+    pub legacy2: Target,
+    /// When a difference counts as real rather than noise.
+    pub thresholds: NoiseThresholds,
 }
 
 /// What a replay produced.
@@ -92,7 +106,10 @@ pub async fn replay(
         started_at_unix_us,
         duration_ms: 0,
     };
-    let builder = ReportBuilder::new(Differ::new(rules), run);
+    let mut builder = ReportBuilder::new(Differ::new(rules), run);
+    if let Some(noise) = &plan.noise {
+        builder = builder.learn_noise(noise.legacy2.to_string(), noise.thresholds);
+    }
 
     let started = Instant::now();
     let (result_tx, result_rx) = mpsc::channel(4096);
@@ -126,6 +143,9 @@ pub async fn replay(
     if let Some(max) = plan.max_mismatch_rate {
         report.apply_gate(max);
     }
+    if let (Some(path), Some(noise)) = (&plan.write_rules, &report.learned_noise) {
+        crate::report::noise_rules::write(path, noise, &plan.capture)?;
+    }
     let report_path = report.write_files(&plan.out_dir)?;
     Ok(ReplayOutcome {
         report,
@@ -144,6 +164,7 @@ fn open_results(plan: &ReplayPlan, started_at_unix_us: u64) -> anyhow::Result<Li
         legacy: plan.legacy.to_string(),
         new: plan.new.to_string(),
         speed: plan.speed,
+        legacy2: plan.noise.as_ref().map(|n| n.legacy2.to_string()),
         started_at_unix_us,
     })?;
     Ok(results)

@@ -18,6 +18,7 @@ pub struct Sender {
     client: Client,
     legacy: Target,
     new: Target,
+    legacy2: Option<Target>,
     timeout: Duration,
 }
 
@@ -27,30 +28,39 @@ impl Sender {
             client: http::client(plan.timeout),
             legacy: plan.legacy.clone(),
             new: plan.new.clone(),
+            legacy2: plan.noise.as_ref().map(|n| n.legacy2.clone()),
             timeout: plan.timeout,
         }
     }
 
-    /// Sends `exchange` to both targets at once; `scheduled` is when it was
-    /// due, `start` when the replay began.
+    /// Sends `exchange` to both targets at once (and to the second legacy
+    /// target when learning noise); `scheduled` is when it was due, `start`
+    /// when the replay began.
     pub async fn send_both(
         &self,
         exchange: Exchange,
         scheduled: Instant,
         start: Instant,
     ) -> ExchangeResult {
-        let (legacy, new) = tokio::join!(
+        let second = async {
+            match &self.legacy2 {
+                Some(target) => Some(self.attempt(target, &exchange.request, scheduled).await),
+                None => None,
+            }
+        };
+        let (legacy, new, legacy2) = tokio::join!(
             self.attempt(&self.legacy, &exchange.request, scheduled),
             self.attempt(&self.new, &exchange.request, scheduled),
+            second,
         );
         ExchangeResult {
             id: exchange.id,
             session: exchange.session,
             scheduled_us: scheduled.saturating_duration_since(start).as_micros() as u64,
-            method: exchange.request.method,
-            target: exchange.request.target,
+            request: exchange.request,
             legacy,
             new,
+            legacy2,
         }
     }
 

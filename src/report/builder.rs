@@ -1,12 +1,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    Example, MismatchGroup, Report, RouteReport, RunInfo, SideLatency, Summary, TargetErrors,
+    Example, LearnedNoise, MessageView, MismatchGroup, NoiseGroup, Report, RouteReport, RunInfo,
+    SideLatency, Summary, TargetErrors,
 };
-use crate::diff::{Differ, MismatchKind};
+use crate::capture::{Header, Request, Response};
+use crate::diff::{Differ, Mismatch, MismatchKind};
 use crate::latency::Latency;
 use crate::results::{Attempt, ExchangeResult};
 use crate::route::Route;
+
+/// Examples kept per mismatch group.
+const EXAMPLES: usize = 3;
+/// Characters of a body shown in an example.
+const BODY_SHOWN: usize = 2_000;
 
 /// How one exchange came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,17 +26,40 @@ pub enum Verdict {
     Error,
 }
 
+/// Thresholds for telling real differences from noise (as in Diffy): a
+/// group is real when its rate exceeds the legacy-vs-legacy rate by more
+/// than `relative` of that rate and by more than `absolute`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseThresholds {
+    /// Share of the noise rate, e.g. 0.2.
+    pub relative: f64,
+    /// Absolute rate, e.g. 0.01.
+    pub absolute: f64,
+}
+
+impl Default for NoiseThresholds {
+    fn default() -> Self {
+        NoiseThresholds {
+            relative: 0.2,
+            absolute: 0.01,
+        }
+    }
+}
+
 /// Folds results, one at a time, into a [`Report`]. Memory grows with the
-/// number of routes and mismatch groups, not with the number of exchanges.
+/// number of routes and mismatch groups, and, when learning noise, by a few
+/// bytes per mismatched exchange.
 pub struct ReportBuilder {
     differ: Differ,
     run: RunInfo,
     summary: Summary,
     errors: TargetErrors,
     routes: BTreeMap<Route, RouteTally>,
-    groups: HashMap<GroupKey, GroupTally>,
+    groups: Vec<GroupTally>,
+    group_index: HashMap<GroupKey, usize>,
     legacy: Latency,
     new: Latency,
+    noise: Option<Noise>,
 }
 
 #[derive(Default)]
@@ -38,6 +68,8 @@ struct RouteTally {
     matched: u64,
     mismatched: u64,
     errors: u64,
+    /// Exchanges where both answered (the base of the diff rate).
+    compared: u64,
     legacy: Latency,
     new: Latency,
 }
@@ -50,10 +82,21 @@ struct GroupKey {
 }
 
 struct GroupTally {
+    key: GroupKey,
     count: u64,
     first: u64,
     last: u64,
-    example: Example,
+    examples: Vec<Example>,
+}
+
+/// Legacy-vs-legacy comparisons, and what each mismatched exchange hit, so
+/// that verdicts can be revised once the noise is known.
+struct Noise {
+    legacy2: String,
+    thresholds: NoiseThresholds,
+    counts: HashMap<GroupKey, u64>,
+    compared: HashMap<Route, u64>,
+    hits: Vec<(Route, Vec<usize>)>,
 }
 
 impl ReportBuilder {
@@ -65,15 +108,30 @@ impl ReportBuilder {
             summary: Summary::default(),
             errors: TargetErrors::default(),
             routes: BTreeMap::new(),
-            groups: HashMap::new(),
+            groups: Vec::new(),
+            group_index: HashMap::new(),
             legacy: Latency::default(),
             new: Latency::default(),
+            noise: None,
         }
+    }
+
+    /// Learn noise from second legacy answers (`legacy2` names the target).
+    pub fn learn_noise(mut self, legacy2: String, thresholds: NoiseThresholds) -> ReportBuilder {
+        self.noise = Some(Noise {
+            legacy2,
+            thresholds,
+            counts: HashMap::new(),
+            compared: HashMap::new(),
+            hits: Vec::new(),
+        });
+        self
     }
 
     /// Adds one exchange's result.
     pub fn add(&mut self, result: &ExchangeResult) -> Verdict {
-        let route = Route::of(&result.method, &result.target);
+        let route = Route::of(&result.request.method, &result.request.target);
+        self.learn(&route, result);
         let verdict = self.judge(&route, result);
         let tally = self.routes.entry(route).or_default();
         tally.total += 1;
@@ -83,6 +141,9 @@ impl ReportBuilder {
             Verdict::Mismatched(_) => (tally.mismatched += 1, self.summary.mismatched += 1),
             Verdict::Error => (tally.errors += 1, self.summary.errors += 1),
         };
+        if verdict != Verdict::Error {
+            tally.compared += 1;
+        }
         for (attempt, route_hist, all, errors) in [
             (
                 &result.legacy,
@@ -113,6 +174,28 @@ impl ReportBuilder {
         self.run.duration_ms = ms;
     }
 
+    /// Counts what differs between the two legacy answers.
+    fn learn(&mut self, route: &Route, result: &ExchangeResult) {
+        let Some(noise) = self.noise.as_mut() else {
+            return;
+        };
+        let (Some(a), Some(b)) = (
+            answer(&result.legacy),
+            result.legacy2.as_ref().and_then(answer),
+        ) else {
+            return;
+        };
+        *noise.compared.entry(route.clone()).or_default() += 1;
+        let mut seen = Vec::new();
+        for m in self.differ.compare(route, a, b) {
+            let key = group_key(route, &m);
+            if !seen.contains(&key) {
+                *noise.counts.entry(key.clone()).or_default() += 1;
+                seen.push(key);
+            }
+        }
+    }
+
     fn judge(&mut self, route: &Route, result: &ExchangeResult) -> Verdict {
         let (Some(legacy), Some(new)) = (answer(&result.legacy), answer(&result.new)) else {
             return Verdict::Error;
@@ -121,76 +204,90 @@ impl ReportBuilder {
         if mismatches.is_empty() {
             return Verdict::Matched;
         }
-        let mut seen = Vec::new();
+        let mut hit: Vec<usize> = Vec::new();
         for mismatch in &mismatches {
-            let key = GroupKey {
-                route: route.clone(),
-                kind: mismatch.kind,
-                path: mismatch.group_path(),
+            let key = group_key(route, mismatch);
+            let index = match self.group_index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    self.groups.push(GroupTally {
+                        key: key.clone(),
+                        count: 0,
+                        first: result.id,
+                        last: result.id,
+                        examples: Vec::new(),
+                    });
+                    self.group_index.insert(key, self.groups.len() - 1);
+                    self.groups.len() - 1
+                }
             };
-            // An exchange counts once per group, however many array elements differ.
-            if seen.contains(&key) {
-                continue;
+            // An exchange counts once per group, however many elements differ.
+            if !hit.contains(&index) {
+                hit.push(index);
+                let group = &mut self.groups[index];
+                group.count += 1;
+                group.first = group.first.min(result.id);
+                group.last = group.last.max(result.id);
+                if group.examples.len() < EXAMPLES {
+                    group.examples.push(example(result, legacy, new));
+                }
             }
-            seen.push(key.clone());
-            let group = self.groups.entry(key).or_insert_with(|| GroupTally {
-                count: 0,
-                first: result.id,
-                last: result.id,
-                example: Example {
-                    exchange_id: result.id,
-                    target: result.target.clone(),
-                    mismatch: mismatch.clone(),
-                },
-            });
-            group.count += 1;
-            group.first = group.first.min(result.id);
-            group.last = group.last.max(result.id);
+            let group = &mut self.groups[index];
+            if let Some(example) = group
+                .examples
+                .iter_mut()
+                .find(|e| e.exchange_id == result.id)
+            {
+                example.mismatches.push(mismatch.clone());
+            }
+        }
+        if let Some(noise) = self.noise.as_mut() {
+            noise.hits.push((route.clone(), hit));
         }
         Verdict::Mismatched(mismatches.len())
     }
 
     /// The finished report.
     pub fn finish(self) -> Report {
-        let mut summary = self.summary;
-        if summary.total > 0 {
-            let total = summary.total as f64;
-            summary.parity = summary.matched as f64 / total;
-            summary.mismatch_rate = (summary.mismatched + summary.errors) as f64 / total;
-        } else {
-            summary.mismatch_rate = 1.0;
+        let ReportBuilder {
+            differ,
+            run,
+            mut summary,
+            errors,
+            mut routes,
+            groups,
+            legacy,
+            new,
+            noise,
+            ..
+        } = self;
+        let noisy = judge_noise(&groups, &routes, noise.as_ref());
+        if let Some(noise) = &noise {
+            revise_verdicts(noise, &noisy, &mut summary, &mut routes);
         }
-        let routes = self
-            .routes
+        finish_rates(&mut summary);
+        let learned_noise = noise.map(|n| LearnedNoise {
+            legacy2: n.legacy2.clone(),
+            relative_threshold: n.thresholds.relative,
+            absolute_threshold: n.thresholds.absolute,
+            groups: groups
+                .iter()
+                .zip(&noisy)
+                .filter_map(|(g, rates)| {
+                    rates.map(|(diff_rate, noise_rate)| noise_group(g, diff_rate, noise_rate))
+                })
+                .collect(),
+        });
+        let mut mismatch_groups: Vec<MismatchGroup> = groups
             .into_iter()
-            .map(|(route, t)| RouteReport {
-                method: route.method,
-                route: route.template,
-                total: t.total,
-                matched: t.matched,
-                mismatched: t.mismatched,
-                errors: t.errors,
-                latency: SideLatency {
-                    legacy: t.legacy.summary(),
-                    new: t.new.summary(),
-                },
+            .zip(&noisy)
+            .filter(|(_, noise)| noise.is_none())
+            .map(|(g, _)| {
+                let compared = routes.get(&g.key.route).map_or(1, |r| r.compared.max(1));
+                mismatch_group(g, compared)
             })
             .collect();
-        let mut groups: Vec<MismatchGroup> = self
-            .groups
-            .into_iter()
-            .map(|(key, g)| MismatchGroup {
-                method: key.route.method,
-                route: key.route.template,
-                kind: key.kind,
-                path: key.path,
-                count: g.count,
-                first_exchange: g.first,
-                last_exchange: g.last,
-                example: g.example,
-            })
-            .collect();
-        groups.sort_by(|a, b| {
+        mismatch_groups.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| {
                 (&a.method, &a.route, a.kind, &a.path).cmp(&(&b.method, &b.route, b.kind, &b.path))
             })
@@ -198,20 +295,169 @@ impl ReportBuilder {
         Report {
             format: super::FORMAT.to_string(),
             version: super::VERSION,
-            run: self.run,
+            run,
             summary,
-            errors: self.errors,
-            routes,
-            mismatch_groups: groups,
+            errors,
+            routes: routes
+                .into_iter()
+                .map(|(route, t)| route_report(route, t))
+                .collect(),
+            mismatch_groups,
             latency: SideLatency {
-                legacy: self.legacy.summary(),
-                new: self.new.summary(),
+                legacy: legacy.summary(),
+                new: new.summary(),
             },
+            learned_noise,
+            unused_rules: differ.unused_rules(),
             gate: None,
         }
     }
 }
 
-fn answer(attempt: &Attempt) -> Option<&crate::capture::Response> {
+/// For each group, `Some((diff_rate, noise_rate))` when it is noise.
+fn judge_noise(
+    groups: &[GroupTally],
+    routes: &BTreeMap<Route, RouteTally>,
+    noise: Option<&Noise>,
+) -> Vec<Option<(f64, f64)>> {
+    groups
+        .iter()
+        .map(|g| {
+            let noise = noise?;
+            let noise_count = *noise.counts.get(&g.key)?;
+            let noise_base = *noise.compared.get(&g.key.route)?;
+            let base = routes.get(&g.key.route).map_or(0, |r| r.compared);
+            if base == 0 || noise_base == 0 {
+                return None;
+            }
+            let diff_rate = g.count as f64 / base as f64;
+            let noise_rate = noise_count as f64 / noise_base as f64;
+            let excess = diff_rate - noise_rate;
+            let real = excess > noise.thresholds.absolute
+                && excess > noise.thresholds.relative * noise_rate;
+            (!real).then_some((diff_rate, noise_rate))
+        })
+        .collect()
+}
+
+/// An exchange whose every group is noise is a match after all.
+fn revise_verdicts(
+    noise: &Noise,
+    noisy: &[Option<(f64, f64)>],
+    summary: &mut Summary,
+    routes: &mut BTreeMap<Route, RouteTally>,
+) {
+    for (route, hit) in &noise.hits {
+        if hit.iter().all(|&g| noisy[g].is_some()) {
+            summary.mismatched -= 1;
+            summary.matched += 1;
+            if let Some(t) = routes.get_mut(route) {
+                t.mismatched -= 1;
+                t.matched += 1;
+            }
+        }
+    }
+}
+
+fn finish_rates(summary: &mut Summary) {
+    if summary.total > 0 {
+        let total = summary.total as f64;
+        summary.parity = summary.matched as f64 / total;
+        summary.mismatch_rate = (summary.mismatched + summary.errors) as f64 / total;
+    } else {
+        summary.mismatch_rate = 1.0;
+    }
+}
+
+fn group_key(route: &Route, mismatch: &Mismatch) -> GroupKey {
+    GroupKey {
+        route: route.clone(),
+        kind: mismatch.kind,
+        path: mismatch.group_path(),
+    }
+}
+
+fn mismatch_group(g: GroupTally, compared: u64) -> MismatchGroup {
+    MismatchGroup {
+        method: g.key.route.method,
+        route: g.key.route.template,
+        kind: g.key.kind,
+        path: g.key.path,
+        count: g.count,
+        first_exchange: g.first,
+        last_exchange: g.last,
+        rate: g.count as f64 / compared as f64,
+        examples: g.examples,
+    }
+}
+
+fn noise_group(g: &GroupTally, diff_rate: f64, noise_rate: f64) -> NoiseGroup {
+    NoiseGroup {
+        method: g.key.route.method.clone(),
+        route: g.key.route.template.clone(),
+        kind: g.key.kind,
+        path: g.key.path.clone(),
+        diff_rate,
+        noise_rate,
+    }
+}
+
+fn route_report(route: Route, t: RouteTally) -> RouteReport {
+    RouteReport {
+        method: route.method,
+        route: route.template,
+        total: t.total,
+        matched: t.matched,
+        mismatched: t.mismatched,
+        errors: t.errors,
+        latency: SideLatency {
+            legacy: t.legacy.summary(),
+            new: t.new.summary(),
+        },
+    }
+}
+
+fn answer(attempt: &Attempt) -> Option<&Response> {
     attempt.response.as_ref()
+}
+
+fn example(result: &ExchangeResult, legacy: &Response, new: &Response) -> Example {
+    Example {
+        exchange_id: result.id,
+        request: request_view(&result.request),
+        legacy: response_view(legacy),
+        new: response_view(new),
+        mismatches: Vec::new(),
+    }
+}
+
+fn request_view(r: &Request) -> MessageView {
+    MessageView {
+        line: format!("{} {}", r.method, r.target),
+        headers: redacted(&r.headers),
+        body: shown_body(r.body.bytes()),
+    }
+}
+
+fn response_view(r: &Response) -> MessageView {
+    MessageView {
+        line: r.status.to_string(),
+        headers: redacted(&r.headers),
+        body: shown_body(r.body.bytes()),
+    }
+}
+
+fn redacted(headers: &[Header]) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|h| Header(h.0.clone(), crate::diff::redact(&h.0, h.1.clone())))
+        .collect()
+}
+
+fn shown_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(BODY_SHOWN) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], body.len()),
+        None => text.into_owned(),
+    }
 }

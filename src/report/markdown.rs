@@ -44,6 +44,7 @@ impl Render for Markdown {
             )?;
         }
         mismatch_groups(r, out)?;
+        noise_and_rules(r, out)?;
         errors(r, out)?;
         routes(r, out)
     }
@@ -60,7 +61,12 @@ fn mismatch_groups(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(out, "|---:|---|---|---|---|---|---|")?;
     for g in &r.mismatch_groups {
-        let m = &g.example.mismatch;
+        let Some(example) = g.examples.first() else {
+            continue;
+        };
+        let Some(m) = example.mismatches.first() else {
+            continue;
+        };
         writeln!(
             out,
             "| {} | `{} {}` | {} | {} | {} | {} | #{} `{}` |",
@@ -71,11 +77,83 @@ fn mismatch_groups(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             code(g.path.as_deref()),
             code(m.legacy.as_deref()),
             code(m.new.as_deref()),
-            g.example.exchange_id,
-            g.example.target.replace('|', "\\|"),
+            example.exchange_id,
+            example.request.line.replace('|', "\\|"),
         )?;
     }
-    writeln!(out)
+    writeln!(out)?;
+    examples(r, out)
+}
+
+/// Each group's first example: the request, what differs, both answers.
+fn examples(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    for g in r.mismatch_groups.iter().take(20) {
+        let Some(e) = g.examples.first() else {
+            continue;
+        };
+        let path = g.path.as_deref().unwrap_or("");
+        writeln!(
+            out,
+            "### `{} {}` {} {path}\n",
+            g.method,
+            g.route,
+            g.kind.as_str()
+        )?;
+        writeln!(out, "Exchange #{}: `{}`\n", e.exchange_id, e.request.line)?;
+        for m in &e.mismatches {
+            match &m.diff {
+                Some(diff) => writeln!(out, "~~~diff\n{diff}~~~\n")?,
+                None => writeln!(
+                    out,
+                    "- `{}`: legacy {} / new {}",
+                    m.path.as_deref().unwrap_or("status"),
+                    code(m.legacy.as_deref()),
+                    code(m.new.as_deref())
+                )?,
+            }
+        }
+        writeln!(out, "\n<details><summary>both answers</summary>\n")?;
+        for (side, view) in [("legacy", &e.legacy), ("new", &e.new)] {
+            let body = view.body.replace("~~~", "~ ~ ~");
+            writeln!(out, "{side} `{}`\n\n~~~\n{body}\n~~~\n", view.line)?;
+        }
+        writeln!(out, "</details>\n")?;
+    }
+    Ok(())
+}
+
+fn noise_and_rules(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    if let Some(noise) = &r.learned_noise {
+        writeln!(out, "## Learned noise\n")?;
+        writeln!(
+            out,
+            "Also different between two legacy answers (`{}`), so not counted above.\n",
+            noise.legacy2
+        )?;
+        writeln!(out, "| route | kind | path | legacy/new | legacy/legacy |")?;
+        writeln!(out, "|---|---|---|---:|---:|")?;
+        for g in &noise.groups {
+            writeln!(
+                out,
+                "| `{} {}` | {} | {} | {} | {} |",
+                g.method,
+                g.route,
+                g.kind.as_str(),
+                code(g.path.as_deref()),
+                percent(g.diff_rate),
+                percent(g.noise_rate)
+            )?;
+        }
+        writeln!(out)?;
+    }
+    if !r.unused_rules.is_empty() {
+        writeln!(out, "## Unused rules\n")?;
+        for rule in &r.unused_rules {
+            writeln!(out, "- `{}`", rule.replace('`', "'"))?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
 }
 
 fn errors(r: &Report, out: &mut dyn Write) -> io::Result<()> {

@@ -4,6 +4,7 @@
 
 mod builder;
 mod markdown;
+pub mod noise_rules;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use builder::ReportBuilder;
+pub use builder::{NoiseThresholds, ReportBuilder};
 pub use markdown::Markdown;
 pub use terminal::Terminal;
 
@@ -45,6 +46,13 @@ pub struct Report {
     pub mismatch_groups: Vec<MismatchGroup>,
     /// Latency of answered requests, from the actual send, per target.
     pub latency: SideLatency,
+    /// Differences also seen between two legacy answers to the same request,
+    /// and so left out of `mismatch_groups` (present when learning noise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_noise: Option<LearnedNoise>,
+    /// Rules of the rules file that applied to nothing in this run.
+    #[serde(default)]
+    pub unused_rules: Vec<String>,
     /// The threshold the run was held to, if any, and whether it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
@@ -140,19 +148,67 @@ pub struct MismatchGroup {
     pub first_exchange: u64,
     /// Id of the last such exchange.
     pub last_exchange: u64,
-    /// The first occurrence in full.
-    pub example: Example,
+    /// Share of the route's compared exchanges showing it (0..1).
+    pub rate: f64,
+    /// The first few occurrences in full (at most three).
+    pub examples: Vec<Example>,
 }
 
-/// One occurrence of a mismatch, with the request it answered.
+/// One occurrence of a mismatch: the request and both answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Example {
     /// Exchange id in the capture and the results file.
     pub exchange_id: u64,
-    /// Request target.
-    pub target: String,
-    /// The mismatch at its concrete path.
-    pub mismatch: Mismatch,
+    /// The request, bodies shortened, credentials redacted.
+    pub request: MessageView,
+    /// The legacy answer.
+    pub legacy: MessageView,
+    /// The new answer.
+    pub new: MessageView,
+    /// The mismatches of this group in this exchange, at their concrete paths
+    /// (with a unified diff for text bodies).
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// A message as shown in a report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MessageView {
+    /// `METHOD target` for a request, the status code for an answer.
+    pub line: String,
+    /// Headers, credentials redacted.
+    pub headers: Vec<crate::capture::Header>,
+    /// The body as text (lossy), shortened to 2,000 characters.
+    pub body: String,
+}
+
+/// What noise learning found and how it decided.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LearnedNoise {
+    /// The second legacy target.
+    pub legacy2: String,
+    /// A group is noise unless its rate exceeds the noise rate by this share of it.
+    pub relative_threshold: f64,
+    /// ... and by at least this much (0..1).
+    pub absolute_threshold: f64,
+    /// The groups judged noise.
+    pub groups: Vec<NoiseGroup>,
+}
+
+/// A difference that two legacy answers also show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NoiseGroup {
+    /// Request method.
+    pub method: String,
+    /// Path template.
+    pub route: String,
+    /// What differs.
+    pub kind: MismatchKind,
+    /// JSON path or header name.
+    pub path: Option<String>,
+    /// Share of legacy-vs-new comparisons on the route showing it.
+    pub diff_rate: f64,
+    /// Share of legacy-vs-legacy comparisons on the route showing it.
+    pub noise_rate: f64,
 }
 
 /// The threshold a run is held to.
@@ -205,6 +261,50 @@ impl Report {
         })?;
         Ok(json_path)
     }
+}
+
+/// Recomputes the report of a run from its results file, with `rules`
+/// (none: no rules) and no traffic sent: `tandem diff RUN_DIR`.
+pub fn rediff(
+    results: &Path,
+    rules: Option<&Path>,
+    thresholds: NoiseThresholds,
+) -> anyhow::Result<Report> {
+    use crate::jsonl::LineReader;
+    use crate::results::{ExchangeResult, ResultsHeader};
+    let mut lines = LineReader::open(results)?;
+    let header: ResultsHeader = match lines.next("the tandem-results header line") {
+        Some(header) => header?,
+        None => anyhow::bail!("{}: empty results file", results.display()),
+    };
+    anyhow::ensure!(
+        header.format == crate::results::FORMAT && header.version == crate::results::VERSION,
+        "{}: results format {} v{} is not supported",
+        results.display(),
+        header.format,
+        header.version
+    );
+    let rule_set = match rules {
+        Some(path) => crate::diff::RuleSet::load(path)?,
+        None => crate::diff::RuleSet::default(),
+    };
+    let run = RunInfo {
+        capture: header.capture,
+        legacy: header.legacy,
+        new: header.new,
+        speed: header.speed,
+        rules: rules.map(|p| p.display().to_string()),
+        started_at_unix_us: header.started_at_unix_us,
+        duration_ms: 0,
+    };
+    let mut builder = ReportBuilder::new(crate::diff::Differ::new(rule_set), run);
+    if let Some(legacy2) = header.legacy2 {
+        builder = builder.learn_noise(legacy2, thresholds);
+    }
+    while let Some(result) = lines.next::<ExchangeResult>("an exchange result") {
+        builder.add(&result?);
+    }
+    Ok(builder.finish())
 }
 
 /// One output format of a report.

@@ -38,7 +38,9 @@ impl Render for Terminal {
             writeln!(out, "mismatch groups ({}):", r.mismatch_groups.len())?;
         }
         for g in r.mismatch_groups.iter().take(20) {
-            let m = &g.example.mismatch;
+            let Some(m) = g.examples.first().and_then(|e| e.mismatches.first()) else {
+                continue;
+            };
             writeln!(
                 out,
                 "  {:>6}  {} {}  {} {}  (legacy {} / new {}, e.g. #{})",
@@ -49,7 +51,7 @@ impl Render for Terminal {
                 g.path.as_deref().unwrap_or(""),
                 m.legacy.as_deref().unwrap_or("absent"),
                 m.new.as_deref().unwrap_or("absent"),
-                g.example.exchange_id
+                g.first_exchange
             )?;
         }
         if r.mismatch_groups.len() > 20 {
@@ -58,6 +60,28 @@ impl Render for Terminal {
                 "  … {} more in the report",
                 r.mismatch_groups.len() - 20
             )?;
+        }
+        if let Some(noise) = &r.learned_noise {
+            let n = noise.groups.len();
+            writeln!(
+                out,
+                "learned noise ({n} groups also differ between two legacy answers):"
+            )?;
+            for g in noise.groups.iter().take(20) {
+                writeln!(
+                    out,
+                    "  {} {}  {} {}  (legacy/new {} vs legacy/legacy {})",
+                    g.method,
+                    g.route,
+                    g.kind.as_str(),
+                    g.path.as_deref().unwrap_or(""),
+                    percent(g.diff_rate),
+                    percent(g.noise_rate)
+                )?;
+            }
+        }
+        for rule in &r.unused_rules {
+            writeln!(out, "unused rule: {rule}")?;
         }
         if let Some(gate) = &r.gate {
             let verdict = if gate.passed { "PASSED" } else { "FAILED" };
