@@ -1,0 +1,225 @@
+//! The differ on real servers: noise learning against stacks whose ids,
+//! timestamps and request ids are random per request, learned rules, offline
+//! re-diff, unused rules.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tandem::demo::{self, DemoOptions, Flavor};
+use tandem::diff::MismatchKind;
+use tandem::replay::{replay, NoisePlan, ReplayPlan};
+use tandem::report::{rediff, NoiseThresholds, Report};
+
+type Group = (String, String, MismatchKind, Option<String>);
+
+fn groups(report: &Report) -> BTreeSet<Group> {
+    report
+        .mismatch_groups
+        .iter()
+        .map(|g| (g.method.clone(), g.route.clone(), g.kind, g.path.clone()))
+        .collect()
+}
+
+fn group(method: &str, route: &str, kind: MismatchKind, path: Option<&str>) -> Group {
+    (method.into(), route.into(), kind, path.map(str::to_string))
+}
+
+fn the_three_bugs() -> BTreeSet<Group> {
+    [
+        group(
+            "GET",
+            "/api/orders/{id}",
+            MismatchKind::Value,
+            Some("$.total"),
+        ),
+        group(
+            "GET",
+            "/api/products/{id}",
+            MismatchKind::MissingField,
+            Some("$.currency"),
+        ),
+        group("POST", "/api/orders", MismatchKind::Status, None),
+    ]
+    .into_iter()
+    .collect()
+}
+
+async fn capture(dir: &Path) -> PathBuf {
+    let options = DemoOptions {
+        requests: 800,
+        capture: dir.join("demo.jsonl.gz"),
+        out_dir: dir.join("demo-run"),
+        ..DemoOptions::default()
+    };
+    demo::run(&options).await.unwrap();
+    options.capture
+}
+
+fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayPlan {
+    ReplayPlan {
+        capture,
+        legacy: legacy.parse().unwrap(),
+        new: new.parse().unwrap(),
+        speed: 4.0,
+        out_dir: out,
+        rules: None,
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(2),
+        max_mismatch_rate: None,
+        noise: None,
+        write_rules: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_learning_keeps_the_bugs_and_drops_random_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture(dir.path()).await;
+    let (legacy, legacy2, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    let learned_rules = dir.path().join("learned.toml");
+    let mut p = plan(capture, legacy.url(), new.url(), dir.path().join("learn"));
+    p.noise = Some(NoisePlan {
+        legacy2: legacy2.url().parse().unwrap(),
+        thresholds: NoiseThresholds::default(),
+    });
+    p.write_rules = Some(learned_rules.clone());
+    let report = replay(&p, std::future::pending()).await.unwrap().report;
+
+    // No rules at all: what remains is the three bugs, and the header only
+    // the new stack sends (no legacy answer has it, so it is no noise), on
+    // every route.
+    let (headers, others): (Vec<Group>, Vec<Group>) = groups(&report)
+        .into_iter()
+        .partition(|g| g.2 == MismatchKind::Header);
+    assert_eq!(
+        others.into_iter().collect::<BTreeSet<_>>(),
+        the_three_bugs()
+    );
+    assert!(!headers.is_empty());
+    assert!(
+        headers
+            .iter()
+            .all(|g| g.3.as_deref() == Some("x-correlation-id")),
+        "{headers:#?}"
+    );
+
+    // The random fields were learned as noise, each at its route.
+    let noise = report.learned_noise.as_ref().expect("learned noise");
+    let noisy: BTreeSet<(String, Option<String>)> = noise
+        .groups
+        .iter()
+        .map(|g| (format!("{} {}", g.method, g.route), g.path.clone()))
+        .collect();
+    for (route, path) in [
+        ("POST /api/orders", "$.id"),
+        ("POST /api/orders", "$.created_at"),
+        ("GET /api/products", "$.generated_at"),
+        ("POST /api/orders/{id}/pay", "$.payment_id"),
+        ("POST /api/orders/{id}/pay", "$.paid_at"),
+    ] {
+        assert!(
+            noisy.contains(&(route.to_string(), Some(path.to_string()))),
+            "{route} {path}: {noisy:#?}"
+        );
+    }
+    assert!(noise.groups.iter().all(|g| g.noise_rate > 0.0));
+
+    // The learned rules, applied offline to the same results, leave the same
+    // real groups and no noise.
+    let text = std::fs::read_to_string(&learned_rules).unwrap();
+    assert!(
+        text.contains("match = \"POST /api/orders\"") && text.contains("\"$.created_at\""),
+        "{text}"
+    );
+    let results = dir.path().join("learn/results.jsonl");
+    let offline = rediff(&results, Some(&learned_rules), NoiseThresholds::default()).unwrap();
+    assert_eq!(groups(&offline), groups(&report));
+    assert_eq!(offline.summary.total, report.summary.total);
+    for server in [legacy, legacy2, new] {
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_rediff_equals_the_live_report_and_takes_new_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture(dir.path()).await;
+    let (legacy, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    let rules = Path::new("scenarios/demo.rules.toml");
+    let mut p = plan(capture, legacy.url(), new.url(), dir.path().join("run"));
+    p.rules = Some(rules.to_path_buf());
+    let live = replay(&p, std::future::pending()).await.unwrap().report;
+    legacy.stop().await;
+    new.stop().await;
+    assert_eq!(groups(&live), the_three_bugs());
+
+    let results = dir.path().join("run/results.jsonl");
+    let same = rediff(&results, Some(rules), NoiseThresholds::default()).unwrap();
+    assert_eq!(same.summary, live.summary);
+    assert_eq!(groups(&same), groups(&live));
+    let counts = |r: &Report| {
+        r.mismatch_groups
+            .iter()
+            .map(|g| g.count)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&same), counts(&live));
+
+    // Without rules the noise shows again; nothing was sent to do it.
+    let bare = rediff(&results, None, NoiseThresholds::default()).unwrap();
+    assert!(groups(&bare).len() > 5, "{:#?}", groups(&bare));
+    assert!(bare.summary.mismatched > live.summary.mismatched);
+
+    // Examples carry the request and both answers.
+    let example = &live.mismatch_groups[0].examples[0];
+    assert!(example.request.line.starts_with("GET /api/products/"));
+    assert_eq!(example.legacy.line, "200");
+    assert!(example.legacy.body.contains("\"currency\":\"EUR\""));
+    assert!(!example.new.body.contains("currency"));
+    assert!(example
+        .request
+        .headers
+        .iter()
+        .any(|h| h.0 == "authorization" && h.1.starts_with("<redacted")));
+    assert!(live
+        .mismatch_groups
+        .iter()
+        .all(|g| (1..=3).contains(&g.examples.len())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_that_match_nothing_are_reported_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture(dir.path()).await;
+    let rules = dir.path().join("stale.toml");
+    let shipped = std::fs::read_to_string("scenarios/demo.rules.toml").unwrap();
+    let stale = "\n[[route]]\nmatch = \"GET /api/legacy-only\"\nignore_paths = [\"$.x\"]\n\n[[route]]\nmatch = \"GET /api/products/{id}\"\nignore_paths = [\"$.no_such_field\"]\nignore_headers = [\"x-nobody-sends-this\"]\n";
+    std::fs::write(&rules, shipped + stale).unwrap();
+    let (legacy, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    let mut p = plan(capture, legacy.url(), new.url(), dir.path().join("run"));
+    p.rules = Some(rules);
+    let report = replay(&p, std::future::pending()).await.unwrap().report;
+    legacy.stop().await;
+    new.stop().await;
+    let unused = report.unused_rules.join("\n");
+    assert!(
+        unused.contains("GET /api/legacy-only\"): matched no route"),
+        "{unused}"
+    );
+    assert!(unused.contains("$.no_such_field"), "{unused}");
+    assert!(unused.contains("x-nobody-sends-this"), "{unused}");
+    assert_eq!(report.unused_rules.len(), 3, "{unused}");
+    let summary = std::fs::read_to_string(dir.path().join("run/summary.md")).unwrap();
+    assert!(summary.contains("## Unused rules"));
+}
