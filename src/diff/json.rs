@@ -1,6 +1,9 @@
 //! Structural comparison of two JSON documents.
-
-use std::collections::{HashMap, HashSet};
+//!
+//! Rules select nodes with JSONPath queries; the nodes they select are
+//! remembered by identity (their address in the parsed document), so that the
+//! walk asks "is this node ignored?" with a binary search instead of hashing
+//! its path at every node.
 
 use serde_json::Value;
 use serde_json_path::JsonPath;
@@ -8,11 +11,40 @@ use serde_json_path::JsonPath;
 use super::rules::RouteRules;
 use super::{Mismatch, MismatchKind};
 
-/// One step into a JSON document.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Step {
-    Key(String),
+/// One step into a JSON document, borrowing the key from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step<'a> {
+    Key(&'a str),
     Index(usize),
+}
+
+/// Nodes a rule selected, by address, each with the rule's index.
+#[derive(Default)]
+struct Marks(Vec<(usize, usize)>);
+
+impl Marks {
+    fn add(&mut self, node: &Value, rule: usize) {
+        self.0.push((node as *const Value as usize, rule));
+    }
+
+    fn seal(&mut self) {
+        self.0.sort_unstable();
+    }
+
+    fn get(&self, node: &Value) -> Option<usize> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let at = node as *const Value as usize;
+        self.0
+            .binary_search_by_key(&at, |&(a, _)| a)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    fn has(&self, node: &Value) -> bool {
+        self.get(node).is_some()
+    }
 }
 
 /// Compares `legacy` with `new` under `rules`: nodes an ignore query selects
@@ -22,86 +54,80 @@ enum Step {
 /// numbers compare by value (`1` equals `1.0`).
 pub fn compare(legacy: &Value, new: &Value, rules: &RouteRules) -> Vec<Mismatch> {
     let mut walk = Walk {
-        ignored: HashSet::new(),
-        unordered: HashMap::new(),
-        tolerance: HashMap::new(),
-        same_kind: HashMap::new(),
+        ignored: Marks::default(),
+        unordered: Marks::default(),
+        tolerance: Marks::default(),
+        same_kind: Marks::default(),
         rules,
         path: Vec::new(),
         out: Vec::new(),
     };
     for (i, item) in rules.ignore_paths.iter().enumerate() {
-        for steps in located(&item.rule, legacy, new, &item.origin, || item.hit()) {
-            walk.ignored.insert(steps);
-        }
-        let _ = i;
+        mark(&item.rule, i, legacy, new, &mut walk.ignored, || item.hit());
     }
     for (i, item) in rules.unordered.iter().enumerate() {
-        for steps in located(&item.rule.path, legacy, new, &item.origin, || item.hit()) {
-            walk.unordered.insert(steps, i);
-        }
+        mark(&item.rule.path, i, legacy, new, &mut walk.unordered, || {
+            item.hit()
+        });
     }
     for (i, item) in rules.tolerance.iter().enumerate() {
-        for steps in located(&item.rule.path, legacy, new, &item.origin, || {}) {
-            walk.tolerance.insert(steps, i);
-        }
+        mark(&item.rule.path, i, legacy, new, &mut walk.tolerance, || {});
     }
     for (i, item) in rules.same_kind.iter().enumerate() {
-        for steps in located(&item.rule.path, legacy, new, &item.origin, || {}) {
-            walk.same_kind.insert(steps, i);
-        }
+        mark(&item.rule.path, i, legacy, new, &mut walk.same_kind, || {});
+    }
+    for marks in [
+        &mut walk.ignored,
+        &mut walk.unordered,
+        &mut walk.tolerance,
+        &mut walk.same_kind,
+    ] {
+        marks.seal();
     }
     walk.value(legacy, new);
     walk.out
 }
 
-/// Where `query` selects nodes in either document; `hit` runs once if
-/// anything is selected.
-fn located(
+/// Marks the nodes `query` selects in either document with `rule`; `hit`
+/// runs once if anything is selected.
+fn mark(
     query: &JsonPath,
+    rule: usize,
     legacy: &Value,
     new: &Value,
-    _origin: &str,
+    marks: &mut Marks,
     hit: impl Fn(),
-) -> Vec<Vec<Step>> {
-    let mut out = Vec::new();
+) {
+    let before = marks.0.len();
     for doc in [legacy, new] {
-        for location in query.query_located(doc).locations() {
-            let steps = location
-                .iter()
-                .map(|e| match e {
-                    serde_json_path::PathElement::Name(n) => Step::Key(n.to_string()),
-                    serde_json_path::PathElement::Index(i) => Step::Index(*i),
-                })
-                .collect();
-            out.push(steps);
+        for node in query.query(doc).all() {
+            marks.add(node, rule);
         }
     }
-    if !out.is_empty() {
+    if marks.0.len() > before {
         hit();
     }
-    out
 }
 
-struct Walk<'r> {
-    ignored: HashSet<Vec<Step>>,
-    unordered: HashMap<Vec<Step>, usize>,
-    tolerance: HashMap<Vec<Step>, usize>,
-    same_kind: HashMap<Vec<Step>, usize>,
+struct Walk<'r, 'a> {
+    ignored: Marks,
+    unordered: Marks,
+    tolerance: Marks,
+    same_kind: Marks,
     rules: &'r RouteRules,
-    path: Vec<Step>,
+    path: Vec<Step<'a>>,
     out: Vec<Mismatch>,
 }
 
-impl Walk<'_> {
-    fn value(&mut self, legacy: &Value, new: &Value) {
-        if !self.ignored.is_empty() && self.ignored.contains(&self.path) {
+impl<'a> Walk<'_, 'a> {
+    fn value(&mut self, legacy: &'a Value, new: &'a Value) {
+        if self.ignored.has(legacy) || self.ignored.has(new) {
             return;
         }
         match (legacy, new) {
             (Value::Object(l), Value::Object(n)) => {
                 for (key, lv) in l {
-                    self.path.push(Step::Key(key.clone()));
+                    self.path.push(Step::Key(key));
                     match n.get(key) {
                         Some(nv) => self.value(lv, nv),
                         None => self.report(MismatchKind::MissingField, Some(lv), None),
@@ -109,18 +135,20 @@ impl Walk<'_> {
                     self.path.pop();
                 }
                 for (key, nv) in n.iter().filter(|(k, _)| !l.contains_key(*k)) {
-                    self.path.push(Step::Key(key.clone()));
+                    self.path.push(Step::Key(key));
                     self.report(MismatchKind::ExtraField, None, Some(nv));
                     self.path.pop();
                 }
             }
-            (Value::Array(l), Value::Array(n)) => match self.unordered.get(&self.path).copied() {
-                Some(rule) => self.unordered_arrays(l, n, rule),
-                None => self.ordered_arrays(l, n),
-            },
+            (Value::Array(l), Value::Array(n)) => {
+                match self.unordered.get(legacy).or(self.unordered.get(new)) {
+                    Some(rule) => self.unordered_arrays(l, n, rule),
+                    None => self.ordered_arrays(l, n),
+                }
+            }
             (Value::Number(l), Value::Number(n)) => {
                 if !numbers_equal(l, n)
-                    && !self.within_tolerance(l, n)
+                    && !self.within_tolerance(legacy, new)
                     && !self.same_kind(legacy, new)
                 {
                     self.report(MismatchKind::Value, Some(legacy), Some(new));
@@ -139,7 +167,7 @@ impl Walk<'_> {
         }
     }
 
-    fn ordered_arrays(&mut self, l: &[Value], n: &[Value]) {
+    fn ordered_arrays(&mut self, l: &'a [Value], n: &'a [Value]) {
         for i in 0..l.len().max(n.len()) {
             self.path.push(Step::Index(i));
             match (l.get(i), n.get(i)) {
@@ -154,7 +182,7 @@ impl Walk<'_> {
     /// Arrays as multisets: each legacy element is matched with a new one
     /// (by key, or by comparing equal under the rules); what is left over
     /// on either side is missing or extra.
-    fn unordered_arrays(&mut self, l: &[Value], n: &[Value], rule: usize) {
+    fn unordered_arrays(&mut self, l: &'a [Value], n: &'a [Value], rule: usize) {
         let key = self.rules.unordered[rule].rule.key.clone();
         let mut used = vec![false; n.len()];
         for (i, lv) in l.iter().enumerate() {
@@ -185,7 +213,7 @@ impl Walk<'_> {
     }
 
     /// True when the two values compare equal at the current path.
-    fn equal_here(&mut self, l: &Value, n: &Value) -> bool {
+    fn equal_here(&mut self, l: &'a Value, n: &'a Value) -> bool {
         let before = self.out.len();
         self.value(l, n);
         let equal = self.out.len() == before;
@@ -193,8 +221,8 @@ impl Walk<'_> {
         equal
     }
 
-    fn within_tolerance(&self, l: &serde_json::Number, n: &serde_json::Number) -> bool {
-        let Some(&rule) = self.tolerance.get(&self.path) else {
+    fn within_tolerance(&self, l: &Value, n: &Value) -> bool {
+        let Some(rule) = self.tolerance.get(l).or(self.tolerance.get(n)) else {
             return false;
         };
         let item = &self.rules.tolerance[rule];
@@ -209,7 +237,7 @@ impl Walk<'_> {
     }
 
     fn same_kind(&self, l: &Value, n: &Value) -> bool {
-        let Some(&rule) = self.same_kind.get(&self.path) else {
+        let Some(rule) = self.same_kind.get(l).or(self.same_kind.get(n)) else {
             return false;
         };
         let item = &self.rules.same_kind[rule];
@@ -221,7 +249,7 @@ impl Walk<'_> {
     }
 
     fn report(&mut self, kind: MismatchKind, legacy: Option<&Value>, new: Option<&Value>) {
-        if !self.ignored.is_empty() && self.ignored.contains(&self.path) {
+        if legacy.is_some_and(|v| self.ignored.has(v)) || new.is_some_and(|v| self.ignored.has(v)) {
             return;
         }
         self.out.push(Mismatch {
