@@ -193,6 +193,27 @@ struct ReplayArgs {
     /// Multiple of the recorded rate (0.5 = half speed).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// A constant rate (requests/s) instead of the recorded timing.
+    #[arg(long, conflicts_with = "speed")]
+    rate: Option<f64>,
+    /// Replay the capture this many times end to end, offsets carried forward.
+    #[arg(long = "loop", default_value_t = 1)]
+    passes: u32,
+    /// Repeat the capture until this much time is scheduled (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Send K copies of every request, spread across the gap to the next.
+    #[arg(long, default_value_t = 1)]
+    amplify: u32,
+    /// Requests in flight at most, per target.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Drop (and count) a request that cannot go out this long after its time.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_lag: Option<Duration>,
+    /// Let requests of one session overlap (default: in order, one at a time).
+    #[arg(long)]
+    unordered_sessions: bool,
     /// Rules file (TOML, docs/rules.md).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -444,6 +465,13 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         legacy: args.legacy,
         new: args.new,
         speed: args.speed,
+        rate: args.rate,
+        passes: args.passes,
+        duration: args.duration,
+        amplify: args.amplify,
+        max_in_flight: args.max_in_flight,
+        max_lag: args.max_lag,
+        ordered_sessions: !args.unordered_sessions,
         out_dir: args.out,
         rules: args.rules,
         timeout: args.timeout,

@@ -41,6 +41,12 @@ pub struct ResultsHeader {
 pub struct ExchangeResult {
     /// The exchange's id in the capture.
     pub id: u64,
+    /// Pass over the capture (`--loop`, `--duration`), from 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pass: u32,
+    /// Copy of the exchange within the pass (`--amplify`), from 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub copy: u32,
     /// The exchange's session key.
     pub session: String,
     /// When it was scheduled, microseconds after the replay started.
@@ -96,6 +102,13 @@ pub enum ErrorKind {
     Protocol,
     /// Anything else (DNS, TLS, local resources).
     Other,
+    /// Not sent by the harness: no free slot or too late (`--max-in-flight`,
+    /// `--max-lag`). Counted apart from the target's errors.
+    Dropped,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ErrorKind {
@@ -107,6 +120,7 @@ impl ErrorKind {
             ErrorKind::Reset => "reset",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Other => "other",
+            ErrorKind::Dropped => "dropped",
         }
     }
 }

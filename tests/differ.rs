@@ -58,17 +58,10 @@ async fn capture(dir: &Path) -> PathBuf {
 
 fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayPlan {
     ReplayPlan {
-        capture,
-        legacy: legacy.parse().unwrap(),
-        new: new.parse().unwrap(),
         speed: 4.0,
-        out_dir: out,
-        rules: None,
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
-        max_mismatch_rate: None,
-        noise: None,
-        write_rules: None,
+        ..ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap(), out)
     }
 }
 

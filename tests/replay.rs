@@ -25,17 +25,10 @@ fn demo_options(dir: &Path, requests: usize) -> DemoOptions {
 
 fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayPlan {
     ReplayPlan {
-        capture,
-        legacy: legacy.parse().unwrap(),
-        new: new.parse().unwrap(),
         speed: 4.0,
-        out_dir: out,
-        rules: None,
         timeout: Duration::from_millis(500),
         drain: Duration::from_secs(2),
-        max_mismatch_rate: None,
-        noise: None,
-        write_rules: None,
+        ..ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap(), out)
     }
 }
 

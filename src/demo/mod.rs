@@ -85,17 +85,15 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         }
     };
     let plan = ReplayPlan {
-        capture: options.capture.clone(),
-        legacy: legacy.url().parse()?,
-        new: new.url().parse()?,
         speed: options.speed,
-        out_dir: options.out_dir.clone(),
         rules: Some(rules),
-        timeout: Duration::from_secs(10),
         drain: Duration::from_secs(5),
-        max_mismatch_rate: None,
-        noise: None,
-        write_rules: None,
+        ..ReplayPlan::new(
+            options.capture.clone(),
+            legacy.url().parse()?,
+            new.url().parse()?,
+            options.out_dir.clone(),
+        )
     };
     let replayed = replay(&plan, std::future::pending()).await;
     legacy.stop().await;

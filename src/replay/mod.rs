@@ -1,27 +1,33 @@
 //! The replay engine: sends every exchange of a capture to the legacy and the
-//! new stack at the same scheduled time (its recorded offset divided by the
-//! speed), concurrently, and hands both answers to one collector that writes
-//! the results file and folds the report.
+//! new stack at the same scheduled time, concurrently, and hands both answers
+//! to one collector that writes the results file and folds the report.
 //!
-//! The schedule is open: a request goes out at its time whether or not
-//! earlier ones have been answered, so a slow target cannot slow the load.
+//! The schedule is open ([`schedule`]): a request goes out at its time
+//! whether or not earlier ones have been answered, so a slow target cannot
+//! slow the load, and latency is measured from the scheduled time as well as
+//! from the actual send. Requests of one session keep their order
+//! ([`dispatch`]).
 
+mod dispatch;
+pub mod schedule;
 mod send;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use crate::capture::{CaptureReader, Exchange};
+use crate::capture::CaptureReader;
 use crate::diff::{Differ, RuleSet};
-use crate::jsonl::{LineError, LineWriter};
+use crate::jsonl::LineWriter;
 use crate::report::{NoiseThresholds, Report, ReportBuilder, RunInfo};
 use crate::results::{self, ExchangeResult, ResultsHeader};
 use crate::target::Target;
+pub use schedule::{Pacing, Shape};
 
 /// A checked replay: everything `tandem replay` was asked to do.
 #[derive(Debug, Clone)]
@@ -34,6 +40,20 @@ pub struct ReplayPlan {
     pub new: Target,
     /// Multiple of the recorded rate; offsets are divided by it.
     pub speed: f64,
+    /// A constant rate in requests per second instead of the recorded timing.
+    pub rate: Option<f64>,
+    /// Passes over the capture (`--loop`), at least 1.
+    pub passes: u32,
+    /// Repeat the capture until this much time is scheduled (`--duration`).
+    pub duration: Option<Duration>,
+    /// Copies of every request, spread across the gap to the next one.
+    pub amplify: u32,
+    /// Requests in flight at most, per target.
+    pub max_in_flight: Option<usize>,
+    /// A request that cannot go out this long after its time is dropped.
+    pub max_lag: Option<Duration>,
+    /// Keep each session's requests in order, one at a time.
+    pub ordered_sessions: bool,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// The rules file, if any.
@@ -48,6 +68,65 @@ pub struct ReplayPlan {
     pub noise: Option<NoisePlan>,
     /// Write the learned noise as a rules file here.
     pub write_rules: Option<PathBuf>,
+}
+
+impl ReplayPlan {
+    /// A plan with the defaults of `tandem replay`: recorded timing at 1x,
+    /// one pass, sessions in order, no limits, no rules.
+    pub fn new(capture: PathBuf, legacy: Target, new: Target, out_dir: PathBuf) -> ReplayPlan {
+        ReplayPlan {
+            capture,
+            legacy,
+            new,
+            speed: 1.0,
+            rate: None,
+            passes: 1,
+            duration: None,
+            amplify: 1,
+            max_in_flight: None,
+            max_lag: None,
+            ordered_sessions: true,
+            out_dir,
+            rules: None,
+            timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(10),
+            max_mismatch_rate: None,
+            noise: None,
+            write_rules: None,
+        }
+    }
+
+    fn shape(&self) -> anyhow::Result<Shape> {
+        let pacing = match self.rate {
+            Some(r) => {
+                anyhow::ensure!(
+                    r.is_finite() && r > 0.0,
+                    "--rate must be a positive number, got {r}"
+                );
+                Pacing::Rate { per_second: r }
+            }
+            None => {
+                anyhow::ensure!(
+                    self.speed.is_finite() && self.speed > 0.0,
+                    "--speed must be a positive number, got {}",
+                    self.speed
+                );
+                Pacing::Recorded { speed: self.speed }
+            }
+        };
+        anyhow::ensure!(self.passes >= 1, "--loop must be at least 1");
+        anyhow::ensure!(self.amplify >= 1, "--amplify must be at least 1");
+        Ok(Shape {
+            pacing,
+            passes: if self.duration.is_some() && self.passes == 1 {
+                None
+            } else {
+                Some(self.passes)
+            },
+            duration: self.duration,
+            amplify: self.amplify,
+        })
+    }
 }
 
 /// Noise learning: each request also goes to `legacy2` (the legacy stack
@@ -80,16 +159,12 @@ impl ReplayOutcome {
     }
 }
 
-/// Replays the plan's capture until it ends or `shutdown` completes.
+/// Replays the plan's capture until the schedule ends or `shutdown` completes.
 pub async fn replay(
     plan: &ReplayPlan,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<ReplayOutcome> {
-    anyhow::ensure!(
-        plan.speed.is_finite() && plan.speed > 0.0,
-        "--speed must be a positive number, got {}",
-        plan.speed
-    );
+    let shape = plan.shape()?;
     let rules = match &plan.rules {
         Some(path) => RuleSet::load(path)?,
         None => RuleSet::default(),
@@ -111,34 +186,52 @@ pub async fn replay(
         builder = builder.learn_noise(noise.legacy2.to_string(), noise.thresholds);
     }
 
-    let started = Instant::now();
     let (result_tx, result_rx) = mpsc::channel(4096);
     let collector = tokio::spawn(collect(result_rx, results, builder));
-    let exchanges = read_in_background(reader);
-    let sender = Arc::new(send::Sender::new(plan));
-    let schedule = schedule(exchanges, sender, result_tx, plan.speed);
-    tokio::pin!(shutdown);
-    let (unreadable, interrupted) = tokio::select! {
-        unreadable = schedule => (unreadable, false),
-        () = &mut shutdown => (Vec::new(), true),
+    let stop = Arc::new(AtomicBool::new(false));
+    // Scheduling starts a moment from now, so the first jobs are not late.
+    let start = Instant::now() + Duration::from_millis(20);
+    let dispatcher = Arc::new(dispatch::Dispatcher::new(
+        send::Sender::new(plan),
+        result_tx,
+        plan.ordered_sessions,
+        start,
+        stop.clone(),
+    ));
+    let scheduler = {
+        let (capture, stop) = (plan.capture.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut emit = |job| dispatcher.dispatch(job);
+            schedule::run(reader, &capture, shape, start, &stop, &mut emit)
+        })
     };
-    if interrupted {
-        tracing::warn!(
-            "stopped: waiting up to {:?} for requests in flight",
-            plan.drain
-        );
-    }
-    // The collector ends once every send task has dropped its channel handle.
-    let (mut builder, results) =
+    tokio::pin!(shutdown);
+    tokio::pin!(scheduler);
+    let (scheduled, interrupted) = tokio::select! {
+        done = &mut scheduler => (done.context("scheduler panicked")??, false),
+        () = &mut shutdown => {
+            stop.store(true, Ordering::Relaxed);
+            tracing::warn!("stopped: waiting up to {:?} for requests in flight", plan.drain);
+            (scheduler.await.context("scheduler panicked")??, true)
+        }
+    };
+    // The collector ends once every send task has dropped the dispatcher.
+    // Each request has its own timeout, so the wait is bounded; after a stop,
+    // lanes no longer send what waits in them, and the drain limit applies.
+    let collected = if interrupted {
         match tokio::time::timeout(plan.drain + plan.timeout, collector).await {
-            Ok(joined) => joined.context("result collector panicked")??,
+            Ok(joined) => joined,
             Err(_) => anyhow::bail!(
                 "requests still in flight after {:?}",
                 plan.drain + plan.timeout
             ),
-        };
+        }
+    } else {
+        collector.await
+    };
+    let (mut builder, results) = collected.context("result collector panicked")??;
     results.finish()?;
-    builder.set_duration_ms(started.elapsed().as_millis() as u64);
+    builder.set_duration_ms(start.elapsed().as_millis() as u64);
     let mut report = builder.finish();
     if let Some(max) = plan.max_mismatch_rate {
         report.apply_gate(max);
@@ -147,10 +240,11 @@ pub async fn replay(
         crate::report::noise_rules::write(path, noise, &plan.capture)?;
     }
     let report_path = report.write_files(&plan.out_dir)?;
+    tracing::debug!("{} jobs scheduled", scheduled.jobs);
     Ok(ReplayOutcome {
         report,
         report_path,
-        unreadable,
+        unreadable: scheduled.unreadable,
         interrupted,
     })
 }
@@ -170,57 +264,6 @@ fn open_results(plan: &ReplayPlan, started_at_unix_us: u64) -> anyhow::Result<Li
     Ok(results)
 }
 
-/// Reads the capture on a blocking thread, a bounded channel ahead of the
-/// schedule, so memory does not grow with the capture.
-fn read_in_background(reader: CaptureReader) -> mpsc::Receiver<Result<Exchange, LineError>> {
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::task::spawn_blocking(move || {
-        for item in reader {
-            let fatal = matches!(item, Err(LineError::Read { .. }));
-            if tx.blocking_send(item).is_err() || fatal {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Sends each exchange at its scheduled time; returns the lines that could
-/// not be read.
-async fn schedule(
-    mut exchanges: mpsc::Receiver<Result<Exchange, LineError>>,
-    sender: Arc<send::Sender>,
-    results: mpsc::Sender<ExchangeResult>,
-    speed: f64,
-) -> Vec<String> {
-    let start = tokio::time::Instant::now();
-    let mut first_offset = None;
-    let mut unreadable = Vec::new();
-    while let Some(item) = exchanges.recv().await {
-        let exchange = match item {
-            Ok(exchange) => exchange,
-            Err(e) => {
-                tracing::error!("{e}");
-                unreadable.push(e.to_string());
-                continue;
-            }
-        };
-        let base = *first_offset.get_or_insert(exchange.offset_us);
-        let offset = exchange.offset_us.saturating_sub(base) as f64 / speed;
-        let at = start + Duration::from_micros(offset as u64);
-        tokio::time::sleep_until(at).await;
-        let (sender, results) = (sender.clone(), results.clone());
-        tokio::spawn(async move {
-            let result = sender
-                .send_both(exchange, at.into_std(), start.into_std())
-                .await;
-            let _ = results.send(result).await;
-        });
-    }
-    unreadable
-}
-
-/// The one owner of the results file and the report builder.
 async fn collect(
     mut rx: mpsc::Receiver<ExchangeResult>,
     mut results: LineWriter,

@@ -1,63 +1,75 @@
-//! Sending one exchange to both targets.
+//! Sending one job to both targets.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HOST;
 use hyper::Request;
+use tokio::sync::Semaphore;
 
+use super::schedule::Job;
 use super::ReplayPlan;
-use crate::capture::{self, Body, Exchange};
+use crate::capture::{self, Body};
 use crate::http::{self, Client};
 use crate::results::{Attempt, ErrorKind, ExchangeResult, TargetError};
 use crate::target::Target;
 
-/// Sends requests to the two targets over one pooled client.
+/// One target and its concurrency limit.
+struct Lane {
+    target: Target,
+    slots: Option<Arc<Semaphore>>,
+}
+
+/// Sends requests to the targets over one pooled client.
 pub struct Sender {
     client: Client,
-    legacy: Target,
-    new: Target,
-    legacy2: Option<Target>,
+    legacy: Lane,
+    new: Lane,
+    legacy2: Option<Lane>,
     timeout: Duration,
+    max_lag: Option<Duration>,
 }
 
 impl Sender {
     pub fn new(plan: &ReplayPlan) -> Sender {
+        let lane = |target: &Target| Lane {
+            target: target.clone(),
+            slots: plan.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+        };
         Sender {
             client: http::client(plan.timeout),
-            legacy: plan.legacy.clone(),
-            new: plan.new.clone(),
-            legacy2: plan.noise.as_ref().map(|n| n.legacy2.clone()),
+            legacy: lane(&plan.legacy),
+            new: lane(&plan.new),
+            legacy2: plan.noise.as_ref().map(|n| lane(&n.legacy2)),
             timeout: plan.timeout,
+            max_lag: plan.max_lag,
         }
     }
 
-    /// Sends `exchange` to both targets at once (and to the second legacy
-    /// target when learning noise); `scheduled` is when it was due, `start`
-    /// when the replay began.
-    pub async fn send_both(
-        &self,
-        exchange: Exchange,
-        scheduled: Instant,
-        start: Instant,
-    ) -> ExchangeResult {
+    /// Sends the job's request to both targets at once (and to the second
+    /// legacy target when learning noise); `start` is when the replay began.
+    pub async fn send(&self, job: &Job, start: Instant) -> ExchangeResult {
+        let request = &job.exchange.request;
         let second = async {
             match &self.legacy2 {
-                Some(target) => Some(self.attempt(target, &exchange.request, scheduled).await),
+                Some(lane) => Some(self.attempt(lane, request, job.at).await),
                 None => None,
             }
         };
         let (legacy, new, legacy2) = tokio::join!(
-            self.attempt(&self.legacy, &exchange.request, scheduled),
-            self.attempt(&self.new, &exchange.request, scheduled),
+            self.attempt(&self.legacy, request, job.at),
+            self.attempt(&self.new, request, job.at),
             second,
         );
         ExchangeResult {
-            id: exchange.id,
-            session: exchange.session,
-            scheduled_us: scheduled.saturating_duration_since(start).as_micros() as u64,
-            request: exchange.request,
+            id: job.exchange.id,
+            pass: job.pass,
+            copy: job.copy,
+            session: job.exchange.session.clone(),
+            scheduled_us: job.at.saturating_duration_since(start).as_micros() as u64,
+            request: request.clone(),
             legacy,
             new,
             legacy2,
@@ -66,13 +78,40 @@ impl Sender {
 
     async fn attempt(
         &self,
-        target: &Target,
+        lane: &Lane,
         request: &capture::Request,
         scheduled: Instant,
     ) -> Attempt {
+        // A free slot, no later than the lag allows.
+        let _permit = match &lane.slots {
+            Some(slots) => {
+                let acquire = slots.clone().acquire_owned();
+                match self.max_lag {
+                    Some(max) => {
+                        match tokio::time::timeout_at((scheduled + max).into(), acquire).await {
+                            Ok(permit) => permit.ok(),
+                            Err(_) => {
+                                return dropped(
+                                    scheduled,
+                                    "no free slot within --max-lag (--max-in-flight reached)",
+                                )
+                            }
+                        }
+                    }
+                    None => acquire.await.ok(),
+                }
+            }
+            None => None,
+        };
         let sent = Instant::now();
         let lag_us = sent.saturating_duration_since(scheduled).as_micros() as u64;
-        let outcome = match build(target, request) {
+        if self
+            .max_lag
+            .is_some_and(|max| sent.saturating_duration_since(scheduled) > max)
+        {
+            return dropped(scheduled, "could not go out within --max-lag");
+        }
+        let outcome = match build(&lane.target, request) {
             Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(req)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err((
@@ -116,6 +155,21 @@ impl Sender {
         let (head, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| fail(&e))?.to_bytes();
         Ok((head.status.as_u16(), http::to_headers(&head.headers), body))
+    }
+}
+
+/// An attempt the harness did not make: counted apart, never hidden.
+fn dropped(scheduled: Instant, why: &str) -> Attempt {
+    Attempt {
+        lag_us: Instant::now()
+            .saturating_duration_since(scheduled)
+            .as_micros() as u64,
+        response: None,
+        error: Some(TargetError {
+            kind: ErrorKind::Dropped,
+            message: why.to_string(),
+            after_us: 0,
+        }),
     }
 }
 

@@ -7,7 +7,7 @@ use super::{
 use crate::capture::{Header, Request, Response};
 use crate::diff::{Differ, Mismatch, MismatchKind};
 use crate::latency::Latency;
-use crate::results::{Attempt, ExchangeResult};
+use crate::results::{Attempt, ErrorKind, ExchangeResult};
 use crate::route::Route;
 
 /// Examples kept per mismatch group.
@@ -24,6 +24,8 @@ pub enum Verdict {
     Mismatched(usize),
     /// At least one target gave no answer.
     Error,
+    /// The harness did not send it to at least one target.
+    Dropped,
 }
 
 /// Thresholds for telling real differences from noise (as in Diffy): a
@@ -59,6 +61,10 @@ pub struct ReportBuilder {
     group_index: HashMap<GroupKey, usize>,
     legacy: Latency,
     new: Latency,
+    /// From the scheduled time, per side (legacy, new).
+    corrected: [Latency; 2],
+    /// Send lag, per side.
+    lag: [Latency; 2],
     noise: Option<Noise>,
 }
 
@@ -112,6 +118,8 @@ impl ReportBuilder {
             group_index: HashMap::new(),
             legacy: Latency::default(),
             new: Latency::default(),
+            corrected: Default::default(),
+            lag: Default::default(),
             noise: None,
         }
     }
@@ -140,11 +148,12 @@ impl ReportBuilder {
             Verdict::Matched => (tally.matched += 1, self.summary.matched += 1),
             Verdict::Mismatched(_) => (tally.mismatched += 1, self.summary.mismatched += 1),
             Verdict::Error => (tally.errors += 1, self.summary.errors += 1),
+            Verdict::Dropped => (tally.errors += 1, self.summary.dropped += 1),
         };
-        if verdict != Verdict::Error {
+        if matches!(verdict, Verdict::Matched | Verdict::Mismatched(_)) {
             tally.compared += 1;
         }
-        for (attempt, route_hist, all, errors) in [
+        let sides = [
             (
                 &result.legacy,
                 &mut tally.legacy,
@@ -157,10 +166,19 @@ impl ReportBuilder {
                 &mut self.new,
                 &mut self.errors.new,
             ),
-        ] {
+        ];
+        for (side, (attempt, route_hist, all, errors)) in sides.into_iter().enumerate() {
+            let dropped = attempt
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::Dropped);
+            if !dropped {
+                self.lag[side].record(attempt.lag_us);
+            }
             if let Some(response) = &attempt.response {
                 route_hist.record(response.latency_us);
                 all.record(response.latency_us);
+                self.corrected[side].record(attempt.lag_us + response.latency_us);
             }
             if let Some(error) = &attempt.error {
                 *errors.entry(error.kind).or_default() += 1;
@@ -197,6 +215,22 @@ impl ReportBuilder {
     }
 
     fn judge(&mut self, route: &Route, result: &ExchangeResult) -> Verdict {
+        let dropped = |a: &Attempt| {
+            a.error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::Dropped)
+        };
+        let failed = |a: &Attempt| {
+            a.error
+                .as_ref()
+                .is_some_and(|e| e.kind != ErrorKind::Dropped)
+        };
+        if failed(&result.legacy) || failed(&result.new) {
+            return Verdict::Error;
+        }
+        if dropped(&result.legacy) || dropped(&result.new) {
+            return Verdict::Dropped;
+        }
         let (Some(legacy), Some(new)) = (answer(&result.legacy), answer(&result.new)) else {
             return Verdict::Error;
         };
@@ -258,6 +292,8 @@ impl ReportBuilder {
             groups,
             legacy,
             new,
+            corrected,
+            lag,
             noise,
             ..
         } = self;
@@ -306,6 +342,14 @@ impl ReportBuilder {
             latency: SideLatency {
                 legacy: legacy.summary(),
                 new: new.summary(),
+            },
+            latency_corrected: SideLatency {
+                legacy: corrected[0].summary(),
+                new: corrected[1].summary(),
+            },
+            send_lag: SideLatency {
+                legacy: lag[0].summary(),
+                new: lag[1].summary(),
             },
             learned_noise,
             unused_rules: differ.unused_rules(),
@@ -363,7 +407,8 @@ fn finish_rates(summary: &mut Summary) {
     if summary.total > 0 {
         let total = summary.total as f64;
         summary.parity = summary.matched as f64 / total;
-        summary.mismatch_rate = (summary.mismatched + summary.errors) as f64 / total;
+        summary.mismatch_rate =
+            (summary.mismatched + summary.errors + summary.dropped) as f64 / total;
     } else {
         summary.mismatch_rate = 1.0;
     }

@@ -46,6 +46,13 @@ pub struct Report {
     pub mismatch_groups: Vec<MismatchGroup>,
     /// Latency of answered requests, from the actual send, per target.
     pub latency: SideLatency,
+    /// Latency of answered requests from the time they were due (corrected
+    /// for coordinated omission: includes any wait to be sent), per target.
+    #[serde(default)]
+    pub latency_corrected: SideLatency,
+    /// Actual send time minus scheduled time, per target, for sent requests.
+    #[serde(default)]
+    pub send_lag: SideLatency,
     /// Differences also seen between two legacy answers to the same request,
     /// and so left out of `mismatch_groups` (present when learning noise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,7 +84,7 @@ pub struct RunInfo {
     pub duration_ms: u64,
 }
 
-/// Counts over all exchanges. `total = matched + mismatched + errors`.
+/// Counts over all exchanges. `total = matched + mismatched + errors + dropped`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Exchanges replayed.
@@ -88,9 +95,13 @@ pub struct Summary {
     pub mismatched: u64,
     /// At least one target gave no answer.
     pub errors: u64,
+    /// Not sent to at least one target by the harness (`--max-in-flight`,
+    /// `--max-lag`), and none failed.
+    #[serde(default)]
+    pub dropped: u64,
     /// `matched / total`; 0 when nothing was replayed.
     pub parity: f64,
-    /// `(mismatched + errors) / total`, what `--max-mismatch-rate` is held to; 1 when nothing was replayed.
+    /// `(mismatched + errors + dropped) / total`, what `--max-mismatch-rate` is held to; 1 when nothing was replayed.
     pub mismatch_rate: f64,
 }
 

@@ -243,3 +243,58 @@ impl Drop for Sniffer {
         self.halt();
     }
 }
+
+/// What the tracking server saw.
+#[derive(Default)]
+pub struct Seen2 {
+    /// Requests in flight per `x-session`, now.
+    pub in_flight: std::collections::HashMap<String, usize>,
+    /// Highest in flight per session.
+    pub most: std::collections::HashMap<String, usize>,
+    /// `x-seq` values per session, in arrival order.
+    pub order: std::collections::HashMap<String, Vec<u32>>,
+}
+
+/// A hyper server that answers after `delay`, noting per `x-session`
+/// header how many requests overlapped and in which `x-seq` order they came.
+pub async fn tracking_server(
+    delay: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Seen2>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen2::default()));
+    let state = seen.clone();
+    tokio::spawn(tandem::server::serve(
+        listener,
+        move |req: Request<hyper::body::Incoming>, _peer| {
+            let state = state.clone();
+            async move {
+                let header = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let (session, seq) = (header("x-session"), header("x-seq").parse().unwrap_or(0));
+                {
+                    let mut s = state.lock().unwrap();
+                    s.order.entry(session.clone()).or_default().push(seq);
+                    let now = {
+                        let n = s.in_flight.entry(session.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    let most = s.most.entry(session.clone()).or_default();
+                    *most = (*most).max(now);
+                }
+                tokio::time::sleep(delay).await;
+                *state.lock().unwrap().in_flight.get_mut(&session).unwrap() -= 1;
+                Response::new(Full::new(Bytes::from_static(b"ok")))
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    (addr, seen)
+}

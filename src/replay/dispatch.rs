@@ -1,0 +1,91 @@
+//! From a due job to a sent request: session lanes and the collector.
+//!
+//! Requests of one session go out in their recorded order and never overlap,
+//! so create-then-read sequences stay causal: a job whose session is busy
+//! waits in that session's lane and goes out when the previous request of
+//! the session has both answers (its lag, and so its corrected latency,
+//! shows the wait). Sessions run in parallel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::schedule::Job;
+use super::send::Sender;
+use crate::results::ExchangeResult;
+
+/// Turns due jobs into sends; cheap to call from the scheduler thread.
+pub struct Dispatcher {
+    sender: Sender,
+    results: mpsc::Sender<ExchangeResult>,
+    /// Busy sessions and the jobs waiting behind them; `None` when sessions
+    /// are not kept in order.
+    lanes: Option<Mutex<HashMap<String, VecDeque<Job>>>>,
+    runtime: Handle,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    /// A dispatcher sending with `sender` and handing results to `results`.
+    pub fn new(
+        sender: Sender,
+        results: mpsc::Sender<ExchangeResult>,
+        ordered_sessions: bool,
+        start: Instant,
+        stop: Arc<AtomicBool>,
+    ) -> Dispatcher {
+        Dispatcher {
+            sender,
+            results,
+            lanes: ordered_sessions.then(|| Mutex::new(HashMap::new())),
+            runtime: Handle::current(),
+            start,
+            stop,
+        }
+    }
+
+    /// A job is due: send it now, or queue it behind its session.
+    pub fn dispatch(self: &Arc<Self>, job: Job) {
+        if let Some(lanes) = &self.lanes {
+            let mut lanes = lanes.lock().expect("lanes lock");
+            if let Some(lane) = lanes.get_mut(&job.session) {
+                lane.push_back(job);
+                return;
+            }
+            lanes.insert(job.session.clone(), VecDeque::new());
+        }
+        let me = self.clone();
+        self.runtime.spawn(async move { me.run(job).await });
+    }
+
+    /// Sends `job`, then whatever queued behind it in its session.
+    async fn run(self: Arc<Self>, mut job: Job) {
+        loop {
+            let session = job.session.clone();
+            let result = self.sender.send(&job, self.start).await;
+            let _ = self.results.send(result).await;
+            let Some(lanes) = &self.lanes else {
+                return;
+            };
+            let mut lanes = lanes.lock().expect("lanes lock");
+            // Once stopped, what waits in a lane is not sent.
+            let next = if self.stop.load(Ordering::Relaxed) {
+                None
+            } else {
+                lanes.get_mut(&session).and_then(VecDeque::pop_front)
+            };
+            match next {
+                Some(next) => job = next,
+                None => {
+                    lanes.remove(&session);
+                    return;
+                }
+            }
+        }
+    }
+}

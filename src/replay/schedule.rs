@@ -1,0 +1,250 @@
+//! When each request goes out.
+//!
+//! One thread reads the capture and releases each job at its time: the
+//! recorded offset divided by the speed, or slot after slot at a constant
+//! rate. Tokio's timers tick in milliseconds, too coarse for sub-millisecond
+//! pacing, so the thread sleeps until shortly before a job is due and spins
+//! the rest. The schedule is open: it never waits for answers.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::capture::{CaptureReader, Exchange};
+
+/// How offsets are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// The recorded timing, `speed` times faster.
+    Recorded {
+        /// Multiple of the recorded rate.
+        speed: f64,
+    },
+    /// A constant rate, ignoring the recorded timing.
+    Rate {
+        /// Requests per second.
+        per_second: f64,
+    },
+}
+
+/// What the schedule covers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    /// How offsets are chosen.
+    pub pacing: Pacing,
+    /// Passes over the capture; `None` with a duration: as many as fit.
+    pub passes: Option<u32>,
+    /// Stop scheduling past this much time.
+    pub duration: Option<Duration>,
+    /// Copies of every request, spread across the gap to the next one.
+    pub amplify: u32,
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The recorded exchange.
+    pub exchange: Arc<Exchange>,
+    /// Pass over the capture, from 0.
+    pub pass: u32,
+    /// Copy of the exchange in this pass, from 0 (`--amplify`).
+    pub copy: u32,
+    /// Session lane: the exchange's session, per copy.
+    pub session: String,
+    /// When it is due.
+    pub at: Instant,
+}
+
+/// What the schedule did.
+#[derive(Debug, Default)]
+pub struct Scheduled {
+    /// Jobs released.
+    pub jobs: u64,
+    /// Capture lines that could not be read, each naming file and line.
+    pub unreadable: Vec<String>,
+}
+
+/// Releases every job of `shape` to `emit` at its time, from `start`, until
+/// the schedule ends or `stop` is set.
+pub fn run(
+    first: CaptureReader,
+    capture: &Path,
+    shape: Shape,
+    start: Instant,
+    stop: &AtomicBool,
+    emit: &mut dyn FnMut(Job),
+) -> anyhow::Result<Scheduled> {
+    let mut clock = Clock {
+        shape,
+        start,
+        base_us: 0.0,
+        slot: 0,
+        out: Scheduled::default(),
+        ended: false,
+    };
+    let mut reader = Some(first);
+    let mut pass = 0u32;
+    while !clock.ended && !stop.load(Ordering::Relaxed) {
+        let lines = match reader.take() {
+            Some(r) => r,
+            None => CaptureReader::open(capture)?,
+        };
+        let span = clock.pass(lines, pass, stop, emit);
+        pass += 1;
+        let more = match (shape.passes, shape.duration) {
+            (Some(n), _) => pass < n,
+            (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if !more || span.count == 0 {
+            break;
+        }
+        // The next pass starts one mean gap after this one's last request.
+        let mean_gap = if span.count > 1 {
+            span.length_us / (span.count - 1) as f64
+        } else {
+            1_000.0
+        };
+        if let Pacing::Recorded { speed } = shape.pacing {
+            clock.base_us += (span.length_us + mean_gap) / speed;
+        }
+    }
+    Ok(clock.out)
+}
+
+/// First to last recorded offset of a pass, and how many exchanges.
+struct Span {
+    length_us: f64,
+    count: u64,
+}
+
+struct Clock {
+    shape: Shape,
+    start: Instant,
+    /// Where the current pass starts, µs after `start`.
+    base_us: f64,
+    /// Next slot, in rate mode.
+    slot: u64,
+    out: Scheduled,
+    ended: bool,
+}
+
+impl Clock {
+    fn pass(
+        &mut self,
+        lines: CaptureReader,
+        pass: u32,
+        stop: &AtomicBool,
+        emit: &mut dyn FnMut(Job),
+    ) -> Span {
+        let mut first_us = None;
+        let mut last_us = 0u64;
+        let mut count = 0u64;
+        let mut waiting: Option<Arc<Exchange>> = None;
+        for item in lines {
+            let exchange = match item {
+                Ok(exchange) => Arc::new(exchange),
+                Err(e) => {
+                    if pass == 0 {
+                        tracing::error!("{e}");
+                        self.out.unreadable.push(e.to_string());
+                    }
+                    continue;
+                }
+            };
+            let first = *first_us.get_or_insert(exchange.offset_us);
+            last_us = last_us.max(exchange.offset_us);
+            count += 1;
+            if let Some(previous) = waiting.replace(exchange.clone()) {
+                let gap = exchange.offset_us.saturating_sub(previous.offset_us);
+                self.release(&previous, first, gap, pass, stop, emit);
+            }
+            if self.ended || stop.load(Ordering::Relaxed) {
+                return Span {
+                    length_us: 0.0,
+                    count: 0,
+                };
+            }
+        }
+        if let Some(last) = waiting {
+            self.release(&last, first_us.unwrap_or(0), 0, pass, stop, emit);
+        }
+        let length_us = last_us.saturating_sub(first_us.unwrap_or(0)) as f64;
+        Span { length_us, count }
+    }
+
+    /// Releases the copies of one exchange, spread over `gap` µs (recorded).
+    fn release(
+        &mut self,
+        exchange: &Arc<Exchange>,
+        first_us: u64,
+        gap: u64,
+        pass: u32,
+        stop: &AtomicBool,
+        emit: &mut dyn FnMut(Job),
+    ) {
+        let copies = self.shape.amplify.max(1);
+        for copy in 0..copies {
+            let due_us = match self.shape.pacing {
+                Pacing::Recorded { speed } => {
+                    let recorded = exchange.offset_us.saturating_sub(first_us) as f64
+                        + gap as f64 * copy as f64 / copies as f64;
+                    self.base_us + recorded / speed
+                }
+                Pacing::Rate { per_second } => {
+                    self.slot += 1;
+                    (self.slot - 1) as f64 * 1e6 / per_second
+                }
+            };
+            if self
+                .shape
+                .duration
+                .is_some_and(|d| due_us > d.as_micros() as f64)
+            {
+                self.ended = true;
+                return;
+            }
+            let at = self.start + Duration::from_nanos((due_us * 1_000.0) as u64);
+            if !wait_until(at, stop) {
+                self.ended = true;
+                return;
+            }
+            let session = if copy == 0 {
+                exchange.session.clone()
+            } else {
+                format!("{}#{copy}", exchange.session)
+            };
+            self.out.jobs += 1;
+            emit(Job {
+                exchange: exchange.clone(),
+                pass,
+                copy,
+                session,
+                at,
+            });
+        }
+    }
+}
+
+/// Sleeps, then spins, until `at`; false if `stop` was set meanwhile.
+fn wait_until(at: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        let left = at - now;
+        if left > Duration::from_millis(2) {
+            // Wake early enough to check the stop flag and to spin the rest.
+            std::thread::sleep((left - Duration::from_millis(1)).min(Duration::from_millis(50)));
+        } else if left > Duration::from_micros(150) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The replay schedule: constant rate, loops, amplification, session order,
+//! limits. Assertions are on the schedule itself (scheduled times are
+//! computed, not measured), so they hold on a slow machine.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tandem::capture::{Body, CaptureHeader, CaptureWriter, Exchange, Header, Request, Response};
+use tandem::jsonl::LineReader;
+use tandem::replay::{replay, ReplayPlan};
+use tandem::results::{ErrorKind, ExchangeResult, ResultsHeader};
+
+/// A capture of `sessions` x `per_session` GETs; session s's request k at
+/// `offset(s, k)` µs, carrying `x-session` and `x-seq` headers.
+fn capture(
+    dir: &Path,
+    sessions: u32,
+    per_session: u32,
+    offset: impl Fn(u32, u32) -> u64,
+) -> PathBuf {
+    let path = dir.join("cap.jsonl");
+    let mut exchanges = Vec::new();
+    for s in 0..sessions {
+        for k in 0..per_session {
+            exchanges.push((offset(s, k), s, k));
+        }
+    }
+    exchanges.sort();
+    let mut w = CaptureWriter::create(&path, &CaptureHeader::new("test")).unwrap();
+    for (i, (offset_us, s, k)) in exchanges.into_iter().enumerate() {
+        w.write(&Exchange {
+            id: i as u64 + 1,
+            offset_us,
+            session: format!("s{s}"),
+            request: Request {
+                method: "GET".into(),
+                target: format!("/item/{i}"),
+                version: "HTTP/1.1".into(),
+                headers: vec![
+                    Header("x-session".into(), format!("s{s}")),
+                    Header("x-seq".into(), k.to_string()),
+                ],
+                body: Body::default(),
+            },
+            response: Some(Response {
+                status: 200,
+                headers: vec![],
+                body: Body::from("ok"),
+                latency_us: 10,
+            }),
+            error: None,
+            incomplete: None,
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    path
+}
+
+fn results(out: &Path) -> Vec<ExchangeResult> {
+    let mut lines = LineReader::open(out.join("results.jsonl")).unwrap();
+    let _: ResultsHeader = lines.next("header").unwrap().unwrap();
+    let mut all = Vec::new();
+    while let Some(r) = lines.next::<ExchangeResult>("result") {
+        all.push(r.unwrap());
+    }
+    all.sort_by_key(|r| r.scheduled_us);
+    all
+}
+
+async fn target(delay: Duration) -> (String, std::sync::Arc<std::sync::Mutex<common::Seen2>>) {
+    let (addr, seen) = common::tracking_server(delay).await;
+    (format!("http://{addr}"), seen)
+}
+
+fn plan(capture: PathBuf, legacy: &str, new: &str, out: PathBuf) -> ReplayPlan {
+    ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_constant_rate_over_two_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = capture(dir.path(), 10, 5, |s, k| (s * 7 + k * 1000) as u64);
+    let (url, _) = target(Duration::ZERO).await;
+    let out = dir.path().join("run");
+    let p = ReplayPlan {
+        rate: Some(500.0),
+        passes: 2,
+        ordered_sessions: false,
+        ..plan(cap, &url, &url, out.clone())
+    };
+    let report = replay(&p, std::future::pending()).await.unwrap().report;
+    assert_eq!(report.summary.total, 100);
+    let all = results(&out);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.scheduled_us, i as u64 * 2_000, "slot {i}");
+    }
+    assert_eq!(all.iter().filter(|r| r.pass == 1).count(), 50);
+    assert_eq!(report.send_lag.legacy.count, 100);
+    assert_eq!(report.latency_corrected.legacy.count, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_timing_sped_up_looped_and_amplified() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 sessions, requests 40 ms apart: span 120 ms, mean gap 40 ms.
+    let cap = capture(dir.path(), 1, 4, |_, k| 1_000_000 + k as u64 * 40_000);
+    let (url, _) = target(Duration::ZERO).await;
+    let out = dir.path().join("run");
+    let p = ReplayPlan {
+        speed: 4.0,
+        passes: 2,
+        amplify: 2,
+        ordered_sessions: false,
+        ..plan(cap, &url, &url, out.clone())
+    };
+    let report = replay(&p, std::future::pending()).await.unwrap().report;
+    assert_eq!(
+        report.summary.total, 16,
+        "4 exchanges x 2 copies x 2 passes"
+    );
+    let at: HashMap<(u64, u32, u32), u64> = results(&out)
+        .into_iter()
+        .map(|r| ((r.id, r.pass, r.copy), r.scheduled_us))
+        .collect();
+    // Offsets from the first request, divided by the speed.
+    assert_eq!(at[&(1, 0, 0)], 0);
+    assert_eq!(at[&(2, 0, 0)], 10_000);
+    // The copy goes halfway to the next request.
+    assert_eq!(at[&(1, 0, 1)], 5_000);
+    // Pass 2 starts one mean gap after pass 1's last request: (120 + 40) / 4 ms.
+    for id in 1..=4 {
+        assert_eq!(at[&(id, 1, 0)] - at[&(id, 0, 0)], 40_000, "exchange {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_goes_in_order_one_request_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two sessions of six requests, all due within 60 µs.
+    let cap = capture(dir.path(), 2, 6, |s, k| (k * 10 + s) as u64);
+    let (url, seen) = target(Duration::from_millis(30)).await;
+    let out = dir.path().join("run");
+    replay(
+        &plan(cap.clone(), &url, &url, out.clone()),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    {
+        let seen = seen.lock().unwrap();
+        for s in ["s0", "s1"] {
+            assert_eq!(
+                seen.most[s], 2,
+                "{s}: one request at a time per target (two targets)"
+            );
+            // Each target sees 0..6 in order; the two targets interleave.
+            let order = &seen.order[s];
+            let mut expected: Vec<u32> = (0..6).flat_map(|k| [k, k]).collect();
+            expected.sort();
+            assert_eq!(order, &expected, "{s}");
+        }
+    }
+    // The waits show: later requests of a session went out late.
+    let all = results(&out);
+    assert!(
+        all.iter().any(|r| r.legacy.lag_us >= 100_000),
+        "queued behind their session"
+    );
+
+    // Without session order, they overlap.
+    let (url, seen) = target(Duration::from_millis(30)).await;
+    let p = ReplayPlan {
+        ordered_sessions: false,
+        ..plan(cap, &url, &url, dir.path().join("unordered"))
+    };
+    replay(&p, std::future::pending()).await.unwrap();
+    assert!(seen.lock().unwrap().most["s0"] > 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_cannot_go_out_in_time_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten sessions, one request each, all due at once; a slow target.
+    let cap = capture(dir.path(), 10, 1, |s, _| s as u64);
+    let (url, _) = target(Duration::from_millis(300)).await;
+    let p = ReplayPlan {
+        max_in_flight: Some(2),
+        max_lag: Some(Duration::from_millis(50)),
+        ..plan(cap, &url, &url, dir.path().join("run"))
+    };
+    let report = replay(&p, std::future::pending()).await.unwrap().report;
+    assert_eq!(report.summary.total, 10);
+    assert_eq!(report.summary.dropped, 8, "{:?}", report.summary);
+    assert_eq!(report.summary.matched, 2);
+    assert_eq!(report.summary.errors, 0, "a drop is not the target's error");
+    assert_eq!(report.errors.new.get(&ErrorKind::Dropped), Some(&8));
+    assert_eq!(
+        report.send_lag.new.count, 2,
+        "only sent requests have a lag"
+    );
+    assert!(report.latency_corrected.new.p50 >= 300_000);
+}
