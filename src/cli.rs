@@ -56,6 +56,9 @@ enum Command {
     Replay(ReplayArgs),
     /// Recompute a run's report from its results, e.g. with new rules; sends nothing.
     Diff(DiffArgs),
+    /// Work on reports: `tandem report merge`.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Run the whole job on two embedded demo stacks.
     Demo(DemoArgs),
 }
@@ -214,6 +217,14 @@ struct ReplayArgs {
     /// Let requests of one session overlap (default: in order, one at a time).
     #[arg(long)]
     unordered_sessions: bool,
+    /// Replay only shard I of N: the sessions whose key hashes to I (each
+    /// session whole on one shard), at --rate / N. E.g. 0/4.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
+    /// Start at this wall-clock time (RFC 3339, e.g. 2026-11-22T10:00:00Z),
+    /// so that shards begin together.
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    start_at: Option<std::time::SystemTime>,
     /// Rules file (TOML, docs/rules.md).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -255,6 +266,42 @@ impl NoiseArgs {
             absolute: self.noise_absolute,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Merge shard run directories into one report: counts add up, histograms merge exactly.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// Shard run directories (each holding report.json).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Where to write the merged report.json and summary.md.
+    #[arg(long)]
+    out: PathBuf,
+    /// Exit 1 when (mismatched + errors + dropped) / total is above this (0..1).
+    #[arg(long)]
+    max_mismatch_rate: Option<f64>,
+}
+
+/// `I/N` with I < N.
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let (i, n) = text.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
+    let (i, n): (u32, u32) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("{i:?} is not a shard index"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("{n:?} is not a shard count"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: the index must be below the count"));
+    }
+    Ok((i, n))
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +375,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import(args).await,
         Command::Replay(args) => replay_command(args).await,
         Command::Diff(args) => diff_command(args),
+        Command::Report(ReportCommand::Merge(args)) => merge_command(args),
         Command::Demo(args) => demo_command(args).await,
     }
 }
@@ -472,6 +520,8 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: args.max_in_flight,
         max_lag: args.max_lag,
         ordered_sessions: !args.unordered_sessions,
+        shard: args.shard,
+        start_at: args.start_at,
         out_dir: args.out,
         rules: args.rules,
         timeout: args.timeout,
@@ -489,6 +539,25 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let outcome = replay(&plan, shutdown_signal()).await?;
     finish(&outcome)
+}
+
+fn merge_command(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let reports = args
+        .runs
+        .iter()
+        .map(|dir| crate::report::Report::load(&dir.join("report.json")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut report = crate::report::merge::merge(reports)?;
+    if let Some(max) = args.max_mismatch_rate {
+        report.apply_gate(max);
+    }
+    let report_path = report.write_files(&args.out)?;
+    finish(&ReplayOutcome {
+        report,
+        report_path,
+        unreadable: Vec::new(),
+        interrupted: false,
+    })
 }
 
 fn diff_command(args: DiffArgs) -> anyhow::Result<ExitCode> {

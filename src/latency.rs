@@ -36,6 +36,29 @@ impl Latency {
             .expect("histograms with the same bounds merge");
     }
 
+    /// The histogram in HdrHistogram's compressed V2 form, base64: what shard
+    /// reports carry so that merging them is exact.
+    pub fn to_base64(&self) -> String {
+        use base64::Engine;
+        let mut bytes = Vec::new();
+        use hdrhistogram::serialization::Serializer;
+        hdrhistogram::serialization::V2DeflateSerializer::new()
+            .serialize(&self.0, &mut bytes)
+            .expect("serializing to memory cannot fail");
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// A histogram from [`Latency::to_base64`]'s form.
+    pub fn from_base64(text: &str) -> anyhow::Result<Latency> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
+        let mut histogram: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| anyhow::anyhow!("not a serialized histogram: {e:?}"))?;
+        histogram.auto(true);
+        Ok(Latency(histogram))
+    }
+
     /// Count and percentiles.
     pub fn summary(&self) -> LatencySummary {
         let h = &self.0;
@@ -93,6 +116,20 @@ pub fn human(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serialized_histograms_round_trip_exactly() {
+        let mut a = Latency::default();
+        for us in [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000] {
+            a.record(us);
+        }
+        let back = Latency::from_base64(&a.to_base64()).unwrap();
+        assert_eq!(back.summary(), a.summary());
+        let mut merged = back.clone();
+        merged.merge(&a);
+        assert_eq!(merged.summary().count, 14);
+        assert!(Latency::from_base64("bm90IGEgaGlzdG9ncmFt").is_err());
+    }
 
     #[test]
     fn percentiles_and_merge() {

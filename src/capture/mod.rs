@@ -117,6 +117,17 @@ impl Header {
     }
 }
 
+/// A session key's hash (FNV-1a, the same on every machine and run): what
+/// sampling and sharding split sessions by, so that a session stays whole.
+pub fn session_hash(session: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in session.bytes() {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// The value of the first header named `name` (case-insensitive).
 pub fn header_value<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers

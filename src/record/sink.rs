@@ -52,12 +52,7 @@ impl Selection {
 /// Where a session falls in 0..100, the same on every machine and run
 /// (FNV-1a), so that sampling keeps or drops a session whole.
 fn session_bucket(session: &str) -> f64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in session.bytes() {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % 10_000) as f64 / 100.0
+    (crate::capture::session_hash(session) % 10_000) as f64 / 100.0
 }
 
 /// When to start a new capture file.

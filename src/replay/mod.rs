@@ -54,6 +54,11 @@ pub struct ReplayPlan {
     pub max_lag: Option<Duration>,
     /// Keep each session's requests in order, one at a time.
     pub ordered_sessions: bool,
+    /// Replay only this shard's sessions: `(index, count)`; `--rate` is
+    /// divided by the count.
+    pub shard: Option<(u32, u32)>,
+    /// Wall-clock time to start at, so that shards begin together.
+    pub start_at: Option<std::time::SystemTime>,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// The rules file, if any.
@@ -86,6 +91,8 @@ impl ReplayPlan {
             max_in_flight: None,
             max_lag: None,
             ordered_sessions: true,
+            shard: None,
+            start_at: None,
             out_dir,
             rules: None,
             timeout: Duration::from_secs(10),
@@ -97,13 +104,22 @@ impl ReplayPlan {
     }
 
     fn shape(&self) -> anyhow::Result<Shape> {
+        if let Some((index, count)) = self.shard {
+            anyhow::ensure!(
+                count >= 1 && index < count,
+                "--shard {index}/{count}: the index must be below the count"
+            );
+        }
         let pacing = match self.rate {
             Some(r) => {
                 anyhow::ensure!(
                     r.is_finite() && r > 0.0,
                     "--rate must be a positive number, got {r}"
                 );
-                Pacing::Rate { per_second: r }
+                let shards = self.shard.map_or(1, |(_, count)| count);
+                Pacing::Rate {
+                    per_second: r / shards as f64,
+                }
             }
             None => {
                 anyhow::ensure!(
@@ -125,6 +141,7 @@ impl ReplayPlan {
             },
             duration: self.duration,
             amplify: self.amplify,
+            shard: self.shard,
         })
     }
 }
@@ -189,8 +206,9 @@ pub async fn replay(
     let (result_tx, result_rx) = mpsc::channel(4096);
     let collector = tokio::spawn(collect(result_rx, results, builder));
     let stop = Arc::new(AtomicBool::new(false));
-    // Scheduling starts a moment from now, so the first jobs are not late.
-    let start = Instant::now() + Duration::from_millis(20);
+    // Scheduling starts a moment from now, so the first jobs are not late,
+    // or at the agreed time when shards start together.
+    let start = Instant::now() + start_delay(plan.start_at);
     let dispatcher = Arc::new(dispatch::Dispatcher::new(
         send::Sender::new(plan),
         result_tx,
@@ -274,6 +292,19 @@ async fn collect(
         builder.add(&result);
     }
     Ok((builder, results))
+}
+
+/// How long from now to start: until `start_at` if it is ahead, else 20 ms.
+fn start_delay(start_at: Option<std::time::SystemTime>) -> Duration {
+    let soon = Duration::from_millis(20);
+    match start_at.map(|t| t.duration_since(std::time::SystemTime::now())) {
+        Some(Ok(ahead)) => ahead.max(soon),
+        Some(Err(late)) => {
+            tracing::warn!("--start-at is {:?} past; starting now", late.duration());
+            soon
+        }
+        None => soon,
+    }
 }
 
 /// The run directory's report path.

@@ -39,6 +39,8 @@ pub struct Shape {
     pub duration: Option<Duration>,
     /// Copies of every request, spread across the gap to the next one.
     pub amplify: u32,
+    /// Only sessions whose hash is `index` modulo `count`: `(index, count)`.
+    pub shard: Option<(u32, u32)>,
 }
 
 /// One request to send.
@@ -154,8 +156,16 @@ impl Clock {
                 }
             };
             let first = *first_us.get_or_insert(exchange.offset_us);
+            // Every exchange shapes the timeline (first offset, span, mean
+            // gap), so that all shards keep the same one; another shard's
+            // session is just not sent from here.
             last_us = last_us.max(exchange.offset_us);
             count += 1;
+            if let Some((index, shards)) = self.shape.shard {
+                if crate::capture::session_hash(&exchange.session) % shards as u64 != index as u64 {
+                    continue;
+                }
+            }
             if let Some(previous) = waiting.replace(exchange.clone()) {
                 let gap = exchange.offset_us.saturating_sub(previous.offset_us);
                 self.release(&previous, first, gap, pass, stop, emit);

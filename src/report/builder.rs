@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    Example, LearnedNoise, MessageView, MismatchGroup, NoiseGroup, Report, RouteReport, RunInfo,
-    SideLatency, Summary, TargetErrors,
+    Example, Histograms, LearnedNoise, MessageView, MismatchGroup, NoiseGroup, Report, RouteReport,
+    RunInfo, SideLatency, Summary, TargetErrors,
 };
 use crate::capture::{Header, Request, Response};
 use crate::diff::{Differ, Mismatch, MismatchKind};
@@ -314,6 +314,18 @@ impl ReportBuilder {
                 })
                 .collect(),
         });
+        let histograms = Histograms {
+            legacy: legacy.to_base64(),
+            new: new.to_base64(),
+            legacy_corrected: corrected[0].to_base64(),
+            new_corrected: corrected[1].to_base64(),
+            legacy_lag: lag[0].to_base64(),
+            new_lag: lag[1].to_base64(),
+            routes: routes
+                .iter()
+                .map(|(route, t)| (route.to_string(), [t.legacy.to_base64(), t.new.to_base64()]))
+                .collect(),
+        };
         let mut mismatch_groups: Vec<MismatchGroup> = groups
             .into_iter()
             .zip(&noisy)
@@ -353,6 +365,7 @@ impl ReportBuilder {
             },
             learned_noise,
             unused_rules: differ.unused_rules(),
+            histograms,
             gate: None,
         }
     }
@@ -455,6 +468,7 @@ fn route_report(route: Route, t: RouteTally) -> RouteReport {
         matched: t.matched,
         mismatched: t.mismatched,
         errors: t.errors,
+        compared: t.compared,
         latency: SideLatency {
             legacy: t.legacy.summary(),
             new: t.new.summary(),

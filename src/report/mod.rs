@@ -4,6 +4,7 @@
 
 mod builder;
 mod markdown;
+pub mod merge;
 pub mod noise_rules;
 mod terminal;
 
@@ -60,6 +61,10 @@ pub struct Report {
     /// Rules of the rules file that applied to nothing in this run.
     #[serde(default)]
     pub unused_rules: Vec<String>,
+    /// Every latency histogram in serialized form, so that shard reports
+    /// merge exactly (`tandem report merge`).
+    #[serde(default)]
+    pub histograms: Histograms,
     /// The threshold the run was held to, if any, and whether it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
@@ -127,10 +132,32 @@ pub struct RouteReport {
     pub matched: u64,
     /// Of which mismatched.
     pub mismatched: u64,
-    /// Of which errors.
+    /// Of which errors (and requests the harness dropped).
     pub errors: u64,
+    /// Of which both targets answered: the base of mismatch group rates.
+    #[serde(default)]
+    pub compared: u64,
     /// Latency on this route per target.
     pub latency: SideLatency,
+}
+
+/// Latency histograms in HdrHistogram's V2 deflate form, base64.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histograms {
+    /// `latency.legacy`.
+    pub legacy: String,
+    /// `latency.new`.
+    pub new: String,
+    /// `latency_corrected.legacy`.
+    pub legacy_corrected: String,
+    /// `latency_corrected.new`.
+    pub new_corrected: String,
+    /// `send_lag.legacy`.
+    pub legacy_lag: String,
+    /// `send_lag.new`.
+    pub new_lag: String,
+    /// Per route (`"METHOD /template"`): `[legacy, new]`.
+    pub routes: BTreeMap<String, [String; 2]>,
 }
 
 /// One latency summary per target.

@@ -1,0 +1,229 @@
+//! `tandem report merge`: shard reports into one, without loss. Counts add
+//! up; histograms merge exactly from their serialized form; mismatch groups
+//! merge by (method, route, kind, path), keeping the earliest examples; a
+//! rule is unused only if no shard used it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context};
+
+use super::{
+    Histograms, LearnedNoise, MismatchGroup, NoiseGroup, Report, RouteReport, SideLatency, Summary,
+};
+use crate::latency::Latency;
+
+/// Merges shard reports of one capture into one report.
+pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
+    let Some(first) = reports.first() else {
+        bail!("nothing to merge");
+    };
+    let mut run = first.run.clone();
+    for r in &reports[1..] {
+        if r.run.capture != run.capture {
+            bail!(
+                "shards replayed different captures: {} and {}",
+                run.capture,
+                r.run.capture
+            );
+        }
+        run.started_at_unix_us = run.started_at_unix_us.min(r.run.started_at_unix_us);
+        run.duration_ms = run.duration_ms.max(r.run.duration_ms);
+    }
+    let histograms = merge_histograms(&reports)?;
+    let latency = |a: &str, b: &str| -> anyhow::Result<SideLatency> {
+        Ok(SideLatency {
+            legacy: Latency::from_base64(a)?.summary(),
+            new: Latency::from_base64(b)?.summary(),
+        })
+    };
+    let mut merged = Report {
+        format: super::FORMAT.to_string(),
+        version: super::VERSION,
+        run,
+        summary: merge_summaries(&reports),
+        errors: Default::default(),
+        routes: merge_routes(&reports, &histograms)?,
+        mismatch_groups: Vec::new(),
+        latency: latency(&histograms.legacy, &histograms.new)?,
+        latency_corrected: latency(&histograms.legacy_corrected, &histograms.new_corrected)?,
+        send_lag: latency(&histograms.legacy_lag, &histograms.new_lag)?,
+        learned_noise: merge_noise(&reports),
+        unused_rules: unused_everywhere(&reports),
+        histograms,
+        gate: None,
+    };
+    for r in &reports {
+        for (kind, n) in &r.errors.legacy {
+            *merged.errors.legacy.entry(*kind).or_default() += n;
+        }
+        for (kind, n) in &r.errors.new {
+            *merged.errors.new.entry(*kind).or_default() += n;
+        }
+    }
+    merged.mismatch_groups = merge_groups(&reports, &merged.routes);
+    Ok(merged)
+}
+
+fn merge_summaries(reports: &[Report]) -> Summary {
+    let mut s = Summary::default();
+    for r in reports {
+        s.total += r.summary.total;
+        s.matched += r.summary.matched;
+        s.mismatched += r.summary.mismatched;
+        s.errors += r.summary.errors;
+        s.dropped += r.summary.dropped;
+    }
+    if s.total > 0 {
+        s.parity = s.matched as f64 / s.total as f64;
+        s.mismatch_rate = (s.mismatched + s.errors + s.dropped) as f64 / s.total as f64;
+    } else {
+        s.mismatch_rate = 1.0;
+    }
+    s
+}
+
+fn merge_histograms(reports: &[Report]) -> anyhow::Result<Histograms> {
+    let merged = |pick: &dyn Fn(&Histograms) -> &String| -> anyhow::Result<String> {
+        let mut all = Latency::default();
+        for (i, r) in reports.iter().enumerate() {
+            let text = pick(&r.histograms);
+            if text.is_empty() {
+                bail!(
+                    "report {} has no histograms (made before tandem could merge reports?)",
+                    i + 1
+                );
+            }
+            all.merge(&Latency::from_base64(text).with_context(|| format!("report {}", i + 1))?);
+        }
+        Ok(all.to_base64())
+    };
+    let mut routes: BTreeMap<String, [Latency; 2]> = BTreeMap::new();
+    for r in reports {
+        for (route, [l, n]) in &r.histograms.routes {
+            let entry = routes.entry(route.clone()).or_default();
+            entry[0].merge(&Latency::from_base64(l)?);
+            entry[1].merge(&Latency::from_base64(n)?);
+        }
+    }
+    Ok(Histograms {
+        legacy: merged(&|h| &h.legacy)?,
+        new: merged(&|h| &h.new)?,
+        legacy_corrected: merged(&|h| &h.legacy_corrected)?,
+        new_corrected: merged(&|h| &h.new_corrected)?,
+        legacy_lag: merged(&|h| &h.legacy_lag)?,
+        new_lag: merged(&|h| &h.new_lag)?,
+        routes: routes
+            .into_iter()
+            .map(|(k, [l, n])| (k, [l.to_base64(), n.to_base64()]))
+            .collect(),
+    })
+}
+
+fn merge_routes(reports: &[Report], histograms: &Histograms) -> anyhow::Result<Vec<RouteReport>> {
+    let mut routes: BTreeMap<(String, String), RouteReport> = BTreeMap::new();
+    for r in reports {
+        for route in &r.routes {
+            let entry = routes
+                .entry((route.method.clone(), route.route.clone()))
+                .or_insert_with(|| RouteReport {
+                    method: route.method.clone(),
+                    route: route.route.clone(),
+                    total: 0,
+                    matched: 0,
+                    mismatched: 0,
+                    errors: 0,
+                    compared: 0,
+                    latency: SideLatency::default(),
+                });
+            entry.total += route.total;
+            entry.matched += route.matched;
+            entry.mismatched += route.mismatched;
+            entry.errors += route.errors;
+            entry.compared += route.compared;
+        }
+    }
+    for ((method, template), route) in routes.iter_mut() {
+        if let Some([l, n]) = histograms.routes.get(&format!("{method} {template}")) {
+            route.latency = SideLatency {
+                legacy: Latency::from_base64(l)?.summary(),
+                new: Latency::from_base64(n)?.summary(),
+            };
+        }
+    }
+    Ok(routes.into_values().collect())
+}
+
+type GroupKey = (String, String, crate::diff::MismatchKind, Option<String>);
+
+fn merge_groups(reports: &[Report], routes: &[RouteReport]) -> Vec<MismatchGroup> {
+    let mut groups: BTreeMap<GroupKey, MismatchGroup> = BTreeMap::new();
+    for r in reports {
+        for g in &r.mismatch_groups {
+            let key = (g.method.clone(), g.route.clone(), g.kind, g.path.clone());
+            match groups.get_mut(&key) {
+                None => {
+                    groups.insert(key, g.clone());
+                }
+                Some(m) => {
+                    m.count += g.count;
+                    m.first_exchange = m.first_exchange.min(g.first_exchange);
+                    m.last_exchange = m.last_exchange.max(g.last_exchange);
+                    m.examples.extend(g.examples.iter().cloned());
+                    m.examples.sort_by_key(|e| e.exchange_id);
+                    m.examples.truncate(3);
+                }
+            }
+        }
+    }
+    let mut out: Vec<MismatchGroup> = groups.into_values().collect();
+    for g in &mut out {
+        let compared = routes
+            .iter()
+            .find(|r| r.method == g.method && r.route == g.route)
+            .map_or(0, |r| r.compared);
+        g.rate = g.count as f64 / compared.max(1) as f64;
+    }
+    out.sort_by(|a, b| {
+        b.count.cmp(&a.count).then_with(|| {
+            (&a.method, &a.route, a.kind, &a.path).cmp(&(&b.method, &b.route, b.kind, &b.path))
+        })
+    });
+    out
+}
+
+/// Each shard judged noise on its own traffic; the merged list holds every
+/// group some shard judged noise, with the highest rates seen.
+fn merge_noise(reports: &[Report]) -> Option<LearnedNoise> {
+    let mut merged: Option<LearnedNoise> = None;
+    for noise in reports.iter().filter_map(|r| r.learned_noise.as_ref()) {
+        let m = merged.get_or_insert_with(|| LearnedNoise {
+            groups: Vec::new(),
+            ..noise.clone()
+        });
+        for g in &noise.groups {
+            let same = |x: &&mut NoiseGroup| {
+                x.method == g.method && x.route == g.route && x.kind == g.kind && x.path == g.path
+            };
+            match m.groups.iter_mut().find(same) {
+                Some(x) => {
+                    x.diff_rate = x.diff_rate.max(g.diff_rate);
+                    x.noise_rate = x.noise_rate.max(g.noise_rate);
+                }
+                None => m.groups.push(g.clone()),
+            }
+        }
+    }
+    merged
+}
+
+fn unused_everywhere(reports: &[Report]) -> Vec<String> {
+    let mut sets = reports
+        .iter()
+        .map(|r| r.unused_rules.iter().cloned().collect::<BTreeSet<_>>());
+    let Some(first) = sets.next() else {
+        return Vec::new();
+    };
+    sets.fold(first, |acc, s| acc.intersection(&s).cloned().collect())
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,151 @@
+//! Scale-out: shards replay disjoint sets of whole sessions; their merged
+//! report equals the single-process run on the same capture, and its
+//! histograms are the exact merge of the shards'.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tandem::demo::{self, DemoOptions, DemoServer, Flavor};
+use tandem::jsonl::LineReader;
+use tandem::latency::Latency;
+use tandem::replay::{replay, ReplayPlan};
+use tandem::report::{merge::merge, Report};
+use tandem::results::{ExchangeResult, ResultsHeader};
+
+async fn stacks() -> (DemoServer, DemoServer) {
+    (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    )
+}
+
+fn plan(capture: &Path, legacy: &DemoServer, new: &DemoServer, out: PathBuf) -> ReplayPlan {
+    ReplayPlan {
+        speed: 4.0,
+        rules: Some("scenarios/demo.rules.toml".into()),
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(2),
+        ..ReplayPlan::new(
+            capture.to_path_buf(),
+            legacy.url().parse().unwrap(),
+            new.url().parse().unwrap(),
+            out,
+        )
+    }
+}
+
+fn groups(r: &Report) -> BTreeMap<String, u64> {
+    r.mismatch_groups
+        .iter()
+        .map(|g| {
+            (
+                format!("{} {} {} {:?}", g.method, g.route, g.kind.as_str(), g.path),
+                g.count,
+            )
+        })
+        .collect()
+}
+
+fn routes(r: &Report) -> BTreeMap<String, (u64, u64, u64, u64)> {
+    r.routes
+        .iter()
+        .map(|x| {
+            (
+                format!("{} {}", x.method, x.route),
+                (x.total, x.matched, x.mismatched, x.errors),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_shards_equal_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DemoOptions {
+        requests: 900,
+        capture: dir.path().join("demo.jsonl.gz"),
+        out_dir: dir.path().join("demo-run"),
+        ..DemoOptions::default()
+    };
+    demo::run(&options).await.unwrap();
+    let capture = options.capture;
+
+    // One process, fresh stacks.
+    let (legacy, new) = stacks().await;
+    let single = replay(
+        &plan(&capture, &legacy, &new, dir.path().join("single")),
+        std::future::pending(),
+    )
+    .await
+    .unwrap()
+    .report;
+    legacy.stop().await;
+    new.stop().await;
+
+    // Three shards at once against other fresh stacks, as three pods would.
+    let (legacy, new) = stacks().await;
+    let shard = |i: u32| {
+        let mut p = plan(
+            &capture,
+            &legacy,
+            &new,
+            dir.path().join(format!("shard-{i}")),
+        );
+        p.shard = Some((i, 3));
+        p
+    };
+    let (a, b, c) = (shard(0), shard(1), shard(2));
+    let (ra, rb, rc) = tokio::join!(
+        replay(&a, std::future::pending()),
+        replay(&b, std::future::pending()),
+        replay(&c, std::future::pending()),
+    );
+    legacy.stop().await;
+    new.stop().await;
+    let shards = vec![ra.unwrap().report, rb.unwrap().report, rc.unwrap().report];
+    assert!(
+        shards.iter().all(|s| s.summary.total > 0),
+        "every shard got sessions"
+    );
+    let merged = merge(shards).unwrap();
+
+    assert_eq!(merged.summary, single.summary);
+    assert_eq!(groups(&merged), groups(&single));
+    assert_eq!(routes(&merged), routes(&single));
+    assert_eq!(merged.errors, single.errors);
+    assert_eq!(merged.latency.legacy.count, single.latency.legacy.count);
+    assert_eq!(
+        merged.latency_corrected.new.count,
+        single.latency_corrected.new.count
+    );
+
+    // The merged histogram is exactly the histogram of every shard's raw
+    // latencies, not an average of percentiles.
+    let mut legacy_all = Latency::default();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut lines =
+            LineReader::open(dir.path().join(format!("shard-{i}/results.jsonl"))).unwrap();
+        let _: ResultsHeader = lines.next("header").unwrap().unwrap();
+        while let Some(r) = lines.next::<ExchangeResult>("result") {
+            let r = r.unwrap();
+            ids.push(r.id);
+            legacy_all.record(r.legacy.response.unwrap().latency_us);
+        }
+    }
+    assert_eq!(merged.latency.legacy, legacy_all.summary());
+    // Every exchange went out exactly once, across the shards.
+    ids.sort();
+    assert_eq!(ids, (1..=900).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_shard_keeps_sessions_whole() {
+    // The same hash splits sessions for shards and for sampling.
+    let owner = |s: &str| tandem::capture::session_hash(s) % 4;
+    assert_eq!(owner("u7"), owner("u7"));
+    let spread: std::collections::BTreeSet<u64> =
+        (0..64).map(|i| owner(&format!("u{i}"))).collect();
+    assert_eq!(spread.len(), 4, "64 sessions reach all 4 shards");
+}
