@@ -8,8 +8,12 @@
 //!
 //! Run: `cargo bench --bench import_vs_tshark [-- SIZE_MB]` (default 300).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use common::{free_port, measure, Guard};
 use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
@@ -94,71 +98,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Run {
-    elapsed: Duration,
-    peak_kb: u64,
-    stdout: String,
-}
-
-/// Runs a command to the end, sampling its peak resident memory (VmHWM).
-fn measure(command: &mut Command) -> anyhow::Result<Run> {
-    let start = Instant::now();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    let mut peak_kb = 0;
-    loop {
-        peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let elapsed = start.elapsed();
-    Ok(Run {
-        elapsed,
-        peak_kb,
-        stdout: reader.join().unwrap_or_default(),
-    })
-}
-
-fn vm_hwm_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// tcpdump on lo while wrk loads nginx on 127.0.0.1, until the file is
 /// `size_mb` large (wrk runs at most 120 s).
 fn make_pcap(dir: &Path, pcap: &Path, size_mb: u64) -> anyhow::Result<()> {
     let port = free_port()?;
-    let root = dir.join("nginx");
-    std::fs::create_dir_all(root.join("html"))?;
-    let item = r#"{"id":1042,"customer":"c7","status":"paid","total":398.24,"items":[{"product_id":7,"qty":2,"unit_price":19.99}]}"#;
-    let json = format!("[{}]", [item; 12].join(","));
-    std::fs::write(root.join("html/orders.json"), json)?;
-    let conf = root.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1; pid {root}/nginx.pid; error_log {root}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {root}/html;\n\
-             location / {{ default_type application/json; }} }} }}\n",
-            root = root.display()
-        ),
-    )?;
-    let _nginx = Guard(
-        Command::new("nginx")
-            .args(["-c", conf.to_str().unwrap(), "-g", "daemon off;"])
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("nginx: {e} (run .ci/setup --bench)"))?,
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _nginx = common::nginx(dir, &[port])?;
     let partial = pcap.with_extension("partial");
     let tcpdump = Guard(
         Command::new("tcpdump")
@@ -187,22 +131,4 @@ fn make_pcap(dir: &Path, pcap: &Path, size_mb: u64) -> anyhow::Result<()> {
     drop(tcpdump);
     std::fs::rename(&partial, pcap)?;
     Ok(())
-}
-
-/// Stops a child with SIGINT (tcpdump then finishes its file) and waits.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

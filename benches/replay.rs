@@ -1,0 +1,164 @@
+//! Replay throughput and pacing, against nginx on loopback, in one run:
+//!
+//! 1. wrk's requests/s against one target (the reference);
+//! 2. tandem asked for half of wrk's requests/s, against two targets, diffing
+//!    on: what it achieves;
+//! 3. rate accuracy at fixed rates: achieved vs asked, p99 send lag;
+//! 4. peak memory over a run, and over a 10x longer one.
+//!
+//! Needs `.ci/setup --bench` (nginx, wrk). Run: `cargo bench --bench replay`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tandem::capture::{Body, CaptureHeader, CaptureWriter, Exchange, Header, Request};
+use tandem::jsonl::LineReader;
+use tandem::report::Report;
+use tandem::results::{ExchangeResult, ResultsHeader};
+
+fn main() -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-bench");
+    std::fs::create_dir_all(&dir)?;
+    let (a, b) = (common::free_port()?, common::free_port()?);
+    let _nginx = common::nginx(&dir, &[a, b])?;
+    let capture = capture(&dir.join("orders.jsonl"), 2_000)?;
+    let (legacy, new) = (
+        format!("http://127.0.0.1:{a}"),
+        format!("http://127.0.0.1:{b}"),
+    );
+
+    let wrk = wrk_rate(&format!("{legacy}/orders.json"))?;
+    println!("wrk, one target, 1 thread, 32 connections: {wrk:.0} requests/s");
+
+    // The target: total requests/s (two per exchange) at half of wrk's.
+    // Ask for that and see whether it is sustained.
+    let asked = wrk / 4.0;
+    let out = dir.join("half-wrk");
+    replay(&capture, &legacy, &new, &out, asked, "5s")?;
+    let achieved = achieved_rate(&out)?;
+    let report = Report::load(&out.join("report.json"))?;
+    println!(
+        "tandem, two targets, diffing on, asked {asked:.0} exchanges/s ({:.0} requests/s, 0.5x wrk): \
+         achieved {:.0} requests/s ({:.2}x wrk), p99 send lag {}, {} dropped, {} errors",
+        asked * 2.0,
+        achieved * 2.0,
+        achieved * 2.0 / wrk,
+        tandem::latency::human(report.send_lag.legacy.p99),
+        report.summary.dropped,
+        report.summary.errors
+    );
+
+    println!("\nrate accuracy (3 s each)");
+    println!(
+        "{:>10} {:>12} {:>10} {:>14} {:>14}",
+        "asked/s", "achieved/s", "error", "p99 lag", "p99.9 lag"
+    );
+    for rate in [1_000.0, 5_000.0, 10_000.0, 20_000.0] {
+        let out = dir.join(format!("rate-{rate}"));
+        replay(&capture, &legacy, &new, &out, rate, "3s")?;
+        let achieved = achieved_rate(&out)?;
+        let report = Report::load(&out.join("report.json"))?;
+        println!(
+            "{rate:>10.0} {achieved:>12.0} {:>9.2}% {:>14} {:>14}",
+            (achieved - rate) / rate * 100.0,
+            tandem::latency::human(report.send_lag.legacy.p99),
+            tandem::latency::human(report.send_lag.legacy.p999),
+        );
+    }
+
+    println!("\nmemory at 2,000 exchanges/s");
+    for duration in ["3s", "30s"] {
+        let run = replay(
+            &capture,
+            &legacy,
+            &new,
+            &dir.join(format!("mem-{duration}")),
+            2_000.0,
+            duration,
+        )?;
+        println!("{duration:>5}: peak {:.1} MB", run.peak_kb as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// A capture of `n` GETs of the JSON file, each its own session.
+fn capture(path: &Path, n: u64) -> anyhow::Result<PathBuf> {
+    let mut w = CaptureWriter::create(path, &CaptureHeader::new("bench"))?;
+    for i in 0..n {
+        w.write(&Exchange {
+            id: i + 1,
+            offset_us: i * 1_000,
+            session: format!("s{i}"),
+            request: Request {
+                method: "GET".into(),
+                target: "/orders.json".into(),
+                version: "HTTP/1.1".into(),
+                headers: vec![Header("accept".into(), "application/json".into())],
+                body: Body::default(),
+            },
+            response: None,
+            error: None,
+            incomplete: None,
+        })?;
+    }
+    w.finish()?;
+    Ok(path.to_path_buf())
+}
+
+fn replay(
+    capture: &Path,
+    legacy: &str,
+    new: &str,
+    out: &Path,
+    rate: f64,
+    duration: &str,
+) -> anyhow::Result<common::Run> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    command
+        .args(["-q", "replay"])
+        .arg(capture)
+        .args([
+            "--legacy",
+            legacy,
+            "--new",
+            new,
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            duration,
+        ])
+        .args(["--max-lag", "1s", "--timeout", "5s", "--out"])
+        .arg(out);
+    common::measure(&mut command)
+}
+
+/// Exchanges over the time from the first actual send to the last.
+fn achieved_rate(out: &Path) -> anyhow::Result<f64> {
+    let mut lines = LineReader::open(out.join("results.jsonl"))?;
+    let _: Option<anyhow::Result<ResultsHeader>> =
+        lines.next("header").map(|h| h.map_err(Into::into));
+    let (mut first, mut last, mut n) = (u64::MAX, 0u64, 0u64);
+    while let Some(r) = lines.next::<ExchangeResult>("result") {
+        let r = r?;
+        let sent = r.scheduled_us + r.legacy.lag_us;
+        first = first.min(sent);
+        last = last.max(sent);
+        n += 1;
+    }
+    Ok((n.saturating_sub(1)) as f64 / ((last - first) as f64 / 1e6))
+}
+
+fn wrk_rate(url: &str) -> anyhow::Result<f64> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", "-d5s", url])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("Requests/sec:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .ok_or_else(|| anyhow::anyhow!("wrk printed no rate: {text}"))
+}
