@@ -45,6 +45,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Record traffic into a capture file: as a reverse proxy (--listen,
@@ -225,6 +227,25 @@ struct ReplayArgs {
     /// so that shards begin together.
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     start_at: Option<std::time::SystemTime>,
+    /// Send the recorded Host header (default: each target's host).
+    #[arg(long)]
+    keep_host: bool,
+    /// A header set on every request to the legacy stack, "Name: value" (repeatable).
+    #[arg(long = "legacy-header", value_parser = parse_header)]
+    legacy_headers: Vec<(String, String)>,
+    /// A header set on every request to the new stack, "Name: value" (repeatable).
+    #[arg(long = "new-header", value_parser = parse_header)]
+    new_headers: Vec<(String, String)>,
+    /// Longest wait for a connection.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Accept any TLS certificate (self-signed staging stacks).
+    #[arg(long)]
+    insecure: bool,
+    /// HTTP/2 from the start on cleartext targets (prior knowledge); https
+    /// targets negotiate HTTP/2 by ALPN anyway.
+    #[arg(long)]
+    http2: bool,
     /// Rules file (TOML, docs/rules.md).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -285,6 +306,17 @@ struct MergeArgs {
     /// Exit 1 when (mismatched + errors + dropped) / total is above this (0..1).
     #[arg(long)]
     max_mismatch_rate: Option<f64>,
+}
+
+/// `"Name: value"`, checked to be a valid header.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once(':').ok_or("expected \"Name: value\"")?;
+    let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+    hyper::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a header name"))?;
+    hyper::header::HeaderValue::from_str(&value)
+        .map_err(|_| format!("{value:?} is not a header value"))?;
+    Ok((name, value))
 }
 
 /// `I/N` with I < N.
@@ -522,6 +554,14 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         ordered_sessions: !args.unordered_sessions,
         shard: args.shard,
         start_at: args.start_at,
+        keep_host: args.keep_host,
+        legacy_headers: args.legacy_headers,
+        new_headers: args.new_headers,
+        client: crate::http::ClientOptions {
+            connect_timeout: args.connect_timeout,
+            insecure_tls: args.insecure,
+            http2_prior_knowledge: args.http2,
+        },
         out_dir: args.out,
         rules: args.rules,
         timeout: args.timeout,

@@ -2,11 +2,13 @@
 //! demo: the pooled client, header conversion and error classification.
 
 use std::error::Error as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
@@ -14,8 +16,30 @@ use hyper_util::rt::TokioExecutor;
 use crate::capture::Header;
 use crate::results::ErrorKind;
 
-/// A pooled keep-alive HTTP/1.1 client.
-pub type Client = HyperClient<HttpConnector, Full<Bytes>>;
+/// A pooled keep-alive client for http:// and https:// targets.
+pub type Client = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Accept any TLS certificate (self-signed staging stacks). Off by default.
+    pub insecure_tls: bool,
+    /// Speak HTTP/2 from the start on cleartext connections (prior
+    /// knowledge); TLS connections choose by ALPN anyway.
+    pub http2_prior_knowledge: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            insecure_tls: false,
+            http2_prior_knowledge: false,
+        }
+    }
+}
 
 /// Headers that describe one connection, not the message: never forwarded
 /// (RFC 9110 §7.6.1) and never replayed.
@@ -36,16 +60,95 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
-/// A client with a connection pool sized for replay concurrency.
+/// A client with default options and `connect_timeout`.
 pub fn client(connect_timeout: Duration) -> Client {
+    client_with(&ClientOptions {
+        connect_timeout,
+        ..ClientOptions::default()
+    })
+}
+
+/// A client with a connection pool sized for replay concurrency. TLS is
+/// rustls with the webpki roots, HTTP/2 offered by ALPN.
+pub fn client_with(options: &ClientOptions) -> Client {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.enforce_http(true);
+    connector.set_connect_timeout(Some(options.connect_timeout));
+    connector.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(options.insecure_tls))
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(connector);
     HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1024)
-        .build(connector)
+        .http2_only(options.http2_prior_knowledge)
+        .build(https)
+}
+
+fn tls_config(insecure: bool) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions");
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
+    if insecure {
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(AnyCertificate(provider)));
+    }
+    config
+}
+
+/// `--insecure`: any certificate is accepted; signatures are still checked.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Headers in the order hyper holds them, as capture headers.

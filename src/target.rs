@@ -52,7 +52,10 @@ impl FromStr for Target {
             .with_context(|| format!("{text:?} is not a URL"))?;
         let scheme = match uri.scheme_str() {
             Some("http") => "http",
-            Some(other) => bail!("{text:?}: scheme {other:?} is not supported (use http://)"),
+            Some("https") => "https",
+            Some(other) => {
+                bail!("{text:?}: scheme {other:?} is not supported (use http:// or https://)")
+            }
             None => bail!("{text:?}: expected a URL such as http://127.0.0.1:8080"),
         };
         let Some(authority) = uri.authority() else {
@@ -90,6 +93,10 @@ mod tests {
         );
         assert_eq!(t.to_string(), "http://127.0.0.1:9000/v1");
         assert!("ftp://x".parse::<Target>().is_err());
+        assert_eq!(
+            "https://h:8443".parse::<Target>().unwrap().to_string(),
+            "https://h:8443"
+        );
         assert!("127.0.0.1:80".parse::<Target>().is_err());
     }
 }

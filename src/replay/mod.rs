@@ -59,6 +59,14 @@ pub struct ReplayPlan {
     pub shard: Option<(u32, u32)>,
     /// Wall-clock time to start at, so that shards begin together.
     pub start_at: Option<std::time::SystemTime>,
+    /// Send the recorded Host header instead of the target's.
+    pub keep_host: bool,
+    /// Headers set (replacing recorded ones) on requests to the legacy stack.
+    pub legacy_headers: Vec<(String, String)>,
+    /// Headers set (replacing recorded ones) on requests to the new stack.
+    pub new_headers: Vec<(String, String)>,
+    /// How connections are made: connect timeout, TLS, HTTP/2.
+    pub client: crate::http::ClientOptions,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// The rules file, if any.
@@ -93,6 +101,10 @@ impl ReplayPlan {
             ordered_sessions: true,
             shard: None,
             start_at: None,
+            keep_host: false,
+            legacy_headers: Vec::new(),
+            new_headers: Vec::new(),
+            client: crate::http::ClientOptions::default(),
             out_dir,
             rules: None,
             timeout: Duration::from_secs(10),

@@ -16,10 +16,11 @@ use crate::http::{self, Client};
 use crate::results::{Attempt, ErrorKind, ExchangeResult, TargetError};
 use crate::target::Target;
 
-/// One target and its concurrency limit.
+/// One target, its concurrency limit and its extra headers.
 struct Lane {
     target: Target,
     slots: Option<Arc<Semaphore>>,
+    headers: hyper::HeaderMap,
 }
 
 /// Sends requests to the targets over one pooled client.
@@ -30,21 +31,27 @@ pub struct Sender {
     legacy2: Option<Lane>,
     timeout: Duration,
     max_lag: Option<Duration>,
+    keep_host: bool,
 }
 
 impl Sender {
     pub fn new(plan: &ReplayPlan) -> Sender {
-        let lane = |target: &Target| Lane {
+        let lane = |target: &Target, headers: &[(String, String)]| Lane {
             target: target.clone(),
             slots: plan.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            headers: header_map(headers),
         };
         Sender {
-            client: http::client(plan.timeout),
-            legacy: lane(&plan.legacy),
-            new: lane(&plan.new),
-            legacy2: plan.noise.as_ref().map(|n| lane(&n.legacy2)),
+            client: http::client_with(&plan.client),
+            legacy: lane(&plan.legacy, &plan.legacy_headers),
+            new: lane(&plan.new, &plan.new_headers),
+            legacy2: plan
+                .noise
+                .as_ref()
+                .map(|n| lane(&n.legacy2, &plan.legacy_headers)),
             timeout: plan.timeout,
             max_lag: plan.max_lag,
+            keep_host: plan.keep_host,
         }
     }
 
@@ -111,7 +118,7 @@ impl Sender {
         {
             return dropped(scheduled, "could not go out within --max-lag");
         }
-        let outcome = match build(&lane.target, request) {
+        let outcome = match build(lane, request, self.keep_host) {
             Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(req)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err((
@@ -173,12 +180,28 @@ fn dropped(scheduled: Instant, why: &str) -> Attempt {
     }
 }
 
-/// The recorded request, addressed to `target`.
-fn build(target: &Target, request: &capture::Request) -> Result<Request<Full<Bytes>>, String> {
-    let uri = target
+/// Extra headers as a header map (the CLI checked they are valid).
+fn header_map(headers: &[(String, String)]) -> hyper::HeaderMap {
+    let pairs: Vec<capture::Header> = headers
+        .iter()
+        .map(|(n, v)| capture::Header(n.clone(), v.clone()))
+        .collect();
+    http::to_header_map(&pairs, &[]).0
+}
+
+/// The recorded request, addressed to the lane's target: Host rewritten to
+/// the target's unless kept, the lane's headers set over the recorded ones.
+fn build(
+    lane: &Lane,
+    request: &capture::Request,
+    keep_host: bool,
+) -> Result<Request<Full<Bytes>>, String> {
+    let uri = lane
+        .target
         .uri_for(&request.target)
         .map_err(|e| format!("{e:#}"))?;
-    let (headers, invalid) = http::to_header_map(&request.headers, &["host"]);
+    let skip: &[&str] = if keep_host { &[] } else { &["host"] };
+    let (headers, invalid) = http::to_header_map(&request.headers, skip);
     if invalid > 0 {
         tracing::debug!("{invalid} recorded headers are not valid HTTP and were not sent");
     }
@@ -188,6 +211,11 @@ fn build(target: &Target, request: &capture::Request) -> Result<Request<Full<Byt
         .body(Full::new(request.body.bytes().clone()))
         .map_err(|e| format!("recorded request cannot be sent: {e}"))?;
     *req.headers_mut() = headers;
-    req.headers_mut().insert(HOST, target.host_header());
+    if !req.headers().contains_key(HOST) {
+        req.headers_mut().insert(HOST, lane.target.host_header());
+    }
+    for (name, value) in &lane.headers {
+        req.headers_mut().insert(name, value.clone());
+    }
     Ok(req)
 }

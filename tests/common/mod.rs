@@ -35,7 +35,19 @@ impl Echo {
                     .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
                     .unwrap_or(200);
                 let method = req.method().to_string();
-                let target = req.uri().to_string();
+                let target = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/".to_string(), |p| p.to_string());
+                let version = format!("{:?}", req.version());
+                let header = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let (host, env) = (header("host"), header("x-env"));
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 let mut response = Response::new(Full::new(body));
                 *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -45,6 +57,10 @@ impl Echo {
                 response
                     .headers_mut()
                     .insert("x-echo-target", target.parse().unwrap());
+                let headers = response.headers_mut();
+                headers.insert("x-echo-version", version.parse().unwrap());
+                headers.insert("x-echo-host", host.parse().unwrap());
+                headers.insert("x-echo-env", env.parse().unwrap());
                 response
             },
             async {
