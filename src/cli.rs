@@ -242,6 +242,9 @@ struct ReplayArgs {
     /// Accept any TLS certificate (self-signed staging stacks).
     #[arg(long)]
     insecure: bool,
+    /// No live progress line (it is shown only on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
     /// HTTP/2 from the start on cleartext targets (prior knowledge); https
     /// targets negotiate HTTP/2 by ALPN anyway.
     #[arg(long)]
@@ -562,6 +565,7 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             insecure_tls: args.insecure,
             http2_prior_knowledge: args.http2,
         },
+        progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         out_dir: args.out,
         rules: args.rules,
         timeout: args.timeout,

@@ -321,3 +321,61 @@ async fn import_names_the_packet_where_a_file_is_cut_and_keeps_the_rest() {
         text(&missing.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_stops_on_sigint_and_reports_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture(dir.path()).await;
+    let legacy = demo::start(Flavor::Legacy).await.unwrap();
+    let new = demo::start(Flavor::New).await.unwrap();
+    let out = dir.path().join("run");
+    // 200 exchanges at 20/s: ten seconds, stopped after about one.
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "replay",
+            capture.to_str().unwrap(),
+            "--legacy",
+            &legacy.url(),
+            "--new",
+            &new.url(),
+        ])
+        .args(["--rate", "20", "--out", out.to_str().unwrap()])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("replay stops within the drain limit")
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stdout).contains("interrupted"),
+        "{}",
+        text(&output.stdout)
+    );
+    let report = tandem::report::Report::load(&out.join("report.json")).unwrap();
+    assert!(
+        (5..100).contains(&report.summary.total),
+        "{:?}",
+        report.summary
+    );
+    let lines = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        lines,
+        report.summary.total + 1,
+        "every sent exchange is in the results"
+    );
+    legacy.stop().await;
+    new.stop().await;
+}

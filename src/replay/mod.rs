@@ -9,6 +9,7 @@
 //! ([`dispatch`]).
 
 mod dispatch;
+pub mod progress;
 pub mod schedule;
 mod send;
 
@@ -67,6 +68,8 @@ pub struct ReplayPlan {
     pub new_headers: Vec<(String, String)>,
     /// How connections are made: connect timeout, TLS, HTTP/2.
     pub client: crate::http::ClientOptions,
+    /// Show the live progress line on stderr (when it is a terminal).
+    pub progress: bool,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// The rules file, if any.
@@ -105,6 +108,7 @@ impl ReplayPlan {
             legacy_headers: Vec::new(),
             new_headers: Vec::new(),
             client: crate::http::ClientOptions::default(),
+            progress: false,
             out_dir,
             rules: None,
             timeout: Duration::from_secs(10),
@@ -216,7 +220,9 @@ pub async fn replay(
     }
 
     let (result_tx, result_rx) = mpsc::channel(4096);
-    let collector = tokio::spawn(collect(result_rx, results, builder));
+    let progress = Arc::new(progress::Progress::default());
+    let _shown = plan.progress.then(|| progress::show(progress.clone()));
+    let collector = tokio::spawn(collect(result_rx, results, builder, progress.clone()));
     let stop = Arc::new(AtomicBool::new(false));
     // Scheduling starts a moment from now, so the first jobs are not late,
     // or at the agreed time when shards start together.
@@ -231,7 +237,10 @@ pub async fn replay(
     let scheduler = {
         let (capture, stop) = (plan.capture.clone(), stop.clone());
         tokio::task::spawn_blocking(move || {
-            let mut emit = |job| dispatcher.dispatch(job);
+            let mut emit = |job| {
+                progress.sent();
+                dispatcher.dispatch(job)
+            };
             schedule::run(reader, &capture, shape, start, &stop, &mut emit)
         })
     };
@@ -298,10 +307,12 @@ async fn collect(
     mut rx: mpsc::Receiver<ExchangeResult>,
     mut results: LineWriter,
     mut builder: ReportBuilder,
+    progress: Arc<progress::Progress>,
 ) -> anyhow::Result<(ReportBuilder, LineWriter)> {
     while let Some(result) = rx.recv().await {
         results.write(&result)?;
         builder.add(&result);
+        progress.collected(&result);
     }
     Ok((builder, results))
 }

@@ -29,6 +29,23 @@ impl Render for Terminal {
                 l.count
             )?;
         }
+        if r.latency_corrected.legacy.count > 0 || r.latency_corrected.new.count > 0 {
+            writeln!(
+                out,
+                "  from the scheduled time: p99 legacy {} new {}; send lag p99 legacy {} new {}",
+                human(r.latency_corrected.legacy.p99),
+                human(r.latency_corrected.new.p99),
+                human(r.send_lag.legacy.p99),
+                human(r.send_lag.new.p99)
+            )?;
+        }
+        if s.dropped > 0 {
+            writeln!(
+                out,
+                "  {} exchanges not sent in time by tandem (--max-in-flight, --max-lag)",
+                s.dropped
+            )?;
+        }
         for (side, errors) in [("legacy", &r.errors.legacy), ("new", &r.errors.new)] {
             for (kind, count) in errors {
                 writeln!(out, "  {side:<7} errors: {count} {}", kind.as_str())?;
