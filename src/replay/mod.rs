@@ -222,7 +222,12 @@ pub async fn replay(
     let (result_tx, result_rx) = mpsc::channel(4096);
     let progress = Arc::new(progress::Progress::default());
     let _shown = plan.progress.then(|| progress::show(progress.clone()));
-    let collector = tokio::spawn(collect(result_rx, results, builder, progress.clone()));
+    // Diffing and writing results is CPU work: a thread of its own keeps the
+    // runtime's workers free to send on time.
+    let collector = {
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || collect(result_rx, results, builder, progress))
+    };
     let stop = Arc::new(AtomicBool::new(false));
     // Scheduling starts a moment from now, so the first jobs are not late,
     // or at the agreed time when shards start together.
@@ -303,13 +308,13 @@ fn open_results(plan: &ReplayPlan, started_at_unix_us: u64) -> anyhow::Result<Li
     Ok(results)
 }
 
-async fn collect(
+fn collect(
     mut rx: mpsc::Receiver<ExchangeResult>,
     mut results: LineWriter,
     mut builder: ReportBuilder,
     progress: Arc<progress::Progress>,
 ) -> anyhow::Result<(ReportBuilder, LineWriter)> {
-    while let Some(result) = rx.recv().await {
+    while let Some(result) = rx.blocking_recv() {
         results.write(&result)?;
         builder.add(&result);
         progress.collected(&result);
