@@ -9,7 +9,7 @@ fn exchange(id: u64, body: Bytes) -> Exchange {
     Exchange {
         id,
         offset_us: id * 1500,
-        session: format!("10.0.0.{}:4242", id % 3),
+        session: format!("127.0.0.{}:4242", id % 3 + 1),
         request: Request {
             method: "POST".into(),
             target: format!("/api/orders/{id}?a=1"),

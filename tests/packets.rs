@@ -431,7 +431,7 @@ fn exchange(i: u64, method: &str, target: &str) -> Exchange {
     Exchange {
         id: i,
         offset_us: i * 10,
-        session: format!("10.0.0.1:{}", 40000 + i),
+        session: format!("127.0.0.11:{}", 40000 + i),
         request: tandem::capture::Request {
             method: method.into(),
             target: target.into(),
@@ -458,7 +458,7 @@ async fn sampling_keeps_whole_sessions() {
     let produced = (0..1000u64)
         .map(|i| {
             let mut e = exchange(i + 1, "GET", "/x");
-            e.session = format!("10.1.{}.{}:5000", i % 200 / 100, i % 200);
+            e.session = format!("127.1.{}.{}:5000", i % 200 / 100, i % 200);
             (i + 1, Some(e))
         })
         .collect();

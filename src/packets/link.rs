@@ -197,10 +197,10 @@ mod tests {
 
     const PAYLOAD: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 
-    /// An IPv4 TCP packet from 10.0.0.1:40000 to 10.0.0.2:80.
+    /// An IPv4 TCP packet from 127.0.0.11:40000 to 127.0.0.12:80.
     fn ip_packet() -> Vec<u8> {
         let mut out = Vec::new();
-        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        PacketBuilder::ipv4([127, 0, 0, 11], [127, 0, 0, 12], 64)
             .tcp(40000, 80, 7, 1024)
             .write(&mut out, PAYLOAD)
             .unwrap();
@@ -209,8 +209,8 @@ mod tests {
 
     fn check(linktype: i32, frame: &[u8]) {
         let seg = decode(linktype, frame).unwrap_or_else(|e| panic!("link type {linktype}: {e:?}"));
-        assert_eq!(seg.src, "10.0.0.1:40000".parse().unwrap());
-        assert_eq!(seg.dst, "10.0.0.2:80".parse().unwrap());
+        assert_eq!(seg.src, "127.0.0.11:40000".parse().unwrap());
+        assert_eq!(seg.dst, "127.0.0.12:80".parse().unwrap());
         assert_eq!(
             (seg.seq, seg.payload, seg.wire_len),
             (7, PAYLOAD, PAYLOAD.len() as u32)
@@ -222,7 +222,7 @@ mod tests {
         let mut vlan = Vec::new();
         PacketBuilder::ethernet2([1; 6], [2; 6])
             .single_vlan(42.try_into().unwrap())
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .ipv4([127, 0, 0, 11], [127, 0, 0, 12], 64)
             .tcp(40000, 80, 7, 1024)
             .write(&mut vlan, PAYLOAD)
             .unwrap();
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn what_is_not_tcp_says_why() {
         let mut udp = Vec::new();
-        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        PacketBuilder::ipv4([127, 0, 0, 11], [127, 0, 0, 12], 64)
             .udp(53, 53)
             .write(&mut udp, b"dns")
             .unwrap();

@@ -423,8 +423,8 @@ mod tests {
     use super::*;
     use etherparse::PacketBuilder;
 
-    const CLIENT: [u8; 4] = [10, 0, 0, 1];
-    const SERVER: [u8; 4] = [10, 0, 0, 2];
+    const CLIENT: [u8; 4] = [127, 0, 0, 11];
+    const SERVER: [u8; 4] = [127, 0, 0, 12];
 
     /// A raw IPv4 TCP frame; `flags` among "S", "A", "F", "R".
     fn frame(
@@ -543,7 +543,7 @@ mod tests {
         let (exchanges, summary) = run(AssemblyOptions::default(), &frames);
         assert_eq!(exchanges.len(), 1);
         assert_eq!(exchanges[0].request.target, "/whole");
-        assert_eq!(exchanges[0].session, "10.0.0.1:40002");
+        assert_eq!(exchanges[0].session, "127.0.0.11:40002");
         assert_eq!(exchanges[0].response.as_ref().unwrap().status, 204);
         assert!(
             summary
