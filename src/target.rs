@@ -36,11 +36,6 @@ impl Target {
     pub fn host_header(&self) -> HeaderValue {
         HeaderValue::from_str(&self.authority).expect("authority was validated when parsed")
     }
-
-    /// `host:port` of the target.
-    pub fn authority(&self) -> &str {
-        &self.authority
-    }
 }
 
 impl FromStr for Target {

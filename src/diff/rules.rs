@@ -275,14 +275,6 @@ impl RouteRules {
         }
         false
     }
-
-    /// True when the rules say something about JSON bodies.
-    pub fn has_json_rules(&self) -> bool {
-        !(self.ignore_paths.is_empty()
-            && self.unordered.is_empty()
-            && self.tolerance.is_empty()
-            && self.same_kind.is_empty())
-    }
 }
 
 /// Every rule of a file, in force per route.

@@ -138,11 +138,6 @@ impl Parser {
         Some(message)
     }
 
-    /// True while the connection carries a tunnel.
-    pub fn in_tunnel(&self) -> bool {
-        matches!(self.state, State::Tunnel)
-    }
-
     /// Puts the parser into tunnel mode (the other side saw a CONNECT accepted
     /// or a protocol switch).
     pub fn start_tunnel(&mut self) {

@@ -61,11 +61,6 @@ impl Stream {
         }
     }
 
-    /// True once any byte or SYN has been seen.
-    pub fn started(&self) -> bool {
-        self.next_seq.is_some()
-    }
-
     /// A segment: `data` as captured, `wire_len` its payload length on the
     /// wire (longer when the snap length cut it). Delivers what is now in
     /// order.

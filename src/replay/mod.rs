@@ -14,7 +14,7 @@ pub mod schedule;
 mod send;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -333,9 +333,4 @@ fn start_delay(start_at: Option<std::time::SystemTime>) -> Duration {
         }
         None => soon,
     }
-}
-
-/// The run directory's report path.
-pub fn report_path(out_dir: &Path) -> PathBuf {
-    out_dir.join("report.json")
 }

@@ -22,16 +22,17 @@ impl Render for Markdown {
         writeln!(out)?;
         writeln!(
             out,
-            "| exchanges | matched | mismatched | errors | parity |"
+            "| exchanges | matched | mismatched | errors | not sent in time | parity |"
         )?;
-        writeln!(out, "|---:|---:|---:|---:|---:|")?;
+        writeln!(out, "|---:|---:|---:|---:|---:|---:|")?;
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             s.total,
             s.matched,
             s.mismatched,
             s.errors,
+            s.dropped,
             percent(s.parity)
         )?;
         if let Some(gate) = &r.gate {
