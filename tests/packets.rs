@@ -428,21 +428,14 @@ fn selection_and_rotation() {
 }
 
 fn exchange(i: u64, method: &str, target: &str) -> Exchange {
-    Exchange {
-        id: i,
-        offset_us: i * 10,
-        session: format!("127.0.0.11:{}", 40000 + i),
-        request: tandem::capture::Request {
-            method: method.into(),
-            target: target.into(),
-            version: "HTTP/1.1".into(),
-            headers: vec![],
-            body: Default::default(),
-        },
-        response: None,
-        error: None,
-        incomplete: None,
-    }
+    common::exchange(
+        i,
+        i * 10,
+        &format!("127.0.0.11:{}", 40000 + i),
+        method,
+        target,
+        &[],
+    )
 }
 
 #[tokio::test]

@@ -11,48 +11,33 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tandem::capture::{header_value, Body, CaptureHeader, CaptureWriter, Exchange, Header};
+use tandem::capture::header_value;
 use tandem::http::ClientOptions;
-use tandem::jsonl::LineReader;
 use tandem::replay::{replay, ReplayPlan};
-use tandem::results::{ErrorKind, ExchangeResult, ResultsHeader};
+use tandem::results::{ErrorKind, ExchangeResult};
 use tokio::net::TcpListener;
 
 /// A capture of three GETs recorded against `shop.example`.
 fn capture(dir: &Path) -> PathBuf {
-    let path = dir.join("cap.jsonl");
-    let mut w = CaptureWriter::create(&path, &CaptureHeader::new("test")).unwrap();
-    for i in 0..3u64 {
-        w.write(&Exchange {
-            id: i + 1,
-            offset_us: i * 1_000,
-            session: format!("s{i}"),
-            request: tandem::capture::Request {
-                method: "GET".into(),
-                target: format!("/item/{i}"),
-                version: "HTTP/1.1".into(),
-                headers: vec![
-                    Header("host".into(), "shop.example".into()),
-                    Header("x-env".into(), "recorded".into()),
-                ],
-                body: Body::default(),
-            },
-            response: None,
-            error: None,
-            incomplete: None,
-        })
-        .unwrap();
-    }
-    w.finish().unwrap();
-    path
+    let headers = [
+        ("host", "shop.example".to_string()),
+        ("x-env", "recorded".to_string()),
+    ];
+    let exchanges = (0..3u64).map(|i| {
+        common::exchange(
+            i + 1,
+            i * 1_000,
+            &format!("s{i}"),
+            "GET",
+            &format!("/item/{i}"),
+            &headers,
+        )
+    });
+    common::write_capture(&dir.join("cap.jsonl"), exchanges)
 }
 
 fn results(out: &Path) -> Vec<ExchangeResult> {
-    let mut lines = LineReader::open(out.join("results.jsonl")).unwrap();
-    let _: ResultsHeader = lines.next("header").unwrap().unwrap();
-    std::iter::from_fn(|| lines.next::<ExchangeResult>("result"))
-        .map(Result::unwrap)
-        .collect()
+    common::read_results(out)
 }
 
 /// An HTTPS server with a self-signed certificate for 127.0.0.1, offering

@@ -314,3 +314,55 @@ pub async fn tracking_server(
     ));
     (addr, seen)
 }
+
+/// A recorded request with no body, and no recorded answer.
+pub fn exchange(
+    id: u64,
+    offset_us: u64,
+    session: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+) -> tandem::capture::Exchange {
+    tandem::capture::Exchange {
+        id,
+        offset_us,
+        session: session.to_string(),
+        request: tandem::capture::Request {
+            method: method.to_string(),
+            target: target.to_string(),
+            version: "HTTP/1.1".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| tandem::capture::Header(n.to_string(), v.clone()))
+                .collect(),
+            body: tandem::capture::Body::default(),
+        },
+        response: None,
+        error: None,
+        incomplete: None,
+    }
+}
+
+/// Writes `exchanges` as a capture at `path`.
+pub fn write_capture(
+    path: &std::path::Path,
+    exchanges: impl IntoIterator<Item = tandem::capture::Exchange>,
+) -> std::path::PathBuf {
+    let header = tandem::capture::CaptureHeader::new("test");
+    let mut w = tandem::capture::CaptureWriter::create(path, &header).unwrap();
+    for e in exchanges {
+        w.write(&e).unwrap();
+    }
+    w.finish().unwrap();
+    path.to_path_buf()
+}
+
+/// Every line of a run directory's results file.
+pub fn read_results(run: &std::path::Path) -> Vec<tandem::results::ExchangeResult> {
+    let mut lines = tandem::jsonl::LineReader::open(run.join("results.jsonl")).unwrap();
+    let _: tandem::results::ResultsHeader = lines.next("header").unwrap().unwrap();
+    std::iter::from_fn(|| lines.next::<tandem::results::ExchangeResult>("result"))
+        .map(Result::unwrap)
+        .collect()
+}
