@@ -13,17 +13,19 @@ use flate2::write::GzEncoder;
 #[derive(Debug, thiserror::Error)]
 pub enum LineError {
     /// The file could not be opened.
-    #[error("{path}: cannot open: {source}")]
+    // The io error is part of the message, not a chained source, so that
+    // `{:#}` does not print it twice.
+    #[error("{path}: cannot open: {cause}")]
     Open {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Reading failed part way, e.g. a truncated gzip stream.
-    #[error("{path}: line {line}: read failed: {source}")]
+    #[error("{path}: line {line}: read failed: {cause}")]
     Read {
         path: PathBuf,
         line: u64,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line is not what the format says it must be.
     #[error("{path}: line {line}: {message}")]
@@ -49,9 +51,9 @@ impl LineReader {
     /// Opens `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<LineReader, LineError> {
         let path = path.as_ref().to_path_buf();
-        let open_error = |source| LineError::Open {
+        let open_error = |cause| LineError::Open {
             path: path.clone(),
-            source,
+            cause,
         };
         let file = File::open(&path).map_err(open_error)?;
         let mut raw = BufReader::with_capacity(256 * 1024, file);
@@ -111,12 +113,12 @@ impl LineReader {
             self.buf.clear();
             self.line_no += 1;
             let read = self.lines.read_line(&mut self.buf);
-            let n = read.map_err(|source| {
+            let n = read.map_err(|cause| {
                 self.failed = true;
                 LineError::Read {
                     path: self.path.clone(),
                     line: self.line_no,
-                    source,
+                    cause,
                 }
             })?;
             if n == 0 {
