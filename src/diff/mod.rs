@@ -211,6 +211,10 @@ const SECRET_HEADERS: &[&str] = &[
     "proxy-authorization",
     "cookie",
     "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-csrf-token",
 ];
 
 /// `value`, or a placeholder when `name` is a credential header.
