@@ -6,7 +6,7 @@
 //! whether or not earlier ones have been answered, so a slow target cannot
 //! slow the load, and latency is measured from the scheduled time as well as
 //! from the actual send. Requests of one session keep their order
-//! ([`dispatch`]).
+//! (`dispatch.rs`).
 
 mod dispatch;
 pub mod progress;
