@@ -122,9 +122,9 @@ impl Connection {
             }
         });
         if seg.rst {
-            self.close(ts, true, next_id, out);
+            self.close(true, next_id, out);
         } else if seg.fin {
-            self.half_close(from_client, ts, next_id, out);
+            self.half_close(from_client, next_id, out);
         }
     }
 
@@ -170,9 +170,9 @@ impl Connection {
         let (trouble, lost) = (&mut out.trouble, &mut out.lost_bytes);
         op(stream, &mut |piece| match piece {
             Piece::Data(bytes, at) => parser.feed(bytes, at, &mut messages, trouble),
-            Piece::Gap(len, at) => {
+            Piece::Gap(len, _) => {
                 *lost += len;
-                parser.gap(len, at, &mut messages, trouble);
+                parser.gap(len, &mut messages, trouble);
             }
         });
         if !messages.is_empty() {
@@ -237,16 +237,14 @@ impl Connection {
         });
     }
 
-    fn half_close(&mut self, from_client: bool, ts: u64, next_id: &mut u64, out: &mut Output) {
+    fn half_close(&mut self, from_client: bool, next_id: &mut u64, out: &mut Output) {
         let mut messages = Vec::new();
         if from_client {
             self.client_done = true;
-            self.requests
-                .close(ts, false, &mut messages, &mut out.trouble);
+            self.requests.close(false, &mut messages, &mut out.trouble);
         } else {
             self.server_done = true;
-            self.responses
-                .close(ts, false, &mut messages, &mut out.trouble);
+            self.responses.close(false, &mut messages, &mut out.trouble);
         }
         self.take(from_client, messages, next_id, out);
         if self.is_done() {
@@ -256,7 +254,7 @@ impl Connection {
 
     /// Ends the connection (reset, idle, end of capture): whatever is open is
     /// finished as far as it got, and requests with no answer are released.
-    pub fn close(&mut self, ts: u64, reset: bool, next_id: &mut u64, out: &mut Output) {
+    pub fn close(&mut self, reset: bool, next_id: &mut u64, out: &mut Output) {
         for from_client in [true, false] {
             self.pump(from_client, next_id, out, |stream, deliver| {
                 stream.finish(deliver)
@@ -269,7 +267,7 @@ impl Connection {
             } else {
                 &mut self.responses
             };
-            parser.close(ts, reset, &mut messages, &mut out.trouble);
+            parser.close(reset, &mut messages, &mut out.trouble);
             self.take(from_client, messages, next_id, out);
         }
         self.client_done = true;

@@ -175,7 +175,7 @@ impl Parser {
     }
 
     /// `len` bytes were lost from the stream at `ts`.
-    pub fn gap(&mut self, len: u64, ts: u64, out: &mut Vec<Message>, trouble: &mut Vec<Trouble>) {
+    pub fn gap(&mut self, len: u64, out: &mut Vec<Message>, trouble: &mut Vec<Trouble>) {
         // Whatever was buffered and unparsed is now followed by a hole.
         let note = format!("{len} bytes lost from the capture");
         match self.state {
@@ -184,7 +184,7 @@ impl Parser {
                 self.add_body_len(len);
                 self.state = State::Fixed(remaining - len);
                 if remaining == len {
-                    self.finish(ts, out);
+                    self.finish(out);
                 }
             }
             State::UntilClose | State::ChunkData(_) if self.pos == self.buf.len() => {
@@ -195,7 +195,7 @@ impl Parser {
                         self.state = State::ChunkData(r - len);
                         return;
                     }
-                    self.resync_after_loss(ts, out, trouble);
+                    self.resync_after_loss(out, trouble);
                 }
             }
             State::Tunnel | State::Resync(_) => {}
@@ -203,32 +203,26 @@ impl Parser {
                 if self.current.is_some() {
                     self.mark(note);
                 }
-                self.resync_after_loss(ts, out, trouble);
+                self.resync_after_loss(out, trouble);
             }
         }
     }
 
-    fn resync_after_loss(&mut self, ts: u64, out: &mut Vec<Message>, trouble: &mut Vec<Trouble>) {
+    fn resync_after_loss(&mut self, out: &mut Vec<Message>, trouble: &mut Vec<Trouble>) {
         let left = (self.buf.len() - self.pos) as u64;
         if left > 0 {
             trouble.push(Trouble::Skipped("bytes next to lost packets", left));
         }
         self.buf.clear();
         self.pos = 0;
-        self.end_current(ts, out);
+        self.end_current(out);
         self.state = State::Resync("bytes after lost packets");
     }
 
     /// The connection ended (`reset` for RST): finishes or abandons what is open.
-    pub fn close(
-        &mut self,
-        ts: u64,
-        reset: bool,
-        out: &mut Vec<Message>,
-        trouble: &mut Vec<Trouble>,
-    ) {
+    pub fn close(&mut self, reset: bool, out: &mut Vec<Message>, trouble: &mut Vec<Trouble>) {
         match self.state {
-            State::UntilClose => self.finish(ts, out),
+            State::UntilClose => self.finish(out),
             State::Head if self.pos < self.buf.len() => {
                 let rest = &self.buf[self.pos..];
                 if !rest.iter().all(u8::is_ascii_whitespace) {
@@ -248,7 +242,7 @@ impl Parser {
                     "connection closed mid-message"
                 };
                 self.mark(why.to_string());
-                self.end_current(ts, out);
+                self.end_current(out);
             }
         }
         self.buf.clear();
@@ -263,7 +257,7 @@ impl Parser {
             State::Fixed(remaining) => {
                 let take = self.take_body(remaining, ts);
                 if take == remaining {
-                    self.finish(ts, out);
+                    self.finish(out);
                     return true;
                 }
                 self.state = State::Fixed(remaining - take);
@@ -274,7 +268,7 @@ impl Parser {
                 self.take_body(n, ts);
                 false
             }
-            State::ChunkSize => self.chunk_size(ts, out, trouble),
+            State::ChunkSize => self.chunk_size(out),
             State::ChunkData(remaining) => {
                 let take = self.take_body(remaining, ts);
                 if take == remaining {
@@ -284,8 +278,8 @@ impl Parser {
                 self.state = State::ChunkData(remaining - take);
                 false
             }
-            State::ChunkEnd => self.chunk_end(ts, out, trouble),
-            State::Trailers => self.trailers(ts, out, trouble),
+            State::ChunkEnd => self.chunk_end(out),
+            State::Trailers => self.trailers(out),
             State::Tunnel => {
                 self.pos = self.buf.len();
                 false
@@ -330,7 +324,7 @@ impl Parser {
                 self.pos += len;
                 message.first_us = ts;
                 message.last_us = ts;
-                self.start_body(message, ts, out, trouble);
+                self.start_body(message, out);
                 true
             }
         }
@@ -360,13 +354,7 @@ impl Parser {
     }
 
     /// Decides the body's framing from the head.
-    fn start_body(
-        &mut self,
-        mut message: Message,
-        ts: u64,
-        out: &mut Vec<Message>,
-        trouble: &mut Vec<Trouble>,
-    ) {
+    fn start_body(&mut self, mut message: Message, out: &mut Vec<Message>) {
         let framing = match self.side {
             Side::Request => request_framing(&message),
             Side::Response => {
@@ -384,21 +372,20 @@ impl Parser {
                 message.incomplete = Some(why.to_string());
                 out.push(message);
                 self.state = State::Resync(why);
-                let _ = trouble;
             }
             Framing::None => {
                 self.current = Some(message);
-                self.finish(ts, out);
+                self.finish(out);
             }
             Framing::Tunnel => {
                 message.tunnel = true;
                 self.current = Some(message);
-                self.finish(ts, out);
+                self.finish(out);
                 self.start_tunnel();
             }
             Framing::Length(0) => {
                 self.current = Some(message);
-                self.finish(ts, out);
+                self.finish(out);
             }
             Framing::Length(n) => {
                 message.body.reserve(n.min(self.max_body as u64) as usize);
@@ -416,11 +403,11 @@ impl Parser {
         }
     }
 
-    fn chunk_size(&mut self, ts: u64, out: &mut Vec<Message>, trouble: &mut Vec<Trouble>) -> bool {
+    fn chunk_size(&mut self, out: &mut Vec<Message>) -> bool {
         let data = &self.buf[self.pos..];
         let Some(eol) = memchr::memchr(b'\n', data) else {
             if data.len() > 1024 {
-                self.bad_chunk("chunk-size line too long", ts, out, trouble);
+                self.bad_chunk("chunk-size line too long", out);
                 return true;
             }
             return false;
@@ -433,31 +420,25 @@ impl Parser {
         match size {
             Some(0) => self.state = State::Trailers,
             Some(n) => self.state = State::ChunkData(n),
-            None => self.bad_chunk("invalid or overflowing chunk size", ts, out, trouble),
+            None => self.bad_chunk("invalid or overflowing chunk size", out),
         }
         true
     }
 
-    fn bad_chunk(
-        &mut self,
-        why: &'static str,
-        ts: u64,
-        out: &mut Vec<Message>,
-        _trouble: &mut Vec<Trouble>,
-    ) {
+    fn bad_chunk(&mut self, why: &'static str, out: &mut Vec<Message>) {
         self.mark(why.to_string());
-        self.end_current(ts, out);
+        self.end_current(out);
         self.state = State::Resync(why);
     }
 
-    fn chunk_end(&mut self, ts: u64, out: &mut Vec<Message>, trouble: &mut Vec<Trouble>) -> bool {
+    fn chunk_end(&mut self, out: &mut Vec<Message>) -> bool {
         let data = &self.buf[self.pos..];
         match data {
             [b'\r', b'\n', ..] => self.pos += 2,
             [b'\n', ..] => self.pos += 1,
             [b'\r'] | [] => return false,
             _ => {
-                self.bad_chunk("chunk not followed by CRLF", ts, out, trouble);
+                self.bad_chunk("chunk not followed by CRLF", out);
                 return true;
             }
         }
@@ -465,7 +446,7 @@ impl Parser {
         true
     }
 
-    fn trailers(&mut self, ts: u64, out: &mut Vec<Message>, _trouble: &mut Vec<Trouble>) -> bool {
+    fn trailers(&mut self, out: &mut Vec<Message>) -> bool {
         let data = &self.buf[self.pos..];
         let Some(eol) = memchr::memchr(b'\n', data) else {
             return false;
@@ -473,7 +454,7 @@ impl Parser {
         let line = trim_line(&data[..eol]);
         self.pos += eol + 1;
         if line.is_empty() {
-            self.finish(ts, out);
+            self.finish(out);
             return true;
         }
         if let (Some(message), Some(colon)) = (self.current.as_mut(), memchr::memchr(b':', line)) {
@@ -528,7 +509,7 @@ impl Parser {
             data = &data[take..];
             let left = remaining - take as u64;
             match self.state {
-                State::Fixed(_) if left == 0 => self.finish(ts, out),
+                State::Fixed(_) if left == 0 => self.finish(out),
                 State::Fixed(_) => self.state = State::Fixed(left),
                 State::ChunkData(_) if left == 0 => self.state = State::ChunkEnd,
                 State::ChunkData(_) => self.state = State::ChunkData(left),
@@ -580,16 +561,16 @@ impl Parser {
         }
     }
 
-    fn finish(&mut self, ts: u64, out: &mut Vec<Message>) {
-        self.end_current(ts, out);
+    fn finish(&mut self, out: &mut Vec<Message>) {
+        self.end_current(out);
         if !matches!(self.state, State::Tunnel) {
             self.state = State::Head;
         }
     }
 
-    fn end_current(&mut self, ts: u64, out: &mut Vec<Message>) {
-        // The last byte's time is set as bytes arrive; a close adds none.
-        let _ = ts;
+    /// Hands over the message in progress, if any. Its last byte's time was
+    /// set as bytes arrived; ending it adds none.
+    fn end_current(&mut self, out: &mut Vec<Message>) {
         if let Some(message) = self.current.take() {
             out.push(message);
         }
@@ -974,7 +955,7 @@ mod tests {
         for (i, chunk) in chunks.iter().enumerate() {
             parser.feed(chunk, i as u64, &mut out, &mut trouble);
         }
-        parser.close(99, false, &mut out, &mut trouble);
+        parser.close(false, &mut out, &mut trouble);
         (out, trouble)
     }
 
@@ -1014,7 +995,7 @@ mod tests {
         let (mut out, mut trouble) = (Vec::new(), Vec::new());
         let stream = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.0 200 OK\r\n\r\nuntil close";
         parser.feed(stream, 1, &mut out, &mut trouble);
-        parser.close(2, false, &mut out, &mut trouble);
+        parser.close(false, &mut out, &mut trouble);
         assert_eq!(out.len(), 3);
         assert!(out[0].body.is_empty() && out[1].body.is_empty());
         assert_eq!(out[2].body, b"until close");
@@ -1072,7 +1053,7 @@ mod tests {
             &mut out,
             &mut trouble,
         );
-        parser.gap(100, 2, &mut out, &mut trouble);
+        parser.gap(100, &mut out, &mut trouble);
         parser.feed(
             b"\x06\x06\x06DELETE /b HTTP/1.1\r\nContent-Length: 1\r\n\r\nzGET /c HTTP/1.1\r\n\r\n",
             3,
@@ -1095,7 +1076,7 @@ mod tests {
         parser.expect_response_to("GET", true);
         let (mut out, mut trouble) = (Vec::new(), Vec::new());
         parser.feed(b"<html>raw</html>", 1, &mut out, &mut trouble);
-        parser.close(2, false, &mut out, &mut trouble);
+        parser.close(false, &mut out, &mut trouble);
         assert_eq!(
             (out[0].status, out[0].body.as_slice()),
             (0, &b"<html>raw</html>"[..])
@@ -1112,7 +1093,7 @@ mod tests {
             &mut out,
             &mut trouble,
         );
-        parser.gap(4, 2, &mut out, &mut trouble);
+        parser.gap(4, &mut out, &mut trouble);
         parser.feed(b"xyzGET /b HTTP/1.1\r\n\r\n", 3, &mut out, &mut trouble);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].body_len, 10);

@@ -200,7 +200,7 @@ impl Assembler {
     pub fn finish(&mut self) -> PacketSummary {
         let keys: Vec<Key> = self.connections.keys().copied().collect();
         for key in keys {
-            self.close(key, u64::MAX, false);
+            self.close(key);
         }
         self.summary.clone()
     }
@@ -234,7 +234,7 @@ impl Assembler {
                 .get(&k)
                 .is_some_and(|c| c.client_isn() != Some(seg.seq));
             if reused {
-                self.close(k, ts, false);
+                self.close(k);
             }
         }
         if !self.connections.contains_key(&k) {
@@ -256,7 +256,7 @@ impl Assembler {
 
     fn open(&mut self, k: Key, ts: u64, seg: &Segment) {
         if self.connections.len() >= self.options.max_connections {
-            self.evict_oldest(ts);
+            self.evict_oldest();
         }
         let (client, server) = self.roles(seg);
         let midstream = !seg.syn;
@@ -299,11 +299,11 @@ impl Assembler {
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
-            self.close(k, now, false);
+            self.close(k);
         }
     }
 
-    fn evict_oldest(&mut self, now: u64) {
+    fn evict_oldest(&mut self) {
         if let Some(k) = self
             .connections
             .iter()
@@ -311,15 +311,16 @@ impl Assembler {
             .map(|(k, _)| *k)
         {
             self.summary.connections_evicted += 1;
-            self.close(k, now, false);
+            self.close(k);
         }
     }
 
-    fn close(&mut self, k: Key, ts: u64, reset: bool) {
+    /// Ends a connection that did not end itself (idle, evicted, end of
+    /// capture, port reused).
+    fn close(&mut self, k: Key) {
         if let Some(mut connection) = self.connections.remove(&k) {
             let mut out = Output::default();
-            let ts = ts.min(connection.last_us);
-            connection.close(ts, reset, &mut self.next_id, &mut out);
+            connection.close(false, &mut self.next_id, &mut out);
             self.absorb(out);
         }
     }
