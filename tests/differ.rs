@@ -171,6 +171,32 @@ async fn offline_rediff_equals_the_live_report_and_takes_new_rules() {
     assert!(groups(&bare).len() > 5, "{:#?}", groups(&bare));
     assert!(bare.summary.mismatched > live.summary.mismatched);
 
+    // A rules file can name more headers to redact in reports.
+    let redacting = dir.path().join("redacting.toml");
+    let text = std::fs::read_to_string(rules).unwrap();
+    std::fs::write(
+        &redacting,
+        text.replacen(
+            "[defaults]\n",
+            "[defaults]\nredact_headers = [\"x-demo-user\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let redacted = rediff(&results, Some(&redacting), NoiseThresholds::default()).unwrap();
+    let shown = &redacted.mismatch_groups[0].examples[0].request.headers;
+    assert!(
+        shown
+            .iter()
+            .any(|h| h.0 == "x-demo-user" && h.1.starts_with("<redacted")),
+        "{shown:?}"
+    );
+    assert_eq!(
+        groups(&redacted),
+        groups(&live),
+        "redaction changes no verdict"
+    );
+
     // Examples carry the request and both answers.
     let example = &live.mismatch_groups[0].examples[0];
     assert!(example.request.line.starts_with("GET /api/products/"));

@@ -120,6 +120,11 @@ impl Differ {
         Differ { rules }
     }
 
+    /// The rules in force for `route`.
+    pub fn rules_for(&mut self, route: &Route) -> std::sync::Arc<RouteRules> {
+        self.rules.for_route(route)
+    }
+
     /// Rules of the rules file that applied to nothing so far.
     pub fn unused_rules(&self) -> Vec<String> {
         self.rules.unused()
@@ -172,7 +177,7 @@ fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &
             replaced(joined(new, &name)),
         );
         if l != n {
-            let shown = |v: Option<String>| v.map(|v| redact(&name, v));
+            let shown = |v: Option<String>| v.map(|v| rules.shown(&name, v));
             out.push(Mismatch {
                 kind: MismatchKind::Header,
                 legacy: shown(l),
@@ -203,27 +208,6 @@ fn replace_in_header(name: &str, value: String, rules: &RouteRules) -> String {
         }
     }
     value
-}
-
-/// Headers whose values are credentials: compared, never shown.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-    "x-csrf-token",
-];
-
-/// `value`, or a placeholder when `name` is a credential header.
-pub fn redact(name: &str, value: String) -> String {
-    if SECRET_HEADERS.contains(&name) {
-        format!("<redacted, {} bytes>", value.len())
-    } else {
-        value
-    }
 }
 
 /// Decoded bodies larger than this are compared as sent.
@@ -450,6 +434,19 @@ mod tests {
 
     fn with_rules(text: &str) -> Differ {
         Differ::new(RuleSet::parse(text).unwrap())
+    }
+
+    #[test]
+    fn a_rules_file_adds_headers_to_redact() {
+        let route = Route::of("GET", "/x");
+        let mut differ = with_rules("[defaults]\nredact_headers = [\"X-Session\"]\n");
+        let a = response(200, &[("x-session", "alpha"), ("x-plain", "1")], "");
+        let b = response(200, &[("x-session", "beta"), ("x-plain", "2")], "");
+        let found = differ.compare(&route, &a, &b);
+        assert_eq!(found.len(), 2, "still compared");
+        assert_eq!(found[1].path.as_deref(), Some("x-session"));
+        assert_eq!(found[1].legacy.as_deref(), Some("<redacted, 5 bytes>"));
+        assert_eq!(found[0].legacy.as_deref(), Some("1"));
     }
 
     #[test]

@@ -29,6 +29,19 @@ pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
     "transfer-encoding",
 ];
 
+/// Headers whose values are credentials: compared, never shown in reports.
+/// A rules file adds more with `redact_headers`.
+pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-csrf-token",
+];
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
@@ -59,6 +72,8 @@ struct RuleBody {
     header_replace: Vec<HeaderReplaceSpec>,
     #[serde(default)]
     status_only: bool,
+    #[serde(default)]
+    redact_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,9 +270,22 @@ pub struct RouteRules {
     pub header_replace: Vec<Arc<Item<Replace>>>,
     /// Only status codes are compared, if set.
     pub status_only: Option<Arc<Item<()>>>,
+    /// Header names whose values reports never show, beyond the defaults.
+    pub redact_headers: Vec<String>,
 }
 
 impl RouteRules {
+    /// `value` as a report may show it: a placeholder for credential headers.
+    pub fn shown(&self, name: &str, value: String) -> String {
+        let name = name.to_ascii_lowercase();
+        if DEFAULT_REDACTED_HEADERS.contains(&name.as_str()) || self.redact_headers.contains(&name)
+        {
+            format!("<redacted, {} bytes>", value.len())
+        } else {
+            value
+        }
+    }
+
     /// True when `name` (lower case) is not compared, by default or by rule.
     pub fn ignores_header(&self, name: &str) -> bool {
         if let Some(rule) = self.ignore_headers.iter().find(|h| h.rule == name) {
@@ -289,6 +317,7 @@ struct Compiled {
     body_replace: Vec<Arc<Item<Replace>>>,
     header_replace: Vec<Arc<Item<Replace>>>,
     status_only: Option<Arc<Item<()>>>,
+    redact_headers: Vec<String>,
 }
 
 /// A loaded, checked rules file.
@@ -347,6 +376,7 @@ impl RuleSet {
             body_replace: merged.body_replace,
             header_replace: merged.header_replace,
             status_only: merged.status_only,
+            redact_headers: merged.redact_headers,
         });
         self.cache.insert(route.clone(), rules.clone());
         rules
@@ -383,6 +413,8 @@ impl Compiled {
         if other.status_only.is_some() {
             self.status_only = other.status_only.clone();
         }
+        self.redact_headers
+            .extend(other.redact_headers.iter().cloned());
     }
 
     fn unused(&self, out: &mut Vec<String>) {
@@ -474,6 +506,7 @@ fn compile(origin: &str, body: &RuleBody) -> anyhow::Result<Compiled> {
         c.header_replace
             .push(Item::new(at("header_replace", &r.regex), rule));
     }
+    c.redact_headers = body.redact_headers.iter().map(header).collect();
     if body.status_only {
         c.status_only = Some(Item::new(format!("{origin} status_only"), ()));
     }

@@ -5,7 +5,7 @@ use super::{
     RunInfo, SideLatency, Summary, TargetErrors,
 };
 use crate::capture::{Header, Request, Response};
-use crate::diff::{Differ, Mismatch, MismatchKind};
+use crate::diff::{Differ, Mismatch, MismatchKind, RouteRules};
 use crate::latency::Latency;
 use crate::results::{Attempt, ErrorKind, ExchangeResult};
 use crate::route::Route;
@@ -238,6 +238,7 @@ impl ReportBuilder {
         if mismatches.is_empty() {
             return Verdict::Matched;
         }
+        let rules = self.differ.rules_for(route);
         let mut hit: Vec<usize> = Vec::new();
         for mismatch in &mismatches {
             let key = group_key(route, mismatch);
@@ -263,7 +264,7 @@ impl ReportBuilder {
                 group.first = group.first.min(result.id);
                 group.last = group.last.max(result.id);
                 if group.examples.len() < EXAMPLES {
-                    group.examples.push(example(result, legacy, new));
+                    group.examples.push(example(result, legacy, new, &rules));
                 }
             }
             let group = &mut self.groups[index];
@@ -480,36 +481,41 @@ fn answer(attempt: &Attempt) -> Option<&Response> {
     attempt.response.as_ref()
 }
 
-fn example(result: &ExchangeResult, legacy: &Response, new: &Response) -> Example {
+fn example(
+    result: &ExchangeResult,
+    legacy: &Response,
+    new: &Response,
+    rules: &RouteRules,
+) -> Example {
     Example {
         exchange_id: result.id,
-        request: request_view(&result.request),
-        legacy: response_view(legacy),
-        new: response_view(new),
+        request: request_view(&result.request, rules),
+        legacy: response_view(legacy, rules),
+        new: response_view(new, rules),
         mismatches: Vec::new(),
     }
 }
 
-fn request_view(r: &Request) -> MessageView {
+fn request_view(r: &Request, rules: &RouteRules) -> MessageView {
     MessageView {
         line: format!("{} {}", r.method, r.target),
-        headers: redacted(&r.headers),
+        headers: redacted(&r.headers, rules),
         body: shown_body(r.body.bytes()),
     }
 }
 
-fn response_view(r: &Response) -> MessageView {
+fn response_view(r: &Response, rules: &RouteRules) -> MessageView {
     MessageView {
         line: r.status.to_string(),
-        headers: redacted(&r.headers),
+        headers: redacted(&r.headers, rules),
         body: shown_body(r.body.bytes()),
     }
 }
 
-fn redacted(headers: &[Header]) -> Vec<Header> {
+fn redacted(headers: &[Header], rules: &RouteRules) -> Vec<Header> {
     headers
         .iter()
-        .map(|h| Header(h.0.clone(), crate::diff::redact(&h.0, h.1.clone())))
+        .map(|h| Header(h.0.clone(), rules.shown(&h.0, h.1.clone())))
         .collect()
 }
 
