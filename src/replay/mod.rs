@@ -220,8 +220,12 @@ pub async fn replay(
     }
 
     let (result_tx, result_rx) = mpsc::channel(4096);
-    let progress = Arc::new(progress::Progress::default());
-    let _shown = plan.progress.then(|| progress::show(progress.clone()));
+    // Counted only when shown: the collector's report already keeps the
+    // histograms; the line's own copies are for display alone.
+    let progress = plan
+        .progress
+        .then(|| Arc::new(progress::Progress::default()));
+    let _shown = progress.clone().map(progress::show);
     // Diffing and writing results is CPU work: a thread of its own keeps the
     // runtime's workers free to send on time.
     let collector = {
@@ -243,7 +247,9 @@ pub async fn replay(
         let (capture, stop) = (plan.capture.clone(), stop.clone());
         tokio::task::spawn_blocking(move || {
             let mut emit = |job| {
-                progress.sent();
+                if let Some(progress) = &progress {
+                    progress.sent();
+                }
                 dispatcher.dispatch(job)
             };
             schedule::run(reader, &capture, shape, start, &stop, &mut emit)
@@ -312,12 +318,14 @@ fn collect(
     mut rx: mpsc::Receiver<ExchangeResult>,
     mut results: LineWriter,
     mut builder: ReportBuilder,
-    progress: Arc<progress::Progress>,
+    progress: Option<Arc<progress::Progress>>,
 ) -> anyhow::Result<(ReportBuilder, LineWriter)> {
     while let Some(result) = rx.blocking_recv() {
         results.write(&result)?;
         builder.add(&result);
-        progress.collected(&result);
+        if let Some(progress) = &progress {
+            progress.collected(&result);
+        }
     }
     Ok((builder, results))
 }

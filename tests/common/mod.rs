@@ -10,6 +10,15 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// A request header's value as text, empty when absent.
+fn header_text<B>(req: &Request<B>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// A hyper server that echoes: the request body back (byte for byte), the
 /// method in `x-echo-method`, the status asked for in `x-want-status`.
 pub struct Echo {
@@ -40,13 +49,7 @@ impl Echo {
                     .path_and_query()
                     .map_or("/".to_string(), |p| p.to_string());
                 let version = format!("{:?}", req.version());
-                let header = |n: &str| {
-                    req.headers()
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
+                let header = |n: &str| header_text(&req, n);
                 let (host, env) = (header("host"), header("x-env"));
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 let mut response = Response::new(Full::new(body));
@@ -285,13 +288,7 @@ pub async fn tracking_server(
         move |req: Request<hyper::body::Incoming>, _peer| {
             let state = state.clone();
             async move {
-                let header = |n: &str| {
-                    req.headers()
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
+                let header = |n: &str| header_text(&req, n);
                 let (session, seq) = (header("x-session"), header("x-seq").parse().unwrap_or(0));
                 {
                     let mut s = state.lock().unwrap();
