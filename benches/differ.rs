@@ -75,7 +75,7 @@ fn main() {
         "{:<8} {:>14} {:>14} {:>10} {:>12}",
         "body", "pairs/s", "parse only/s", "ratio", "mismatches"
     );
-    for orders in [5usize, 340] {
+    for orders in [5usize, 420] {
         let (a, b) = (document(orders, false), document(orders, true));
         let size = (a.len() + 512) / 1024;
         let (legacy, new) = (response(a.clone()), response(b.clone()));

@@ -1,14 +1,13 @@
-//! Structural comparison of two JSON documents.
+//! Structural comparison of two JSON documents held on one [`Tape`].
 //!
 //! Rules select nodes with JSONPath queries; the nodes they select are
-//! remembered by identity (their address in the parsed document), so that the
-//! walk asks "is this node ignored?" with a binary search instead of hashing
-//! its path at every node.
+//! remembered by identity (their index on the tape), so that the walk asks
+//! "is this node ignored?" with a binary search instead of hashing its path
+//! at every node.
 
-use serde_json::Value;
-use serde_json_path::JsonPath;
-
+use super::query::Query;
 use super::rules::RouteRules;
+use super::tape::{Node, StaticNode, Tape};
 use super::{Mismatch, MismatchKind};
 
 /// One step into a JSON document, borrowing the key from it.
@@ -18,42 +17,40 @@ enum Step<'a> {
     Index(usize),
 }
 
-/// Nodes a rule selected, by address, each with the rule's index.
+/// Nodes a rule selected, by tape index, each with the rule's index.
 #[derive(Default)]
 struct Marks(Vec<(usize, usize)>);
 
 impl Marks {
-    fn add(&mut self, node: &Value, rule: usize) {
-        self.0.push((node as *const Value as usize, rule));
-    }
-
     fn seal(&mut self) {
         self.0.sort_unstable();
     }
 
-    fn get(&self, node: &Value) -> Option<usize> {
+    fn get(&self, node: usize) -> Option<usize> {
         if self.0.is_empty() {
             return None;
         }
-        let at = node as *const Value as usize;
         self.0
-            .binary_search_by_key(&at, |&(a, _)| a)
+            .binary_search_by_key(&node, |&(a, _)| a)
             .ok()
             .map(|i| self.0[i].1)
     }
 
-    fn has(&self, node: &Value) -> bool {
+    fn has(&self, node: usize) -> bool {
         self.get(node).is_some()
     }
 }
 
-/// Compares `legacy` with `new` under `rules`: nodes an ignore query selects
-/// in either document are skipped; arrays named unordered are compared as
-/// multisets (matched by key when one is given); numbers under a tolerance
-/// and values of a named kind compare equal. Key order never matters, and
-/// numbers compare by value (`1` equals `1.0`).
-pub fn compare(legacy: &Value, new: &Value, rules: &RouteRules) -> Vec<Mismatch> {
+/// Compares the documents rooted at `legacy` and `new` under `rules`: nodes
+/// an ignore query selects in either document are skipped; arrays named
+/// unordered are compared as multisets (matched by key when one is given);
+/// numbers under a tolerance and values of a named kind compare equal. Key
+/// order never matters, and numbers compare by value (`1` equals `1.0`).
+/// Mismatches come in document order, each object's extra fields after the
+/// rest.
+pub fn compare(tape: &Tape, legacy: usize, new: usize, rules: &RouteRules) -> Vec<Mismatch> {
     let mut walk = Walk {
+        tape,
         ignored: Marks::default(),
         unordered: Marks::default(),
         tolerance: Marks::default(),
@@ -62,19 +59,20 @@ pub fn compare(legacy: &Value, new: &Value, rules: &RouteRules) -> Vec<Mismatch>
         path: Vec::new(),
         out: Vec::new(),
     };
+    let docs = [legacy, new];
     for (i, item) in rules.ignore_paths.iter().enumerate() {
-        mark(&item.rule, i, legacy, new, &mut walk.ignored, || item.hit());
+        mark(&item.rule, i, tape, docs, &mut walk.ignored, || item.hit());
     }
     for (i, item) in rules.unordered.iter().enumerate() {
-        mark(&item.rule.path, i, legacy, new, &mut walk.unordered, || {
+        mark(&item.rule.path, i, tape, docs, &mut walk.unordered, || {
             item.hit()
         });
     }
     for (i, item) in rules.tolerance.iter().enumerate() {
-        mark(&item.rule.path, i, legacy, new, &mut walk.tolerance, || {});
+        mark(&item.rule.path, i, tape, docs, &mut walk.tolerance, || {});
     }
     for (i, item) in rules.same_kind.iter().enumerate() {
-        mark(&item.rule.path, i, legacy, new, &mut walk.same_kind, || {});
+        mark(&item.rule.path, i, tape, docs, &mut walk.same_kind, || {});
     }
     for marks in [
         &mut walk.ignored,
@@ -91,18 +89,16 @@ pub fn compare(legacy: &Value, new: &Value, rules: &RouteRules) -> Vec<Mismatch>
 /// Marks the nodes `query` selects in either document with `rule`; `hit`
 /// runs once if anything is selected.
 fn mark(
-    query: &JsonPath,
+    query: &Query,
     rule: usize,
-    legacy: &Value,
-    new: &Value,
+    tape: &Tape,
+    docs: [usize; 2],
     marks: &mut Marks,
     hit: impl Fn(),
 ) {
     let before = marks.0.len();
-    for doc in [legacy, new] {
-        for node in query.query(doc).all() {
-            marks.add(node, rule);
-        }
+    for root in docs {
+        query.select(tape, root, &mut |node| marks.0.push((node, rule)));
     }
     if marks.0.len() > before {
         hit();
@@ -110,6 +106,7 @@ fn mark(
 }
 
 struct Walk<'r, 'a> {
+    tape: &'a Tape<'a>,
     ignored: Marks,
     unordered: Marks,
     tolerance: Marks,
@@ -120,60 +117,87 @@ struct Walk<'r, 'a> {
 }
 
 impl<'a> Walk<'_, 'a> {
-    fn value(&mut self, legacy: &'a Value, new: &'a Value) {
+    fn value(&mut self, legacy: usize, new: usize) {
         if self.ignored.has(legacy) || self.ignored.has(new) {
             return;
         }
-        match (legacy, new) {
-            (Value::Object(l), Value::Object(n)) => {
-                for (key, lv) in l {
-                    self.path.push(Step::Key(key));
-                    match n.get(key) {
-                        Some(nv) => self.value(lv, nv),
-                        None => self.report(MismatchKind::MissingField, Some(lv), None),
-                    }
-                    self.path.pop();
-                }
-                for (key, nv) in n.iter().filter(|(k, _)| !l.contains_key(*k)) {
-                    self.path.push(Step::Key(key));
-                    self.report(MismatchKind::ExtraField, None, Some(nv));
-                    self.path.pop();
-                }
-            }
-            (Value::Array(l), Value::Array(n)) => {
+        let tape = self.tape;
+        match (tape.node(legacy), tape.node(new)) {
+            (Node::Object { .. }, Node::Object { .. }) => self.objects(legacy, new),
+            (Node::Array { .. }, Node::Array { .. }) => {
                 match self.unordered.get(legacy).or(self.unordered.get(new)) {
-                    Some(rule) => self.unordered_arrays(l, n, rule),
-                    None => self.ordered_arrays(l, n),
+                    Some(rule) => self.unordered_arrays(legacy, new, rule),
+                    None => self.ordered_arrays(legacy, new),
                 }
             }
-            (Value::Number(l), Value::Number(n)) => {
-                if !numbers_equal(l, n)
+            (l, n) if is_number(l) && is_number(n) => {
+                if !numbers_equal(tape, legacy, new)
                     && !self.within_tolerance(legacy, new)
                     && !self.same_kind(legacy, new)
                 {
                     self.report(MismatchKind::Value, Some(legacy), Some(new));
                 }
             }
-            _ if kind(legacy) != kind(new) => {
+            _ if tape.kind(legacy) != tape.kind(new) => {
                 if !self.same_kind(legacy, new) {
                     self.report(MismatchKind::Type, Some(legacy), Some(new));
                 }
             }
-            _ => {
-                if legacy != new && !self.same_kind(legacy, new) {
+            (l, n) => {
+                if l != n && !self.same_kind(legacy, new) {
                     self.report(MismatchKind::Value, Some(legacy), Some(new));
                 }
             }
         }
     }
 
-    fn ordered_arrays(&mut self, l: &'a [Value], n: &'a [Value]) {
-        for i in 0..l.len().max(n.len()) {
+    /// Fields in the legacy object's order (compared, or missing), then
+    /// those only the new one has, in its order. A repeated key is compared
+    /// occurrence by occurrence.
+    fn objects(&mut self, legacy: usize, new: usize) {
+        let tape = self.tape;
+        // Answers of one serializer list the same keys in the same order:
+        // pair them without sorting.
+        let mut l = tape.entries(legacy);
+        let mut n = tape.entries(new);
+        if l.clone().map(|e| e.0).eq(n.clone().map(|e| e.0)) {
+            for ((key, lv), (_, nv)) in l.by_ref().zip(n.by_ref()) {
+                self.path.push(Step::Key(key));
+                self.value(lv, nv);
+                self.path.pop();
+            }
+            return;
+        }
+        let (l, n): (Vec<_>, Vec<_>) = (l.collect(), n.collect());
+        let (partner, matched) = pair_keys(&l, &n);
+        for (&(key, lv), partner) in l.iter().zip(partner) {
+            self.path.push(Step::Key(key));
+            match partner {
+                Some(j) => self.value(lv, n[j].1),
+                None => self.report(MismatchKind::MissingField, Some(lv), None),
+            }
+            self.path.pop();
+        }
+        for (&(key, nv), _) in n.iter().zip(matched).filter(|(_, m)| !m) {
+            self.path.push(Step::Key(key));
+            self.report(MismatchKind::ExtraField, None, Some(nv));
+            self.path.pop();
+        }
+    }
+
+    fn ordered_arrays(&mut self, legacy: usize, new: usize) {
+        let tape = self.tape;
+        let (mut l, mut n) = (tape.elements(legacy), tape.elements(new));
+        for i in 0.. {
             self.path.push(Step::Index(i));
-            match (l.get(i), n.get(i)) {
+            match (l.next(), n.next()) {
                 (Some(lv), Some(nv)) => self.value(lv, nv),
                 (Some(lv), None) => self.report(MismatchKind::MissingField, Some(lv), None),
-                (None, nv) => self.report(MismatchKind::ExtraField, None, nv),
+                (None, Some(nv)) => self.report(MismatchKind::ExtraField, None, Some(nv)),
+                (None, None) => {
+                    self.path.pop();
+                    break;
+                }
             }
             self.path.pop();
         }
@@ -182,30 +206,36 @@ impl<'a> Walk<'_, 'a> {
     /// Arrays as multisets: each legacy element is matched with a new one
     /// (by key, or by comparing equal under the rules); what is left over
     /// on either side is missing or extra.
-    fn unordered_arrays(&mut self, l: &'a [Value], n: &'a [Value], rule: usize) {
-        let key = self.rules.unordered[rule].rule.key.clone();
+    fn unordered_arrays(&mut self, legacy: usize, new: usize, rule: usize) {
+        let tape = self.tape;
+        let key = self.rules.unordered[rule].rule.key.as_deref();
+        let n: Vec<usize> = tape.elements(new).collect();
         let mut used = vec![false; n.len()];
-        for (i, lv) in l.iter().enumerate() {
+        for (i, lv) in tape.elements(legacy).enumerate() {
             self.path.push(Step::Index(i));
-            let partner = match &key {
-                Some(key) => {
-                    let id = lv.get(key);
-                    (0..n.len()).find(|&j| !used[j] && id.is_some() && n[j].get(key) == id)
-                }
-                None => (0..n.len()).find(|&j| !used[j] && self.equal_here(lv, &n[j])),
+            let partner = match key {
+                Some(key) => tape.field(lv, key).and_then(|id| {
+                    (0..n.len()).find(|&j| {
+                        !used[j]
+                            && tape
+                                .field(n[j], key)
+                                .is_some_and(|other| tape.same(id, other))
+                    })
+                }),
+                None => (0..n.len()).find(|&j| !used[j] && self.equal_here(lv, n[j])),
             };
             match partner {
                 Some(j) => {
                     used[j] = true;
                     if key.is_some() {
-                        self.value(lv, &n[j]);
+                        self.value(lv, n[j]);
                     }
                 }
                 None => self.report(MismatchKind::MissingField, Some(lv), None),
             }
             self.path.pop();
         }
-        for (j, nv) in n.iter().enumerate().filter(|(j, _)| !used[*j]) {
+        for (j, &nv) in n.iter().enumerate().filter(|(j, _)| !used[*j]) {
             self.path.push(Step::Index(j));
             self.report(MismatchKind::ExtraField, None, Some(nv));
             self.path.pop();
@@ -213,7 +243,7 @@ impl<'a> Walk<'_, 'a> {
     }
 
     /// True when the two values compare equal at the current path.
-    fn equal_here(&mut self, l: &'a Value, n: &'a Value) -> bool {
+    fn equal_here(&mut self, l: usize, n: usize) -> bool {
         let before = self.out.len();
         self.value(l, n);
         let equal = self.out.len() == before;
@@ -221,12 +251,12 @@ impl<'a> Walk<'_, 'a> {
         equal
     }
 
-    fn within_tolerance(&self, l: &Value, n: &Value) -> bool {
+    fn within_tolerance(&self, l: usize, n: usize) -> bool {
         let Some(rule) = self.tolerance.get(l).or(self.tolerance.get(n)) else {
             return false;
         };
         let item = &self.rules.tolerance[rule];
-        let ok = match (l.as_f64(), n.as_f64()) {
+        let ok = match (self.tape.as_f64(l), self.tape.as_f64(n)) {
             (Some(a), Some(b)) => item.rule.accepts(a, b),
             _ => false,
         };
@@ -236,50 +266,74 @@ impl<'a> Walk<'_, 'a> {
         ok
     }
 
-    fn same_kind(&self, l: &Value, n: &Value) -> bool {
+    fn same_kind(&self, l: usize, n: usize) -> bool {
         let Some(rule) = self.same_kind.get(l).or(self.same_kind.get(n)) else {
             return false;
         };
         let item = &self.rules.same_kind[rule];
-        let ok = item.rule.kind.holds(l) && item.rule.kind.holds(n);
+        let ok = item.rule.kind.holds(self.tape.node(l)) && item.rule.kind.holds(self.tape.node(n));
         if ok {
             item.hit();
         }
         ok
     }
 
-    fn report(&mut self, kind: MismatchKind, legacy: Option<&Value>, new: Option<&Value>) {
+    fn report(&mut self, kind: MismatchKind, legacy: Option<usize>, new: Option<usize>) {
         if legacy.is_some_and(|v| self.ignored.has(v)) || new.is_some_and(|v| self.ignored.has(v)) {
             return;
         }
+        let shown = |at: usize| super::short_json(&self.tape.to_value(at));
         self.out.push(Mismatch {
             kind,
             path: Some(render_path(&self.path)),
-            legacy: legacy.map(super::short_json),
-            new: new.map(super::short_json),
+            legacy: legacy.map(shown),
+            new: new.map(shown),
             diff: None,
         });
     }
 }
 
-fn numbers_equal(l: &serde_json::Number, n: &serde_json::Number) -> bool {
-    if let (Some(a), Some(b)) = (l.as_i64(), n.as_i64()) {
-        return a == b;
+/// For each legacy entry, the new entry with the same key (the n-th
+/// occurrence of a repeated key pairs with the n-th); and which new entries
+/// found a partner.
+fn pair_keys(l: &[(&str, usize)], n: &[(&str, usize)]) -> (Vec<Option<usize>>, Vec<bool>) {
+    let sorted = |entries: &[(&str, usize)]| {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        // Stable: occurrences of a repeated key stay in document order.
+        order.sort_by_key(|&i| entries[i].0);
+        order
+    };
+    let (ls, ns) = (sorted(l), sorted(n));
+    let (mut partner, mut matched) = (vec![None; l.len()], vec![false; n.len()]);
+    let (mut i, mut j) = (0, 0);
+    while i < ls.len() && j < ns.len() {
+        match l[ls[i]].0.cmp(n[ns[j]].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                partner[ls[i]] = Some(ns[j]);
+                matched[ns[j]] = true;
+                i += 1;
+                j += 1;
+            }
+        }
     }
-    if let (Some(a), Some(b)) = (l.as_u64(), n.as_u64()) {
-        return a == b;
-    }
-    l.as_f64() == n.as_f64()
+    (partner, matched)
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+fn is_number(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Static(StaticNode::U64(_) | StaticNode::I64(_) | StaticNode::F64(_))
+    )
+}
+
+/// Numbers by value: integers exactly, anything with a fraction or exponent
+/// as f64 (`1` equals `1.0`).
+fn numbers_equal(tape: &Tape, l: usize, n: usize) -> bool {
+    match (tape.as_integer(l), tape.as_integer(n)) {
+        (Some(a), Some(b)) => a == b,
+        _ => tape.as_f64(l) == tape.as_f64(n),
     }
 }
 
@@ -313,12 +367,22 @@ fn is_plain_name(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn rules(text: &str) -> std::sync::Arc<RouteRules> {
         crate::diff::RuleSet::parse(text)
             .unwrap()
             .for_route(&crate::route::Route::of("GET", "/x"))
+    }
+
+    /// The documents as bytes, parsed onto one tape and compared.
+    fn compare(legacy: &Value, new: &Value, rules: &RouteRules) -> Vec<Mismatch> {
+        let mut docs = vec![
+            legacy.to_string().into_bytes(),
+            new.to_string().into_bytes(),
+        ];
+        let (tape, roots) = Tape::of(&mut docs);
+        super::compare(&tape, roots[0].unwrap(), roots[1].unwrap(), rules)
     }
 
     fn plain(legacy: &Value, new: &Value) -> Vec<Mismatch> {
@@ -405,6 +469,40 @@ mod tests {
             compare(&legacy, &far, &r).len(),
             4,
             "outside the margins, other kinds"
+        );
+    }
+
+    fn compare_text(legacy: &str, new: &str) -> Vec<(MismatchKind, String)> {
+        let mut docs = crate::diff::tape::buffers(&[legacy, new]);
+        let (tape, roots) = Tape::of(&mut docs);
+        let found = super::compare(
+            &tape,
+            roots[0].unwrap(),
+            roots[1].unwrap(),
+            &RouteRules::default(),
+        );
+        paths(&found)
+    }
+
+    #[test]
+    fn document_order_and_repeated_keys() {
+        let found = compare_text(
+            r#"{"z": 1, "a": {"k": 1, "k": 2}, "m": 3}"#,
+            r#"{"m": 3, "a": {"k": 1, "k": 5}, "y": 0}"#,
+        );
+        assert_eq!(
+            found,
+            vec![
+                (MismatchKind::MissingField, "$.z".into()),
+                (MismatchKind::Value, "$.a.k".into()),
+                (MismatchKind::ExtraField, "$.y".into()),
+            ]
+        );
+        // In another order, the n-th occurrence still pairs with the n-th.
+        let found = compare_text(r#"{"k": 1, "b": 0, "k": 2}"#, r#"{"b": 0, "k": 1, "k": 3}"#);
+        assert_eq!(found, vec![(MismatchKind::Value, "$.k".into())]);
+        assert!(
+            compare_text(r#"{"k": 1, "b": 0, "k": 2}"#, r#"{"b": 0, "k": 1, "k": 2}"#).is_empty()
         );
     }
 

@@ -7,7 +7,9 @@
 //! line diff.
 
 mod json;
+pub mod query;
 pub mod rules;
+mod tape;
 
 use std::borrow::Cow;
 
@@ -112,12 +114,26 @@ fn quoted_len(s: &str) -> usize {
 #[derive(Debug, Default)]
 pub struct Differ {
     rules: RuleSet,
+    scratch: Scratch,
+}
+
+/// What parsing JSON bodies reuses from one pair to the next: the parser's
+/// buffers, and copies of both bodies (parsing unescapes strings in place,
+/// and the bodies as sent are still needed for text diffs).
+#[derive(Debug, Default)]
+struct Scratch {
+    parser: tape::Parser,
+    legacy: Vec<u8>,
+    new: Vec<u8>,
 }
 
 impl Differ {
     /// A differ applying `rules`.
     pub fn new(rules: RuleSet) -> Differ {
-        Differ { rules }
+        Differ {
+            rules,
+            scratch: Scratch::default(),
+        }
     }
 
     /// The rules in force for `route`.
@@ -148,8 +164,21 @@ impl Differ {
             return out;
         }
         compare_headers(&legacy.headers, &new.headers, &rules, &mut out);
-        compare_bodies(legacy, new, &rules, &mut out);
+        compare_bodies(legacy, new, &rules, &mut self.scratch, &mut out);
+        self.scratch.trim();
         out
+    }
+}
+
+impl Scratch {
+    /// Buffers kept between pairs; a larger body's are freed after it, so
+    /// that one huge answer does not pin its size in memory for the run.
+    const KEEP: usize = 1 << 20;
+
+    fn trim(&mut self) {
+        if self.legacy.capacity().max(self.new.capacity()) > Self::KEEP {
+            *self = Scratch::default();
+        }
     }
 }
 
@@ -265,7 +294,13 @@ fn charset(headers: &[Header]) -> Option<String> {
     })
 }
 
-fn compare_bodies(legacy: &Response, new: &Response, rules: &RouteRules, out: &mut Vec<Mismatch>) {
+fn compare_bodies(
+    legacy: &Response,
+    new: &Response,
+    rules: &RouteRules,
+    scratch: &mut Scratch,
+    out: &mut Vec<Mismatch>,
+) {
     let (l, n) = (decoded(legacy, rules), decoded(new, rules));
     let (l, n) = (l.as_ref(), n.as_ref());
     // Identical bytes cannot differ under any rule: no need to parse them.
@@ -276,9 +311,19 @@ fn compare_bodies(legacy: &Response, new: &Response, rules: &RouteRules, out: &m
         header_value(&r.headers, "content-type").is_some_and(|ct| ct.contains("json"))
     };
     if declared_json(legacy) || declared_json(new) || looks_like_json(l) {
-        match (serde_json::from_slice(l), serde_json::from_slice(n)) {
+        let Scratch {
+            parser,
+            legacy: l_copy,
+            new: n_copy,
+        } = scratch;
+        for (copy, body) in [(&mut *l_copy, l), (&mut *n_copy, n)] {
+            copy.clear();
+            copy.extend_from_slice(body);
+        }
+        let mut tape = tape::Tape::with_capacity(l.len() + n.len());
+        match (tape.push(l_copy, parser), tape.push(n_copy, parser)) {
             (Ok(lv), Ok(nv)) => {
-                out.extend(json::compare(&lv, &nv, rules));
+                out.extend(json::compare(&tape, lv, nv, rules));
                 return;
             }
             (Ok(_), Err(_)) | (Err(_), Ok(_)) if !l.is_empty() && !n.is_empty() => {
@@ -516,6 +561,30 @@ mod tests {
             r#"{ "b": [1, 2], "a": 1.0 }"#,
         );
         assert!(Differ::default().compare(&route, &a, &b).is_empty());
+    }
+
+    #[test]
+    fn parse_buffers_are_kept_only_for_ordinary_bodies() {
+        let route = Route::of("GET", "/x");
+        let json = [("content-type", "application/json")];
+        let mut differ = Differ::default();
+        let (a, b) = (
+            response(200, &json, "[1, 2]"),
+            response(200, &json, "[1, 3]"),
+        );
+        assert_eq!(differ.compare(&route, &a, &b).len(), 1);
+        assert!(
+            differ.scratch.legacy.capacity() > 0,
+            "kept for the next pair"
+        );
+        let big = format!("[\"{}\"]", "x".repeat(2 << 20));
+        let (a, b) = (response(200, &json, &big), response(200, &json, "[\"y\"]"));
+        assert_eq!(differ.compare(&route, &a, &b).len(), 1);
+        assert_eq!(
+            differ.scratch.legacy.capacity(),
+            0,
+            "freed after a large body"
+        );
     }
 
     #[test]

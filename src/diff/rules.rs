@@ -10,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use regex::Regex;
 use serde::Deserialize;
-use serde_json_path::JsonPath;
 
+use super::query::Query;
+use super::tape::Node;
 use crate::route::Route;
 
 /// Headers never compared unless a rule says `compare_headers`: they differ
@@ -142,19 +143,20 @@ pub enum ValueKind {
 
 impl ValueKind {
     /// True when `v` is of this kind.
-    pub fn holds(self, v: &serde_json::Value) -> bool {
-        use serde_json::Value;
+    pub(crate) fn holds(self, v: &Node) -> bool {
+        use super::tape::StaticNode::{F64, I64, U64};
         match (self, v) {
-            (ValueKind::Number, Value::Number(_)) | (ValueKind::String, Value::String(_)) => true,
-            (ValueKind::IntegerId, Value::Number(n)) => n.as_u64().is_some(),
-            (ValueKind::IntegerId, Value::String(s)) => {
+            (ValueKind::Number, Node::Static(U64(_) | I64(_) | F64(_)))
+            | (ValueKind::String, Node::String(_))
+            | (ValueKind::IntegerId, Node::Static(U64(_))) => true,
+            (ValueKind::IntegerId, Node::String(s)) => {
                 !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
             }
-            (ValueKind::Hex, Value::String(s)) => {
+            (ValueKind::Hex, Node::String(s)) => {
                 !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
             }
-            (ValueKind::Uuid, Value::String(s)) => crate::route::is_uuid(s),
-            (ValueKind::Timestamp, Value::String(s)) => is_rfc3339(s),
+            (ValueKind::Uuid, Node::String(s)) => crate::route::is_uuid(s),
+            (ValueKind::Timestamp, Node::String(s)) => is_rfc3339(s),
             _ => false,
         }
     }
@@ -205,7 +207,7 @@ impl<T> Item<T> {
 #[derive(Debug)]
 pub struct Unordered {
     /// Where the arrays are.
-    pub path: JsonPath,
+    pub path: Query,
     /// Field that identifies an element.
     pub key: Option<String>,
 }
@@ -214,7 +216,7 @@ pub struct Unordered {
 #[derive(Debug)]
 pub struct Tolerance {
     /// Where the numbers are.
-    pub path: JsonPath,
+    pub path: Query,
     /// Largest absolute difference.
     pub absolute: f64,
     /// Largest difference relative to the larger magnitude.
@@ -233,7 +235,7 @@ impl Tolerance {
 #[derive(Debug)]
 pub struct SameKind {
     /// Where the values are.
-    pub path: JsonPath,
+    pub path: Query,
     /// The kind.
     pub kind: ValueKind,
 }
@@ -257,7 +259,7 @@ pub struct RouteRules {
     /// Default-ignored header names compared after all.
     pub compare_headers: Vec<Arc<Item<String>>>,
     /// JSONPath queries whose nodes are not compared.
-    pub ignore_paths: Vec<Arc<Item<JsonPath>>>,
+    pub ignore_paths: Vec<Arc<Item<Query>>>,
     /// Arrays compared without regard to order.
     pub unordered: Vec<Arc<Item<Unordered>>>,
     /// Numeric margins.
@@ -310,7 +312,7 @@ impl RouteRules {
 struct Compiled {
     ignore_headers: Vec<Arc<Item<String>>>,
     compare_headers: Vec<Arc<Item<String>>>,
-    ignore_paths: Vec<Arc<Item<JsonPath>>>,
+    ignore_paths: Vec<Arc<Item<Query>>>,
     unordered: Vec<Arc<Item<Unordered>>>,
     tolerance: Vec<Arc<Item<Tolerance>>>,
     same_kind: Vec<Arc<Item<SameKind>>>,
@@ -442,8 +444,8 @@ impl Compiled {
 
 fn compile(origin: &str, body: &RuleBody) -> anyhow::Result<Compiled> {
     let at = |what: &str, text: &str| format!("{origin} {what} {text:?}");
-    let path = |key: &str, text: &str| -> anyhow::Result<JsonPath> {
-        JsonPath::parse(text).map_err(|e| anyhow::anyhow!("{key}: {text:?}: {e}"))
+    let path = |key: &str, text: &str| -> anyhow::Result<Query> {
+        Query::parse(text).map_err(|e| anyhow::anyhow!("{key}: {text:?}: {e}"))
     };
     let regex = |key: &str, text: &str| -> anyhow::Result<Regex> {
         Regex::new(text).map_err(|e| anyhow::anyhow!("{key}: {text:?}: {e}"))
@@ -659,14 +661,24 @@ mod tests {
 
     #[test]
     fn value_kinds() {
-        use serde_json::json;
-        assert!(ValueKind::Uuid.holds(&json!("3f2a9c1e-9b7d-4c2a-8e1f-0123456789ab")));
-        assert!(ValueKind::Timestamp.holds(&json!("2026-11-22T03:40:00.123+01:00")));
-        assert!(!ValueKind::Timestamp.holds(&json!("yesterday")));
-        assert!(
-            ValueKind::IntegerId.holds(&json!(1042)) && ValueKind::IntegerId.holds(&json!("1042"))
-        );
-        assert!(!ValueKind::IntegerId.holds(&json!(-3)));
-        assert!(ValueKind::Hex.holds(&json!("deadbeef")));
+        let holds = |kind: ValueKind, json: &str| {
+            let mut docs = super::super::tape::buffers(&[json]);
+            let (tape, roots) = super::super::tape::Tape::of(&mut docs);
+            kind.holds(tape.node(roots[0].unwrap()))
+        };
+        assert!(holds(
+            ValueKind::Uuid,
+            r#""3f2a9c1e-9b7d-4c2a-8e1f-0123456789ab""#
+        ));
+        assert!(holds(
+            ValueKind::Timestamp,
+            r#""2026-11-22T03:40:00.123+01:00""#
+        ));
+        assert!(!holds(ValueKind::Timestamp, r#""yesterday""#));
+        assert!(holds(ValueKind::IntegerId, "1042") && holds(ValueKind::IntegerId, r#""1042""#));
+        assert!(!holds(ValueKind::IntegerId, "-3"));
+        assert!(!holds(ValueKind::IntegerId, "1042.0"));
+        assert!(holds(ValueKind::Hex, r#""deadbeef""#));
+        assert!(holds(ValueKind::Number, "-3") && !holds(ValueKind::Number, "null"));
     }
 }
