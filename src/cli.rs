@@ -239,6 +239,16 @@ struct ReplayArgs {
     /// Longest wait for a connection.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
+    /// Connections opened to each target before the first request, so that
+    /// a fast start does not open one per request (0: none).
+    #[arg(long, default_value_t = 32)]
+    warm_connections: usize,
+    /// Connections open at once to each target, at most; past it a request
+    /// waits for one to come free, and its latency shows the wait (0: no
+    /// limit). Without a limit, a stall makes the pool open a connection
+    /// per waiting request.
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
     /// Accept any TLS certificate (self-signed staging stacks).
     #[arg(long)]
     insecure: bool,
@@ -564,7 +574,9 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             connect_timeout: args.connect_timeout,
             insecure_tls: args.insecure,
             http2_prior_knowledge: args.http2,
+            max_connections: (args.max_connections > 0).then_some(args.max_connections),
         },
+        warm_connections: args.warm_connections,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         out_dir: args.out,
         rules: args.rules,

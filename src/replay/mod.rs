@@ -68,6 +68,8 @@ pub struct ReplayPlan {
     pub new_headers: Vec<(String, String)>,
     /// How connections are made: connect timeout, TLS, HTTP/2.
     pub client: crate::http::ClientOptions,
+    /// Connections opened to each target before the start.
+    pub warm_connections: usize,
     /// Show the live progress line on stderr (when it is a terminal).
     pub progress: bool,
     /// The run directory: results and report files go here.
@@ -108,6 +110,7 @@ impl ReplayPlan {
             legacy_headers: Vec::new(),
             new_headers: Vec::new(),
             client: crate::http::ClientOptions::default(),
+            warm_connections: 32,
             progress: false,
             out_dir,
             rules: None,
@@ -233,11 +236,13 @@ pub async fn replay(
         tokio::task::spawn_blocking(move || collect(result_rx, results, builder, progress))
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let sender = send::Sender::new(plan);
+    sender.warm(plan.warm_connections).await;
     // Scheduling starts a moment from now, so the first jobs are not late,
     // or at the agreed time when shards start together.
     let start = Instant::now() + start_delay(plan.start_at);
     let dispatcher = Arc::new(dispatch::Dispatcher::new(
-        send::Sender::new(plan),
+        sender,
         result_tx,
         plan.ordered_sessions,
         start,
@@ -314,20 +319,32 @@ fn open_results(plan: &ReplayPlan, started_at_unix_us: u64) -> anyhow::Result<Li
     Ok(results)
 }
 
+/// Results the collector takes at once, and how long it lets them gather.
+const COLLECT_BATCH: usize = 1024;
+const COLLECT_PAUSE: Duration = Duration::from_millis(2);
+
 fn collect(
     mut rx: mpsc::Receiver<ExchangeResult>,
     mut results: LineWriter,
     mut builder: ReportBuilder,
     progress: Option<Arc<progress::Progress>>,
 ) -> anyhow::Result<(ReportBuilder, LineWriter)> {
-    while let Some(result) = rx.blocking_recv() {
-        results.write(&result)?;
-        builder.add(&result);
-        if let Some(progress) = &progress {
-            progress.collected(&result);
+    let mut batch = Vec::with_capacity(COLLECT_BATCH);
+    loop {
+        // Wake once per batch, not once per result: each wake-up costs the
+        // senders a futex call and this thread a context switch.
+        std::thread::sleep(COLLECT_PAUSE);
+        if rx.blocking_recv_many(&mut batch, COLLECT_BATCH) == 0 {
+            return Ok((builder, results));
+        }
+        for result in batch.drain(..) {
+            results.write(&result)?;
+            builder.add(&result);
+            if let Some(progress) = &progress {
+                progress.collected(&result);
+            }
         }
     }
-    Ok((builder, results))
 }
 
 /// How long from now to start: until `start_at` if it is ahead, else 20 ms.

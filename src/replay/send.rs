@@ -26,10 +26,12 @@ struct Lane {
 /// Sends requests to the targets over one pooled client.
 pub struct Sender {
     client: Client,
+    warm: http::WarmConnections,
     legacy: Lane,
     new: Lane,
     legacy2: Option<Lane>,
     timeout: Duration,
+    connect_timeout: Duration,
     max_lag: Option<Duration>,
     keep_host: bool,
 }
@@ -41,8 +43,10 @@ impl Sender {
             slots: plan.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             headers: header_map(headers),
         };
+        let warm = http::WarmConnections::default();
         Sender {
-            client: http::client_with(&plan.client),
+            client: http::client_warmed(&plan.client, warm.clone()),
+            warm,
             legacy: lane(&plan.legacy, &plan.legacy_headers),
             new: lane(&plan.new, &plan.new_headers),
             legacy2: plan
@@ -50,8 +54,27 @@ impl Sender {
                 .as_ref()
                 .map(|n| lane(&n.legacy2, &plan.legacy_headers)),
             timeout: plan.timeout,
+            connect_timeout: plan.client.connect_timeout,
             max_lag: plan.max_lag,
             keep_host: plan.keep_host,
+        }
+    }
+
+    /// Opens `n` connections to each target ahead of the first request.
+    pub async fn warm(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let lanes = [Some(&self.legacy), Some(&self.new), self.legacy2.as_ref()];
+        for lane in lanes.into_iter().flatten() {
+            let Ok(uri) = lane.target.uri_for("/") else {
+                continue;
+            };
+            let opened = self.warm.open(&uri, n, self.connect_timeout).await;
+            if opened == 0 {
+                tracing::warn!("no connection to {} could be opened ahead", lane.target);
+            }
+            tracing::debug!("{opened} connections opened ahead to {}", lane.target);
         }
     }
 
@@ -130,16 +153,25 @@ impl Sender {
         };
         let elapsed_us = sent.elapsed().as_micros() as u64;
         match outcome {
-            Ok((status, headers, body)) => Attempt {
-                lag_us,
-                response: Some(capture::Response {
-                    status,
-                    headers,
-                    body: Body(body),
-                    latency_us: elapsed_us,
-                }),
-                error: None,
-            },
+            Ok((status, headers, body, on_wire)) => {
+                // The actual send is when the request went out on its
+                // connection, after any wait for one; the task's own time
+                // where the connection could not tell (HTTP/2, or writes
+                // that do not fit between the task's start and now).
+                let sent = on_wire
+                    .filter(|&w| w >= sent && w <= Instant::now())
+                    .unwrap_or(sent);
+                Attempt {
+                    lag_us: sent.saturating_duration_since(scheduled).as_micros() as u64,
+                    response: Some(capture::Response {
+                        status,
+                        headers,
+                        body: Body(body),
+                        latency_us: sent.elapsed().as_micros() as u64,
+                    }),
+                    error: None,
+                }
+            }
             Err((kind, message)) => Attempt {
                 lag_us,
                 response: None,
@@ -152,18 +184,30 @@ impl Sender {
         }
     }
 
-    async fn exchange(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(u16, Vec<capture::Header>, Bytes), (ErrorKind, String)> {
+    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Answer, (ErrorKind, String)> {
         let fail =
             |e: &(dyn std::error::Error + 'static)| (http::classify(e), http::error_chain(e));
         let response = self.client.request(req).await.map_err(|e| fail(&e))?;
+        // Read before the body: once the body is in, the connection may carry
+        // the next request.
+        let on_wire = response
+            .extensions()
+            .get::<http::SendClock>()
+            .filter(|_| response.version() < hyper::Version::HTTP_2)
+            .map(http::SendClock::sent);
         let (head, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| fail(&e))?.to_bytes();
-        Ok((head.status.as_u16(), http::to_headers(&head.headers), body))
+        Ok((
+            head.status.as_u16(),
+            http::to_headers(&head.headers),
+            body,
+            on_wire,
+        ))
     }
 }
+
+/// Status, headers, body, and when the request went out on the wire.
+type Answer = (u16, Vec<capture::Header>, Bytes, Option<Instant>);
 
 /// An attempt the harness did not make: counted apart, never hidden.
 fn dropped(scheduled: Instant, why: &str) -> Attempt {

@@ -16,8 +16,12 @@ use hyper_util::rt::TokioExecutor;
 use crate::capture::Header;
 use crate::results::ErrorKind;
 
+mod connect;
+
+pub use connect::{Connector, SendClock, WarmConnections};
+
 /// A pooled keep-alive client for http:// and https:// targets.
-pub type Client = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type Client = HyperClient<HttpsConnector<Connector>, Full<Bytes>>;
 
 /// How a client connects.
 #[derive(Debug, Clone)]
@@ -29,6 +33,9 @@ pub struct ClientOptions {
     /// Speak HTTP/2 from the start on cleartext connections (prior
     /// knowledge); TLS connections choose by ALPN anyway.
     pub http2_prior_knowledge: bool,
+    /// Connections open at once to one host and port, at most; `None`: no
+    /// limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +44,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             insecure_tls: false,
             http2_prior_knowledge: false,
+            max_connections: None,
         }
     }
 }
@@ -71,6 +79,13 @@ pub fn client(connect_timeout: Duration) -> Client {
 /// A client with a connection pool sized for replay concurrency. TLS is
 /// rustls with the webpki roots, HTTP/2 offered by ALPN.
 pub fn client_with(options: &ClientOptions) -> Client {
+    client_warmed(options, WarmConnections::default())
+}
+
+/// A client as [`client_with`] makes, that takes connections from `warm`
+/// before it opens new ones, and opens at most `options.max_connections` to
+/// each host and port.
+pub fn client_warmed(options: &ClientOptions, warm: WarmConnections) -> Client {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(options.connect_timeout));
@@ -79,7 +94,7 @@ pub fn client_with(options: &ClientOptions) -> Client {
         .with_tls_config(tls_config(options.insecure_tls))
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(connector);
+        .wrap_connector(Connector::new(connector, warm, options));
     HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1024)

@@ -1,0 +1,175 @@
+//! Connections to the targets: opened ahead of the first request, capped per
+//! target, and the send lag measured to the moment a request goes out on its
+//! connection, so that a wait for one shows.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::Response;
+use hyper_util::rt::TokioIo;
+use tandem::replay::{replay, ReplayPlan};
+use tokio::net::TcpListener;
+
+/// What a server saw of its connections.
+#[derive(Default)]
+struct Connections {
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+    most_open: AtomicUsize,
+    /// Connections accepted when the first request arrived.
+    before_first_request: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+/// An HTTP/1 server answering every request after `delay`, counting its
+/// connections.
+async fn slow_server(delay: Duration) -> (SocketAddr, Arc<Connections>) {
+    server(delay, 0).await
+}
+
+/// As [`slow_server`], closing its first `drop_first` connections at once.
+async fn server(delay: Duration, drop_first: usize) -> (SocketAddr, Arc<Connections>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Connections::default());
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            if counts.accepted.fetch_add(1, Ordering::SeqCst) < drop_first {
+                drop(stream);
+                continue;
+            }
+            let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
+            counts.most_open.fetch_max(open, Ordering::SeqCst);
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let per_request = counts.clone();
+                let service = service_fn(move |_req| {
+                    let counts = per_request.clone();
+                    async move {
+                        if counts.requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let accepted = counts.accepted.load(Ordering::SeqCst);
+                            counts
+                                .before_first_request
+                                .store(accepted, Ordering::SeqCst);
+                        }
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                counts.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Six requests of six sessions, all due at once.
+fn burst(dir: &Path) -> std::path::PathBuf {
+    let exchanges = (1..=6).map(|i| common::exchange(i, 0, &format!("s{i}"), "GET", "/slow", &[]));
+    common::write_capture(&dir.join("burst.jsonl"), exchanges)
+}
+
+async fn run(
+    dir: &Path,
+    name: &str,
+    max_connections: Option<usize>,
+) -> (Vec<Duration>, Arc<Connections>) {
+    let delay = Duration::from_millis(150);
+    let (legacy, seen) = slow_server(delay).await;
+    let (new, _) = slow_server(delay).await;
+    let out = dir.join(name);
+    let mut plan = ReplayPlan {
+        timeout: Duration::from_secs(5),
+        warm_connections: 2,
+        ..ReplayPlan::new(
+            burst(dir),
+            format!("http://{legacy}").parse().unwrap(),
+            format!("http://{new}").parse().unwrap(),
+            out.clone(),
+        )
+    };
+    plan.client.max_connections = max_connections;
+    let outcome = replay(&plan, std::future::pending()).await.unwrap();
+    assert_eq!(outcome.report.summary.total, 6);
+    assert_eq!(outcome.report.summary.errors, 0);
+    let mut lags: Vec<Duration> = common::read_results(&out)
+        .iter()
+        .map(|r| Duration::from_micros(r.legacy.lag_us))
+        .collect();
+    lags.sort();
+    (lags, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_opened_ahead_and_capped_and_the_wait_shows_as_lag() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Two connections allowed: the six requests go out two by two, each pair
+    // once the previous one is answered (150 ms), and their lag says so.
+    let (lags, seen) = run(dir.path(), "capped", Some(2)).await;
+    assert_eq!(
+        seen.before_first_request.load(Ordering::SeqCst),
+        2,
+        "opened ahead"
+    );
+    assert_eq!(seen.most_open.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        seen.accepted.load(Ordering::SeqCst),
+        2,
+        "the warm ones, reused"
+    );
+    assert!(lags[1] < Duration::from_millis(100), "{lags:?}");
+    assert!(lags[2] >= Duration::from_millis(140), "{lags:?}");
+    assert!(lags[4] >= Duration::from_millis(290), "{lags:?}");
+
+    // No limit: every request gets a connection at once, and goes out on time.
+    let (lags, seen) = run(dir.path(), "unlimited", None).await;
+    assert_eq!(seen.most_open.load(Ordering::SeqCst), 6);
+    assert!(lags[5] < Duration::from_millis(100), "{lags:?}");
+}
+
+/// Connections opened ahead that the server closed meanwhile are not used:
+/// the requests go out on new ones and get their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_connections_closed_by_the_server_are_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, seen) = server(Duration::from_millis(1), 3).await;
+    let (new, _) = slow_server(Duration::from_millis(1)).await;
+    let plan = ReplayPlan {
+        timeout: Duration::from_secs(5),
+        warm_connections: 3,
+        ..ReplayPlan::new(
+            burst(dir.path()),
+            format!("http://{legacy}").parse().unwrap(),
+            format!("http://{new}").parse().unwrap(),
+            dir.path().join("run"),
+        )
+    };
+    let outcome = replay(&plan, std::future::pending()).await.unwrap();
+    assert_eq!(
+        outcome.report.summary.errors, 0,
+        "{:?}",
+        outcome.report.errors
+    );
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 6);
+    assert!(
+        seen.accepted.load(Ordering::SeqCst) > 3,
+        "new connections were opened"
+    );
+}
