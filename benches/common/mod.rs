@@ -65,16 +65,25 @@ pub fn free_port() -> std::io::Result<u16> {
 /// nginx serving `orders.json` on each of `ports` (127.0.0.1), one worker.
 pub fn nginx(dir: &Path, ports: &[u16]) -> anyhow::Result<Guard> {
     let root = dir.join("nginx");
-    std::fs::create_dir_all(root.join("html"))?;
+    // The first server's orders as compact JSON; the others' the same
+    // orders with keys in another order and spaces, so that a differ must
+    // parse both answers to find them equal.
     let item = r#"{"id":1042,"customer":"c7","status":"paid","total":398.24,"items":[{"product_id":7,"qty":2,"unit_price":19.99}]}"#;
-    std::fs::write(
-        root.join("html/orders.json"),
-        format!("[{}]", [item; 12].join(",")),
-    )?;
+    let variant = r#"{ "items": [ { "unit_price": 19.99, "qty": 2, "product_id": 7 } ], "total": 398.24, "status": "paid", "customer": "c7", "id": 1042 }"#;
     let servers: String = ports
         .iter()
-        .map(|p| format!("server {{ listen 127.0.0.1:{p}; root {}/html; location / {{ default_type application/json; }} }}\n", root.display()))
-        .collect();
+        .enumerate()
+        .map(|(i, p)| -> anyhow::Result<String> {
+            let html = root.join(format!("html{i}"));
+            std::fs::create_dir_all(&html)?;
+            let one = if i == 0 { item } else { variant };
+            std::fs::write(html.join("orders.json"), format!("[{}]", [one; 12].join(",")))?;
+            Ok(format!(
+                "server {{ listen 127.0.0.1:{p}; root {}; location / {{ default_type application/json; }} }}\n",
+                html.display()
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let conf = root.join("nginx.conf");
     std::fs::write(
         &conf,

@@ -222,18 +222,29 @@ pub async fn replay(
         builder = builder.learn_noise(noise.legacy2.to_string(), noise.thresholds);
     }
 
-    let (result_tx, result_rx) = mpsc::channel(4096);
+    // Room for about a second of results at 16,000 exchanges/s, for when
+    // the collector is behind.
+    let (result_tx, result_rx) = mpsc::channel(16_384);
     // Counted only when shown: the collector's report already keeps the
     // histograms; the line's own copies are for display alone.
     let progress = plan
         .progress
         .then(|| Arc::new(progress::Progress::default()));
     let _shown = progress.clone().map(progress::show);
-    // Diffing and writing results is CPU work: a thread of its own keeps the
-    // runtime's workers free to send on time.
+    // Diffing and writing results is CPU work that can wait: a thread of its
+    // own, at a lower priority, leaves the CPU to the sends when they need
+    // it (the channel holds what piles up meanwhile).
     let collector = {
         let progress = progress.clone();
-        tokio::task::spawn_blocking(move || collect(result_rx, results, builder, progress))
+        let (done, collected) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tandem-collect".into())
+            .spawn(move || {
+                lower_priority();
+                let _ = done.send(collect(result_rx, results, builder, progress));
+            })
+            .context("cannot start the result collector")?;
+        collected
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sender = send::Sender::new(plan);
@@ -317,6 +328,17 @@ fn open_results(plan: &ReplayPlan, started_at_unix_us: u64) -> anyhow::Result<Li
         started_at_unix_us,
     })?;
     Ok(results)
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10); harmless
+/// where unsupported.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with PRIO_PROCESS and who = 0 changes only the
+    // calling thread's nice value on Linux; raising it needs no privilege.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }
 
 /// Results the collector takes at once, and how long it lets them gather.
