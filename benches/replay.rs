@@ -7,6 +7,9 @@
 //! 3. rate accuracy at fixed rates: achieved vs asked, p99 send lag;
 //! 4. peak memory over a run, and over a 10x longer one.
 //!
+//! Steps 2 and 3 run three times each (the machine is shared and noisy), and
+//! their medians are held against the targets of issue 4.
+//!
 //! Needs `.ci/setup --bench` (nginx, wrk). Run: `cargo bench --bench replay`.
 
 mod common;
@@ -43,43 +46,65 @@ fn main() -> anyhow::Result<()> {
     // The target: total requests/s (two per exchange) at half of wrk's.
     // Ask for that and see whether it is sustained.
     let asked = wrk / 4.0;
-    let out = dir.join("half-wrk");
-    replay(&capture, &rules, &legacy, &new, &out, asked, "5s")?;
-    let achieved = achieved_rate(&out)?;
-    let report = Report::load(&out.join("report.json"))?;
     println!(
-        "tandem, two targets, diffing on, asked {asked:.0} exchanges/s ({:.0} requests/s, 0.5x wrk): \
-         achieved {:.0} requests/s ({:.2}x wrk), p99 send lag {}, {} matched, {} mismatched, \
-         {} dropped, {} errors",
-        asked * 2.0,
-        achieved * 2.0,
-        achieved * 2.0 / wrk,
-        tandem::latency::human(report.send_lag.legacy.p99),
-        report.summary.matched,
-        report.summary.mismatched,
-        report.summary.dropped,
-        report.summary.errors
+        "\ntandem, two targets, diffing on, asked {asked:.0} exchanges/s \
+         ({:.0} requests/s, 0.5x wrk), 5 s, three runs:",
+        asked * 2.0
     );
-
-    println!("\nrate accuracy (3 s each; two requests per exchange)");
-    println!(
-        "{:>12} {:>12} {:>14} {:>10} {:>12} {:>12}",
-        "exchanges/s", "requests/s", "achieved req/s", "error", "p99 lag", "p99.9 lag"
-    );
-    for rate in [1_000.0, 5_000.0, 10_000.0, 20_000.0] {
-        let out = dir.join(format!("rate-{rate}"));
-        replay(&capture, &rules, &legacy, &new, &out, rate, "3s")?;
-        let achieved = achieved_rate(&out)?;
-        let report = Report::load(&out.join("report.json"))?;
+    let mut ratios = Vec::new();
+    for run in 1..=3 {
+        let out = dir.join(format!("half-wrk-{run}"));
+        let sample = sample(&capture, &rules, &legacy, &new, &out, asked, "5s")?;
+        ratios.push(sample.achieved * 2.0 / wrk);
         println!(
-            "{rate:>12.0} {:>12.0} {:>14.0} {:>9.2}% {:>12} {:>12}",
-            rate * 2.0,
-            achieved * 2.0,
-            (achieved - rate) / rate * 100.0,
-            tandem::latency::human(report.send_lag.legacy.p99),
-            tandem::latency::human(report.send_lag.legacy.p999),
+            "  achieved {:.0} requests/s ({:.2}x wrk), p99 send lag {}, {} matched, {} mismatched, \
+             {} dropped, {} errors",
+            sample.achieved * 2.0,
+            sample.achieved * 2.0 / wrk,
+            tandem::latency::human(sample.report.send_lag.legacy.p99),
+            sample.report.summary.matched,
+            sample.report.summary.mismatched,
+            sample.report.summary.dropped,
+            sample.report.summary.errors
         );
     }
+
+    println!("\nrate accuracy (5 s each, three runs; two requests per exchange)");
+    println!(
+        "{:>12} {:>12} {:>14} {:>10} {:>30} {:>12}",
+        "exchanges/s", "requests/s", "achieved req/s", "error", "p99 lag (3 runs)", "p99 median"
+    );
+    let mut within = Vec::new();
+    for rate in [1_000.0, 5_000.0, 10_000.0, 20_000.0] {
+        let mut runs = Vec::new();
+        for run in 1..=3 {
+            let out = dir.join(format!("rate-{rate}-{run}"));
+            runs.push(sample(&capture, &rules, &legacy, &new, &out, rate, "5s")?);
+        }
+        let achieved = median(runs.iter().map(|r| r.achieved).collect());
+        let lags: Vec<u64> = runs.iter().map(|r| r.report.send_lag.legacy.p99).collect();
+        let error = (achieved - rate) / rate * 100.0;
+        let shown: Vec<String> = lags.iter().map(|l| tandem::latency::human(*l)).collect();
+        let p99 = median(lags.iter().map(|l| *l as f64).collect()) as u64;
+        println!(
+            "{rate:>12.0} {:>12.0} {:>14.0} {error:>9.2}% {:>30} {:>12}",
+            rate * 2.0,
+            achieved * 2.0,
+            shown.join(" / "),
+            tandem::latency::human(p99),
+        );
+        if rate * 2.0 <= 20_000.0 {
+            within.push((error.abs() <= 1.0, p99 < 1_000));
+        }
+    }
+    let yes = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "\ntargets (medians): total requests/s at least 0.5x wrk: {}; rate within 1% up to \
+         20,000 requests/s: {}; p99 send lag under 1 ms up to 20,000 requests/s: {}",
+        yes(median(ratios) >= 0.5),
+        yes(within.iter().all(|w| w.0)),
+        yes(within.iter().all(|w| w.1)),
+    );
 
     println!("\nmemory at 2,000 exchanges/s");
     for duration in ["3s", "30s"] {
@@ -149,6 +174,38 @@ fn replay(
         .args(["--max-lag", "1s", "--timeout", "5s", "--out"])
         .arg(out);
     common::measure(&mut command)
+}
+
+/// One replay's achieved exchanges/s and report.
+struct Sample {
+    achieved: f64,
+    report: Report,
+}
+
+/// Replays at `rate` exchanges/s, after letting the previous run's results
+/// reach the disk, so that their writeback does not load this run.
+fn sample(
+    capture: &Path,
+    rules: &Path,
+    legacy: &str,
+    new: &str,
+    out: &Path,
+    rate: f64,
+    duration: &str,
+) -> anyhow::Result<Sample> {
+    // SAFETY: sync takes no arguments and only flushes file system buffers.
+    unsafe { libc::sync() };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    replay(capture, rules, legacy, new, out, rate, duration)?;
+    let achieved = achieved_rate(out)?;
+    let report = Report::load(&out.join("report.json"))?;
+    std::fs::remove_file(out.join("results.jsonl"))?;
+    Ok(Sample { achieved, report })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Exchanges over the time from the first actual send to the last.
