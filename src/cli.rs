@@ -249,6 +249,10 @@ struct ReplayArgs {
     /// per waiting request.
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
+    /// Replay engines: threads, each with its share of the sessions and of
+    /// the connections (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Accept any TLS certificate (self-signed staging stacks).
     #[arg(long)]
     insecure: bool,
@@ -577,6 +581,7 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             max_connections: (args.max_connections > 0).then_some(args.max_connections),
         },
         warm_connections: args.warm_connections,
+        threads: args.threads,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         out_dir: args.out,
         rules: args.rules,

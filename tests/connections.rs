@@ -97,6 +97,8 @@ async fn run(
     let mut plan = ReplayPlan {
         timeout: Duration::from_secs(5),
         warm_connections: 2,
+        // One engine: the limits are the whole replay's, not split.
+        threads: 1,
         ..ReplayPlan::new(
             burst(dir),
             format!("http://{legacy}").parse().unwrap(),

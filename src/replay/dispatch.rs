@@ -28,24 +28,31 @@ pub struct Dispatcher {
     runtime: Handle,
     start: Instant,
     stop: Arc<AtomicBool>,
+    /// Dropped with the dispatcher, once its last send is done: the engine
+    /// waits for that.
+    _alive: mpsc::Sender<()>,
 }
 
 impl Dispatcher {
-    /// A dispatcher sending with `sender` and handing results to `results`.
+    /// A dispatcher sending with `sender` on `runtime` and handing results
+    /// to `results`; `alive` is dropped when the dispatcher is.
     pub fn new(
         sender: Sender,
         results: mpsc::Sender<ExchangeResult>,
         ordered_sessions: bool,
         start: Instant,
         stop: Arc<AtomicBool>,
+        runtime: Handle,
+        alive: mpsc::Sender<()>,
     ) -> Dispatcher {
         Dispatcher {
             sender,
             results,
             lanes: ordered_sessions.then(|| Mutex::new(HashMap::new())),
-            runtime: Handle::current(),
+            runtime,
             start,
             stop,
+            _alive: alive,
         }
     }
 

@@ -9,9 +9,11 @@
 //! (`dispatch.rs`).
 
 mod dispatch;
+mod engine;
 pub mod progress;
 pub mod schedule;
 mod send;
+mod timer;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -70,6 +72,9 @@ pub struct ReplayPlan {
     pub client: crate::http::ClientOptions,
     /// Connections opened to each target before the start.
     pub warm_connections: usize,
+    /// Replay engines (threads, each with its share of the sessions and
+    /// connections); 0: one per core.
+    pub threads: usize,
     /// Show the live progress line on stderr (when it is a terminal).
     pub progress: bool,
     /// The run directory: results and report files go here.
@@ -111,6 +116,7 @@ impl ReplayPlan {
             new_headers: Vec::new(),
             client: crate::http::ClientOptions::default(),
             warm_connections: 32,
+            threads: 0,
             progress: false,
             out_dir,
             rules: None,
@@ -120,6 +126,17 @@ impl ReplayPlan {
             noise: None,
             write_rules: None,
         }
+    }
+
+    /// Engines to run: `threads`, or one per core.
+    fn engine_count(&self) -> u32 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if self.threads == 0 {
+            cores
+        } else {
+            self.threads
+        };
+        threads.clamp(1, 256) as u32
     }
 
     fn shape(&self) -> anyhow::Result<Shape> {
@@ -138,6 +155,7 @@ impl ReplayPlan {
                 let shards = self.shard.map_or(1, |(_, count)| count);
                 Pacing::Rate {
                     per_second: r / shards as f64,
+                    phase: 0.0,
                 }
             }
             None => {
@@ -205,7 +223,8 @@ pub async fn replay(
         Some(path) => RuleSet::load(path)?,
         None => RuleSet::default(),
     };
-    let reader = CaptureReader::open(&plan.capture)?;
+    // The capture's header is checked before anything starts.
+    CaptureReader::open(&plan.capture)?;
     let started_at_unix_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
     let results = open_results(plan, started_at_unix_us)?;
     let run = RunInfo {
@@ -247,54 +266,56 @@ pub async fn replay(
         collected
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = send::Sender::new(plan);
-    sender.warm(plan.warm_connections).await;
-    // Scheduling starts a moment from now, so the first jobs are not late,
-    // or at the agreed time when shards start together.
+    let count = plan.engine_count();
+    let mut engines = Vec::new();
+    for index in 0..count {
+        engines.push(engine::spawn(engine::Setup {
+            plan: plan.clone(),
+            shape,
+            index,
+            count,
+            results: result_tx.clone(),
+            progress: progress.clone(),
+            stop: stop.clone(),
+        })?);
+    }
+    // Only the engines send results: the collector ends when they are done.
+    drop(result_tx);
+    // Every engine has its connections open; scheduling starts a moment from
+    // now, so the first jobs are not late, or at the agreed time when shards
+    // start together.
+    for engine in &mut engines {
+        let _ = (&mut engine.ready).await;
+    }
     let start = Instant::now() + start_delay(plan.start_at);
-    let dispatcher = Arc::new(dispatch::Dispatcher::new(
-        sender,
-        result_tx,
-        plan.ordered_sessions,
-        start,
-        stop.clone(),
-    ));
-    let scheduler = {
-        let (capture, stop) = (plan.capture.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut emit = |job| {
-                if let Some(progress) = &progress {
-                    progress.sent();
-                }
-                dispatcher.dispatch(job)
-            };
-            schedule::run(reader, &capture, shape, start, &stop, &mut emit)
-        })
+    let mut finished = Vec::new();
+    for engine in engines {
+        let _ = engine.start.send(start);
+        finished.push(engine.done);
+    }
+    let all_done = async {
+        let mut all = schedule::Scheduled::default();
+        for (index, done) in finished.into_iter().enumerate() {
+            let scheduled = done.await.context("a replay engine panicked")??;
+            all.jobs += scheduled.jobs;
+            // Every engine reads the whole capture; one reports its lines.
+            if index == 0 {
+                all.unreadable = scheduled.unreadable;
+            }
+        }
+        anyhow::Ok(all)
     };
     tokio::pin!(shutdown);
-    tokio::pin!(scheduler);
+    tokio::pin!(all_done);
     let (scheduled, interrupted) = tokio::select! {
-        done = &mut scheduler => (done.context("scheduler panicked")??, false),
+        done = &mut all_done => (done?, false),
         () = &mut shutdown => {
             stop.store(true, Ordering::Relaxed);
             tracing::warn!("stopped: waiting up to {:?} for requests in flight", plan.drain);
-            (scheduler.await.context("scheduler panicked")??, true)
+            (all_done.await?, true)
         }
     };
-    // The collector ends once every send task has dropped the dispatcher.
-    // Each request has its own timeout, so the wait is bounded; after a stop,
-    // lanes no longer send what waits in them, and the drain limit applies.
-    let collected = if interrupted {
-        match tokio::time::timeout(plan.drain + plan.timeout, collector).await {
-            Ok(joined) => joined,
-            Err(_) => anyhow::bail!(
-                "requests still in flight after {:?}",
-                plan.drain + plan.timeout
-            ),
-        }
-    } else {
-        collector.await
-    };
+    let collected = collector.await;
     let (mut builder, results) = collected.context("result collector panicked")??;
     results.finish()?;
     builder.set_duration_ms(start.elapsed().as_millis() as u64);

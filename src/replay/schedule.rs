@@ -2,12 +2,11 @@
 //!
 //! One thread reads the capture and releases each job at its time: the
 //! recorded offset divided by the speed, or slot after slot at a constant
-//! rate. Tokio's timers tick in milliseconds, too coarse for sub-millisecond
-//! pacing, so the thread sleeps until each job is due with the kernel's timer
-//! slack at 1 ns. The schedule is open: it never waits for answers.
+//! rate, and waits for each with the [`Wait`] it is given (the replay
+//! engines' waits drive their sends meanwhile). The schedule is open: it
+//! never waits for answers.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,10 @@ pub enum Pacing {
     Rate {
         /// Requests per second.
         per_second: f64,
+        /// Where in its slot each request goes, as a fraction of the slot,
+        /// so that engines sharing a rate take turns rather than send
+        /// together.
+        phase: f64,
     },
 }
 
@@ -41,6 +44,30 @@ pub struct Shape {
     pub amplify: u32,
     /// Only sessions whose hash is `index` modulo `count`: `(index, count)`.
     pub shard: Option<(u32, u32)>,
+}
+
+impl Shape {
+    /// Engine `engine` of `engines` sharing this shape: the sessions of its
+    /// shard that hash to it, at its share of a constant rate (and taking
+    /// its turn within each slot). Together the engines send the shape.
+    pub fn for_engine(self, engine: u32, engines: u32) -> Shape {
+        // Sessions with hash % n == i split by (hash / n) % engines, which
+        // is hash % (n * engines) == i + n * engine.
+        let (index, count) = self.shard.unwrap_or((0, 1));
+        let shard = Some((index + count * engine, count * engines));
+        let pacing = match self.pacing {
+            Pacing::Rate { per_second, .. } => Pacing::Rate {
+                per_second: per_second / engines as f64,
+                phase: engine as f64 / engines as f64,
+            },
+            recorded => recorded,
+        };
+        Shape {
+            pacing,
+            shard,
+            ..self
+        }
+    }
 }
 
 /// One request to send.
@@ -67,14 +94,20 @@ pub struct Scheduled {
     pub unreadable: Vec<String>,
 }
 
+/// How the schedule waits for a job's time: returns false to stop. The
+/// replay engines wait while driving their sends.
+pub type Wait<'a> = &'a mut dyn FnMut(Instant) -> bool;
+
 /// Releases every job of `shape` to `emit` at its time, from `start`, until
-/// the schedule ends or `stop` is set.
+/// the schedule ends or `wait` says stop. Lines of the capture that cannot
+/// be read are logged when `log_unreadable`.
 pub fn run(
     first: CaptureReader,
     capture: &Path,
     shape: Shape,
     start: Instant,
-    stop: &AtomicBool,
+    log_unreadable: bool,
+    wait: Wait,
     emit: &mut dyn FnMut(Job),
 ) -> anyhow::Result<Scheduled> {
     let mut clock = Clock {
@@ -84,16 +117,16 @@ pub fn run(
         slot: 0,
         out: Scheduled::default(),
         ended: false,
+        log_unreadable,
     };
-    precise_sleeps();
     let mut reader = Some(first);
     let mut pass = 0u32;
-    while !clock.ended && !stop.load(Ordering::Relaxed) {
+    while !clock.ended {
         let lines = match reader.take() {
             Some(r) => r,
             None => CaptureReader::open(capture)?,
         };
-        let span = clock.pass(lines, pass, stop, emit);
+        let span = clock.pass(lines, pass, wait, emit);
         pass += 1;
         let more = match (shape.passes, shape.duration) {
             (Some(n), _) => pass < n,
@@ -131,6 +164,7 @@ struct Clock {
     slot: u64,
     out: Scheduled,
     ended: bool,
+    log_unreadable: bool,
 }
 
 impl Clock {
@@ -138,7 +172,7 @@ impl Clock {
         &mut self,
         lines: CaptureReader,
         pass: u32,
-        stop: &AtomicBool,
+        wait: Wait,
         emit: &mut dyn FnMut(Job),
     ) -> Span {
         let mut first_us = None;
@@ -150,7 +184,9 @@ impl Clock {
                 Ok(exchange) => Arc::new(exchange),
                 Err(e) => {
                     if pass == 0 {
-                        tracing::error!("{e}");
+                        if self.log_unreadable {
+                            tracing::error!("{e}");
+                        }
                         self.out.unreadable.push(e.to_string());
                     }
                     continue;
@@ -169,9 +205,9 @@ impl Clock {
             }
             if let Some(previous) = waiting.replace(exchange.clone()) {
                 let gap = exchange.offset_us.saturating_sub(previous.offset_us);
-                self.release(&previous, first, gap, pass, stop, emit);
+                self.release(&previous, first, gap, pass, wait, emit);
             }
-            if self.ended || stop.load(Ordering::Relaxed) {
+            if self.ended {
                 return Span {
                     length_us: 0.0,
                     count: 0,
@@ -179,7 +215,7 @@ impl Clock {
             }
         }
         if let Some(last) = waiting {
-            self.release(&last, first_us.unwrap_or(0), 0, pass, stop, emit);
+            self.release(&last, first_us.unwrap_or(0), 0, pass, wait, emit);
         }
         let length_us = last_us.saturating_sub(first_us.unwrap_or(0)) as f64;
         Span { length_us, count }
@@ -192,7 +228,7 @@ impl Clock {
         first_us: u64,
         gap: u64,
         pass: u32,
-        stop: &AtomicBool,
+        wait: Wait,
         emit: &mut dyn FnMut(Job),
     ) {
         let copies = self.shape.amplify.max(1);
@@ -203,9 +239,9 @@ impl Clock {
                         + gap as f64 * copy as f64 / copies as f64;
                     self.base_us + recorded / speed
                 }
-                Pacing::Rate { per_second } => {
+                Pacing::Rate { per_second, phase } => {
                     self.slot += 1;
-                    (self.slot - 1) as f64 * 1e6 / per_second
+                    ((self.slot - 1) as f64 + phase) * 1e6 / per_second
                 }
             };
             if self
@@ -217,7 +253,7 @@ impl Clock {
                 return;
             }
             let at = self.start + Duration::from_nanos((due_us * 1_000.0) as u64);
-            if !wait_until(at, stop) {
+            if !wait(at) {
                 self.ended = true;
                 return;
             }
@@ -247,23 +283,5 @@ pub fn precise_sleeps() {
     // the calling thread's timer slack.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-    }
-}
-
-/// Sleeps until `at` (precisely, see [`precise_sleeps`]); false if `stop`
-/// was set meanwhile. It does not spin: at 10,000 jobs/s spinning the last
-/// microseconds cost a third of a core, which the sends need more than the
-/// few microseconds of lag it saved.
-fn wait_until(at: Instant, stop: &AtomicBool) -> bool {
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= at {
-            return true;
-        }
-        // At least every 50 ms, to see the stop flag.
-        std::thread::sleep((at - now).min(Duration::from_millis(50)));
     }
 }

@@ -1,0 +1,167 @@
+//! Replay engines: one thread per core, each with a single-threaded runtime,
+//! its own connections and its share of the sessions.
+//!
+//! This is how wrk gets its rate: a thread that schedules, sends and reads
+//! answers itself never hands work to another thread, so no request waits
+//! for a wake-up or a context switch. Each engine runs the schedule for the
+//! sessions that hash to it (a session stays whole on one engine, so its
+//! order holds), at its share of a constant rate, and waits for each job's
+//! time with a precise timer while serving its connections.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::dispatch::Dispatcher;
+use super::progress::Progress;
+use super::schedule::{self, Job, Scheduled, Shape};
+use super::send::Sender;
+use super::timer::PreciseTimer;
+use super::ReplayPlan;
+use crate::capture::CaptureReader;
+use crate::results::ExchangeResult;
+
+/// What an engine shares with the others and the replay.
+pub struct Setup {
+    /// The whole replay's plan.
+    pub plan: ReplayPlan,
+    /// The whole replay's schedule; the engine takes its share.
+    pub shape: Shape,
+    /// This engine, from 0, of `count`.
+    pub index: u32,
+    /// Engines in all.
+    pub count: u32,
+    /// Where results go.
+    pub results: mpsc::Sender<ExchangeResult>,
+    /// The live progress line's counters, when shown.
+    pub progress: Option<Arc<Progress>>,
+    /// Set to stop the schedule.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A started engine: it says when its connections are open, then waits for
+/// the start time, replays its share and drains.
+pub struct Engine {
+    /// Fires once the engine's connections are open.
+    pub ready: oneshot::Receiver<()>,
+    /// Gives the engine the time to start at.
+    pub start: oneshot::Sender<Instant>,
+    /// What the engine scheduled, once it is done.
+    pub done: oneshot::Receiver<anyhow::Result<Scheduled>>,
+}
+
+/// Starts an engine on a thread of its own.
+pub fn spawn(setup: Setup) -> anyhow::Result<Engine> {
+    let (ready_tx, ready) = oneshot::channel();
+    let (start, start_rx) = oneshot::channel();
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("tandem-engine-{}", setup.index))
+        .spawn(move || {
+            let _ = done_tx.send(run(setup, ready_tx, start_rx));
+        })
+        .context("cannot start a replay engine thread")?;
+    Ok(Engine { ready, start, done })
+}
+
+fn run(
+    setup: Setup,
+    ready: oneshot::Sender<()>,
+    start: oneshot::Receiver<Instant>,
+) -> anyhow::Result<Scheduled> {
+    schedule::precise_sleeps();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a replay engine's runtime")?;
+    let plan = engine_plan(&setup);
+    let (sender, timer) = runtime.block_on(async {
+        let sender = Sender::new(&plan);
+        sender.warm(plan.warm_connections).await;
+        (sender, PreciseTimer::new())
+    });
+    let timer = timer.context("cannot create a timer")?;
+    let _ = ready.send(());
+    let Ok(start) = runtime.block_on(start) else {
+        return Ok(Scheduled::default());
+    };
+    let reader = CaptureReader::open(&plan.capture)?;
+    let (alive, mut gone) = mpsc::channel::<()>(1);
+    let dispatcher = Arc::new(Dispatcher::new(
+        sender,
+        setup.results.clone(),
+        plan.ordered_sessions,
+        start,
+        setup.stop.clone(),
+        runtime.handle().clone(),
+        alive,
+    ));
+    let scheduled = {
+        let mut wait = |at: Instant| wait_until(&runtime, &timer, at, &setup.stop);
+        let mut emit = |job: Job| {
+            if let Some(progress) = &setup.progress {
+                progress.sent();
+            }
+            dispatcher.dispatch(job);
+        };
+        let shape = setup.shape.for_engine(setup.index, setup.count);
+        schedule::run(
+            reader,
+            &plan.capture,
+            shape,
+            start,
+            setup.index == 0,
+            &mut wait,
+            &mut emit,
+        )?
+    };
+    // Every send holds the dispatcher; `gone` ends when the last is done.
+    // Each request has its own timeout, so the wait is bounded; after a
+    // stop, lanes no longer send what waits in them, and the drain limit
+    // applies.
+    drop(dispatcher);
+    if setup.stop.load(Ordering::Relaxed) {
+        let limit = plan.drain + plan.timeout;
+        // The timer is made inside the runtime, which it needs.
+        runtime
+            .block_on(async { tokio::time::timeout(limit, gone.recv()).await })
+            .map_err(|_| anyhow::anyhow!("requests still in flight after {limit:?}"))?;
+    } else {
+        runtime.block_on(gone.recv());
+    }
+    Ok(scheduled)
+}
+
+/// The plan as one engine carries it out: its share of the connections.
+fn engine_plan(setup: &Setup) -> ReplayPlan {
+    let mut plan = setup.plan.clone();
+    let count = setup.count as usize;
+    plan.client.max_connections = plan.client.max_connections.map(|m| m.div_ceil(count));
+    plan.max_in_flight = plan.max_in_flight.map(|m| m.div_ceil(count));
+    plan.warm_connections = plan.warm_connections.div_ceil(count);
+    plan
+}
+
+/// Serves the engine's sends until `at`; false if `stop` is set.
+fn wait_until(runtime: &Runtime, timer: &PreciseTimer, at: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= at {
+            // Due already (the engine is behind): still let the sends move.
+            runtime.block_on(tokio::task::yield_now());
+            return true;
+        }
+        // At least every 50 ms, to see the stop flag.
+        let left = (at - now).min(Duration::from_millis(50));
+        if runtime.block_on(timer.sleep(left)).is_err() {
+            std::thread::sleep(left);
+        }
+    }
+}
