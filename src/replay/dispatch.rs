@@ -18,7 +18,8 @@ use super::schedule::Job;
 use super::send::Sender;
 use crate::results::ExchangeResult;
 
-/// Turns due jobs into sends; cheap to call from the scheduler thread.
+/// Turns due jobs into sends on its engine's runtime; cheap to call from
+/// the engine's schedule.
 pub struct Dispatcher {
     sender: Sender,
     results: mpsc::Sender<ExchangeResult>,

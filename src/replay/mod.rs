@@ -6,7 +6,8 @@
 //! whether or not earlier ones have been answered, so a slow target cannot
 //! slow the load, and latency is measured from the scheduled time as well as
 //! from the actual send. Requests of one session keep their order
-//! (`dispatch.rs`).
+//! (`dispatch.rs`). The work is split among engines, one per core
+//! (`engine.rs`), each with its share of the sessions.
 
 mod dispatch;
 mod engine;
