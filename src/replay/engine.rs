@@ -59,10 +59,16 @@ pub fn spawn(setup: Setup) -> anyhow::Result<Engine> {
     let (ready_tx, ready) = oneshot::channel();
     let (start, start_rx) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
+    let stop = setup.stop.clone();
     std::thread::Builder::new()
         .name(format!("tandem-engine-{}", setup.index))
         .spawn(move || {
-            let _ = done_tx.send(run(setup, ready_tx, start_rx));
+            let outcome = run(setup, ready_tx, start_rx);
+            // A failed engine stops the others, which would go on sending.
+            if outcome.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let _ = done_tx.send(outcome);
         })
         .context("cannot start a replay engine thread")?;
     Ok(Engine { ready, start, done })

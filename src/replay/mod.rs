@@ -309,13 +309,14 @@ pub async fn replay(
     tokio::pin!(shutdown);
     tokio::pin!(all_done);
     let (scheduled, interrupted) = tokio::select! {
-        done = &mut all_done => (done?, false),
+        done = &mut all_done => (done, false),
         () = &mut shutdown => {
             stop.store(true, Ordering::Relaxed);
             tracing::warn!("stopped: waiting up to {:?} for requests in flight", plan.drain);
-            (all_done.await?, true)
+            (all_done.await, true)
         }
     };
+    let scheduled = scheduled?;
     let collected = collector.await;
     let (mut builder, results) = collected.context("result collector panicked")??;
     results.finish()?;
