@@ -63,7 +63,9 @@ pub fn spawn(setup: Setup) -> anyhow::Result<Engine> {
     std::thread::Builder::new()
         .name(format!("tandem-engine-{}", setup.index))
         .spawn(move || {
-            let outcome = run(setup, ready_tx, start_rx);
+            let run = std::panic::AssertUnwindSafe(|| run(setup, ready_tx, start_rx));
+            let outcome = std::panic::catch_unwind(run)
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a replay engine panicked")));
             // A failed engine stops the others, which would go on sending.
             if outcome.is_err() {
                 stop.store(true, Ordering::Relaxed);
