@@ -240,15 +240,16 @@ struct ReplayArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
     /// Connections opened to each target before the first request, so that
-    /// a fast start does not open one per request (0: none).
-    #[arg(long, default_value_t = 32)]
-    warm_connections: usize,
-    /// Connections open at once to each target, at most; past it a request
-    /// waits for one to come free, and its latency shows the wait (0: no
-    /// limit). Without a limit, a stall makes the pool open a connection
-    /// per waiting request.
-    #[arg(long, default_value_t = 64)]
-    max_connections: usize,
+    /// a fast start does not open one per request (default: 16 per engine;
+    /// 0: none).
+    #[arg(long)]
+    warm_connections: Option<usize>,
+    /// Connections open at once to each target, at most, all engines
+    /// together; past it a request waits for one to come free, and its send
+    /// lag shows the wait (default: 32 per engine; 0: no limit). Without a
+    /// limit, a stall makes the pool open a connection per waiting request.
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Replay engines: threads, each with its share of the sessions and of
     /// the connections (0: one per core).
     #[arg(long, default_value_t = 0)]
@@ -557,7 +558,7 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let plan_legacy = args.legacy.clone();
-    let plan = ReplayPlan {
+    let mut plan = ReplayPlan {
         capture: args.capture,
         legacy: args.legacy,
         new: args.new,
@@ -578,9 +579,9 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             connect_timeout: args.connect_timeout,
             insecure_tls: args.insecure,
             http2_prior_knowledge: args.http2,
-            max_connections: (args.max_connections > 0).then_some(args.max_connections),
+            max_connections: None,
         },
-        warm_connections: args.warm_connections,
+        warm_connections: 0,
         threads: args.threads,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         out_dir: args.out,
@@ -597,6 +598,14 @@ async fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             thresholds: args.noise.thresholds(),
         }),
         write_rules: args.write_rules,
+    };
+    // Connection defaults grow with the engines: each needs its own.
+    let engines = plan.engine_count() as usize;
+    plan.warm_connections = args.warm_connections.unwrap_or(16 * engines);
+    plan.client.max_connections = match args.max_connections {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(32 * engines),
     };
     let outcome = replay(&plan, shutdown_signal()).await?;
     finish(&outcome)

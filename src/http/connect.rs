@@ -209,8 +209,8 @@ async fn acquire(
     }
     if !limits.warned.swap(true, Ordering::Relaxed) {
         tracing::warn!(
-            "{}:{}: {} connections open, requests wait for one to come free \
-             (their latency shows it); --max-connections raises the limit",
+            "{}:{}: all {} connections this client may open are in use; requests wait \
+             for one to come free (their send lag shows it); --max-connections raises the limit",
             key.0,
             key.1,
             limits.max.unwrap_or(0)

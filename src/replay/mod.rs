@@ -71,7 +71,8 @@ pub struct ReplayPlan {
     pub new_headers: Vec<(String, String)>,
     /// How connections are made: connect timeout, TLS, HTTP/2.
     pub client: crate::http::ClientOptions,
-    /// Connections opened to each target before the start.
+    /// Connections opened to each target before the start, all engines
+    /// together (`tandem replay`: 16 per engine).
     pub warm_connections: usize,
     /// Replay engines (threads, each with its share of the sessions and
     /// connections); 0: one per core.
@@ -130,7 +131,7 @@ impl ReplayPlan {
     }
 
     /// Engines to run: `threads`, or one per core.
-    fn engine_count(&self) -> u32 {
+    pub fn engine_count(&self) -> u32 {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = if self.threads == 0 {
             cores
