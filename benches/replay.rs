@@ -39,6 +39,12 @@ fn main() -> anyhow::Result<()> {
         format!("http://127.0.0.1:{a}"),
         format!("http://127.0.0.1:{b}"),
     );
+    let bench = Bench {
+        capture,
+        rules,
+        legacy: legacy.clone(),
+        new,
+    };
 
     let wrk = wrk_rate(&format!("{legacy}/orders.json"))?;
     println!("wrk, one target, 1 thread, 32 connections: {wrk:.0} requests/s");
@@ -54,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let mut ratios = Vec::new();
     for run in 1..=3 {
         let out = dir.join(format!("full-{run}"));
-        let sample = sample(&capture, &rules, &legacy, &new, &out, asked, "5s")?;
+        let sample = bench.sample(&out, asked, "5s")?;
         ratios.push(sample.achieved * 2.0 / wrk);
         println!(
             "  achieved {:.0} requests/s ({:.2}x wrk), {} matched, {} mismatched, \
@@ -78,7 +84,7 @@ fn main() -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for run in 1..=3 {
             let out = dir.join(format!("rate-{rate}-{run}"));
-            runs.push(sample(&capture, &rules, &legacy, &new, &out, rate, "5s")?);
+            runs.push(bench.sample(&out, rate, "5s")?);
         }
         let achieved = median(runs.iter().map(|r| r.achieved).collect());
         let lags: Vec<u64> = runs.iter().map(|r| r.report.send_lag.legacy.p99).collect();
@@ -107,15 +113,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("\nmemory at 2,000 exchanges/s");
     for duration in ["3s", "30s"] {
-        let run = replay(
-            &capture,
-            &rules,
-            &legacy,
-            &new,
-            &dir.join(format!("mem-{duration}")),
-            2_000.0,
-            duration,
-        )?;
+        let run = bench.replay(&dir.join(format!("mem-{duration}")), 2_000.0, duration)?;
         println!("{duration:>5}: peak {:.1} MB", run.peak_kb as f64 / 1024.0);
     }
     Ok(())
@@ -145,34 +143,12 @@ fn capture(path: &Path, n: u64) -> anyhow::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-fn replay(
-    capture: &Path,
-    rules: &Path,
-    legacy: &str,
-    new: &str,
-    out: &Path,
-    rate: f64,
-    duration: &str,
-) -> anyhow::Result<common::Run> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    command
-        .args(["-q", "replay"])
-        .arg(capture)
-        .args([
-            "--legacy",
-            legacy,
-            "--new",
-            new,
-            "--rate",
-            &rate.to_string(),
-            "--duration",
-            duration,
-        ])
-        .arg("--rules")
-        .arg(rules)
-        .args(["--max-lag", "1s", "--timeout", "5s", "--out"])
-        .arg(out);
-    common::measure(&mut command)
+/// The capture, rules and targets every tandem step of the bench uses.
+struct Bench {
+    capture: PathBuf,
+    rules: PathBuf,
+    legacy: String,
+    new: String,
 }
 
 /// One replay's achieved exchanges/s and report.
@@ -181,25 +157,34 @@ struct Sample {
     report: Report,
 }
 
-/// Replays at `rate` exchanges/s, after letting the previous run's results
-/// reach the disk, so that their writeback does not load this run.
-fn sample(
-    capture: &Path,
-    rules: &Path,
-    legacy: &str,
-    new: &str,
-    out: &Path,
-    rate: f64,
-    duration: &str,
-) -> anyhow::Result<Sample> {
-    // SAFETY: sync takes no arguments and only flushes file system buffers.
-    unsafe { libc::sync() };
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    replay(capture, rules, legacy, new, out, rate, duration)?;
-    let achieved = achieved_rate(out)?;
-    let report = Report::load(&out.join("report.json"))?;
-    std::fs::remove_file(out.join("results.jsonl"))?;
-    Ok(Sample { achieved, report })
+impl Bench {
+    /// Runs `tandem replay` at `rate` exchanges/s for `duration`.
+    fn replay(&self, out: &Path, rate: f64, duration: &str) -> anyhow::Result<common::Run> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        command
+            .args(["-q", "replay"])
+            .arg(&self.capture)
+            .args(["--legacy", &self.legacy, "--new", &self.new])
+            .args(["--rate", &rate.to_string(), "--duration", duration])
+            .arg("--rules")
+            .arg(&self.rules)
+            .args(["--max-lag", "1s", "--timeout", "5s", "--out"])
+            .arg(out);
+        common::measure(&mut command)
+    }
+
+    /// As [`Bench::replay`], after letting the previous run's results reach
+    /// the disk, so that their writeback does not load this run.
+    fn sample(&self, out: &Path, rate: f64, duration: &str) -> anyhow::Result<Sample> {
+        // SAFETY: sync takes no arguments and only flushes file system buffers.
+        unsafe { libc::sync() };
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        self.replay(out, rate, duration)?;
+        let achieved = achieved_rate(out)?;
+        let report = Report::load(&out.join("report.json"))?;
+        std::fs::remove_file(out.join("results.jsonl"))?;
+        Ok(Sample { achieved, report })
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -274,9 +274,9 @@ impl Clock {
     }
 }
 
-/// Asks Linux to wake this thread's sleeps on time to the microsecond
-/// (timer slack 1 ns instead of 50 µs), so that waiting sleeps instead of
-/// spinning a core. Harmless where unsupported.
+/// Asks Linux to end this thread's timed waits on time to the microsecond
+/// (timer slack 1 ns instead of 50 µs): the engines' fallback sleeps and
+/// their runtime's poll timeouts. Harmless where unsupported.
 pub fn precise_sleeps() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only changes
