@@ -296,6 +296,9 @@ struct NoiseArgs {
     /// ... and by more than this (0..1).
     #[arg(long, default_value_t = 0.01)]
     noise_absolute: f64,
+    /// ... and significantly: two-proportion z-score above this (2.58: 99%).
+    #[arg(long, default_value_t = 2.58)]
+    noise_z: f64,
 }
 
 impl NoiseArgs {
@@ -303,6 +306,7 @@ impl NoiseArgs {
         NoiseThresholds {
             relative: self.noise_relative,
             absolute: self.noise_absolute,
+            z: self.noise_z,
         }
     }
 }
@@ -373,6 +377,9 @@ struct DiffArgs {
     /// Noise thresholds, for runs made with --learn-noise.
     #[arg(long, default_value_t = 0.01)]
     noise_absolute: f64,
+    /// Noise thresholds, for runs made with --learn-noise.
+    #[arg(long, default_value_t = 2.58)]
+    noise_z: f64,
 }
 
 #[derive(Debug, Args)]
@@ -635,6 +642,7 @@ fn diff_command(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let thresholds = NoiseThresholds {
         relative: args.noise_relative,
         absolute: args.noise_absolute,
+        z: args.noise_z,
     };
     let mut report = crate::report::rediff(&results, args.rules.as_deref(), thresholds)?;
     if let Some(max) = args.max_mismatch_rate {

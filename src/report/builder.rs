@@ -30,13 +30,17 @@ pub enum Verdict {
 
 /// Thresholds for telling real differences from noise (as in Diffy): a
 /// group is real when its rate exceeds the legacy-vs-legacy rate by more
-/// than `relative` of that rate and by more than `absolute`.
+/// than `relative` of that rate and by more than `absolute`, and the excess
+/// is significant (a two-proportion z-score above `z`): a field that differs
+/// by chance in 4 of 50 answers against 1 of 50 is noise, not a finding.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NoiseThresholds {
     /// Share of the noise rate, e.g. 0.2.
     pub relative: f64,
     /// Absolute rate, e.g. 0.01.
     pub absolute: f64,
+    /// Least z-score of the excess, e.g. 2.58 (99% two-sided).
+    pub z: f64,
 }
 
 impl Default for NoiseThresholds {
@@ -44,6 +48,7 @@ impl Default for NoiseThresholds {
         NoiseThresholds {
             relative: 0.2,
             absolute: 0.01,
+            z: 2.58,
         }
     }
 }
@@ -307,6 +312,7 @@ impl ReportBuilder {
             legacy2: n.legacy2.clone(),
             relative_threshold: n.thresholds.relative,
             absolute_threshold: n.thresholds.absolute,
+            z_threshold: n.thresholds.z,
             groups: groups
                 .iter()
                 .zip(&noisy)
@@ -391,11 +397,26 @@ fn judge_noise(
             let diff_rate = g.count as f64 / base as f64;
             let noise_rate = noise_count as f64 / noise_base as f64;
             let excess = diff_rate - noise_rate;
-            let real = excess > noise.thresholds.absolute
-                && excess > noise.thresholds.relative * noise_rate;
+            let t = &noise.thresholds;
+            let real = excess > t.absolute
+                && excess > t.relative * noise_rate
+                && z_score((g.count, base), (noise_count, noise_base)) > t.z;
             (!real).then_some((diff_rate, noise_rate))
         })
         .collect()
+}
+
+/// The two-proportion z-score of `a` (count, out of) over `b`: how many
+/// standard errors apart the two rates are.
+fn z_score(a: (u64, u64), b: (u64, u64)) -> f64 {
+    let (ra, rb) = (a.0 as f64 / a.1 as f64, b.0 as f64 / b.1 as f64);
+    let pooled = (a.0 + b.0) as f64 / (a.1 + b.1) as f64;
+    let error = (pooled * (1.0 - pooled) * (1.0 / a.1 as f64 + 1.0 / b.1 as f64)).sqrt();
+    if error == 0.0 {
+        // Both rates 0 or both 1: no difference at all.
+        return 0.0;
+    }
+    (ra - rb) / error
 }
 
 /// An exchange whose every group is noise is a match after all.
@@ -524,5 +545,22 @@ fn shown_body(body: &[u8]) -> String {
     match text.char_indices().nth(BODY_SHOWN) {
         Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], body.len()),
         None => text.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::z_score;
+
+    #[test]
+    fn chance_differences_are_not_significant_and_bugs_are() {
+        // A millisecond timestamp crossing in 4 of 50 answers against 1 of 50.
+        assert!(z_score((4, 50), (1, 50)) < 2.58);
+        // Every answer against none, even on few exchanges.
+        assert!(z_score((12, 12), (0, 12)) > 2.58);
+        // One answer in six against none, on 200 exchanges.
+        assert!(z_score((34, 200), (0, 200)) > 2.58);
+        assert_eq!(z_score((0, 30), (0, 30)), 0.0);
+        assert_eq!(z_score((30, 30), (30, 30)), 0.0);
     }
 }

@@ -228,6 +228,10 @@ pub struct LearnedNoise {
     pub relative_threshold: f64,
     /// ... and by at least this much (0..1).
     pub absolute_threshold: f64,
+    /// ... with a two-proportion z-score above this (0 in reports written
+    /// before it was kept).
+    #[serde(default)]
+    pub z_threshold: f64,
     /// The groups judged noise.
     pub groups: Vec<NoiseGroup>,
 }
