@@ -33,11 +33,16 @@ struct Connections {
 /// An HTTP/1 server answering every request after `delay`, counting its
 /// connections.
 async fn slow_server(delay: Duration) -> (SocketAddr, Arc<Connections>) {
-    server(delay, 0).await
+    server(delay, 0, true).await
 }
 
-/// As [`slow_server`], closing its first `drop_first` connections at once.
-async fn server(delay: Duration, drop_first: usize) -> (SocketAddr, Arc<Connections>) {
+/// As [`slow_server`], closing its first `drop_first` connections at once,
+/// and every connection after its first answer unless `keep_alive`.
+async fn server(
+    delay: Duration,
+    drop_first: usize,
+    keep_alive: bool,
+) -> (SocketAddr, Arc<Connections>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Connections::default());
@@ -70,6 +75,7 @@ async fn server(delay: Duration, drop_first: usize) -> (SocketAddr, Arc<Connecti
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
                 counts.open.fetch_sub(1, Ordering::SeqCst);
@@ -151,7 +157,7 @@ async fn connections_are_opened_ahead_and_capped_and_the_wait_shows_as_lag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_connections_closed_by_the_server_are_not_used() {
     let dir = tempfile::tempdir().unwrap();
-    let (legacy, seen) = server(Duration::from_millis(1), 3).await;
+    let (legacy, seen) = server(Duration::from_millis(1), 3, true).await;
     let (new, _) = slow_server(Duration::from_millis(1)).await;
     let plan = ReplayPlan {
         timeout: Duration::from_secs(5),
@@ -173,5 +179,43 @@ async fn warm_connections_closed_by_the_server_are_not_used() {
     assert!(
         seen.accepted.load(Ordering::SeqCst) > 3,
         "new connections were opened"
+    );
+}
+
+/// A server that closes each connection after its answer (`Connection:
+/// close`): every request of a session goes out on a new connection and is
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_after_an_answer_are_not_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, seen) = server(Duration::from_millis(1), 0, false).await;
+    let (new, _) = server(Duration::from_millis(1), 0, false).await;
+    // One session: each request waits for the previous answer, so each
+    // finds the connection it could reuse closed.
+    let exchanges = (1..=4).map(|i| common::exchange(i, i * 1_000, "s", "GET", "/", &[]));
+    let capture = common::write_capture(&dir.path().join("session.jsonl"), exchanges);
+    let plan = ReplayPlan {
+        timeout: Duration::from_secs(5),
+        warm_connections: 0,
+        threads: 1,
+        ..ReplayPlan::new(
+            capture,
+            format!("http://{legacy}").parse().unwrap(),
+            format!("http://{new}").parse().unwrap(),
+            dir.path().join("run"),
+        )
+    };
+    let outcome = replay(&plan, std::future::pending()).await.unwrap();
+    assert_eq!(
+        outcome.report.summary.errors, 0,
+        "{:?}",
+        outcome.report.errors
+    );
+    assert_eq!(outcome.report.summary.matched, 4);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        seen.accepted.load(Ordering::SeqCst),
+        4,
+        "one connection each"
     );
 }

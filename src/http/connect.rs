@@ -99,7 +99,7 @@ impl WarmConnections {
 }
 
 /// Host and port a URI connects to.
-fn endpoint(uri: &Uri) -> Option<Endpoint> {
+pub(super) fn endpoint(uri: &Uri) -> Option<Endpoint> {
     let host = uri.host()?.to_string();
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -161,7 +161,7 @@ impl Connector {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower_service::Service<Uri> for Connector {
     type Response = TokioIo<Counted>;
@@ -183,7 +183,10 @@ impl tower_service::Service<Uri> for Connector {
         Box::pin(async move {
             let key = endpoint(&uri).ok_or("the URI names no host")?;
             let permit = match limits.slots(&key) {
-                Some(slots) => Some(acquire(slots, &limits, &key, wait).await?),
+                Some(slots) => {
+                    let label = format!("{}:{}", key.0, key.1);
+                    Some(acquire(slots, &limits.warned, &label, limits.max, wait).await?)
+                }
                 None => None,
             };
             let stream = match warm.take(&key) {
@@ -197,23 +200,23 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// A free connection slot for `key`, waiting at most `wait`.
-async fn acquire(
+/// A free connection slot of the `max` to `address`, waiting at most
+/// `wait`; the first wait is logged once per `warned`.
+pub(super) async fn acquire(
     slots: Arc<Semaphore>,
-    limits: &Limits,
-    key: &Endpoint,
+    warned: &AtomicBool,
+    address: &str,
+    max: Option<usize>,
     wait: Duration,
 ) -> Result<OwnedSemaphorePermit, BoxError> {
     if let Ok(permit) = slots.clone().try_acquire_owned() {
         return Ok(permit);
     }
-    if !limits.warned.swap(true, Ordering::Relaxed) {
+    if !warned.swap(true, Ordering::Relaxed) {
         tracing::warn!(
-            "{}:{}: all {} connections this client may open are in use; requests wait \
+            "{address}: all {} connections this client may open are in use; requests wait \
              for one to come free (their send lag shows it); --max-connections raises the limit",
-            key.0,
-            key.1,
-            limits.max.unwrap_or(0)
+            max.unwrap_or(0)
         );
     }
     match tokio::time::timeout(wait, slots.acquire_owned()).await {
@@ -261,13 +264,18 @@ pub struct Counted {
 }
 
 impl Counted {
-    fn new(stream: TcpStream, permit: Option<OwnedSemaphorePermit>) -> Counted {
+    pub(super) fn new(stream: TcpStream, permit: Option<OwnedSemaphorePermit>) -> Counted {
         Counted {
             stream,
             _permit: permit,
             clock: SendClock::new(),
             writing: false,
         }
+    }
+
+    /// The clock this connection's writes set.
+    pub(super) fn clock(&self) -> SendClock {
+        self.clock.clone()
     }
 
     fn note_write(&mut self) {

@@ -1,5 +1,6 @@
 //! Sending one job to both targets.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use tokio::sync::Semaphore;
 use super::schedule::Job;
 use super::ReplayPlan;
 use crate::capture::{self, Body};
-use crate::http::{self, Client};
+use crate::http::{self, h1, Client};
 use crate::results::{Attempt, ErrorKind, ExchangeResult, TargetError};
 use crate::target::Target;
 
@@ -21,9 +22,12 @@ struct Lane {
     target: Target,
     slots: Option<Arc<Semaphore>>,
     headers: hyper::HeaderMap,
+    /// Connections of a cleartext HTTP/1.1 target; `None`: the client's.
+    pool: Option<Arc<h1::Pool>>,
 }
 
-/// Sends requests to the targets over one pooled client.
+/// Sends requests to the targets: over HTTP/1.1 on the engine's own
+/// connections to each host and port, otherwise over one pooled client.
 pub struct Sender {
     client: Client,
     warm: http::WarmConnections,
@@ -38,10 +42,13 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(plan: &ReplayPlan) -> Sender {
-        let lane = |target: &Target, headers: &[(String, String)]| Lane {
+        // Targets on one host and port share its connections and limit.
+        let mut pools: HashMap<String, Arc<h1::Pool>> = HashMap::new();
+        let mut lane = |target: &Target, headers: &[(String, String)]| Lane {
             target: target.clone(),
             slots: plan.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             headers: header_map(headers),
+            pool: own_pool(target, plan, &mut pools),
         };
         let warm = http::WarmConnections::default();
         Sender {
@@ -66,11 +73,19 @@ impl Sender {
             return;
         }
         let lanes = [Some(&self.legacy), Some(&self.new), self.legacy2.as_ref()];
+        let mut warmed: Vec<&Arc<h1::Pool>> = Vec::new();
         for lane in lanes.into_iter().flatten() {
             let Ok(uri) = lane.target.uri_for("/") else {
                 continue;
             };
-            let opened = self.warm.open(&uri, n, self.connect_timeout).await;
+            let opened = match &lane.pool {
+                Some(pool) if warmed.iter().any(|p| Arc::ptr_eq(p, pool)) => continue,
+                Some(pool) => {
+                    warmed.push(pool);
+                    pool.open(n).await
+                }
+                None => self.warm.open(&uri, n, self.connect_timeout).await,
+            };
             if opened == 0 {
                 tracing::warn!("no connection to {} could be opened ahead", lane.target);
             }
@@ -147,7 +162,7 @@ impl Sender {
             return dropped(scheduled, "could not go out within --max-lag");
         }
         let outcome = match build(lane, request, self.keep_host) {
-            Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(req)).await {
+            Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(lane, req)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err((
                     ErrorKind::Timeout,
@@ -189,9 +204,24 @@ impl Sender {
         }
     }
 
-    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Answer, (ErrorKind, String)> {
+    async fn exchange(
+        &self,
+        lane: &Lane,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Answer, (ErrorKind, String)> {
         let fail =
             |e: &(dyn std::error::Error + 'static)| (http::classify(e), http::error_chain(e));
+        if let Some(pool) = &lane.pool {
+            *req.uri_mut() = h1::origin_form(req.uri());
+            let answer = pool.request(req).await.map_err(|e| fail(&*e))?;
+            let headers = http::to_headers(&answer.head.headers);
+            return Ok((
+                answer.head.status.as_u16(),
+                headers,
+                answer.body,
+                Some(answer.sent),
+            ));
+        }
         let response = self.client.request(req).await.map_err(|e| fail(&e))?;
         // Read before the body: once the body is in, the connection may carry
         // the next request.
@@ -227,6 +257,30 @@ fn dropped(scheduled: Instant, why: &str) -> Attempt {
             after_us: 0,
         }),
     }
+}
+
+/// The engine's own connections to `target`, shared with the other targets
+/// on its host and port: for cleartext HTTP/1.1 only.
+fn own_pool(
+    target: &Target,
+    plan: &ReplayPlan,
+    pools: &mut HashMap<String, Arc<h1::Pool>>,
+) -> Option<Arc<h1::Pool>> {
+    let uri = target.uri_for("/").ok()?;
+    if uri.scheme_str() != Some("http") || plan.client.http2_prior_knowledge {
+        return None;
+    }
+    let key = uri.authority()?.to_string();
+    if let Some(pool) = pools.get(&key) {
+        return Some(pool.clone());
+    }
+    let pool = Arc::new(h1::Pool::new(
+        &uri,
+        plan.client.max_connections,
+        plan.client.connect_timeout,
+    )?);
+    pools.insert(key, pool.clone());
+    Some(pool)
 }
 
 /// Extra headers as a header map (the CLI checked they are valid).

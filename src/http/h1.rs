@@ -1,0 +1,220 @@
+//! HTTP/1.1 over cleartext for the replay engines: the task that sends a
+//! request drives its connection itself.
+//!
+//! hyper-util's pooled client runs each connection as a task of its own and
+//! hands it requests through a channel, so a request is written only when
+//! that task's turn comes, after the sending task's; each checkout also
+//! takes a lock and hashes the pool key. At 10,000 exchanges/s on two cores
+//! that second hop and the pool's upkeep put the p99 send lag past 1 ms.
+//! Here a request takes a connection from its engine's [`Pool`], writes in
+//! its task's first poll and reads the answer in the same task; between
+//! requests a connection waits in the pool unpolled, and is checked for
+//! life when taken. TLS and HTTP/2 targets keep hyper-util's client.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::connect::{acquire, endpoint, BoxError, Counted, SendClock};
+
+/// The connections one engine keeps to one host and port.
+pub struct Pool {
+    address: String,
+    idle: Mutex<Vec<Conn>>,
+    /// Requests on a connection at once, at most `max`: a connection is
+    /// opened only when none is idle, so open ones never outnumber them.
+    slots: Option<Arc<Semaphore>>,
+    max: Option<usize>,
+    warned: AtomicBool,
+    connect_timeout: Duration,
+}
+
+/// An answer: its head, its whole body, and when the request's first byte
+/// was written.
+pub struct Answer {
+    pub head: hyper::http::response::Parts,
+    pub body: Bytes,
+    pub sent: Instant,
+}
+
+struct Conn {
+    send: SendRequest<Full<Bytes>>,
+    io: Connection<TokioIo<Counted>, Full<Bytes>>,
+    clock: SendClock,
+}
+
+/// How an exchange on a connection ended badly.
+enum Failure {
+    /// The request was never written (the connection had closed): it can go
+    /// out on another.
+    Unsent(Box<Request<Full<Bytes>>>, hyper::Error),
+    Failed(BoxError),
+}
+
+impl Pool {
+    /// A pool for the host and port of `uri`, at most `max` connections
+    /// (`None`: no limit); `None` if the URI names no host.
+    pub fn new(uri: &Uri, max: Option<usize>, connect_timeout: Duration) -> Option<Pool> {
+        let (host, port) = endpoint(uri)?;
+        Some(Pool {
+            address: format!("{host}:{port}"),
+            idle: Mutex::new(Vec::new()),
+            slots: max.map(|m| Arc::new(Semaphore::new(m))),
+            max,
+            warned: AtomicBool::new(false),
+            connect_timeout,
+        })
+    }
+
+    /// Opens up to `n` connections (never past the limit) ahead of the
+    /// first request; returns how many opened. Failures are left to the
+    /// requests to meet and report.
+    pub async fn open(&self, n: usize) -> usize {
+        let n = self.max.map_or(n, |max| n.min(max));
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (address, timeout) = (self.address.clone(), self.connect_timeout);
+            connects.spawn(async move { connect(&address, timeout).await });
+        }
+        let mut opened = 0;
+        while let Some(connected) = connects.join_next().await {
+            if let Ok(Ok(conn)) = connected {
+                self.idle.lock().expect("pool lock").push(conn);
+                opened += 1;
+            }
+        }
+        opened
+    }
+
+    /// Sends `req` (its URI in origin form, with a Host header) and reads the
+    /// whole answer. A connection found closed before the request was
+    /// written is replaced once.
+    pub async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<Answer, BoxError> {
+        // Held until the connection is back in the pool.
+        let _permit = match &self.slots {
+            Some(slots) => Some(
+                acquire(
+                    slots.clone(),
+                    &self.warned,
+                    &self.address,
+                    self.max,
+                    self.connect_timeout,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let mut retried = false;
+        loop {
+            let (mut conn, reused) = match self.take() {
+                Some(conn) => (conn, true),
+                None => (connect(&self.address, self.connect_timeout).await?, false),
+            };
+            match exchange(&mut conn, req).await {
+                Ok((head, body, reusable)) => {
+                    let sent = conn.clock.sent();
+                    if reusable {
+                        self.idle.lock().expect("pool lock").push(conn);
+                    }
+                    return Ok(Answer { head, body, sent });
+                }
+                Err(Failure::Unsent(unsent, _)) if reused && !retried => {
+                    retried = true;
+                    req = *unsent;
+                }
+                Err(Failure::Unsent(_, error)) => return Err(error.into()),
+                Err(Failure::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        while let Some(mut conn) = idle.pop() {
+            // A connection the server closed finishes when polled; one that
+            // is open then asks for its next request.
+            let mut cx = Context::from_waker(Waker::noop());
+            if conn.io.poll_without_shutdown(&mut cx).is_pending() && conn.send.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+}
+
+async fn connect(address: &str, timeout: Duration) -> Result<Conn, BoxError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(stream) => stream?,
+        Err(_) => {
+            let message = format!("connecting to {address} timed out after {timeout:?}");
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message).into());
+        }
+    };
+    stream.set_nodelay(true)?;
+    let counted = Counted::new(stream, None);
+    let clock = counted.clock();
+    let (send, io) = http1::handshake(TokioIo::new(counted)).await?;
+    Ok(Conn { send, io, clock })
+}
+
+/// Sends `req` on `conn`, driving the connection from this task until the
+/// answer's body is in; says whether the connection can carry another.
+async fn exchange(
+    conn: &mut Conn,
+    req: Request<Full<Bytes>>,
+) -> Result<(hyper::http::response::Parts, Bytes, bool), Failure> {
+    let response = conn.send.try_send_request(req);
+    let answer = pin!(async move {
+        let response = response.await.map_err(|mut e| match e.take_message() {
+            Some(req) => Failure::Unsent(Box::new(req), e.into_error()),
+            None => Failure::Failed(e.into_error().into()),
+        })?;
+        let (head, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| Failure::Failed(e.into()))?;
+        Ok((head, body.to_bytes()))
+    });
+    let mut answer = answer;
+    let Conn { send, io, .. } = conn;
+    let mut done = false;
+    poll_fn(|cx| {
+        // The connection first, so that the request is written before the
+        // answer is waited for.
+        done = done || io.poll_without_shutdown(cx).is_ready();
+        let (head, body) = match answer.as_mut().poll(cx) {
+            Poll::Ready(Ok(answer)) => answer,
+            Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
+            Poll::Pending => return Poll::Pending,
+        };
+        // Once the answer is in, the connection asks for the next request
+        // when polled (or finishes, after `Connection: close`).
+        if !done && !send.is_ready() {
+            done = io.poll_without_shutdown(cx).is_ready();
+        }
+        Poll::Ready(Ok((head, body, !done && send.is_ready())))
+    })
+    .await
+}
+
+/// The origin form of a request URI (`/path?query`), which HTTP/1.1 sends
+/// to an origin server.
+pub fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    }
+}
