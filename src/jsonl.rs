@@ -36,6 +36,16 @@ pub enum LineError {
     },
 }
 
+impl LineError {
+    /// The line it is about; 0 when the file could not be opened.
+    pub fn line(&self) -> u64 {
+        match self {
+            LineError::Open { .. } => 0,
+            LineError::Read { line, .. } | LineError::Malformed { line, .. } => *line,
+        }
+    }
+}
+
 /// Reads a JSON Lines file one value at a time, through gzip when the file
 /// starts with gzip's magic bytes.
 pub struct LineReader {
@@ -89,14 +99,47 @@ impl LineReader {
         &mut self,
         what: &str,
     ) -> Option<Result<T, LineError>> {
+        Some(self.advance()?.and_then(|()| self.parse_current(what)))
+    }
+
+    /// Moves to the next non-blank line, `None` at the end of the file; a
+    /// read failure is an error and the last item. For readers that parse
+    /// only part of a line ([`LineReader::parse_current`],
+    /// [`LineReader::parse_part`]).
+    pub fn advance(&mut self) -> Option<Result<(), LineError>> {
         if self.failed {
             return None;
         }
         match self.next_line() {
             Ok(false) => None,
-            Ok(true) => Some(self.parse(what)),
+            Ok(true) => Some(Ok(())),
             Err(e) => Some(Err(e)),
         }
+    }
+
+    /// The current line parsed as `T`, which may borrow from it.
+    pub fn parse_current<'a, T: serde::Deserialize<'a>>(
+        &'a self,
+        what: &str,
+    ) -> Result<T, LineError> {
+        self.parse_part(self.buf.trim_end(), what)
+    }
+
+    /// `text`, a part of the current line, parsed as `T`; an error names
+    /// the line.
+    pub fn parse_part<'a, T: serde::Deserialize<'a>>(
+        &self,
+        text: &'a str,
+        what: &str,
+    ) -> Result<T, LineError> {
+        serde_json::from_str(text).map_err(|e| {
+            let hint = if e.is_eof() {
+                " (the line is truncated)"
+            } else {
+                ""
+            };
+            self.malformed(format!("expected {what}: {e}{hint}"))
+        })
     }
 
     /// An error about the line last read.
@@ -128,17 +171,6 @@ impl LineReader {
                 return Ok(true);
             }
         }
-    }
-
-    fn parse<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, LineError> {
-        serde_json::from_str(self.buf.trim_end()).map_err(|e| {
-            let hint = if e.is_eof() {
-                " (the line is truncated)"
-            } else {
-                ""
-            };
-            self.malformed(format!("expected {what}: {e}{hint}"))
-        })
     }
 }
 

@@ -189,3 +189,53 @@ async fn gate_fails_on_mismatches_and_on_an_empty_run() {
     legacy.stop().await;
     new.stop().await;
 }
+
+/// Each engine parses only the requests it sends: a request that does not
+/// parse is still reported once, naming its line, by whichever engine owns
+/// its session; a recorded answer that does not parse does not keep its
+/// request from being replayed (a replay never sends it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_requests_are_reported_once_whichever_engine_owns_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges =
+        (1..=8).map(|i| common::exchange(i, i * 1_000, &format!("s{i}"), "GET", "/", &[]));
+    let capture = common::write_capture(&dir.path().join("c.jsonl"), exchanges);
+    let mut lines: Vec<String> = std::fs::read_to_string(&capture)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // Lines 4 and 5 (exchanges 3 and 4, whose sessions go to different
+    // engines of two): a method that is not a string. Line 6 (exchange 5): a
+    // recorded answer without its fields. Line 8 (exchange 7): not JSON.
+    let engine = |s: &str| tandem::capture::session_hash(s) % 2;
+    assert_ne!(engine("s3"), engine("s4"));
+    for line in [3, 4] {
+        lines[line] = lines[line].replace("\"method\":\"GET\"", "\"method\":42");
+        assert!(lines[line].contains("42"));
+    }
+    lines[5] = lines[5].replace("\"response\":null", "\"response\":{\"status\":\"x\"}");
+    assert!(lines[5].contains("\"x\""));
+    lines[7].truncate(20);
+    std::fs::write(&capture, lines.join("\n") + "\n").unwrap();
+    let (legacy, new) = (common::Echo::start().await, common::Echo::start().await);
+    let run = |threads| {
+        let mut plan = plan(
+            capture.clone(),
+            legacy.url(),
+            new.url(),
+            dir.path().join(format!("run-{threads}")),
+        );
+        plan.threads = threads;
+        plan
+    };
+    for threads in [1, 2] {
+        let outcome = replay(&run(threads), std::future::pending()).await.unwrap();
+        let unreadable = &outcome.unreadable;
+        assert_eq!(unreadable.len(), 3, "{unreadable:?}");
+        assert!(unreadable[0].contains("line 4: expected an exchange's request"));
+        assert!(unreadable[1].contains("line 5: expected an exchange's request"));
+        assert!(unreadable[2].contains("line 8: expected an exchange"));
+        assert_eq!(outcome.report.summary.total, 5, "threads {threads}");
+    }
+}

@@ -12,7 +12,7 @@ mod reader;
 mod writer;
 
 pub use body::Body;
-pub use reader::{CaptureError, CaptureReader};
+pub use reader::{CaptureError, CaptureReader, Outline};
 pub use writer::CaptureWriter;
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,10 @@
+use std::borrow::Cow;
 use std::path::Path;
 
-use super::{CaptureHeader, Exchange, FORMAT, VERSION};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{CaptureHeader, Exchange, Request, FORMAT, VERSION};
 use crate::jsonl::{LineError, LineReader};
 
 /// Errors reading a capture name the file and the line.
@@ -46,6 +50,56 @@ impl CaptureReader {
     pub fn path(&self) -> &Path {
         self.lines.path()
     }
+
+    /// The next exchange's outline, for a reader that sends some exchanges
+    /// and only needs the others' place on the timeline (a replay engine, a
+    /// shard): `None` at the end of the file.
+    pub fn next_outline(&mut self) -> Option<Result<Outline<'_>, CaptureError>> {
+        if let Err(e) = self.lines.advance()? {
+            return Some(Err(e));
+        }
+        let lines = &self.lines;
+        let fields = lines.parse_current::<OutlineFields>("an exchange");
+        Some(fields.map(|f| Outline {
+            id: f.id,
+            offset_us: f.offset_us,
+            session: f.session,
+            request: f.request,
+            lines,
+        }))
+    }
+}
+
+/// An exchange as a replay first reads it: where it falls on the timeline
+/// and whose session it is. Its request is parsed only when asked for, and
+/// the recorded answer, which a replay does not send, is skipped.
+pub struct Outline<'a> {
+    /// Position in the capture.
+    pub id: u64,
+    /// When the request arrived, µs since the capture started.
+    pub offset_us: u64,
+    /// The session key.
+    pub session: Cow<'a, str>,
+    request: &'a RawValue,
+    lines: &'a crate::jsonl::LineReader,
+}
+
+impl Outline<'_> {
+    /// The exchange's request; an error names the file and line.
+    pub fn request(&self) -> Result<Request, CaptureError> {
+        self.lines
+            .parse_part(self.request.get(), "an exchange's request")
+    }
+}
+
+#[derive(Deserialize)]
+struct OutlineFields<'a> {
+    id: u64,
+    offset_us: u64,
+    #[serde(borrow)]
+    session: Cow<'a, str>,
+    #[serde(borrow)]
+    request: &'a RawValue,
 }
 
 impl Iterator for CaptureReader {

@@ -297,14 +297,12 @@ pub async fn replay(
     }
     let all_done = async {
         let mut all = schedule::Scheduled::default();
-        for (index, done) in finished.into_iter().enumerate() {
+        for done in finished {
             let scheduled = done.await.context("a replay engine panicked")??;
             all.jobs += scheduled.jobs;
-            // Every engine reads the whole capture; one reports its lines.
-            if index == 0 {
-                all.unreadable = scheduled.unreadable;
-            }
+            all.unreadable.extend(scheduled.unreadable);
         }
+        all.unreadable.sort_by_key(|e| e.line());
         anyhow::Ok(all)
     };
     tokio::pin!(shutdown);
@@ -334,7 +332,7 @@ pub async fn replay(
     Ok(ReplayOutcome {
         report,
         report_path,
-        unreadable: scheduled.unreadable,
+        unreadable: scheduled.unreadable.iter().map(|e| e.to_string()).collect(),
         interrupted,
     })
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::capture::{CaptureReader, Exchange};
+use crate::capture::{CaptureError, CaptureReader, Outline, Request};
 
 /// How offsets are chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,11 +70,35 @@ impl Shape {
     }
 }
 
+/// What a replay sends of a recorded exchange.
+#[derive(Debug)]
+pub struct Recorded {
+    /// Position in the capture.
+    pub id: u64,
+    /// When the request arrived, µs since the capture started.
+    pub offset_us: u64,
+    /// The session key.
+    pub session: String,
+    /// The request as recorded.
+    pub request: Request,
+}
+
+impl Recorded {
+    fn read(outline: &Outline) -> Result<Recorded, CaptureError> {
+        Ok(Recorded {
+            id: outline.id,
+            offset_us: outline.offset_us,
+            session: outline.session.to_string(),
+            request: outline.request()?,
+        })
+    }
+}
+
 /// One request to send.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The recorded exchange.
-    pub exchange: Arc<Exchange>,
+    /// The recorded request.
+    pub exchange: Arc<Recorded>,
     /// Pass over the capture, from 0.
     pub pass: u32,
     /// Copy of the exchange in this pass, from 0 (`--amplify`).
@@ -90,8 +114,10 @@ pub struct Job {
 pub struct Scheduled {
     /// Jobs released.
     pub jobs: u64,
-    /// Capture lines that could not be read, each naming file and line.
-    pub unreadable: Vec<String>,
+    /// Capture lines that could not be read, each naming file and line:
+    /// those of this reader's exchanges, and when it reports them, those
+    /// every reader fails on.
+    pub unreadable: Vec<CaptureError>,
 }
 
 /// How the schedule waits for a job's time: returns false to stop. The
@@ -99,14 +125,16 @@ pub struct Scheduled {
 pub type Wait<'a> = &'a mut dyn FnMut(Instant) -> bool;
 
 /// Releases every job of `shape` to `emit` at its time, from `start`, until
-/// the schedule ends or `wait` says stop. Lines of the capture that cannot
-/// be read are logged when `log_unreadable`.
+/// the schedule ends or `wait` says stop. Lines of the capture that cannot be
+/// read are logged and kept: a request that does not parse by the schedule
+/// that would send it, a line that does not parse at all by the schedule
+/// that `reports_shared` (every schedule fails on it).
 pub fn run(
     first: CaptureReader,
     capture: &Path,
     shape: Shape,
     start: Instant,
-    log_unreadable: bool,
+    reports_shared: bool,
     wait: Wait,
     emit: &mut dyn FnMut(Job),
 ) -> anyhow::Result<Scheduled> {
@@ -117,7 +145,7 @@ pub fn run(
         slot: 0,
         out: Scheduled::default(),
         ended: false,
-        log_unreadable,
+        reports_shared,
     };
     let mut reader = Some(first);
     let mut pass = 0u32;
@@ -164,13 +192,13 @@ struct Clock {
     slot: u64,
     out: Scheduled,
     ended: bool,
-    log_unreadable: bool,
+    reports_shared: bool,
 }
 
 impl Clock {
     fn pass(
         &mut self,
-        lines: CaptureReader,
+        mut lines: CaptureReader,
         pass: u32,
         wait: Wait,
         emit: &mut dyn FnMut(Job),
@@ -178,31 +206,33 @@ impl Clock {
         let mut first_us = None;
         let mut last_us = 0u64;
         let mut count = 0u64;
-        let mut waiting: Option<Arc<Exchange>> = None;
-        for item in lines {
-            let exchange = match item {
-                Ok(exchange) => Arc::new(exchange),
+        let mut waiting: Option<Arc<Recorded>> = None;
+        while let Some(item) = lines.next_outline() {
+            let outline = match item {
+                Ok(outline) => outline,
                 Err(e) => {
-                    if pass == 0 {
-                        if self.log_unreadable {
-                            tracing::error!("{e}");
-                        }
-                        self.out.unreadable.push(e.to_string());
-                    }
+                    self.unreadable(e, pass, self.reports_shared);
                     continue;
                 }
             };
-            let first = *first_us.get_or_insert(exchange.offset_us);
+            let first = *first_us.get_or_insert(outline.offset_us);
             // Every exchange shapes the timeline (first offset, span, mean
             // gap), so that all shards keep the same one; another shard's
-            // session is just not sent from here.
-            last_us = last_us.max(exchange.offset_us);
+            // session is just not sent from here, nor its request parsed.
+            last_us = last_us.max(outline.offset_us);
             count += 1;
             if let Some((index, shards)) = self.shape.shard {
-                if crate::capture::session_hash(&exchange.session) % shards as u64 != index as u64 {
+                if crate::capture::session_hash(&outline.session) % shards as u64 != index as u64 {
                     continue;
                 }
             }
+            let exchange = match Recorded::read(&outline) {
+                Ok(recorded) => Arc::new(recorded),
+                Err(e) => {
+                    self.unreadable(e, pass, true);
+                    continue;
+                }
+            };
             if let Some(previous) = waiting.replace(exchange.clone()) {
                 let gap = exchange.offset_us.saturating_sub(previous.offset_us);
                 self.release(&previous, first, gap, pass, wait, emit);
@@ -221,10 +251,19 @@ impl Clock {
         Span { length_us, count }
     }
 
+    /// Logs and keeps a line that cannot be read, once (on the first pass),
+    /// if `mine` to report.
+    fn unreadable(&mut self, error: CaptureError, pass: u32, mine: bool) {
+        if pass == 0 && mine {
+            tracing::error!("{error}");
+            self.out.unreadable.push(error);
+        }
+    }
+
     /// Releases the copies of one exchange, spread over `gap` µs (recorded).
     fn release(
         &mut self,
-        exchange: &Arc<Exchange>,
+        exchange: &Arc<Recorded>,
         first_us: u64,
         gap: u64,
         pass: u32,
