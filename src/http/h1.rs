@@ -121,7 +121,7 @@ impl Pool {
                 Some(conn) => (conn, true),
                 None => (connect(&self.address, self.connect_timeout).await?, false),
             };
-            match exchange(&mut conn, req).await {
+            match round_trip(&mut conn, req).await {
                 Ok((head, body, reusable)) => {
                     let sent = conn.clock.sent();
                     if reusable {
@@ -171,12 +171,12 @@ async fn connect(address: &str, timeout: Duration) -> Result<Conn, BoxError> {
 
 /// Sends `req` on `conn`, driving the connection from this task until the
 /// answer's body is in; says whether the connection can carry another.
-async fn exchange(
+async fn round_trip(
     conn: &mut Conn,
     req: Request<Full<Bytes>>,
 ) -> Result<(hyper::http::response::Parts, Bytes, bool), Failure> {
     let response = conn.send.try_send_request(req);
-    let answer = pin!(async move {
+    let mut answer = pin!(async move {
         let response = response.await.map_err(|mut e| match e.take_message() {
             Some(req) => Failure::Unsent(Box::new(req), e.into_error()),
             None => Failure::Failed(e.into_error().into()),
@@ -188,7 +188,6 @@ async fn exchange(
             .map_err(|e| Failure::Failed(e.into()))?;
         Ok((head, body.to_bytes()))
     });
-    let mut answer = answer;
     let Conn { send, io, .. } = conn;
     let mut done = false;
     poll_fn(|cx| {
