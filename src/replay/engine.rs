@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dispatch::Dispatcher;
@@ -99,39 +98,49 @@ fn run(
     };
     let reader = CaptureReader::open(&plan.capture)?;
     let (alive, mut gone) = mpsc::channel::<()>(1);
-    let dispatcher = Arc::new(Dispatcher::new(
-        sender,
-        setup.results.clone(),
-        plan.ordered_sessions,
-        start,
-        setup.stop.clone(),
-        runtime.handle().clone(),
-        alive,
-    ));
-    let scheduled = {
-        let mut wait = |at: Instant| wait_until(&runtime, &timer, at, &setup.stop);
-        let mut emit = |job: Job| {
-            if let Some(progress) = &setup.progress {
-                progress.sent();
-            }
-            dispatcher.dispatch(job);
-        };
-        let shape = setup.shape.for_engine(setup.index, setup.count);
-        schedule::run(
-            reader,
-            &plan.capture,
-            shape,
+    let mut pacer = EnginePacer {
+        dispatcher: Arc::new(Dispatcher::new(
+            sender,
+            setup.results.clone(),
+            plan.ordered_sessions,
             start,
-            setup.index == 0,
-            &mut wait,
-            &mut emit,
-        )?
+            setup.stop.clone(),
+            runtime.handle().clone(),
+            alive,
+        )),
+        timer,
+        stop: setup.stop.clone(),
+        progress: setup.progress.clone(),
     };
-    // Every send holds the dispatcher; `gone` ends when the last is done.
+    let shape = setup.shape.for_engine(setup.index, setup.count);
+    let reports_shared = setup.index == 0;
+    // Tokio wakes its reactor (an eventfd write, then an extra epoll_wait)
+    // whenever a timer is set earlier than every pending one, which with
+    // none pending is every request's timeout. A timer always pending at
+    // most 100 ms ahead makes the timeouts, which are later, free to set.
+    runtime.spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // The schedule runs as a task of the runtime, beside the sends: a job
+    // it spawns and the timer that wakes it stay on the runtime's own queue,
+    // with no wake-up through the reactor (an eventfd write each) as when
+    // the schedule drove the runtime from outside.
+    let schedule = runtime.spawn(async move {
+        let capture = plan.capture.clone();
+        schedule::run(reader, &capture, shape, start, reports_shared, &mut pacer).await
+        // The pacer's dispatcher goes with the task: every send holds
+        // one, and `gone` ends when the last is dropped.
+    });
+    let scheduled = match runtime.block_on(schedule) {
+        Ok(scheduled) => scheduled?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(anyhow::anyhow!("a replay schedule was cancelled: {e}")),
+    };
     // Each request has its own timeout, so the wait is bounded; after a
     // stop, lanes no longer send what waits in them, and the drain limit
     // applies.
-    drop(dispatcher);
     if setup.stop.load(Ordering::Relaxed) {
         let limit = plan.drain + plan.timeout;
         // The timer is made inside the runtime, which it needs.
@@ -154,22 +163,41 @@ fn engine_plan(setup: &Setup) -> ReplayPlan {
     plan
 }
 
-/// Serves the engine's sends until `at`; false if `stop` is set.
-fn wait_until(runtime: &Runtime, timer: &PreciseTimer, at: Instant, stop: &AtomicBool) -> bool {
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= at {
+/// An engine's schedule: jobs go to its dispatcher, and it waits for their
+/// time on a precise timer while the runtime serves the sends.
+struct EnginePacer {
+    dispatcher: Arc<Dispatcher>,
+    timer: PreciseTimer,
+    stop: Arc<AtomicBool>,
+    progress: Option<Arc<Progress>>,
+}
+
+impl schedule::Pacer for EnginePacer {
+    async fn wait_until(&mut self, at: Instant) -> bool {
+        if Instant::now() >= at {
             // Due already (the engine is behind): still let the sends move.
-            runtime.block_on(tokio::task::yield_now());
-            return true;
+            tokio::task::yield_now().await;
         }
-        // At least every 50 ms, to see the stop flag.
-        let left = (at - now).min(Duration::from_millis(50));
-        if runtime.block_on(timer.sleep(left)).is_err() {
-            std::thread::sleep(left);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= at {
+                return true;
+            }
+            // At least every 50 ms, to see the stop flag.
+            let left = (at - now).min(Duration::from_millis(50));
+            if self.timer.sleep(left).await.is_err() {
+                tokio::time::sleep(left).await;
+            }
         }
+    }
+
+    fn emit(&mut self, job: Job) {
+        if let Some(progress) = &self.progress {
+            progress.sent();
+        }
+        self.dispatcher.dispatch(job);
     }
 }

@@ -1,11 +1,12 @@
 //! When each request goes out.
 //!
-//! One thread reads the capture and releases each job at its time: the
+//! A schedule reads the capture and releases each job at its time: the
 //! recorded offset divided by the speed, or slot after slot at a constant
-//! rate, and waits for each with the [`Wait`] it is given (the replay
-//! engines' waits drive their sends meanwhile). The schedule is open: it
-//! never waits for answers.
+//! rate, waiting for each with the [`Pacer`] it is given (a replay engine's
+//! schedule is a task beside its sends). The schedule is open: it never
+//! waits for answers.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,23 +121,26 @@ pub struct Scheduled {
     pub unreadable: Vec<CaptureError>,
 }
 
-/// How the schedule waits for a job's time: returns false to stop. The
-/// replay engines wait while driving their sends.
-pub type Wait<'a> = &'a mut dyn FnMut(Instant) -> bool;
+/// Where the schedule's jobs go, and how it waits for their time.
+pub trait Pacer {
+    /// Waits until `at`; false to stop the schedule.
+    fn wait_until(&mut self, at: Instant) -> impl Future<Output = bool> + Send;
+    /// A job is due.
+    fn emit(&mut self, job: Job);
+}
 
-/// Releases every job of `shape` to `emit` at its time, from `start`, until
-/// the schedule ends or `wait` says stop. Lines of the capture that cannot be
+/// Releases every job of `shape` to `pacer` at its time, from `start`, until
+/// the schedule ends or the pacer says stop. Lines of the capture that cannot be
 /// read are logged and kept: a request that does not parse by the schedule
 /// that would send it, a line that does not parse at all by the schedule
 /// that `reports_shared` (every schedule fails on it).
-pub fn run(
+pub async fn run<P: Pacer + Send>(
     first: CaptureReader,
     capture: &Path,
     shape: Shape,
     start: Instant,
     reports_shared: bool,
-    wait: Wait,
-    emit: &mut dyn FnMut(Job),
+    pacer: &mut P,
 ) -> anyhow::Result<Scheduled> {
     let mut clock = Clock {
         shape,
@@ -154,7 +158,7 @@ pub fn run(
             Some(r) => r,
             None => CaptureReader::open(capture)?,
         };
-        let span = clock.pass(lines, pass, wait, emit);
+        let span = clock.pass(lines, pass, pacer).await;
         pass += 1;
         let more = match (shape.passes, shape.duration) {
             (Some(n), _) => pass < n,
@@ -177,6 +181,15 @@ pub fn run(
     Ok(clock.out)
 }
 
+/// What a pass has read so far: first and last recorded offset, and how
+/// many exchanges.
+#[derive(Default)]
+struct Seen {
+    first_us: Option<u64>,
+    last_us: u64,
+    count: u64,
+}
+
 /// First to last recorded offset of a pass, and how many exchanges.
 struct Span {
     length_us: f64,
@@ -196,46 +209,19 @@ struct Clock {
 }
 
 impl Clock {
-    fn pass(
+    async fn pass<P: Pacer + Send>(
         &mut self,
         mut lines: CaptureReader,
         pass: u32,
-        wait: Wait,
-        emit: &mut dyn FnMut(Job),
+        pacer: &mut P,
     ) -> Span {
-        let mut first_us = None;
-        let mut last_us = 0u64;
-        let mut count = 0u64;
+        let mut seen = Seen::default();
         let mut waiting: Option<Arc<Recorded>> = None;
-        while let Some(item) = lines.next_outline() {
-            let outline = match item {
-                Ok(outline) => outline,
-                Err(e) => {
-                    self.unreadable(e, pass, self.reports_shared);
-                    continue;
-                }
-            };
-            let first = *first_us.get_or_insert(outline.offset_us);
-            // Every exchange shapes the timeline (first offset, span, mean
-            // gap), so that all shards keep the same one; another shard's
-            // session is just not sent from here, nor its request parsed.
-            last_us = last_us.max(outline.offset_us);
-            count += 1;
-            if let Some((index, shards)) = self.shape.shard {
-                if crate::capture::session_hash(&outline.session) % shards as u64 != index as u64 {
-                    continue;
-                }
-            }
-            let exchange = match Recorded::read(&outline) {
-                Ok(recorded) => Arc::new(recorded),
-                Err(e) => {
-                    self.unreadable(e, pass, true);
-                    continue;
-                }
-            };
+        while let Some(exchange) = self.next_own(&mut lines, &mut seen, pass) {
+            let first = seen.first_us.unwrap_or(0);
             if let Some(previous) = waiting.replace(exchange.clone()) {
                 let gap = exchange.offset_us.saturating_sub(previous.offset_us);
-                self.release(&previous, first, gap, pass, wait, emit);
+                self.release(&previous, first, gap, pass, pacer).await;
             }
             if self.ended {
                 return Span {
@@ -245,10 +231,49 @@ impl Clock {
             }
         }
         if let Some(last) = waiting {
-            self.release(&last, first_us.unwrap_or(0), 0, pass, wait, emit);
+            self.release(&last, seen.first_us.unwrap_or(0), 0, pass, pacer)
+                .await;
         }
-        let length_us = last_us.saturating_sub(first_us.unwrap_or(0)) as f64;
-        Span { length_us, count }
+        let length_us = seen.last_us.saturating_sub(seen.first_us.unwrap_or(0)) as f64;
+        Span {
+            length_us,
+            count: seen.count,
+        }
+    }
+
+    /// The next exchange this schedule sends, `None` at the end of the
+    /// capture. Every exchange read on the way shapes the timeline (first
+    /// offset, span, mean gap), so that all shards and engines keep the same
+    /// one; another's session is just not sent from here, nor its request
+    /// parsed.
+    fn next_own(
+        &mut self,
+        lines: &mut CaptureReader,
+        seen: &mut Seen,
+        pass: u32,
+    ) -> Option<Arc<Recorded>> {
+        while let Some(item) = lines.next_outline() {
+            let outline = match item {
+                Ok(outline) => outline,
+                Err(e) => {
+                    self.unreadable(e, pass, self.reports_shared);
+                    continue;
+                }
+            };
+            seen.first_us.get_or_insert(outline.offset_us);
+            seen.last_us = seen.last_us.max(outline.offset_us);
+            seen.count += 1;
+            if let Some((index, shards)) = self.shape.shard {
+                if crate::capture::session_hash(&outline.session) % shards as u64 != index as u64 {
+                    continue;
+                }
+            }
+            match Recorded::read(&outline) {
+                Ok(recorded) => return Some(Arc::new(recorded)),
+                Err(e) => self.unreadable(e, pass, true),
+            }
+        }
+        None
     }
 
     /// Logs and keeps a line that cannot be read, once (on the first pass),
@@ -261,14 +286,13 @@ impl Clock {
     }
 
     /// Releases the copies of one exchange, spread over `gap` µs (recorded).
-    fn release(
+    async fn release<P: Pacer + Send>(
         &mut self,
         exchange: &Arc<Recorded>,
         first_us: u64,
         gap: u64,
         pass: u32,
-        wait: Wait,
-        emit: &mut dyn FnMut(Job),
+        pacer: &mut P,
     ) {
         let copies = self.shape.amplify.max(1);
         for copy in 0..copies {
@@ -292,7 +316,7 @@ impl Clock {
                 return;
             }
             let at = self.start + Duration::from_nanos((due_us * 1_000.0) as u64);
-            if !wait(at) {
+            if !pacer.wait_until(at).await {
                 self.ended = true;
                 return;
             }
@@ -302,7 +326,7 @@ impl Clock {
                 format!("{}#{copy}", exchange.session)
             };
             self.out.jobs += 1;
-            emit(Job {
+            pacer.emit(Job {
                 exchange: exchange.clone(),
                 pass,
                 copy,

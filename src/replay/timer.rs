@@ -75,7 +75,12 @@ impl PreciseTimer {
                 }
             });
             match expired {
-                Ok(result) => return result,
+                Ok(result) => {
+                    // Expiries are read whole: nothing is left to read until
+                    // the next one, so the next sleep need not try first.
+                    ready.clear_ready();
+                    return result;
+                }
                 Err(_would_block) => continue,
             }
         }
