@@ -36,7 +36,7 @@ pub struct Pool {
     /// opened only when none is idle, so open ones never outnumber them.
     slots: Option<Arc<Semaphore>>,
     max: Option<usize>,
-    warned: AtomicBool,
+    warned: Arc<AtomicBool>,
     connect_timeout: Duration,
 }
 
@@ -64,15 +64,21 @@ enum Failure {
 
 impl Pool {
     /// A pool for the host and port of `uri`, at most `max` connections
-    /// (`None`: no limit); `None` if the URI names no host.
-    pub fn new(uri: &Uri, max: Option<usize>, connect_timeout: Duration) -> Option<Pool> {
+    /// (`None`: no limit); `None` if the URI names no host. The first wait
+    /// for a connection is logged, once per `warned` (pools may share it).
+    pub fn new(
+        uri: &Uri,
+        max: Option<usize>,
+        connect_timeout: Duration,
+        warned: Arc<AtomicBool>,
+    ) -> Option<Pool> {
         let (host, port) = endpoint(uri)?;
         Some(Pool {
             address: format!("{host}:{port}"),
             idle: Mutex::new(Vec::new()),
             slots: max.map(|m| Arc::new(Semaphore::new(m))),
             max,
-            warned: AtomicBool::new(false),
+            warned,
             connect_timeout,
         })
     }

@@ -126,12 +126,12 @@ fn run(
     // The schedule runs as a task of the runtime, beside the sends: a job
     // it spawns and the timer that wakes it stay on the runtime's own queue,
     // with no wake-up through the reactor (an eventfd write each) as when
-    // the schedule drove the runtime from outside.
+    // the schedule drove the runtime from outside. The pacer's dispatcher
+    // ends with the task; every send holds one too, and `gone` ends when
+    // the last is dropped.
+    let capture = plan.capture.clone();
     let schedule = runtime.spawn(async move {
-        let capture = plan.capture.clone();
         schedule::run(reader, &capture, shape, start, reports_shared, &mut pacer).await
-        // The pacer's dispatcher goes with the task: every send holds
-        // one, and `gone` ends when the last is dropped.
     });
     let scheduled = match runtime.block_on(schedule) {
         Ok(scheduled) => scheduled?,

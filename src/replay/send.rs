@@ -1,6 +1,7 @@
 //! Sending one job to both targets.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ pub struct Sender {
 impl Sender {
     pub fn new(plan: &ReplayPlan) -> Sender {
         // Targets on one host and port share its connections and limit.
-        let mut pools: HashMap<String, Arc<h1::Pool>> = HashMap::new();
+        let mut pools = Pools::default();
         let mut lane = |target: &Target, headers: &[(String, String)]| Lane {
             target: target.clone(),
             slots: plan.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
@@ -261,26 +262,30 @@ fn dropped(scheduled: Instant, why: &str) -> Attempt {
 
 /// The engine's own connections to `target`, shared with the other targets
 /// on its host and port: for cleartext HTTP/1.1 only.
-fn own_pool(
-    target: &Target,
-    plan: &ReplayPlan,
-    pools: &mut HashMap<String, Arc<h1::Pool>>,
-) -> Option<Arc<h1::Pool>> {
+fn own_pool(target: &Target, plan: &ReplayPlan, pools: &mut Pools) -> Option<Arc<h1::Pool>> {
     let uri = target.uri_for("/").ok()?;
     if uri.scheme_str() != Some("http") || plan.client.http2_prior_knowledge {
         return None;
     }
     let key = uri.authority()?.to_string();
-    if let Some(pool) = pools.get(&key) {
+    if let Some(pool) = pools.by_endpoint.get(&key) {
         return Some(pool.clone());
     }
     let pool = Arc::new(h1::Pool::new(
         &uri,
         plan.client.max_connections,
         plan.client.connect_timeout,
+        pools.warned.clone(),
     )?);
-    pools.insert(key, pool.clone());
+    pools.by_endpoint.insert(key, pool.clone());
     Some(pool)
+}
+
+/// An engine's pools, by host and port; a full one is logged once.
+#[derive(Default)]
+struct Pools {
+    by_endpoint: HashMap<String, Arc<h1::Pool>>,
+    warned: Arc<AtomicBool>,
 }
 
 /// Extra headers as a header map (the CLI checked they are valid).
