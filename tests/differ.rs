@@ -9,7 +9,7 @@ use std::time::Duration;
 use tandem::demo::{self, DemoOptions, Flavor};
 use tandem::diff::MismatchKind;
 use tandem::replay::{replay, NoisePlan, ReplayPlan};
-use tandem::report::{rediff, NoiseThresholds, Report};
+use tandem::report::{merge::merge, rediff, NoiseThresholds, Report};
 
 type Group = (String, String, MismatchKind, Option<String>);
 
@@ -133,6 +133,15 @@ async fn noise_learning_keeps_the_bugs_and_drops_random_fields() {
     let offline = rediff(&results, Some(&learned_rules), NoiseThresholds::default()).unwrap();
     assert_eq!(groups(&offline), groups(&report));
     assert_eq!(offline.summary.total, report.summary.total);
+
+    // Split by session into three shards' results, as `--shard I/3` would
+    // have replayed them: their merged report judges noise as the report
+    // of all the results does.
+    let whole = rediff(&results, None, NoiseThresholds::default()).unwrap();
+    let merged = merge(shard_reports(&results, dir.path(), 3)).unwrap();
+    assert_eq!(merged.summary, whole.summary);
+    assert_eq!(counted(&merged), counted(&whole));
+    assert_eq!(noise_paths(&merged), noise_paths(&whole));
     for server in [legacy, legacy2, new] {
         server.stop().await;
     }
@@ -241,4 +250,51 @@ async fn rules_that_match_nothing_are_reported_unused() {
     assert_eq!(report.unused_rules.len(), 3, "{unused}");
     let summary = std::fs::read_to_string(dir.path().join("run/summary.md")).unwrap();
     assert!(summary.contains("## Unused rules"));
+}
+
+/// Mismatch groups with their counts.
+fn counted(report: &Report) -> BTreeSet<(Group, u64)> {
+    report
+        .mismatch_groups
+        .iter()
+        .map(|g| {
+            (
+                (g.method.clone(), g.route.clone(), g.kind, g.path.clone()),
+                g.count,
+            )
+        })
+        .collect()
+}
+
+fn noise_paths(report: &Report) -> BTreeSet<(String, String, Option<String>)> {
+    let noise = report.learned_noise.as_ref().expect("learned noise");
+    noise
+        .groups
+        .iter()
+        .map(|g| (g.method.clone(), g.route.clone(), g.path.clone()))
+        .collect()
+}
+
+/// The reports of `results` split by session hash into `n` results files,
+/// each re-diffed and read back from JSON as `tandem report merge` would.
+fn shard_reports(results: &Path, dir: &Path, n: u64) -> Vec<Report> {
+    let text = std::fs::read_to_string(results).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let mut shards: Vec<String> = (0..n).map(|_| format!("{header}\n")).collect();
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let hash = tandem::capture::session_hash(value["session"].as_str().unwrap());
+        shards[(hash % n) as usize].push_str(&format!("{line}\n"));
+    }
+    shards
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let path = dir.join(format!("shard-{i}.jsonl"));
+            std::fs::write(&path, text).unwrap();
+            let report = rediff(&path, None, NoiseThresholds::default()).unwrap();
+            serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap()
+        })
+        .collect()
 }

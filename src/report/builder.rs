@@ -1,8 +1,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    Example, Histograms, LearnedNoise, MessageView, MismatchGroup, NoiseGroup, Report, RouteReport,
-    RunInfo, SideLatency, Summary, TargetErrors,
+    Example, GroupCount, GroupSet, Histograms, LearnedNoise, MessageView, MismatchGroup,
+    MismatchSet, NoiseEvidence, NoiseGroup, Report, RouteCount, RouteReport, RunInfo, SideLatency,
+    Summary, TargetErrors,
 };
 use crate::capture::{Header, Request, Response};
 use crate::diff::{Differ, Mismatch, MismatchKind, RouteRules};
@@ -308,18 +309,51 @@ impl ReportBuilder {
             revise_verdicts(noise, &noisy, &mut summary, &mut routes);
         }
         finish_rates(&mut summary);
+        let sets = noise.as_ref().map(|n| mismatch_sets(n, &groups));
+        let mut mismatch_groups = Vec::new();
+        let (mut noise_groups, mut noise_mismatch_groups) = (Vec::new(), Vec::new());
+        for (g, rates) in groups.into_iter().zip(&noisy) {
+            let compared = routes.get(&g.key.route).map_or(1, |r| r.compared.max(1));
+            match rates {
+                Some((diff_rate, noise_rate)) => {
+                    noise_groups.push(noise_group(&g, *diff_rate, *noise_rate));
+                    noise_mismatch_groups.push(mismatch_group(g, compared));
+                }
+                None => mismatch_groups.push(mismatch_group(g, compared)),
+            }
+        }
+        sort_groups(&mut mismatch_groups);
+        sort_groups(&mut noise_mismatch_groups);
         let learned_noise = noise.map(|n| LearnedNoise {
             legacy2: n.legacy2.clone(),
             relative_threshold: n.thresholds.relative,
             absolute_threshold: n.thresholds.absolute,
             z_threshold: n.thresholds.z,
-            groups: groups
-                .iter()
-                .zip(&noisy)
-                .filter_map(|(g, rates)| {
-                    rates.map(|(diff_rate, noise_rate)| noise_group(g, diff_rate, noise_rate))
-                })
-                .collect(),
+            groups: noise_groups,
+            evidence: Some(NoiseEvidence {
+                compared: n
+                    .compared
+                    .iter()
+                    .map(|(route, &count)| RouteCount {
+                        method: route.method.clone(),
+                        route: route.template.clone(),
+                        count,
+                    })
+                    .collect(),
+                legacy_differences: n
+                    .counts
+                    .iter()
+                    .map(|(key, &count)| GroupCount {
+                        method: key.route.method.clone(),
+                        route: key.route.template.clone(),
+                        kind: key.kind,
+                        path: key.path.clone(),
+                        count,
+                    })
+                    .collect(),
+                noise_mismatch_groups,
+                mismatch_sets: sets.unwrap_or_default(),
+            }),
         });
         let histograms = Histograms {
             legacy: legacy.to_base64(),
@@ -333,20 +367,6 @@ impl ReportBuilder {
                 .map(|(route, t)| (route.to_string(), [t.legacy.to_base64(), t.new.to_base64()]))
                 .collect(),
         };
-        let mut mismatch_groups: Vec<MismatchGroup> = groups
-            .into_iter()
-            .zip(&noisy)
-            .filter(|(_, noise)| noise.is_none())
-            .map(|(g, _)| {
-                let compared = routes.get(&g.key.route).map_or(1, |r| r.compared.max(1));
-                mismatch_group(g, compared)
-            })
-            .collect();
-        mismatch_groups.sort_by(|a, b| {
-            b.count.cmp(&a.count).then_with(|| {
-                (&a.method, &a.route, a.kind, &a.path).cmp(&(&b.method, &b.route, b.kind, &b.path))
-            })
-        });
         Report {
             format: super::FORMAT.to_string(),
             version: super::VERSION,
@@ -394,16 +414,59 @@ fn judge_noise(
             if base == 0 || noise_base == 0 {
                 return None;
             }
-            let diff_rate = g.count as f64 / base as f64;
-            let noise_rate = noise_count as f64 / noise_base as f64;
-            let excess = diff_rate - noise_rate;
-            let t = &noise.thresholds;
-            let real = excess > t.absolute
-                && excess > t.relative * noise_rate
-                && z_score((g.count, base), (noise_count, noise_base)) > t.z;
-            (!real).then_some((diff_rate, noise_rate))
+            is_noise(
+                (g.count, base),
+                (noise_count, noise_base),
+                &noise.thresholds,
+            )
         })
         .collect()
+}
+
+/// Whether a group seen in `diff` (count, out of) legacy-vs-new comparisons
+/// and `noise` legacy-vs-legacy ones is noise: `Some((diff_rate,
+/// noise_rate))` if so.
+pub(super) fn is_noise(
+    diff: (u64, u64),
+    noise: (u64, u64),
+    t: &NoiseThresholds,
+) -> Option<(f64, f64)> {
+    let diff_rate = diff.0 as f64 / diff.1 as f64;
+    let noise_rate = noise.0 as f64 / noise.1 as f64;
+    let excess = diff_rate - noise_rate;
+    let real =
+        excess > t.absolute && excess > t.relative * noise_rate && z_score(diff, noise) > t.z;
+    (!real).then_some((diff_rate, noise_rate))
+}
+
+/// Mismatched exchanges counted by route and the set of groups they showed.
+fn mismatch_sets(noise: &Noise, groups: &[GroupTally]) -> Vec<MismatchSet> {
+    let mut sets: BTreeMap<(&Route, GroupSet), u64> = BTreeMap::new();
+    for (route, hit) in &noise.hits {
+        let mut set: Vec<_> = hit
+            .iter()
+            .map(|&i| (groups[i].key.kind, groups[i].key.path.clone()))
+            .collect();
+        set.sort();
+        *sets.entry((route, set)).or_default() += 1;
+    }
+    sets.into_iter()
+        .map(|((route, groups), exchanges)| MismatchSet {
+            method: route.method.clone(),
+            route: route.template.clone(),
+            groups,
+            exchanges,
+        })
+        .collect()
+}
+
+/// Most frequent first, then by method, route, kind and path.
+pub(super) fn sort_groups(groups: &mut [MismatchGroup]) {
+    groups.sort_by(|a, b| {
+        b.count.cmp(&a.count).then_with(|| {
+            (&a.method, &a.route, a.kind, &a.path).cmp(&(&b.method, &b.route, b.kind, &b.path))
+        })
+    });
 }
 
 /// The two-proportion z-score of `a` (count, out of) over `b`: how many

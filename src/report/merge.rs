@@ -12,6 +12,8 @@ use super::{
 };
 use crate::latency::Latency;
 
+mod noise;
+
 /// Merges shard reports of one capture into one report.
 pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
     let Some(first) = reports.first() else {
@@ -47,7 +49,7 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         latency: latency(&histograms.legacy, &histograms.new)?,
         latency_corrected: latency(&histograms.legacy_corrected, &histograms.new_corrected)?,
         send_lag: latency(&histograms.legacy_lag, &histograms.new_lag)?,
-        learned_noise: merge_noise(&reports),
+        learned_noise: None,
         unused_rules: unused_everywhere(&reports),
         histograms,
         gate: None,
@@ -60,7 +62,11 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
             *merged.errors.new.entry(*kind).or_default() += n;
         }
     }
-    merged.mismatch_groups = merge_groups(&reports, &merged.routes);
+    let mismatch_groups = reports.iter().flat_map(|r| &r.mismatch_groups);
+    merged.mismatch_groups = merge_groups(mismatch_groups, &merged.routes);
+    if !noise::rejudge(&reports, &mut merged)? {
+        merged.learned_noise = merge_noise(&reports);
+    }
     Ok(merged)
 }
 
@@ -73,13 +79,18 @@ fn merge_summaries(reports: &[Report]) -> Summary {
         s.errors += r.summary.errors;
         s.dropped += r.summary.dropped;
     }
+    finish_rates(&mut s);
+    s
+}
+
+/// `parity` and `mismatch_rate` from the counts.
+fn finish_rates(s: &mut Summary) {
     if s.total > 0 {
         s.parity = s.matched as f64 / s.total as f64;
         s.mismatch_rate = (s.mismatched + s.errors + s.dropped) as f64 / s.total as f64;
     } else {
         s.mismatch_rate = 1.0;
     }
-    s
 }
 
 fn merge_histograms(reports: &[Report]) -> anyhow::Result<Histograms> {
@@ -155,23 +166,25 @@ fn merge_routes(reports: &[Report], histograms: &Histograms) -> anyhow::Result<V
 
 type GroupKey = (String, String, crate::diff::MismatchKind, Option<String>);
 
-fn merge_groups(reports: &[Report], routes: &[RouteReport]) -> Vec<MismatchGroup> {
+/// Groups of the same key as one: counts add up, the earliest examples kept.
+fn merge_groups<'a>(
+    all: impl IntoIterator<Item = &'a MismatchGroup>,
+    routes: &[RouteReport],
+) -> Vec<MismatchGroup> {
     let mut groups: BTreeMap<GroupKey, MismatchGroup> = BTreeMap::new();
-    for r in reports {
-        for g in &r.mismatch_groups {
-            let key = (g.method.clone(), g.route.clone(), g.kind, g.path.clone());
-            match groups.get_mut(&key) {
-                None => {
-                    groups.insert(key, g.clone());
-                }
-                Some(m) => {
-                    m.count += g.count;
-                    m.first_exchange = m.first_exchange.min(g.first_exchange);
-                    m.last_exchange = m.last_exchange.max(g.last_exchange);
-                    m.examples.extend(g.examples.iter().cloned());
-                    m.examples.sort_by_key(|e| e.exchange_id);
-                    m.examples.truncate(3);
-                }
+    for g in all {
+        let key = (g.method.clone(), g.route.clone(), g.kind, g.path.clone());
+        match groups.get_mut(&key) {
+            None => {
+                groups.insert(key, g.clone());
+            }
+            Some(m) => {
+                m.count += g.count;
+                m.first_exchange = m.first_exchange.min(g.first_exchange);
+                m.last_exchange = m.last_exchange.max(g.last_exchange);
+                m.examples.extend(g.examples.iter().cloned());
+                m.examples.sort_by_key(|e| e.exchange_id);
+                m.examples.truncate(3);
             }
         }
     }
@@ -183,16 +196,13 @@ fn merge_groups(reports: &[Report], routes: &[RouteReport]) -> Vec<MismatchGroup
             .map_or(0, |r| r.compared);
         g.rate = g.count as f64 / compared.max(1) as f64;
     }
-    out.sort_by(|a, b| {
-        b.count.cmp(&a.count).then_with(|| {
-            (&a.method, &a.route, a.kind, &a.path).cmp(&(&b.method, &b.route, b.kind, &b.path))
-        })
-    });
+    super::builder::sort_groups(&mut out);
     out
 }
 
-/// Each shard judged noise on its own traffic; the merged list holds every
-/// group some shard judged noise, with the highest rates seen.
+/// Reports written before noise evidence was kept: each shard judged noise
+/// on its own traffic, and the merged list holds every group some shard
+/// judged noise, with the highest rates seen.
 fn merge_noise(reports: &[Report]) -> Option<LearnedNoise> {
     let mut merged: Option<LearnedNoise> = None;
     for noise in reports.iter().filter_map(|r| r.learned_noise.as_ref()) {

@@ -234,6 +234,68 @@ pub struct LearnedNoise {
     pub z_threshold: f64,
     /// The groups judged noise.
     pub groups: Vec<NoiseGroup>,
+    /// The counts behind the judgment, so that shard reports merge into
+    /// the judgment one run over all their exchanges makes (absent in
+    /// reports written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<NoiseEvidence>,
+}
+
+/// What noise is judged from: legacy-vs-legacy counts, the groups judged
+/// noise in full, and which groups each mismatched exchange showed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NoiseEvidence {
+    /// Exchanges with two legacy answers, per route.
+    pub compared: Vec<RouteCount>,
+    /// Exchanges whose two legacy answers differ, per group.
+    pub legacy_differences: Vec<GroupCount>,
+    /// The groups judged noise, as `mismatch_groups` would list them.
+    pub noise_mismatch_groups: Vec<MismatchGroup>,
+    /// Mismatched exchanges (legacy vs new), counted by route and the set of
+    /// groups they showed: an exchange whose every group is noise matches.
+    pub mismatch_sets: Vec<MismatchSet>,
+}
+
+/// A count on one route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteCount {
+    /// Request method.
+    pub method: String,
+    /// Path template.
+    pub route: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// A count of one mismatch group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupCount {
+    /// Request method.
+    pub method: String,
+    /// Path template.
+    pub route: String,
+    /// What differs.
+    pub kind: MismatchKind,
+    /// JSON path or header name.
+    pub path: Option<String>,
+    /// How many exchanges.
+    pub count: u64,
+}
+
+/// Mismatch groups of one route, as (kind, path).
+pub type GroupSet = Vec<(MismatchKind, Option<String>)>;
+
+/// Mismatched exchanges of one route that showed exactly these groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MismatchSet {
+    /// Request method.
+    pub method: String,
+    /// Path template.
+    pub route: String,
+    /// The groups, as (kind, path), sorted.
+    pub groups: GroupSet,
+    /// How many exchanges.
+    pub exchanges: u64,
 }
 
 /// A difference that two legacy answers also show.
