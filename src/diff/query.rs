@@ -1,4 +1,4 @@
-//! JSONPath queries (RFC 9535) as rules use them, evaluated over a [`Tape`].
+//! JSONPath queries (RFC 9535) as rules use them, evaluated over a tape (`diff::tape`).
 //!
 //! serde_json_path checks every query and evaluates it over a
 //! `serde_json::Value`. Building that value for every answer would cost more
