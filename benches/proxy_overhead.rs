@@ -31,6 +31,8 @@ async fn main() -> anyhow::Result<()> {
         session_header: None,
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
+        selection: Default::default(),
+        rotation: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let proxy = tokio::spawn(record_proxy(listener, config, async {

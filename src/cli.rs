@@ -93,11 +93,11 @@ struct RecordArgs {
     timeout: Duration,
     #[command(flatten)]
     selection: SelectionArgs,
-    /// Packet mode: start a new file after this many bytes (e.g. 500MB).
-    #[arg(long, value_parser = parse_size, requires = "interface")]
+    /// Start a new file after this many bytes (e.g. 500MB).
+    #[arg(long, value_parser = parse_size)]
     rotate_size: Option<u64>,
-    /// Packet mode: start a new file after this long (e.g. 1h).
-    #[arg(long, value_parser = humantime::parse_duration, requires = "interface")]
+    /// Start a new file after this long (e.g. 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
     rotate_time: Option<Duration>,
     /// Packet mode: body bytes kept at most per message; longer bodies are cut and marked incomplete.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
@@ -121,7 +121,7 @@ struct ImportArgs {
     max_body: u64,
 }
 
-/// Which exchanges a packet recording keeps.
+/// Which exchanges a recording keeps.
 #[derive(Debug, Args)]
 struct SelectionArgs {
     /// Keep only these methods, e.g. GET,POST.
@@ -450,6 +450,11 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         session_header: args.session_header,
         timeout: args.timeout,
         drain: Duration::from_secs(10),
+        selection: args.selection.selection()?,
+        rotation: Rotation {
+            max_bytes: args.rotate_size,
+            max_age: args.rotate_time,
+        },
     };
     tracing::info!(
         "recording {} -> {} into {}",
@@ -458,13 +463,19 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     let summary = record_proxy(listener, config, shutdown_signal()).await?;
+    let files: Vec<String> = summary
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     println!(
-        "recorded {} exchanges into {} ({} without upstream answer, {} abandoned by the client, {} incomplete requests)",
+        "recorded {} exchanges into {} ({} without upstream answer, {} abandoned by the client, {} incomplete requests, {} left out by the selection)",
         summary.exchanges,
-        args.out.display(),
+        files.join(", "),
         summary.upstream_errors,
         summary.abandoned,
-        summary.incomplete_requests
+        summary.incomplete_requests,
+        summary.filtered
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,8 @@ fn config(upstream: &str, out: std::path::PathBuf) -> ProxyConfig {
         session_header: None,
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
+        selection: Default::default(),
+        rotation: Default::default(),
     }
 }
 
@@ -146,4 +148,40 @@ async fn upstream_down_is_recorded_not_lost() {
         .collect();
     assert!(exchanges[0].response.is_none());
     assert!(exchanges[0].error.as_deref().unwrap().contains("upstream"));
+}
+
+/// The proxy keeps only what the selection names and rotates its file, as
+/// packet recording does: the parts hold the kept exchanges once each,
+/// numbered from 1 across the parts.
+#[tokio::test]
+async fn selection_and_rotation_apply_to_the_proxy() {
+    let upstream = common::Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap.jsonl");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = config(&upstream.url(), out);
+    config.selection.methods = vec!["GET".into()];
+    config.rotation.max_bytes = Some(2_000);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let recording = tokio::spawn(record_proxy(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let client = tandem::http::client(Duration::from_secs(5));
+    for (method, target, body) in requests() {
+        let url = format!("{proxy}{target}");
+        common::send(&client, &url, method, &[], body).await;
+    }
+    stop.send(()).unwrap();
+    let summary = recording.await.unwrap().unwrap();
+    assert_eq!((summary.exchanges, summary.filtered), (15, 45));
+    assert!(summary.files.len() > 1, "{:?}", summary.files);
+    let kept: Vec<Exchange> = summary
+        .files
+        .iter()
+        .flat_map(|f| CaptureReader::open(f).unwrap().map(Result::unwrap))
+        .collect();
+    assert!(kept.iter().all(|e| e.request.method == "GET"));
+    let ids: Vec<u64> = kept.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=15).collect::<Vec<_>>());
 }

@@ -115,6 +115,8 @@ async fn record(options: &DemoOptions) -> anyhow::Result<RecordSummary> {
         session_header: Some("x-demo-user".to_string()),
         timeout: Duration::from_secs(10),
         drain: Duration::from_secs(5),
+        selection: Default::default(),
+        rotation: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let proxy = tokio::spawn(record_proxy(listener, config, async {

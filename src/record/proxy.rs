@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,10 +19,9 @@ use hyper::body::Incoming;
 use hyper::header::HOST;
 use hyper::{Request, Response, StatusCode, Uri};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
-use crate::capture::ordered::InOrder;
-use crate::capture::{self, Body, CaptureHeader, CaptureWriter, Exchange};
+use super::sink::{Rotation, Selection, Sink};
+use crate::capture::{self, Body, Exchange};
 use crate::http::{self, Client};
 use crate::target::Target;
 
@@ -40,6 +39,10 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
+    /// Which exchanges are kept (all by default).
+    pub selection: Selection,
+    /// When to start a new capture file (never by default).
+    pub rotation: Rotation,
 }
 
 /// What a recording session produced.
@@ -47,6 +50,10 @@ pub struct ProxyConfig {
 pub struct RecordSummary {
     /// Exchanges written, including those recorded with an error.
     pub exchanges: u64,
+    /// Exchanges left out by the selection.
+    pub filtered: u64,
+    /// The capture files written, in order (more than one when rotating).
+    pub files: Vec<PathBuf>,
     /// Of which the upstream gave no answer (recorded with `response: null`).
     pub upstream_errors: u64,
     /// Of which the client went away before the answer (recorded with `response: null`).
@@ -68,7 +75,7 @@ struct Shared {
     client: Client,
     started: Instant,
     next_id: AtomicU64,
-    events: mpsc::UnboundedSender<Event>,
+    recorder: Arc<Mutex<Recorder>>,
 }
 
 /// Runs the proxy on `listener` until `shutdown` completes, then closes the
@@ -79,26 +86,54 @@ pub async fn record_proxy(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RecordSummary> {
     let source = format!("proxy upstream={}", config.upstream);
-    let writer = CaptureWriter::create(&config.out, &CaptureHeader::new(source))?;
-    let (events, rx) = mpsc::unbounded_channel();
+    let sink = Sink::create(
+        &config.out,
+        &source,
+        config.selection.clone(),
+        config.rotation,
+    )?;
+    let recorder = Arc::new(Mutex::new(Recorder {
+        sink: Some(sink),
+        selection: config.selection.clone(),
+        summary: RecordSummary::default(),
+        failed: None,
+    }));
+    let flushes = tokio::spawn(flush_every(recorder.clone()));
     let drain = config.drain;
     let shared = Arc::new(Shared {
         client: http::client(config.timeout),
         config,
         started: Instant::now(),
         next_id: AtomicU64::new(1),
-        events,
+        recorder: recorder.clone(),
     });
-    let write_task = tokio::spawn(write_in_order(writer, rx));
     let handler = {
         let shared = shared.clone();
         move |req, peer| handle(shared.clone(), req, peer)
     };
     crate::server::serve(listener, handler, shutdown, drain).await;
-    // Every connection task has ended, so every in-flight exchange has sent
-    // its event; dropping the last sender lets the writer finish.
+    // Every connection task has ended, so every in-flight exchange has been
+    // handed over.
+    flushes.abort();
     drop(shared);
-    write_task.await.context("capture writer panicked")?
+    tokio::task::spawn_blocking(move || lock(&recorder).finish())
+        .await
+        .context("capture writer lost")?
+}
+
+/// The recorder, even after a panic elsewhere while holding it: each change
+/// to it is whole, so recording can go on.
+fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
+    recorder.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Flushes the capture every [`FLUSH_EVERY`] until aborted.
+async fn flush_every(recorder: Arc<Mutex<Recorder>>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        lock(&recorder).flush();
+    }
 }
 
 async fn handle(
@@ -109,7 +144,7 @@ async fn handle(
     let arrived = Instant::now();
     let mut pending = Pending {
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-        events: shared.events.clone(),
+        recorder: shared.recorder.clone(),
         exchange: None,
     };
     let (parts, body) = req.into_parts();
@@ -224,16 +259,20 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 /// exchanges after it.
 struct Pending {
     id: u64,
-    events: mpsc::UnboundedSender<Event>,
+    recorder: Arc<Mutex<Recorder>>,
     exchange: Option<Exchange>,
 }
 
 impl Pending {
     fn finish(&mut self) {
         if let Some(exchange) = self.exchange.take() {
-            let _ = self.events.send(Event::Done(Box::new(exchange)));
+            self.record(Event::Done(Box::new(exchange)));
         }
         self.id = 0;
+    }
+
+    fn record(&self, event: Event) {
+        lock(&self.recorder).record(event);
     }
 }
 
@@ -249,57 +288,76 @@ impl Drop for Pending {
             }
             None => Event::Vanished(self.id),
         };
-        let _ = self.events.send(event);
+        self.record(event);
     }
 }
 
-/// Writes exchanges in arrival order as they complete, numbered from 1
-/// without holes, flushing at least every 100 ms so that a crash loses little.
-async fn write_in_order(
-    mut writer: CaptureWriter,
-    mut events: mpsc::UnboundedReceiver<Event>,
-) -> anyhow::Result<RecordSummary> {
-    let mut summary = RecordSummary::default();
-    let mut order = InOrder::new(1, 100_000);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = tick.tick() => {
-                writer.flush()?;
-                continue;
-            }
-        };
-        let ready = match event {
-            None => break,
-            Some(Event::Done(exchange)) => order.done(exchange.id, Some(*exchange)),
-            Some(Event::Vanished(id)) => {
-                summary.incomplete_requests += 1;
-                order.done(id, None)
-            }
-        };
-        write_all(&mut writer, &mut summary, ready)?;
-    }
-    write_all(&mut writer, &mut summary, order.drain())?;
-    writer.finish()?;
-    Ok(summary)
+/// How often the capture is flushed at least, so that a crash loses little.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// The sink and the counts, shared by the exchanges in flight. Each hands
+/// its exchange over as it ends, under the lock: the sink puts exchanges
+/// back in arrival order (cheap) and passes them to its writer thread,
+/// which serializes and writes them. A thread of its own in between cost
+/// 14 µs per proxied request at p50 (one more wake-up per exchange).
+struct Recorder {
+    sink: Option<Sink>,
+    selection: Selection,
+    summary: RecordSummary,
+    /// The first failure to write; the rest of the run is not recorded.
+    failed: Option<anyhow::Error>,
 }
 
-fn write_all(
-    writer: &mut CaptureWriter,
-    summary: &mut RecordSummary,
-    ready: Vec<Exchange>,
-) -> anyhow::Result<()> {
-    for mut exchange in ready {
-        tally(summary, &exchange);
-        exchange.id = summary.exchanges;
-        writer.write(&exchange)?;
+impl Recorder {
+    fn record(&mut self, event: Event) {
+        let produced = match event {
+            Event::Done(exchange) => {
+                if self.selection.keeps(&exchange) {
+                    tally(&mut self.summary, &exchange);
+                }
+                (exchange.id, Some(*exchange))
+            }
+            Event::Vanished(id) => {
+                self.summary.incomplete_requests += 1;
+                (id, None)
+            }
+        };
+        // The sink waits when its writer is far behind: the disk sets the
+        // pace rather than memory growing without bound.
+        self.apply(|sink| sink.take(vec![produced]));
     }
-    Ok(())
+
+    fn flush(&mut self) {
+        self.apply(Sink::flush);
+    }
+
+    fn apply(&mut self, f: impl FnOnce(&mut Sink) -> anyhow::Result<()>) {
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        if let Err(e) = f(sink) {
+            tracing::error!("recording stopped: {e:#}");
+            self.failed = Some(e);
+            self.sink = None;
+        }
+    }
+
+    /// Writes what still waits, closes the file and says what was recorded.
+    fn finish(&mut self) -> anyhow::Result<RecordSummary> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let sink = self.sink.take().context("the capture was already closed")?;
+        let written = sink.finish()?;
+        let mut summary = std::mem::take(&mut self.summary);
+        summary.exchanges = written.written;
+        summary.filtered = written.filtered;
+        summary.files = written.files;
+        Ok(summary)
+    }
 }
 
 fn tally(summary: &mut RecordSummary, exchange: &Exchange) {
-    summary.exchanges += 1;
     match &exchange.error {
         Some(e) if e.starts_with("client") => summary.abandoned += 1,
         Some(_) => summary.upstream_errors += 1,
