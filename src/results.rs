@@ -3,6 +3,8 @@
 //! offline. Format v1 (`docs/results-format.md`): JSON Lines, a
 //! [`ResultsHeader`] line, then one [`ExchangeResult`] a line.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{Request, Response};
@@ -51,8 +53,9 @@ pub struct ExchangeResult {
     pub session: String,
     /// When it was scheduled, microseconds after the replay started.
     pub scheduled_us: u64,
-    /// The request as recorded (and sent, but for the Host header).
-    pub request: Request,
+    /// The request as recorded (and sent, but for the Host header); shared
+    /// with the schedule's job, not copied per result.
+    pub request: Arc<Request>,
     /// What the legacy target did.
     pub legacy: Attempt,
     /// What the new target did.

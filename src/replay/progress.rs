@@ -122,13 +122,13 @@ mod tests {
             copy: 0,
             session: String::new(),
             scheduled_us: 0,
-            request: Request {
+            request: std::sync::Arc::new(Request {
                 method: "GET".into(),
                 target: "/".into(),
                 version: "HTTP/1.1".into(),
                 headers: vec![],
                 body: Body::default(),
-            },
+            }),
             legacy: answered(1_500),
             new,
             legacy2: None,

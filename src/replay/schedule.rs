@@ -81,7 +81,7 @@ pub struct Recorded {
     /// The session key.
     pub session: String,
     /// The request as recorded.
-    pub request: Request,
+    pub request: Arc<Request>,
 }
 
 impl Recorded {
@@ -90,7 +90,7 @@ impl Recorded {
             id: outline.id,
             offset_us: outline.offset_us,
             session: outline.session.to_string(),
-            request: outline.request()?,
+            request: Arc::new(outline.request()?),
         })
     }
 }

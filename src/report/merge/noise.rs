@@ -268,13 +268,13 @@ mod tests {
             copy: 0,
             session: format!("s{id}"),
             scheduled_us: id,
-            request: Request {
+            request: std::sync::Arc::new(Request {
                 method: "GET".into(),
                 target: "/x".into(),
                 version: "HTTP/1.1".into(),
                 headers: Vec::new(),
                 body: Body::default(),
-            },
+            }),
             legacy: attempt(1),
             new: attempt(if differs { 2 } else { 1 }),
             legacy2: Some(attempt(if noisy { 3 } else { 1 })),
