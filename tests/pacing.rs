@@ -188,3 +188,35 @@ async fn requests_that_cannot_go_out_in_time_are_dropped_and_counted() {
         assert!(report.latency_corrected.new.p50 >= 600_000);
     }
 }
+
+/// `--max-in-flight` holds for the whole replay, not as a share per engine:
+/// with every session on one of two engines, that engine may still use all
+/// the slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_limit_is_shared_by_the_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten sessions that all hash to engine 0 of 2, one request each, all
+    // due at once; a slow target.
+    let sessions: Vec<String> = (0..)
+        .map(|i| format!("s{i}"))
+        .filter(|s| tandem::capture::session_hash(s) % 2 == 0)
+        .take(10)
+        .collect();
+    let exchanges = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| common::exchange(i as u64 + 1, 0, s, "GET", "/", &[]));
+    let cap = common::write_capture(&dir.path().join("one-engine.jsonl"), exchanges);
+    let (url, _) = target(Duration::from_millis(800)).await;
+    let p = ReplayPlan {
+        max_in_flight: Some(2),
+        max_lag: Some(Duration::from_millis(300)),
+        threads: 2,
+        ..plan(cap, &url, &url, dir.path().join("run"))
+    };
+    let report = replay(&p, std::future::pending()).await.unwrap().report;
+    let s = &report.summary;
+    // Split per engine, engine 0 would have had one slot: 1 matched, 9
+    // dropped.
+    assert_eq!((s.matched, s.dropped), (2, 8), "{s:?}");
+}

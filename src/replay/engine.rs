@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::dispatch::Dispatcher;
 use super::progress::Progress;
 use super::schedule::{self, Job, Scheduled, Shape};
-use super::send::Sender;
+use super::send::{InFlight, Sender};
 use super::timer::PreciseTimer;
 use super::ReplayPlan;
 use crate::capture::CaptureReader;
@@ -40,6 +40,8 @@ pub struct Setup {
     pub progress: Option<Arc<Progress>>,
     /// Set to stop the schedule.
     pub stop: Arc<AtomicBool>,
+    /// Requests in flight per target, shared by the engines.
+    pub in_flight: InFlight,
 }
 
 /// A started engine: it says when its connections are open, then waits for
@@ -87,7 +89,7 @@ fn run(
         .context("cannot start a replay engine's runtime")?;
     let plan = engine_plan(&setup);
     let (sender, timer) = runtime.block_on(async {
-        let sender = Sender::new(&plan);
+        let sender = Sender::new(&plan, &setup.in_flight);
         sender.warm(plan.warm_connections).await;
         (sender, PreciseTimer::new())
     });
@@ -158,7 +160,6 @@ fn engine_plan(setup: &Setup) -> ReplayPlan {
     let mut plan = setup.plan.clone();
     let count = setup.count as usize;
     plan.client.max_connections = plan.client.max_connections.map(|m| m.div_ceil(count));
-    plan.max_in_flight = plan.max_in_flight.map(|m| m.div_ceil(count));
     plan.warm_connections = plan.warm_connections.div_ceil(count);
     plan
 }

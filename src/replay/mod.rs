@@ -269,6 +269,7 @@ pub async fn replay(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let count = plan.engine_count();
+    let in_flight = send::InFlight::new(plan);
     let mut engines = Vec::new();
     for index in 0..count {
         engines.push(engine::spawn(engine::Setup {
@@ -279,6 +280,7 @@ pub async fn replay(
             results: result_tx.clone(),
             progress: progress.clone(),
             stop: stop.clone(),
+            in_flight: in_flight.clone(),
         })?);
     }
     // Only the engines send results: the collector ends when they are done.

@@ -41,13 +41,37 @@ pub struct Sender {
     keep_host: bool,
 }
 
+/// Slots for requests in flight (`--max-in-flight`), per target, shared by
+/// every engine: the limit holds for the whole replay, whichever engines
+/// the sessions hash to.
+#[derive(Clone, Default)]
+pub struct InFlight {
+    legacy: Option<Arc<Semaphore>>,
+    new: Option<Arc<Semaphore>>,
+    legacy2: Option<Arc<Semaphore>>,
+}
+
+impl InFlight {
+    /// The plan's limit for each target; none without one.
+    pub fn new(plan: &ReplayPlan) -> InFlight {
+        let slots = || plan.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
+        InFlight {
+            legacy: slots(),
+            new: slots(),
+            legacy2: slots(),
+        }
+    }
+}
+
 impl Sender {
-    pub fn new(plan: &ReplayPlan) -> Sender {
+    /// A sender for one engine, its limits on requests in flight taken
+    /// from `in_flight`.
+    pub fn new(plan: &ReplayPlan, in_flight: &InFlight) -> Sender {
         // Targets on one host and port share its connections and limit.
         let mut pools = Pools::default();
-        let mut lane = |target: &Target, headers: &[(String, String)]| Lane {
+        let mut lane = |target: &Target, headers: &[(String, String)], slots: &Option<_>| Lane {
             target: target.clone(),
-            slots: plan.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            slots: Option::clone(slots),
             headers: header_map(headers),
             pool: own_pool(target, plan, &mut pools),
         };
@@ -55,12 +79,12 @@ impl Sender {
         Sender {
             client: http::client_warmed(&plan.client, warm.clone()),
             warm,
-            legacy: lane(&plan.legacy, &plan.legacy_headers),
-            new: lane(&plan.new, &plan.new_headers),
+            legacy: lane(&plan.legacy, &plan.legacy_headers, &in_flight.legacy),
+            new: lane(&plan.new, &plan.new_headers, &in_flight.new),
             legacy2: plan
                 .noise
                 .as_ref()
-                .map(|n| lane(&n.legacy2, &plan.legacy_headers)),
+                .map(|n| lane(&n.legacy2, &plan.legacy_headers, &in_flight.legacy2)),
             timeout: plan.timeout,
             connect_timeout: plan.client.connect_timeout,
             max_lag: plan.max_lag,
