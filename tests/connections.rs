@@ -6,7 +6,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +85,25 @@ async fn server(
     (addr, seen)
 }
 
+/// A replay of `capture` from `legacy` and `new`, answers awaited 5 s.
+fn plan_for(capture: PathBuf, legacy: SocketAddr, new: SocketAddr, out: PathBuf) -> ReplayPlan {
+    ReplayPlan {
+        timeout: Duration::from_secs(5),
+        ..ReplayPlan::new(
+            capture,
+            format!("http://{legacy}").parse().unwrap(),
+            format!("http://{new}").parse().unwrap(),
+            out,
+        )
+    }
+}
+
+fn assert_no_errors(report: &tandem::report::Report) {
+    assert_eq!(report.summary.errors, 0, "{:?}", report.errors);
+}
+
 /// Six requests of six sessions, all due at once.
-fn burst(dir: &Path) -> std::path::PathBuf {
+fn burst(dir: &Path) -> PathBuf {
     let exchanges = (1..=6).map(|i| common::exchange(i, 0, &format!("s{i}"), "GET", "/slow", &[]));
     common::write_capture(&dir.join("burst.jsonl"), exchanges)
 }
@@ -101,16 +118,10 @@ async fn run(
     let (new, _) = slow_server(delay).await;
     let out = dir.join(name);
     let mut plan = ReplayPlan {
-        timeout: Duration::from_secs(5),
         warm_connections: 2,
         // One engine: the limits are the whole replay's, not split.
         threads: 1,
-        ..ReplayPlan::new(
-            burst(dir),
-            format!("http://{legacy}").parse().unwrap(),
-            format!("http://{new}").parse().unwrap(),
-            out.clone(),
-        )
+        ..plan_for(burst(dir), legacy, new, out.clone())
     };
     plan.client.max_connections = max_connections;
     let outcome = replay(&plan, std::future::pending()).await.unwrap();
@@ -160,21 +171,11 @@ async fn warm_connections_closed_by_the_server_are_not_used() {
     let (legacy, seen) = server(Duration::from_millis(1), 3, true).await;
     let (new, _) = slow_server(Duration::from_millis(1)).await;
     let plan = ReplayPlan {
-        timeout: Duration::from_secs(5),
         warm_connections: 3,
-        ..ReplayPlan::new(
-            burst(dir.path()),
-            format!("http://{legacy}").parse().unwrap(),
-            format!("http://{new}").parse().unwrap(),
-            dir.path().join("run"),
-        )
+        ..plan_for(burst(dir.path()), legacy, new, dir.path().join("run"))
     };
     let outcome = replay(&plan, std::future::pending()).await.unwrap();
-    assert_eq!(
-        outcome.report.summary.errors, 0,
-        "{:?}",
-        outcome.report.errors
-    );
+    assert_no_errors(&outcome.report);
     assert_eq!(seen.requests.load(Ordering::SeqCst), 6);
     assert!(
         seen.accepted.load(Ordering::SeqCst) > 3,
@@ -195,22 +196,12 @@ async fn connections_closed_after_an_answer_are_not_used_again() {
     let exchanges = (1..=4).map(|i| common::exchange(i, i * 1_000, "s", "GET", "/", &[]));
     let capture = common::write_capture(&dir.path().join("session.jsonl"), exchanges);
     let plan = ReplayPlan {
-        timeout: Duration::from_secs(5),
         warm_connections: 0,
         threads: 1,
-        ..ReplayPlan::new(
-            capture,
-            format!("http://{legacy}").parse().unwrap(),
-            format!("http://{new}").parse().unwrap(),
-            dir.path().join("run"),
-        )
+        ..plan_for(capture, legacy, new, dir.path().join("run"))
     };
     let outcome = replay(&plan, std::future::pending()).await.unwrap();
-    assert_eq!(
-        outcome.report.summary.errors, 0,
-        "{:?}",
-        outcome.report.errors
-    );
+    assert_no_errors(&outcome.report);
     assert_eq!(outcome.report.summary.matched, 4);
     assert_eq!(seen.requests.load(Ordering::SeqCst), 4);
     assert_eq!(
