@@ -43,8 +43,11 @@ pub struct Pool {
 /// An answer: its head, its whole body, and when the request's first byte
 /// was written.
 pub struct Answer {
+    /// Status, version and headers.
     pub head: hyper::http::response::Parts,
+    /// The whole body.
     pub body: Bytes,
+    /// When the request began to go out on its connection.
     pub sent: Instant,
 }
 
