@@ -117,14 +117,14 @@ pub struct Differ {
     scratch: Scratch,
 }
 
-/// What parsing JSON bodies reuses from one pair to the next: the parser's
-/// buffers, and copies of both bodies (parsing unescapes strings in place,
-/// and the bodies as sent are still needed for text diffs).
+/// What parsing JSON bodies reuses from one comparison to the next: the
+/// parser's buffers, and copies of the bodies (parsing unescapes strings in
+/// place, and the bodies as sent are still needed for text diffs).
 #[derive(Debug, Default)]
 struct Scratch {
     parser: tape::Parser,
     legacy: Vec<u8>,
-    new: Vec<u8>,
+    others: Vec<Vec<u8>>,
 }
 
 impl Differ {
@@ -148,25 +148,42 @@ impl Differ {
 
     /// Every mismatch between `legacy` and `new`, answers to a request on `route`.
     pub fn compare(&mut self, route: &Route, legacy: &Response, new: &Response) -> Vec<Mismatch> {
+        let [out] = self.compare_each(route, legacy, [new]);
+        out
+    }
+
+    /// Every mismatch between `legacy` and each of `others`, answers to the
+    /// same request on `route` (the new stack's, a second legacy one), as
+    /// [`Differ::compare`] finds them, parsing `legacy` once.
+    pub fn compare_each<const N: usize>(
+        &mut self,
+        route: &Route,
+        legacy: &Response,
+        others: [&Response; N],
+    ) -> [Vec<Mismatch>; N] {
         let rules = self.rules.for_route(route);
-        let mut out = Vec::new();
-        if legacy.status != new.status {
-            out.push(Mismatch {
-                kind: MismatchKind::Status,
-                path: None,
-                legacy: Some(legacy.status.to_string()),
-                new: Some(new.status.to_string()),
-                diff: None,
-            });
+        let mut outs: [Vec<Mismatch>; N] = std::array::from_fn(|_| Vec::new());
+        for (other, out) in others.iter().zip(&mut outs) {
+            if legacy.status != other.status {
+                out.push(Mismatch {
+                    kind: MismatchKind::Status,
+                    path: None,
+                    legacy: Some(legacy.status.to_string()),
+                    new: Some(other.status.to_string()),
+                    diff: None,
+                });
+            }
         }
         if let Some(status_only) = &rules.status_only {
             status_only.hit();
-            return out;
+            return outs;
         }
-        compare_headers(&legacy.headers, &new.headers, &rules, &mut out);
-        compare_bodies(legacy, new, &rules, &mut self.scratch, &mut out);
+        for (other, out) in others.iter().zip(&mut outs) {
+            compare_headers(&legacy.headers, &other.headers, &rules, out);
+        }
+        compare_bodies(legacy, &others, &rules, &mut self.scratch, &mut outs);
         self.scratch.trim();
-        out
+        outs
     }
 }
 
@@ -176,7 +193,8 @@ impl Scratch {
     const KEEP: usize = 1 << 20;
 
     fn trim(&mut self) {
-        if self.legacy.capacity().max(self.new.capacity()) > Self::KEEP {
+        let largest = self.others.iter().map(Vec::capacity).max().unwrap_or(0);
+        if self.legacy.capacity().max(largest) > Self::KEEP {
             *self = Scratch::default();
         }
     }
@@ -294,47 +312,60 @@ fn charset(headers: &[Header]) -> Option<String> {
     })
 }
 
+/// The bodies of `legacy` and each of `others`, compared as JSON where
+/// either side says or looks so (the legacy body parsed once for all), as
+/// text otherwise.
 fn compare_bodies(
     legacy: &Response,
-    new: &Response,
+    others: &[&Response],
     rules: &RouteRules,
     scratch: &mut Scratch,
-    out: &mut Vec<Mismatch>,
+    outs: &mut [Vec<Mismatch>],
 ) {
-    let (l, n) = (decoded(legacy, rules), decoded(new, rules));
-    let (l, n) = (l.as_ref(), n.as_ref());
-    // Identical bytes cannot differ under any rule: no need to parse them.
-    if l == n {
-        return;
-    }
+    let l = decoded(legacy, rules);
+    let l = l.as_ref();
+    let bodies: Vec<Cow<[u8]>> = others.iter().map(|o| decoded(o, rules)).collect();
     let declared_json = |r: &Response| {
         header_value(&r.headers, "content-type").is_some_and(|ct| ct.contains("json"))
     };
-    if declared_json(legacy) || declared_json(new) || looks_like_json(l) {
+    // Identical bytes cannot differ under any rule: no need to parse them.
+    let differ: Vec<bool> = bodies.iter().map(|n| n.as_ref() != l).collect();
+    let as_json: Vec<bool> = others
+        .iter()
+        .zip(&differ)
+        .map(|(o, &d)| d && (declared_json(legacy) || declared_json(o) || looks_like_json(l)))
+        .collect();
+    let mut done = vec![false; others.len()];
+    if as_json.contains(&true) {
         let Scratch {
             parser,
             legacy: l_copy,
-            new: n_copy,
+            others: copies,
         } = scratch;
-        for (copy, body) in [(&mut *l_copy, l), (&mut *n_copy, n)] {
+        copies.resize_with(others.len(), Vec::new);
+        l_copy.clear();
+        l_copy.extend_from_slice(l);
+        let sizes: usize = bodies.iter().map(|b| b.len()).sum();
+        let mut tape = tape::Tape::with_capacity(l.len() + sizes);
+        let lv = tape.push(l_copy, parser);
+        for (i, copy) in copies.iter_mut().enumerate().filter(|(i, _)| as_json[*i]) {
+            let n = bodies[i].as_ref();
             copy.clear();
-            copy.extend_from_slice(body);
-        }
-        let mut tape = tape::Tape::with_capacity(l.len() + n.len());
-        match (tape.push(l_copy, parser), tape.push(n_copy, parser)) {
-            (Ok(lv), Ok(nv)) => {
-                out.extend(json::compare(&tape, lv, nv, rules));
-                return;
+            copy.extend_from_slice(n);
+            match (&lv, tape.push(copy, parser)) {
+                (Ok(lv), Ok(nv)) => outs[i].extend(json::compare(&tape, *lv, nv, rules)),
+                (Ok(_), Err(_)) | (Err(_), Ok(_)) if !l.is_empty() && !n.is_empty() => {
+                    outs[i].push(body_mismatch(l, n, None));
+                }
+                _ => continue,
             }
-            (Ok(_), Err(_)) | (Err(_), Ok(_)) if !l.is_empty() && !n.is_empty() => {
-                out.push(body_mismatch(l, n, None));
-                return;
-            }
-            _ => {}
+            done[i] = true;
         }
     }
-    if l != n {
-        out.push(body_mismatch(l, n, text_diff(l, n)));
+    for (i, n) in bodies.iter().enumerate() {
+        if differ[i] && !done[i] {
+            outs[i].push(body_mismatch(l, n, text_diff(l, n)));
+        }
     }
 }
 
@@ -407,6 +438,44 @@ mod tests {
             body: Body::from(body),
             latency_us: 0,
         }
+    }
+
+    #[test]
+    fn comparing_against_two_answers_at_once_finds_what_two_comparisons_find() {
+        let route = Route::of("GET", "/x");
+        let json = [("content-type", "application/json")];
+        let legacy = response(200, &json, r#"{"a":1,"b":[1,2],"c":"x"}"#);
+        let answers = [
+            response(200, &json, r#"{"a":2,"b":[1,2,3]}"#),
+            response(200, &json, r#"{"b":[1,2],"a":1,"c":"x"}"#),
+            response(200, &json, r#"{"a":1,"b":[1,2],"c":"x"}"#),
+            response(500, &[], "not json at all"),
+            response(200, &json, r#"{"a":1,"#),
+            response(200, &[], ""),
+        ];
+        let mut differ = Differ::new(RuleSet::default());
+        for a in &answers {
+            for b in &answers {
+                let one_by_one = [
+                    differ.compare(&route, &legacy, a),
+                    differ.compare(&route, &legacy, b),
+                ];
+                let at_once = differ.compare_each(&route, &legacy, [a, b]);
+                assert_eq!(format!("{at_once:?}"), format!("{one_by_one:?}"));
+            }
+        }
+        // A legacy answer that is not JSON, against JSON and text.
+        let text = response(200, &[], "plain");
+        let [j, t] = differ.compare_each(&route, &text, [&answers[0], &answers[3]]);
+        assert_eq!(
+            format!("{j:?}"),
+            format!("{:?}", differ.compare(&route, &text, &answers[0]))
+        );
+        assert_eq!(
+            format!("{t:?}"),
+            format!("{:?}", differ.compare(&route, &text, &answers[3]))
+        );
+        assert!(!j.is_empty() && !t.is_empty());
     }
 
     #[test]

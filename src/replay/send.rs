@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HOST;
 use hyper::Request;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::schedule::Job;
 use super::ReplayPlan;
@@ -122,22 +122,37 @@ impl Sender {
     /// legacy target when learning noise); `start` is when the replay began.
     pub async fn send(&self, job: &Job, start: Instant) -> ExchangeResult {
         let request = &job.exchange.request;
-        let second = async {
-            match &self.legacy2 {
-                Some(lane) => Some(self.attempt(lane, request, job.at).await),
-                None => None,
+        let (legacy2, legacy, new) = match self.slots(job.at).await {
+            Some([slot2, slot, slot_new]) => {
+                let second = async {
+                    match &self.legacy2 {
+                        Some(lane) => Some(self.attempt(lane, request, job.at, slot2).await),
+                        None => None,
+                    }
+                };
+                let legacy = self.attempt(&self.legacy, request, job.at, slot);
+                let new = self.attempt(&self.new, request, job.at, slot_new);
+                // Polled in this order, they go out in this order: the
+                // legacy request in the middle is as far from the second
+                // legacy one as from the new one, and which of those two
+                // goes first alternates, so that whatever the position costs
+                // (the first answer computed earlier, say) falls on both
+                // alike. Time-dependent fields then differ as often between
+                // the legacy answers as between legacy and new, and are
+                // learned as noise.
+                if job.exchange.id % 2 == 0 {
+                    tokio::join!(second, legacy, new)
+                } else {
+                    let (new, legacy, second) = tokio::join!(new, legacy, second);
+                    (second, legacy, new)
+                }
+            }
+            None => {
+                let why = "no free slot within --max-lag (--max-in-flight reached)";
+                let second = self.legacy2.as_ref().map(|_| dropped(job.at, why));
+                (second, dropped(job.at, why), dropped(job.at, why))
             }
         };
-        // Polled in this order, they go out in this order: the legacy
-        // request in the middle is as far from the second legacy one as
-        // from the new one, so that time-dependent fields differ as often
-        // between the legacy answers as between legacy and new, and are
-        // learned as noise.
-        let (legacy2, legacy, new) = tokio::join!(
-            second,
-            self.attempt(&self.legacy, request, job.at),
-            self.attempt(&self.new, request, job.at),
-        );
         ExchangeResult {
             id: job.exchange.id,
             pass: job.pass,
@@ -151,33 +166,40 @@ impl Sender {
         }
     }
 
+    /// A free slot on every target limited by `--max-in-flight` (second
+    /// legacy, legacy, new), no later than the lag allows; `None` if not in
+    /// time. An exchange goes to all its targets or to none: slots taken one
+    /// target at a time by engines in parallel would send some exchanges to
+    /// one stack only. Always taken in the same order, so no two exchanges
+    /// wait for each other's slots.
+    async fn slots(&self, scheduled: Instant) -> Option<[Option<OwnedSemaphorePermit>; 3]> {
+        let lanes = [self.legacy2.as_ref(), Some(&self.legacy), Some(&self.new)];
+        let take = async {
+            let mut taken = [None, None, None];
+            for (slot, lane) in taken.iter_mut().zip(lanes) {
+                if let Some(slots) = lane.and_then(|l| l.slots.clone()) {
+                    *slot = slots.acquire_owned().await.ok();
+                }
+            }
+            taken
+        };
+        match self.max_lag {
+            Some(max) => tokio::time::timeout_at((scheduled + max).into(), take)
+                .await
+                .ok(),
+            None => Some(take.await),
+        }
+    }
+
+    /// Sends `request` to `lane`'s target, holding its slot (if limited)
+    /// until the answer is in.
     async fn attempt(
         &self,
         lane: &Lane,
         request: &capture::Request,
         scheduled: Instant,
+        _slot: Option<OwnedSemaphorePermit>,
     ) -> Attempt {
-        // A free slot, no later than the lag allows.
-        let _permit = match &lane.slots {
-            Some(slots) => {
-                let acquire = slots.clone().acquire_owned();
-                match self.max_lag {
-                    Some(max) => {
-                        match tokio::time::timeout_at((scheduled + max).into(), acquire).await {
-                            Ok(permit) => permit.ok(),
-                            Err(_) => {
-                                return dropped(
-                                    scheduled,
-                                    "no free slot within --max-lag (--max-in-flight reached)",
-                                )
-                            }
-                        }
-                    }
-                    None => acquire.await.ok(),
-                }
-            }
-            None => None,
-        };
         let sent = Instant::now();
         let lag_us = sent.saturating_duration_since(scheduled).as_micros() as u64;
         if self

@@ -145,8 +145,11 @@ impl ReportBuilder {
     /// Adds one exchange's result.
     pub fn add(&mut self, result: &ExchangeResult) -> Verdict {
         let route = Route::of(&result.request.method, &result.request.target);
-        self.learn(&route, result);
-        let verdict = self.judge(&route, result);
+        let (differences, noise) = self.compare(&route, result);
+        if let Some(noise) = noise {
+            self.learn(&route, noise);
+        }
+        let verdict = self.judge(&route, result, differences);
         let tally = self.routes.entry(route).or_default();
         tally.total += 1;
         self.summary.total += 1;
@@ -198,20 +201,38 @@ impl ReportBuilder {
         self.run.duration_ms = ms;
     }
 
-    /// Counts what differs between the two legacy answers.
-    fn learn(&mut self, route: &Route, result: &ExchangeResult) {
-        let Some(noise) = self.noise.as_mut() else {
-            return;
+    /// What differs between the legacy and new answers, and between the
+    /// two legacy answers when learning noise, where both sides answered.
+    /// The legacy answer is parsed once for both.
+    fn compare(
+        &mut self,
+        route: &Route,
+        result: &ExchangeResult,
+    ) -> (Option<Vec<Mismatch>>, Option<Vec<Mismatch>>) {
+        let Some(legacy) = answer(&result.legacy) else {
+            return (None, None);
         };
-        let (Some(a), Some(b)) = (
-            answer(&result.legacy),
-            result.legacy2.as_ref().and_then(answer),
-        ) else {
+        let new = answer(&result.new);
+        let legacy2 = result.legacy2.as_ref().and_then(answer);
+        match (new, legacy2.filter(|_| self.noise.is_some())) {
+            (Some(new), Some(legacy2)) => {
+                let [differences, noise] = self.differ.compare_each(route, legacy, [new, legacy2]);
+                (Some(differences), Some(noise))
+            }
+            (Some(new), None) => (Some(self.differ.compare(route, legacy, new)), None),
+            (None, Some(legacy2)) => (None, Some(self.differ.compare(route, legacy, legacy2))),
+            (None, None) => (None, None),
+        }
+    }
+
+    /// Counts what differs between the two legacy answers.
+    fn learn(&mut self, route: &Route, differences: Vec<Mismatch>) {
+        let Some(noise) = self.noise.as_mut() else {
             return;
         };
         *noise.compared.entry(route.clone()).or_default() += 1;
         let mut seen = Vec::new();
-        for m in self.differ.compare(route, a, b) {
+        for m in differences {
             let key = group_key(route, &m);
             if !seen.contains(&key) {
                 *noise.counts.entry(key.clone()).or_default() += 1;
@@ -220,7 +241,12 @@ impl ReportBuilder {
         }
     }
 
-    fn judge(&mut self, route: &Route, result: &ExchangeResult) -> Verdict {
+    fn judge(
+        &mut self,
+        route: &Route,
+        result: &ExchangeResult,
+        differences: Option<Vec<Mismatch>>,
+    ) -> Verdict {
         let dropped = |a: &Attempt| {
             a.error
                 .as_ref()
@@ -237,10 +263,11 @@ impl ReportBuilder {
         if dropped(&result.legacy) || dropped(&result.new) {
             return Verdict::Dropped;
         }
-        let (Some(legacy), Some(new)) = (answer(&result.legacy), answer(&result.new)) else {
+        let (Some(legacy), Some(new), Some(mismatches)) =
+            (answer(&result.legacy), answer(&result.new), differences)
+        else {
             return Verdict::Error;
         };
-        let mismatches = self.differ.compare(route, legacy, new);
         if mismatches.is_empty() {
             return Verdict::Matched;
         }
