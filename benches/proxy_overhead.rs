@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use tandem::demo::{self, Flavor};
 use tandem::latency::{human, Latency};
-use tandem::record::{record_proxy, ProxyConfig};
+use tandem::record::{record_proxy, ProxyConfig, Sink};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -26,16 +26,18 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let proxy_url = format!("http://{}", listener.local_addr()?);
     let config = ProxyConfig {
-        upstream: stack.url().parse()?,
-        out: dir.path().join("bench.jsonl"),
-        session_header: None,
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
-        selection: Default::default(),
-        rotation: Default::default(),
+        ..ProxyConfig::new(listener, stack.url().parse()?)
     };
+    let sink = Sink::create(
+        &dir.path().join("bench.jsonl"),
+        &config.source(),
+        Default::default(),
+        Default::default(),
+    )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(record_proxy(listener, config, async {
+    let proxy = tokio::spawn(record_proxy(config, sink, async {
         let _ = stopped.await;
     }));
 

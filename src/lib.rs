@@ -1,24 +1,45 @@
 //! tandem: record HTTP traffic, replay it at a legacy and a new stack at
 //! once, diff their answers and gate on parity.
 //!
-//! Data flows one way, one module a stage:
-//! sources ([`record`]) → [`capture`] file → [`replay`] engine → [`results`]
-//! file → [`diff`] → [`report`]. The formats between stages are documented
-//! in `docs/` and versioned.
+//! Data flows one way, one module a stage, top to bottom:
+//!
+//! 1. sources in [`record`] (the recording proxy, live packets, pcap files)
+//!    write exchanges into a
+//! 2. capture file ([`capture`]), which the
+//! 3. replay engine ([`replay`]) sends at the stacks, handing each
+//!    exchange's answers as results ([`results`]) to a sink: the results
+//!    file, and the
+//! 4. judge ([`judge`]), which compares answers with the differ ([`diff`])
+//!    and folds them into a
+//! 5. report ([`report`]): report.json, summary.md, the terminal summary;
+//!    shard reports merged.
+//!
+//! [`cli`] is the command layer that composes the stages for each command;
+//! [`demo`] holds the embedded stacks of `tandem demo`. The formats between
+//! stages are documented in `docs/` and versioned.
+
+// The stages in the data's order (kept apart so that rustfmt keeps it).
+pub mod record;
 
 pub mod capture;
+
+pub mod replay;
+
+pub mod results;
+
+pub mod judge;
+
+pub mod diff;
+
+pub mod report;
+
 pub mod cli;
 pub mod demo;
-pub mod diff;
+
 pub mod encoding;
 pub mod http;
 pub mod jsonl;
 pub mod latency;
-pub mod packets;
-pub mod record;
-pub mod replay;
-pub mod report;
-pub mod results;
 pub mod route;
 pub mod server;
 pub mod target;

@@ -1,13 +1,111 @@
-//! The results file: what the replay engine got back from each target for
-//! each exchange, both raw answers kept so that the report can be recomputed
-//! offline. Format v1 (`docs/results-format.md`): JSON Lines, a
+//! Results: what the replay engine got back from each target for each
+//! exchange, and where they go. The engine hands each [`ExchangeResult`] to
+//! a [`ResultSink`] it is given and knows nothing of who consumes it: the
+//! results file ([`ResultsWriter`]), the judge, or both through a [`Tee`].
+//!
+//! The results file keeps both raw answers so that the report can be
+//! recomputed offline. Format v1 (`docs/results-format.md`): JSON Lines, a
 //! [`ResultsHeader`] line, then one [`ExchangeResult`] a line.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{Request, Response};
+use crate::jsonl::{LineError, LineReader, LineWriter};
+
+/// Where the replay hands its results, one at a time, on a thread of its
+/// own (the collector's).
+pub trait ResultSink: Send + 'static {
+    /// Takes one exchange's result.
+    fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()>;
+
+    /// Called once after the last result: flush and close what is open.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hands every result to both sinks, in order.
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: ResultSink, B: ResultSink> ResultSink for Tee<A, B> {
+    fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
+        self.0.accept(result)?;
+        self.1.accept(result)
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.0.finish()?;
+        self.1.finish()
+    }
+}
+
+/// Writes the results file: the header line first, then a line a result.
+pub struct ResultsWriter {
+    lines: Option<LineWriter>,
+}
+
+impl ResultsWriter {
+    /// Creates `path` and writes `header` to it.
+    pub fn create(path: &Path, header: &ResultsHeader) -> anyhow::Result<ResultsWriter> {
+        let mut lines = LineWriter::create(path)?;
+        lines.write(header)?;
+        Ok(ResultsWriter { lines: Some(lines) })
+    }
+}
+
+impl ResultSink for ResultsWriter {
+    fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
+        match &mut self.lines {
+            Some(lines) => lines.write(result),
+            None => anyhow::bail!("results written after the file was closed"),
+        }
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        match self.lines.take() {
+            Some(lines) => lines.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads a results file: its header, checked, then one result at a time.
+pub struct ResultsReader {
+    lines: LineReader,
+    header: ResultsHeader,
+}
+
+impl ResultsReader {
+    /// Opens `path` and checks its header line.
+    pub fn open(path: &Path) -> anyhow::Result<ResultsReader> {
+        let mut lines = LineReader::open(path)?;
+        let header: ResultsHeader = match lines.next("the tandem-results header line") {
+            Some(header) => header?,
+            None => anyhow::bail!("{}: empty results file", path.display()),
+        };
+        anyhow::ensure!(
+            header.format == FORMAT && header.version == VERSION,
+            "{}: results format {} v{} is not supported (this build reads {FORMAT} v{VERSION})",
+            path.display(),
+            header.format,
+            header.version
+        );
+        Ok(ResultsReader { lines, header })
+    }
+
+    /// The header line.
+    pub fn header(&self) -> &ResultsHeader {
+        &self.header
+    }
+
+    /// The next result; an error names the file and line.
+    pub fn next_result(&mut self) -> Option<Result<ExchangeResult, LineError>> {
+        self.lines.next("an exchange result")
+    }
+}
 
 /// The value of the header line's `format` field.
 pub const FORMAT: &str = "tandem-results";
@@ -112,6 +210,19 @@ pub enum ErrorKind {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+impl ExchangeResult {
+    /// True when the harness did not send it to some target
+    /// (`--max-in-flight`, `--max-lag`).
+    pub fn dropped(&self) -> bool {
+        let dropped = |a: &Attempt| {
+            a.error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::Dropped)
+        };
+        dropped(&self.legacy) || dropped(&self.new) || self.legacy2.as_ref().is_some_and(dropped)
+    }
 }
 
 impl ErrorKind {

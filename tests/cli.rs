@@ -35,7 +35,7 @@ async fn capture(dir: &Path) -> std::path::PathBuf {
         out_dir: dir.join("demo-run"),
         ..Default::default()
     };
-    demo::run(&options).await.unwrap();
+    tandem::cli::demo::run(&options).await.unwrap();
     options.capture
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tandem::capture::header_value;
 use tandem::capture::{CaptureReader, Exchange};
-use tandem::packets::{AssemblyOptions, PacketSummary};
-use tandem::record::{import_file, Rotation, Selection, Sink};
+use tandem::record::packets::{AssemblyOptions, PacketSummary};
+use tandem::record::{import_file, ImportConfig, Rotation, Selection, Sink};
 
 /// Rows tandem does not reproduce, with why: (case, trans_depth, method,
 /// uri, reason). Kept in step with docs/conformance.md.
@@ -79,10 +79,13 @@ fn import(trace: &Path) -> (Vec<Exchange>, PacketSummary) {
     let trace_path = trace.to_path_buf();
     let out_path = out.clone();
     std::thread::spawn(move || {
-        let mut sink =
+        let sink =
             Sink::create(&out_path, "test", Selection::default(), Rotation::default()).unwrap();
-        let recording = import_file(&trace_path, AssemblyOptions::default(), &mut sink).unwrap();
-        sink.finish().unwrap();
+        let config = ImportConfig {
+            file: trace_path,
+            assembly: AssemblyOptions::default(),
+        };
+        let recording = block_on(import_file(config, sink, std::future::pending())).unwrap();
         let _ = tx.send(recording.summary);
     });
     let summary = rx
@@ -212,4 +215,12 @@ fn every_zeek_trace_imports_and_every_baseline_row_is_found() {
         failures.join("\n")
     );
     assert!(stale.is_empty(), "{}", stale.join("\n"));
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+        .block_on(future)
 }

@@ -16,7 +16,8 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::Response;
 use hyper_util::rt::TokioIo;
-use tandem::replay::{replay, ReplayPlan};
+use tandem::cli::replay::{run as replay, ReplayJob};
+use tandem::replay::ReplayPlan;
 use tokio::net::TcpListener;
 
 /// What a server saw of its connections.
@@ -86,16 +87,18 @@ async fn server(
 }
 
 /// A replay of `capture` from `legacy` and `new`, answers awaited 5 s.
-fn plan_for(capture: PathBuf, legacy: SocketAddr, new: SocketAddr, out: PathBuf) -> ReplayPlan {
-    ReplayPlan {
-        timeout: Duration::from_secs(5),
-        ..ReplayPlan::new(
-            capture,
-            format!("http://{legacy}").parse().unwrap(),
-            format!("http://{new}").parse().unwrap(),
-            out,
-        )
-    }
+fn plan_for(capture: PathBuf, legacy: SocketAddr, new: SocketAddr, out: PathBuf) -> ReplayJob {
+    ReplayJob::new(
+        ReplayPlan {
+            timeout: Duration::from_secs(5),
+            ..ReplayPlan::new(
+                capture,
+                format!("http://{legacy}").parse().unwrap(),
+                format!("http://{new}").parse().unwrap(),
+            )
+        },
+        out,
+    )
 }
 
 fn assert_no_errors(report: &tandem::report::Report) {
@@ -117,13 +120,14 @@ async fn run(
     let (legacy, seen) = slow_server(delay).await;
     let (new, _) = slow_server(delay).await;
     let out = dir.join(name);
-    let mut plan = ReplayPlan {
-        warm_connections: 2,
+    let mut plan = plan_for(burst(dir), legacy, new, out.clone()).map_plan(|p| ReplayPlan {
+        warm_connections: Some(2),
         // One engine: the limits are the whole replay's, not split.
         threads: 1,
-        ..plan_for(burst(dir), legacy, new, out.clone())
-    };
-    plan.client.max_connections = max_connections;
+        ..p
+    });
+    // None: no limit, as `--max-connections 0` says.
+    plan.plan.max_connections = Some(max_connections.unwrap_or(0));
     let outcome = replay(&plan, std::future::pending()).await.unwrap();
     assert_eq!(outcome.report.summary.total, 6);
     assert_eq!(outcome.report.summary.errors, 0);
@@ -170,10 +174,11 @@ async fn warm_connections_closed_by_the_server_are_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let (legacy, seen) = server(Duration::from_millis(1), 3, true).await;
     let (new, _) = slow_server(Duration::from_millis(1)).await;
-    let plan = ReplayPlan {
-        warm_connections: 3,
-        ..plan_for(burst(dir.path()), legacy, new, dir.path().join("run"))
-    };
+    let plan =
+        plan_for(burst(dir.path()), legacy, new, dir.path().join("run")).map_plan(|p| ReplayPlan {
+            warm_connections: Some(3),
+            ..p
+        });
     let outcome = replay(&plan, std::future::pending()).await.unwrap();
     assert_no_errors(&outcome.report);
     assert_eq!(seen.requests.load(Ordering::SeqCst), 6);
@@ -195,11 +200,11 @@ async fn connections_closed_after_an_answer_are_not_used_again() {
     // finds the connection it could reuse closed.
     let exchanges = (1..=4).map(|i| common::exchange(i, i * 1_000, "s", "GET", "/", &[]));
     let capture = common::write_capture(&dir.path().join("session.jsonl"), exchanges);
-    let plan = ReplayPlan {
-        warm_connections: 0,
+    let plan = plan_for(capture, legacy, new, dir.path().join("run")).map_plan(|p| ReplayPlan {
+        warm_connections: Some(0),
         threads: 1,
-        ..plan_for(capture, legacy, new, dir.path().join("run"))
-    };
+        ..p
+    });
     let outcome = replay(&plan, std::future::pending()).await.unwrap();
     assert_no_errors(&outcome.report);
     assert_eq!(outcome.report.summary.matched, 4);

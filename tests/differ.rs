@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::demo::{self, DemoOptions, Flavor};
 use tandem::diff::MismatchKind;
-use tandem::replay::{replay, NoisePlan, ReplayPlan};
-use tandem::report::{merge::merge, rediff, NoiseThresholds, Report};
+use tandem::judge::{judge_results as rediff, NoiseThresholds};
+use tandem::replay::ReplayPlan;
+use tandem::report::{merge::merge, Report};
 
 type Group = (String, String, MismatchKind, Option<String>);
 
@@ -52,17 +54,20 @@ async fn capture(dir: &Path) -> PathBuf {
         out_dir: dir.join("demo-run"),
         ..DemoOptions::default()
     };
-    demo::run(&options).await.unwrap();
+    tandem::cli::demo::run(&options).await.unwrap();
     options.capture
 }
 
-fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayPlan {
-    ReplayPlan {
-        speed: 4.0,
-        timeout: Duration::from_secs(5),
-        drain: Duration::from_secs(2),
-        ..ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap(), out)
-    }
+fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayJob {
+    ReplayJob::new(
+        ReplayPlan {
+            speed: 4.0,
+            timeout: Duration::from_secs(5),
+            drain: Duration::from_secs(2),
+            ..ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap())
+        },
+        out,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,10 +81,7 @@ async fn noise_learning_keeps_the_bugs_and_drops_random_fields() {
     );
     let learned_rules = dir.path().join("learned.toml");
     let mut p = plan(capture, legacy.url(), new.url(), dir.path().join("learn"));
-    p.noise = Some(NoisePlan {
-        legacy2: legacy2.url().parse().unwrap(),
-        thresholds: NoiseThresholds::default(),
-    });
+    p.plan.legacy2 = Some(legacy2.url().parse().unwrap());
     p.write_rules = Some(learned_rules.clone());
     let report = replay(&p, std::future::pending()).await.unwrap().report;
 

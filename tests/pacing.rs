@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tandem::replay::{replay, ReplayPlan};
+use tandem::cli::replay::{run as replay, ReplayJob};
+use tandem::replay::ReplayPlan;
 use tandem::results::{ErrorKind, ExchangeResult};
 
 /// A capture of `sessions` x `per_session` GETs; session s's request k at
@@ -49,8 +50,11 @@ async fn target(delay: Duration) -> (String, std::sync::Arc<std::sync::Mutex<com
     (format!("http://{addr}"), seen)
 }
 
-fn plan(capture: PathBuf, legacy: &str, new: &str, out: PathBuf) -> ReplayPlan {
-    ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap(), out)
+fn plan(capture: PathBuf, legacy: &str, new: &str, out: PathBuf) -> ReplayJob {
+    ReplayJob::new(
+        ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap()),
+        out,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,12 +63,12 @@ async fn a_constant_rate_over_two_passes() {
     let cap = capture(dir.path(), 10, 5, |s, k| (s * 7 + k * 1000) as u64);
     let (url, _) = target(Duration::ZERO).await;
     let out = dir.path().join("run");
-    let p = ReplayPlan {
+    let p = plan(cap, &url, &url, out.clone()).map_plan(|p| ReplayPlan {
         rate: Some(500.0),
         passes: 2,
         ordered_sessions: false,
-        ..plan(cap, &url, &url, out.clone())
-    };
+        ..p
+    });
     let report = replay(&p, std::future::pending()).await.unwrap().report;
     assert_eq!(report.summary.total, 100);
     let all = results(&out);
@@ -83,13 +87,13 @@ async fn recorded_timing_sped_up_looped_and_amplified() {
     let cap = capture(dir.path(), 1, 4, |_, k| 1_000_000 + k as u64 * 40_000);
     let (url, _) = target(Duration::ZERO).await;
     let out = dir.path().join("run");
-    let p = ReplayPlan {
+    let p = plan(cap, &url, &url, out.clone()).map_plan(|p| ReplayPlan {
         speed: 4.0,
         passes: 2,
         amplify: 2,
         ordered_sessions: false,
-        ..plan(cap, &url, &url, out.clone())
-    };
+        ..p
+    });
     let report = replay(&p, std::future::pending()).await.unwrap().report;
     assert_eq!(
         report.summary.total, 16,
@@ -146,10 +150,10 @@ async fn a_session_goes_in_order_one_request_at_a_time() {
 
     // Without session order, they overlap.
     let (url, seen) = target(Duration::from_millis(30)).await;
-    let p = ReplayPlan {
+    let p = plan(cap, &url, &url, dir.path().join("unordered")).map_plan(|p| ReplayPlan {
         ordered_sessions: false,
-        ..plan(cap, &url, &url, dir.path().join("unordered"))
-    };
+        ..p
+    });
     replay(&p, std::future::pending()).await.unwrap();
     assert!(seen.lock().unwrap().most["s0"] > 2);
 }
@@ -162,11 +166,11 @@ async fn requests_that_cannot_go_out_in_time_are_dropped_and_counted() {
     // Margins wide enough for a loaded machine: the first two go out well
     // within 150 ms; the others would wait 600 ms for a slot.
     let (url, _) = target(Duration::from_millis(600)).await;
-    let p = ReplayPlan {
+    let p = plan(cap, &url, &url, dir.path().join("run")).map_plan(|p| ReplayPlan {
         max_in_flight: Some(2),
         max_lag: Some(Duration::from_millis(150)),
-        ..plan(cap, &url, &url, dir.path().join("run"))
-    };
+        ..p
+    });
     let report = replay(&p, std::future::pending()).await.unwrap().report;
     // At most two slots: two go out (fewer only if the machine is so loaded
     // that even they miss the lag budget); every other one is dropped and
@@ -208,12 +212,12 @@ async fn the_in_flight_limit_is_shared_by_the_engines() {
         .map(|(i, s)| common::exchange(i as u64 + 1, 0, s, "GET", "/", &[]));
     let cap = common::write_capture(&dir.path().join("one-engine.jsonl"), exchanges);
     let (url, _) = target(Duration::from_millis(800)).await;
-    let p = ReplayPlan {
+    let p = plan(cap, &url, &url, dir.path().join("run")).map_plan(|p| ReplayPlan {
         max_in_flight: Some(2),
         max_lag: Some(Duration::from_millis(300)),
         threads: 2,
-        ..plan(cap, &url, &url, dir.path().join("run"))
-    };
+        ..p
+    });
     let report = replay(&p, std::future::pending()).await.unwrap().report;
     let s = &report.summary;
     // Split per engine, engine 0 would have had one slot: 1 matched, 9

@@ -5,14 +5,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tandem::capture::{header_value, CaptureReader, Exchange};
-use tandem::packets::{AssemblyOptions, PacketSummary};
-use tandem::record::{import_file, record_live, LiveConfig, Rotation, Selection, Sink};
+use tandem::record::packets::{AssemblyOptions, PacketSummary};
+use tandem::record::{
+    import_file, record_live, ImportConfig, LiveConfig, Rotation, Selection, Sink,
+};
 
 /// Captures run one at a time: several sniffers on one loopback at once
 /// compete for CPU and buffers and lose packets, which is not what these
@@ -66,14 +66,16 @@ async fn send_all(base: &str) {
 
 fn import(path: &Path, ports: Vec<u16>) -> (Vec<Exchange>, PacketSummary) {
     let out = path.with_extension("jsonl");
-    let mut sink = Sink::create(&out, "test", Selection::default(), Rotation::default()).unwrap();
-    let options = AssemblyOptions {
-        server_ports: ports,
-        ..AssemblyOptions::default()
+    let sink = Sink::create(&out, "test", Selection::default(), Rotation::default()).unwrap();
+    let config = ImportConfig {
+        file: path.to_path_buf(),
+        assembly: AssemblyOptions {
+            server_ports: ports,
+            ..AssemblyOptions::default()
+        },
     };
-    let recording = import_file(path, options, &mut sink).unwrap();
+    let recording = common::block_on(import_file(config, sink, std::future::pending())).unwrap();
     assert!(recording.stopped_by.is_none(), "{:?}", recording.stopped_by);
-    sink.finish().unwrap();
     let exchanges = CaptureReader::open(&out)
         .unwrap()
         .map(Result::unwrap)
@@ -344,19 +346,17 @@ async fn live_capture_on_loopback() {
         filter: None,
         assembly: AssemblyOptions::default(),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let (flag, out_path) = (stop.clone(), out.clone());
-    let recorder = std::thread::spawn(move || {
-        let mut sink =
-            Sink::create(&out_path, "live", Selection::default(), Rotation::default()).unwrap();
-        let recording = record_live(&config, &mut sink, &flag).unwrap();
-        (recording, sink.finish().unwrap())
-    });
+    let sink = Sink::create(&out, "live", Selection::default(), Rotation::default()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let recorder = tokio::spawn(record_live(config, sink, async {
+        let _ = stopped.await;
+    }));
     tokio::time::sleep(Duration::from_millis(500)).await;
     send_all(&echo.url()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (recording, written) = recorder.join().unwrap();
+    let _ = stop.send(());
+    let recording = recorder.await.unwrap().unwrap();
+    let written = &recording.written;
     let summary = &recording.summary;
     assert_eq!(recording.summary.kernel_dropped, Some(0));
     assert_eq!(written.written, requests().len() as u64, "{summary}");

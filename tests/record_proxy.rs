@@ -6,19 +6,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tandem::capture::{CaptureReader, Exchange};
-use tandem::record::{record_proxy, ProxyConfig};
+use tandem::record::{record_proxy, ProxyConfig, Rotation, Selection, Sink};
 use tokio::net::TcpListener;
 
-fn config(upstream: &str, out: std::path::PathBuf) -> ProxyConfig {
+/// The proxy on `listener` to `upstream`, 5 s timeout, 2 s drain.
+fn config(listener: TcpListener, upstream: &str) -> ProxyConfig {
     ProxyConfig {
-        upstream: upstream.parse().unwrap(),
-        out,
-        session_header: None,
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
-        selection: Default::default(),
-        rotation: Default::default(),
+        ..ProxyConfig::new(listener, upstream.parse().unwrap())
     }
+}
+
+/// A sink keeping everything in `out`.
+fn sink(config: &ProxyConfig, out: &std::path::Path) -> Sink {
+    Sink::create(
+        out,
+        &config.source(),
+        Selection::default(),
+        Rotation::default(),
+    )
+    .unwrap()
 }
 
 /// Requests with text, binary and empty bodies, queries and odd methods.
@@ -47,13 +55,11 @@ async fn capture_holds_every_exchange_byte_for_byte() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let recording = tokio::spawn(record_proxy(
-        listener,
-        config(&upstream.url(), out.clone()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let config = config(listener, &upstream.url());
+    let sink = sink(&config, &out);
+    let recording = tokio::spawn(record_proxy(config, sink, async {
+        let _ = stopped.await;
+    }));
 
     // Several clients at once, so that completions interleave.
     let mut tasks = Vec::new();
@@ -129,13 +135,11 @@ async fn upstream_down_is_recorded_not_lost() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let recording = tokio::spawn(record_proxy(
-        listener,
-        config(&format!("http://{dead}"), out.clone()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let config = config(listener, &format!("http://{dead}"));
+    let sink = sink(&config, &out);
+    let recording = tokio::spawn(record_proxy(config, sink, async {
+        let _ = stopped.await;
+    }));
     let client = tandem::http::client(Duration::from_secs(5));
     let seen = common::send(&client, &format!("{proxy}/x"), "GET", &[], Bytes::new()).await;
     assert_eq!(seen.status, 502);
@@ -160,11 +164,18 @@ async fn selection_and_rotation_apply_to_the_proxy() {
     let out = dir.path().join("cap.jsonl");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = config(&upstream.url(), out);
-    config.selection.methods = vec!["GET".into()];
-    config.rotation.max_bytes = Some(2_000);
+    let config = config(listener, &upstream.url());
+    let selection = Selection {
+        methods: vec!["GET".into()],
+        ..Selection::default()
+    };
+    let rotation = Rotation {
+        max_bytes: Some(2_000),
+        ..Rotation::default()
+    };
+    let sink = Sink::create(&out, &config.source(), selection, rotation).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let recording = tokio::spawn(record_proxy(listener, config, async {
+    let recording = tokio::spawn(record_proxy(config, sink, async {
         let _ = stopped.await;
     }));
     let client = tandem::http::client(Duration::from_secs(5));

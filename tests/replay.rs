@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::demo::{self, DemoOptions, Flavor};
 use tandem::diff::MismatchKind;
-use tandem::replay::{replay, ReplayPlan};
+use tandem::replay::ReplayPlan;
 use tandem::report::Report;
 use tandem::results::ErrorKind;
 
@@ -23,20 +24,23 @@ fn demo_options(dir: &Path, requests: usize) -> DemoOptions {
     }
 }
 
-fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayPlan {
-    ReplayPlan {
-        speed: 4.0,
-        timeout: Duration::from_millis(500),
-        drain: Duration::from_secs(2),
-        ..ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap(), out)
-    }
+fn plan(capture: PathBuf, legacy: String, new: String, out: PathBuf) -> ReplayJob {
+    ReplayJob::new(
+        ReplayPlan {
+            speed: 4.0,
+            timeout: Duration::from_millis(500),
+            drain: Duration::from_secs(2),
+            ..ReplayPlan::new(capture, legacy.parse().unwrap(), new.parse().unwrap())
+        },
+        out,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_report_names_exactly_the_three_bugs_and_no_noise() {
     let dir = tempfile::tempdir().unwrap();
     let options = demo_options(dir.path(), 2000);
-    let outcome = demo::run(&options).await.unwrap();
+    let outcome = tandem::cli::demo::run(&options).await.unwrap();
     assert_eq!(outcome.recorded.exchanges, 2000);
 
     // The report on disk, read back through its typed form.
@@ -100,7 +104,7 @@ async fn without_rules_the_noise_shows() {
     let empty_rules = dir.path().join("empty.toml");
     std::fs::write(&empty_rules, "").unwrap();
     options.rules = Some(empty_rules);
-    demo::run(&options).await.unwrap();
+    tandem::cli::demo::run(&options).await.unwrap();
     let report = Report::load(&dir.path().join("run/report.json")).unwrap();
     let paths: BTreeSet<Option<String>> = report
         .mismatch_groups
@@ -120,7 +124,7 @@ async fn without_rules_the_noise_shows() {
 /// Records a small demo capture to replay at broken targets.
 async fn small_capture(dir: &Path) -> PathBuf {
     let options = demo_options(dir, 100);
-    demo::run(&options).await.unwrap();
+    tandem::cli::demo::run(&options).await.unwrap();
     options.capture
 }
 
@@ -226,7 +230,7 @@ async fn unreadable_requests_are_reported_once_whichever_engine_owns_them() {
             new.url(),
             dir.path().join(format!("run-{threads}")),
         );
-        plan.threads = threads;
+        plan.plan.threads = threads;
         plan
     };
     for threads in [1, 2] {

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::demo::{self, DemoOptions, DemoServer, Flavor};
 use tandem::jsonl::LineReader;
 use tandem::latency::Latency;
-use tandem::replay::{replay, ReplayPlan};
+use tandem::replay::ReplayPlan;
 use tandem::report::{merge::merge, Report};
 use tandem::results::{ExchangeResult, ResultsHeader};
 
@@ -20,18 +21,23 @@ async fn stacks() -> (DemoServer, DemoServer) {
     )
 }
 
-fn plan(capture: &Path, legacy: &DemoServer, new: &DemoServer, out: PathBuf) -> ReplayPlan {
-    ReplayPlan {
-        speed: 4.0,
+fn plan(capture: &Path, legacy: &DemoServer, new: &DemoServer, out: PathBuf) -> ReplayJob {
+    let job = ReplayJob::new(
+        ReplayPlan {
+            speed: 4.0,
+            timeout: Duration::from_secs(5),
+            drain: Duration::from_secs(2),
+            ..ReplayPlan::new(
+                capture.to_path_buf(),
+                legacy.url().parse().unwrap(),
+                new.url().parse().unwrap(),
+            )
+        },
+        out,
+    );
+    ReplayJob {
         rules: Some("scenarios/demo.rules.toml".into()),
-        timeout: Duration::from_secs(5),
-        drain: Duration::from_secs(2),
-        ..ReplayPlan::new(
-            capture.to_path_buf(),
-            legacy.url().parse().unwrap(),
-            new.url().parse().unwrap(),
-            out,
-        )
+        ..job
     }
 }
 
@@ -68,7 +74,7 @@ async fn merged_shards_equal_the_single_run() {
         out_dir: dir.path().join("demo-run"),
         ..DemoOptions::default()
     };
-    demo::run(&options).await.unwrap();
+    tandem::cli::demo::run(&options).await.unwrap();
     let capture = options.capture;
 
     // One process, fresh stacks.
@@ -92,7 +98,7 @@ async fn merged_shards_equal_the_single_run() {
             &new,
             dir.path().join(format!("shard-{i}")),
         );
-        p.shard = Some((i, 3));
+        p.plan.shard = Some((i, 3));
         p
     };
     let (a, b, c) = (shard(0), shard(1), shard(2));

@@ -12,8 +12,9 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tandem::capture::header_value;
+use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::http::ClientOptions;
-use tandem::replay::{replay, ReplayPlan};
+use tandem::replay::ReplayPlan;
 use tandem::results::{ErrorKind, ExchangeResult};
 use tokio::net::TcpListener;
 
@@ -90,10 +91,12 @@ async fn tls_with_a_self_signed_certificate_and_http2_by_alpn() {
     let echo = common::Echo::start().await;
 
     // Refused without --insecure: recorded as errors of that target, no crash.
-    let strict = ReplayPlan::new(
-        cap.clone(),
-        secure.parse().unwrap(),
-        echo.url().parse().unwrap(),
+    let strict = ReplayJob::new(
+        ReplayPlan::new(
+            cap.clone(),
+            secure.parse().unwrap(),
+            echo.url().parse().unwrap(),
+        ),
         dir.path().join("strict"),
     );
     let report = replay(&strict, std::future::pending())
@@ -108,18 +111,16 @@ async fn tls_with_a_self_signed_certificate_and_http2_by_alpn() {
         report.errors
     );
 
-    let insecure = ReplayPlan {
-        client: ClientOptions {
-            insecure_tls: true,
-            ..ClientOptions::default()
+    let insecure = ReplayJob::new(
+        ReplayPlan {
+            client: ClientOptions {
+                insecure_tls: true,
+                ..ClientOptions::default()
+            },
+            ..ReplayPlan::new(cap, secure.parse().unwrap(), echo.url().parse().unwrap())
         },
-        ..ReplayPlan::new(
-            cap,
-            secure.parse().unwrap(),
-            echo.url().parse().unwrap(),
-            dir.path().join("insecure"),
-        )
-    };
+        dir.path().join("insecure"),
+    );
     replay(&insecure, std::future::pending()).await.unwrap();
     let all = results(&dir.path().join("insecure"));
     assert_eq!(all.len(), 3);
@@ -145,22 +146,24 @@ async fn http2_prior_knowledge_host_and_headers_per_target() {
     let cap = capture(dir.path());
     let (legacy, new) = (common::Echo::start().await, common::Echo::start().await);
     let out = dir.path().join("run");
-    let plan = ReplayPlan {
-        keep_host: true,
-        legacy_headers: vec![("x-env".into(), "legacy".into())],
-        new_headers: vec![("x-env".into(), "new".into())],
-        client: ClientOptions {
-            http2_prior_knowledge: true,
-            connect_timeout: Duration::from_secs(2),
-            ..ClientOptions::default()
+    let plan = ReplayJob::new(
+        ReplayPlan {
+            keep_host: true,
+            legacy_headers: vec![("x-env".into(), "legacy".into())],
+            new_headers: vec![("x-env".into(), "new".into())],
+            client: ClientOptions {
+                http2_prior_knowledge: true,
+                connect_timeout: Duration::from_secs(2),
+                ..ClientOptions::default()
+            },
+            ..ReplayPlan::new(
+                cap.clone(),
+                legacy.url().parse().unwrap(),
+                new.url().parse().unwrap(),
+            )
         },
-        ..ReplayPlan::new(
-            cap.clone(),
-            legacy.url().parse().unwrap(),
-            new.url().parse().unwrap(),
-            out.clone(),
-        )
-    };
+        out.clone(),
+    );
     replay(&plan, std::future::pending()).await.unwrap();
     for r in results(&out) {
         let (l, n) = (r.legacy.response.unwrap(), r.new.response.unwrap());
@@ -180,10 +183,12 @@ async fn http2_prior_knowledge_host_and_headers_per_target() {
 
     // By default the Host header names the target, over HTTP/1.1.
     let out = dir.path().join("default");
-    let plan = ReplayPlan::new(
-        cap,
-        legacy.url().parse().unwrap(),
-        new.url().parse().unwrap(),
+    let plan = ReplayJob::new(
+        ReplayPlan::new(
+            cap,
+            legacy.url().parse().unwrap(),
+            new.url().parse().unwrap(),
+        ),
         out.clone(),
     );
     replay(&plan, std::future::pending()).await.unwrap();

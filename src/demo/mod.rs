@@ -1,9 +1,6 @@
-//! `tandem demo`: the whole job on two embedded stacks.
-//!
-//! Records a generated workload through the recording proxy in front of a
-//! "production" legacy stack, then replays the capture at fresh copies of the
-//! legacy and the new stack (as a team replays production traffic at
-//! staging), diffs with `scenarios/demo.rules.toml` and reports.
+//! The embedded stacks and workload of `tandem demo` (composed in
+//! `cli::demo`): a legacy and a new order API ([`stack`]), a generated
+//! workload ([`workload`]), and its recording through the proxy.
 
 pub mod stack;
 pub mod workload;
@@ -13,8 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::record::{record_proxy, ProxyConfig, RecordSummary};
-use crate::replay::{replay, ReplayOutcome, ReplayPlan};
+use crate::record::{record_proxy, ProxyConfig, RecordSummary, Sink};
 pub use stack::{start, DemoServer, Flavor};
 
 /// The demo's rules, as shipped in `scenarios/demo.rules.toml`.
@@ -56,70 +52,25 @@ impl Default for DemoOptions {
     }
 }
 
-/// What the demo produced.
-#[derive(Debug)]
-pub struct DemoOutcome {
-    /// The recording.
-    pub recorded: RecordSummary,
-    /// The replay and its report.
-    pub replay: ReplayOutcome,
-}
-
-/// Runs the demo end to end.
-pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
-    let recorded = record(options).await?;
-    tracing::info!(
-        "recorded {} exchanges to {}",
-        recorded.exchanges,
-        options.capture.display()
-    );
-    let legacy = start(Flavor::Legacy).await?;
-    let new = start(Flavor::New).await?;
-    let rules = match &options.rules {
-        Some(path) => path.clone(),
-        None => {
-            let path = options.out_dir.join("demo.rules.toml");
-            std::fs::create_dir_all(&options.out_dir)?;
-            std::fs::write(&path, RULES)?;
-            path
-        }
-    };
-    let plan = ReplayPlan {
-        speed: options.speed,
-        rules: Some(rules),
-        drain: Duration::from_secs(5),
-        ..ReplayPlan::new(
-            options.capture.clone(),
-            legacy.url().parse()?,
-            new.url().parse()?,
-            options.out_dir.clone(),
-        )
-    };
-    let replayed = replay(&plan, std::future::pending()).await;
-    legacy.stop().await;
-    new.stop().await;
-    Ok(DemoOutcome {
-        recorded,
-        replay: replayed?,
-    })
-}
-
 /// Drives the workload through the recording proxy in front of a legacy stack.
-async fn record(options: &DemoOptions) -> anyhow::Result<RecordSummary> {
+pub async fn record(options: &DemoOptions) -> anyhow::Result<RecordSummary> {
     let production = start(Flavor::Legacy).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let proxy_url = format!("http://{}", listener.local_addr()?);
     let config = ProxyConfig {
-        upstream: production.url().parse()?,
-        out: options.capture.clone(),
         session_header: Some("x-demo-user".to_string()),
         timeout: Duration::from_secs(10),
         drain: Duration::from_secs(5),
-        selection: Default::default(),
-        rotation: Default::default(),
+        ..ProxyConfig::new(listener, production.url().parse()?)
     };
+    let sink = Sink::create(
+        &options.capture,
+        &config.source(),
+        Default::default(),
+        Default::default(),
+    )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(record_proxy(listener, config, async {
+    let proxy = tokio::spawn(record_proxy(config, sink, async {
         let _ = stopped.await;
     }));
     let calls = workload::generate(options.requests, options.users, options.seed);

@@ -63,7 +63,7 @@ pub fn compare(tape: &Tape, legacy: usize, new: usize, rules: &RouteRules) -> Ve
     for (i, item) in rules.ignore_paths.iter().enumerate() {
         mark(&item.rule, i, tape, docs, &mut walk.ignored, || item.hit());
     }
-    for (i, item) in rules.unordered.iter().enumerate() {
+    for (i, item) in rules.unordered_arrays.iter().enumerate() {
         mark(&item.rule.path, i, tape, docs, &mut walk.unordered, || {
             item.hit()
         });
@@ -240,7 +240,7 @@ impl<'a> Walk<'_, 'a> {
     /// on either side is missing or extra.
     fn unordered_arrays(&mut self, legacy: usize, new: usize, rule: usize) {
         let tape = self.tape;
-        let key = self.rules.unordered[rule].rule.key.as_deref();
+        let key = self.rules.unordered_arrays[rule].rule.key.as_deref();
         let n: Vec<usize> = tape.elements(new).collect();
         let mut used = vec![false; n.len()];
         for (i, lv) in tape.elements(legacy).enumerate() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::query::Query;
 use super::tape::Node;
@@ -43,88 +43,264 @@ pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
     "x-csrf-token",
 ];
 
-#[derive(Debug, Default, Deserialize)]
+/// A rules file as written: the serde model that reads it, and that
+/// `--write-rules` writes learned noise with.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RulesFile {
-    #[serde(default)]
-    defaults: RuleBody,
-    #[serde(default, rename = "route")]
-    routes: Vec<RouteRule>,
+pub struct RulesFile {
+    /// `[defaults]`: in force on every route.
+    #[serde(default, skip_serializing_if = "RuleBody::is_empty")]
+    pub defaults: RuleBody,
+    /// `[[route]]`: in force on the routes its pattern matches.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteRule>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+/// One `[[route]]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RuleBody {
-    #[serde(default)]
-    ignore_headers: Vec<String>,
-    #[serde(default)]
-    compare_headers: Vec<String>,
-    #[serde(default)]
-    ignore_paths: Vec<String>,
-    #[serde(default)]
-    unordered_arrays: Vec<UnorderedSpec>,
-    #[serde(default)]
-    tolerance: Vec<ToleranceSpec>,
-    #[serde(default)]
-    same_kind: Vec<SameKindSpec>,
-    #[serde(default)]
-    body_replace: Vec<ReplaceSpec>,
-    #[serde(default)]
-    header_replace: Vec<HeaderReplaceSpec>,
-    #[serde(default)]
-    status_only: bool,
-    #[serde(default)]
-    redact_headers: Vec<String>,
+pub struct RouteRule {
+    /// `"METHOD /path/template"`, see [`RoutePattern`].
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Its rules.
+    #[serde(flatten)]
+    pub body: RuleBody,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `arrays compared as multisets`: `{ path, key }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct UnorderedSpec {
+pub struct UnorderedSpec {
     path: String,
     key: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `{ path, absolute, relative }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ToleranceSpec {
+pub struct ToleranceSpec {
     path: String,
     absolute: Option<f64>,
     relative: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `{ path, kind }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct SameKindSpec {
+pub struct SameKindSpec {
     path: String,
     kind: ValueKind,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `{ regex, with }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ReplaceSpec {
+pub struct ReplaceSpec {
     regex: String,
     with: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `{ header, regex, with }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct HeaderReplaceSpec {
+pub struct HeaderReplaceSpec {
     header: String,
     regex: String,
     with: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouteRule {
-    #[serde(rename = "match")]
-    pattern: String,
-    #[serde(flatten)]
-    body: RuleBody,
+/// How a written rule is named in errors and in the unused-rules list.
+trait Labelled {
+    fn label(&self) -> &str;
+}
+
+impl Labelled for String {
+    fn label(&self) -> &str {
+        self
+    }
+}
+
+macro_rules! labelled_by {
+    ($($spec:ty => $field:ident),* $(,)?) => {
+        $(impl Labelled for $spec {
+            fn label(&self) -> &str {
+                &self.$field
+            }
+        })*
+    };
+}
+
+labelled_by! {
+    UnorderedSpec => path,
+    ToleranceSpec => path,
+    SameKindSpec => path,
+    ReplaceSpec => regex,
+    HeaderReplaceSpec => regex,
+}
+
+/// Declares every kind of rule once: its key in the file (and field of
+/// [`RuleBody`] and [`RouteRules`]), what it compiles to, what is written
+/// for it, and the function that compiles one. Parsing, merging per route,
+/// usage counting and serializing all come from this table, so a new kind
+/// is one line here, its compile function and its matcher in the differ.
+macro_rules! rule_kinds {
+    ($( $(#[$doc:meta])* $key:ident: $rule:ty = $spec:ty => $compile:ident, )*) => {
+        /// The rules of `[defaults]` or of one `[[route]]`, as written.
+        #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RuleBody {
+            $( $(#[$doc])*
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub $key: Vec<$spec>, )*
+            /// Only status codes are compared.
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            pub status_only: bool,
+            /// Header names whose values reports never show, beyond the defaults.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub redact_headers: Vec<String>,
+        }
+
+        /// The rules in force for one route: defaults plus every matching
+        /// `[[route]]`, each counting its uses.
+        #[derive(Debug, Default, Clone)]
+        pub struct RouteRules {
+            $( $(#[$doc])* pub $key: Vec<Arc<Item<$rule>>>, )*
+            /// Only status codes are compared, if set.
+            pub status_only: Option<Arc<Item<()>>>,
+            /// Header names whose values reports never show, beyond the defaults.
+            pub redact_headers: Vec<String>,
+        }
+
+        impl RouteRules {
+            /// Compiles the rules of one section; `origin` names it.
+            fn compile(origin: &str, body: &RuleBody) -> anyhow::Result<RouteRules> {
+                let mut c = RouteRules::default();
+                $( for spec in &body.$key {
+                    let at = format!("{} {:?}", stringify!($key), spec.label());
+                    let rule = $compile(spec).with_context(|| at.clone())?;
+                    c.$key.push(Item::new(format!("{origin} {at}"), rule));
+                } )*
+                c.redact_headers = body.redact_headers.iter().map(|h| header_name(h)).collect::<anyhow::Result<_>>()?;
+                if body.status_only {
+                    c.status_only = Some(Item::new(format!("{origin} status_only"), ()));
+                }
+                Ok(c)
+            }
+
+            /// Adds the rules of another section that applies too.
+            fn extend(&mut self, other: &RouteRules) {
+                $( self.$key.extend(other.$key.iter().cloned()); )*
+                if other.status_only.is_some() {
+                    self.status_only = other.status_only.clone();
+                }
+                self.redact_headers.extend(other.redact_headers.iter().cloned());
+            }
+
+            /// Pushes the origin of every rule that applied to nothing.
+            fn unused(&self, out: &mut Vec<String>) {
+                fn push<T>(items: &[Arc<Item<T>>], out: &mut Vec<String>) {
+                    out.extend(items.iter().filter(|i| i.hits() == 0).map(|i| i.origin.clone()));
+                }
+                $( push(&self.$key, out); )*
+                if let Some(s) = &self.status_only {
+                    push(std::slice::from_ref(s), out);
+                }
+            }
+        }
+    };
+}
+
+rule_kinds! {
+    /// Header names not compared.
+    ignore_headers: String = String => header_name,
+    /// Default-ignored header names compared after all.
+    compare_headers: String = String => header_name,
+    /// JSONPath queries whose nodes are not compared.
+    ignore_paths: Query = String => query,
+    /// Arrays compared without regard to order.
+    unordered_arrays: Unordered = UnorderedSpec => unordered,
+    /// Numeric margins.
+    tolerance: Tolerance = ToleranceSpec => tolerance,
+    /// Same-kind equalities.
+    same_kind: SameKind = SameKindSpec => same_kind,
+    /// Replacements in bodies.
+    body_replace: Replace = ReplaceSpec => body_replace,
+    /// Replacements in header values.
+    header_replace: Replace = HeaderReplaceSpec => header_replace,
+}
+
+fn header_name(text: &str) -> anyhow::Result<String> {
+    Ok(text.trim().to_ascii_lowercase())
+}
+
+fn query(text: &str) -> anyhow::Result<Query> {
+    Query::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn regex(text: &str) -> anyhow::Result<Regex> {
+    Ok(Regex::new(text)?)
+}
+
+fn unordered(spec: &UnorderedSpec) -> anyhow::Result<Unordered> {
+    Ok(Unordered {
+        path: query(&spec.path)?,
+        key: spec.key.clone(),
+    })
+}
+
+fn tolerance(spec: &ToleranceSpec) -> anyhow::Result<Tolerance> {
+    if spec.absolute.is_none() && spec.relative.is_none() {
+        bail!("give absolute, relative or both");
+    }
+    Ok(Tolerance {
+        path: query(&spec.path)?,
+        absolute: spec.absolute.unwrap_or(0.0),
+        relative: spec.relative.unwrap_or(0.0),
+    })
+}
+
+fn same_kind(spec: &SameKindSpec) -> anyhow::Result<SameKind> {
+    Ok(SameKind {
+        path: query(&spec.path)?,
+        kind: spec.kind,
+    })
+}
+
+fn body_replace(spec: &ReplaceSpec) -> anyhow::Result<Replace> {
+    Ok(Replace {
+        header: None,
+        regex: regex(&spec.regex)?,
+        with: spec.with.clone(),
+    })
+}
+
+fn header_replace(spec: &HeaderReplaceSpec) -> anyhow::Result<Replace> {
+    Ok(Replace {
+        header: Some(header_name(&spec.header)?),
+        regex: regex(&spec.regex)?,
+        with: spec.with.clone(),
+    })
+}
+
+impl RuleBody {
+    /// True when it holds no rule.
+    pub fn is_empty(&self) -> bool {
+        *self == RuleBody::default()
+    }
+
+    /// Ignores these JSON paths and headers: what `--write-rules` writes.
+    pub fn ignoring(paths: Vec<String>, headers: Vec<String>) -> RuleBody {
+        RuleBody {
+            ignore_paths: paths,
+            ignore_headers: headers,
+            ..RuleBody::default()
+        }
+    }
 }
 
 /// Kinds of value that `same_kind` treats as equal when both sides are one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueKind {
     /// A UUID string.
@@ -251,31 +427,6 @@ pub struct Replace {
     pub with: String,
 }
 
-/// The rules in force for one route: defaults plus every matching `[[route]]`.
-#[derive(Debug, Default)]
-pub struct RouteRules {
-    /// Header names not compared.
-    pub ignore_headers: Vec<Arc<Item<String>>>,
-    /// Default-ignored header names compared after all.
-    pub compare_headers: Vec<Arc<Item<String>>>,
-    /// JSONPath queries whose nodes are not compared.
-    pub ignore_paths: Vec<Arc<Item<Query>>>,
-    /// Arrays compared without regard to order.
-    pub unordered: Vec<Arc<Item<Unordered>>>,
-    /// Numeric margins.
-    pub tolerance: Vec<Arc<Item<Tolerance>>>,
-    /// Same-kind equalities.
-    pub same_kind: Vec<Arc<Item<SameKind>>>,
-    /// Replacements in bodies.
-    pub body_replace: Vec<Arc<Item<Replace>>>,
-    /// Replacements in header values.
-    pub header_replace: Vec<Arc<Item<Replace>>>,
-    /// Only status codes are compared, if set.
-    pub status_only: Option<Arc<Item<()>>>,
-    /// Header names whose values reports never show, beyond the defaults.
-    pub redact_headers: Vec<String>,
-}
-
 impl RouteRules {
     /// `value` as a report may show it: a placeholder for credential headers.
     pub fn shown(&self, name: &str, value: String) -> String {
@@ -307,26 +458,11 @@ impl RouteRules {
     }
 }
 
-/// Every rule of a file, in force per route.
-#[derive(Debug, Default, Clone)]
-struct Compiled {
-    ignore_headers: Vec<Arc<Item<String>>>,
-    compare_headers: Vec<Arc<Item<String>>>,
-    ignore_paths: Vec<Arc<Item<Query>>>,
-    unordered: Vec<Arc<Item<Unordered>>>,
-    tolerance: Vec<Arc<Item<Tolerance>>>,
-    same_kind: Vec<Arc<Item<SameKind>>>,
-    body_replace: Vec<Arc<Item<Replace>>>,
-    header_replace: Vec<Arc<Item<Replace>>>,
-    status_only: Option<Arc<Item<()>>>,
-    redact_headers: Vec<String>,
-}
-
 /// A loaded, checked rules file.
 #[derive(Debug, Default)]
 pub struct RuleSet {
-    defaults: Compiled,
-    routes: Vec<(Arc<Item<RoutePattern>>, Compiled)>,
+    defaults: RouteRules,
+    routes: Vec<(Arc<Item<RoutePattern>>, RouteRules)>,
     cache: HashMap<Route, Arc<RouteRules>>,
 }
 
@@ -341,12 +477,13 @@ impl RuleSet {
     /// Parses rules from TOML text.
     pub fn parse(text: &str) -> anyhow::Result<RuleSet> {
         let file: RulesFile = toml::from_str(text)?;
-        let defaults = compile("[defaults]", &file.defaults).context("[defaults]")?;
+        let defaults = RouteRules::compile("[defaults]", &file.defaults).context("[defaults]")?;
         let mut routes = Vec::new();
         for (i, rule) in file.routes.iter().enumerate() {
             let origin = format!("[[route]] #{} (match = {:?})", i + 1, rule.pattern);
             let pattern = RoutePattern::parse(&rule.pattern).with_context(|| origin.clone())?;
-            let compiled = compile(&origin, &rule.body).with_context(|| origin.clone())?;
+            let compiled =
+                RouteRules::compile(&origin, &rule.body).with_context(|| origin.clone())?;
             routes.push((Item::new(origin, pattern), compiled));
         }
         Ok(RuleSet {
@@ -368,18 +505,7 @@ impl RuleSet {
                 merged.extend(compiled);
             }
         }
-        let rules = Arc::new(RouteRules {
-            ignore_headers: merged.ignore_headers,
-            compare_headers: merged.compare_headers,
-            ignore_paths: merged.ignore_paths,
-            unordered: merged.unordered,
-            tolerance: merged.tolerance,
-            same_kind: merged.same_kind,
-            body_replace: merged.body_replace,
-            header_replace: merged.header_replace,
-            status_only: merged.status_only,
-            redact_headers: merged.redact_headers,
-        });
+        let rules = Arc::new(merged);
         self.cache.insert(route.clone(), rules.clone());
         rules
     }
@@ -397,122 +523,6 @@ impl RuleSet {
         }
         out
     }
-}
-
-impl Compiled {
-    fn extend(&mut self, other: &Compiled) {
-        self.ignore_headers
-            .extend(other.ignore_headers.iter().cloned());
-        self.compare_headers
-            .extend(other.compare_headers.iter().cloned());
-        self.ignore_paths.extend(other.ignore_paths.iter().cloned());
-        self.unordered.extend(other.unordered.iter().cloned());
-        self.tolerance.extend(other.tolerance.iter().cloned());
-        self.same_kind.extend(other.same_kind.iter().cloned());
-        self.body_replace.extend(other.body_replace.iter().cloned());
-        self.header_replace
-            .extend(other.header_replace.iter().cloned());
-        if other.status_only.is_some() {
-            self.status_only = other.status_only.clone();
-        }
-        self.redact_headers
-            .extend(other.redact_headers.iter().cloned());
-    }
-
-    fn unused(&self, out: &mut Vec<String>) {
-        fn push<T>(items: &[Arc<Item<T>>], out: &mut Vec<String>) {
-            out.extend(
-                items
-                    .iter()
-                    .filter(|i| i.hits() == 0)
-                    .map(|i| i.origin.clone()),
-            );
-        }
-        push(&self.ignore_headers, out);
-        push(&self.compare_headers, out);
-        push(&self.ignore_paths, out);
-        push(&self.unordered, out);
-        push(&self.tolerance, out);
-        push(&self.same_kind, out);
-        push(&self.body_replace, out);
-        push(&self.header_replace, out);
-        if let Some(s) = &self.status_only {
-            push(std::slice::from_ref(s), out);
-        }
-    }
-}
-
-fn compile(origin: &str, body: &RuleBody) -> anyhow::Result<Compiled> {
-    let at = |what: &str, text: &str| format!("{origin} {what} {text:?}");
-    let path = |key: &str, text: &str| -> anyhow::Result<Query> {
-        Query::parse(text).map_err(|e| anyhow::anyhow!("{key}: {text:?}: {e}"))
-    };
-    let regex = |key: &str, text: &str| -> anyhow::Result<Regex> {
-        Regex::new(text).map_err(|e| anyhow::anyhow!("{key}: {text:?}: {e}"))
-    };
-    let header = |h: &String| h.trim().to_ascii_lowercase();
-    let mut c = Compiled::default();
-    for h in &body.ignore_headers {
-        c.ignore_headers
-            .push(Item::new(at("ignore_headers", h), header(h)));
-    }
-    for h in &body.compare_headers {
-        c.compare_headers
-            .push(Item::new(at("compare_headers", h), header(h)));
-    }
-    for p in &body.ignore_paths {
-        c.ignore_paths
-            .push(Item::new(at("ignore_paths", p), path("ignore_paths", p)?));
-    }
-    for u in &body.unordered_arrays {
-        let rule = Unordered {
-            path: path("unordered_arrays", &u.path)?,
-            key: u.key.clone(),
-        };
-        c.unordered
-            .push(Item::new(at("unordered_arrays", &u.path), rule));
-    }
-    for t in &body.tolerance {
-        if t.absolute.is_none() && t.relative.is_none() {
-            bail!("tolerance {:?}: give absolute, relative or both", t.path);
-        }
-        let rule = Tolerance {
-            path: path("tolerance", &t.path)?,
-            absolute: t.absolute.unwrap_or(0.0),
-            relative: t.relative.unwrap_or(0.0),
-        };
-        c.tolerance.push(Item::new(at("tolerance", &t.path), rule));
-    }
-    for k in &body.same_kind {
-        let rule = SameKind {
-            path: path("same_kind", &k.path)?,
-            kind: k.kind,
-        };
-        c.same_kind.push(Item::new(at("same_kind", &k.path), rule));
-    }
-    for r in &body.body_replace {
-        let rule = Replace {
-            header: None,
-            regex: regex("body_replace", &r.regex)?,
-            with: r.with.clone(),
-        };
-        c.body_replace
-            .push(Item::new(at("body_replace", &r.regex), rule));
-    }
-    for r in &body.header_replace {
-        let rule = Replace {
-            header: Some(header(&r.header)),
-            regex: regex("header_replace", &r.regex)?,
-            with: r.with.clone(),
-        };
-        c.header_replace
-            .push(Item::new(at("header_replace", &r.regex), rule));
-    }
-    c.redact_headers = body.redact_headers.iter().map(header).collect();
-    if body.status_only {
-        c.status_only = Some(Item::new(format!("{origin} status_only"), ()));
-    }
-    Ok(c)
 }
 
 /// `"METHOD /path/template"`: method `*` matches any method; a segment `*`

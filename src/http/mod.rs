@@ -17,7 +17,7 @@ use crate::capture::Header;
 use crate::results::ErrorKind;
 
 mod connect;
-pub mod h1;
+pub mod connection;
 
 pub use connect::{Connector, SendClock, WarmConnections};
 

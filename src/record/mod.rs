@@ -1,12 +1,15 @@
-//! Sources that record traffic into a capture file.
-//!
-//! Each source is a plain async function taking its configuration and a
-//! shutdown future, so that tests call it directly.
+//! Sources that record traffic into a capture file: the recording proxy
+//! ([`proxy`]), a live interface and pcap files ([`pcap`], decoded by
+//! [`packets`]). Every source has one shape, `async fn(config, sink,
+//! shutdown)`: it writes into the [`Sink`] it is handed (selection,
+//! ordering, rotation) until its input ends or `shutdown` completes, so
+//! that tests and the command layer call each the same way.
 
 pub mod packets;
+pub mod pcap;
 pub mod proxy;
 pub mod sink;
 
-pub use packets::{import_file, record_live, LiveConfig};
+pub use pcap::{import_file, record_live, ImportConfig, LiveConfig, PacketRecording};
 pub use proxy::{record_proxy, ProxyConfig, RecordSummary};
 pub use sink::{Rotation, Selection, Sink, SinkSummary};

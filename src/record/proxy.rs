@@ -20,18 +20,19 @@ use hyper::header::HOST;
 use hyper::{Request, Response, StatusCode, Uri};
 use tokio::net::TcpListener;
 
-use super::sink::{Rotation, Selection, Sink};
+use super::sink::{Selection, Sink};
 use crate::capture::{self, Body, Exchange};
 use crate::http::{self, Client};
 use crate::target::Target;
 
 /// What the proxy needs to know.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProxyConfig {
+    /// Where clients connect, bound by the caller (so that a test can bind
+    /// port 0 and learn the port).
+    pub listener: TcpListener,
     /// Where requests are forwarded.
     pub upstream: Target,
-    /// The capture file to write (`.gz` for gzip).
-    pub out: PathBuf,
     /// Take the session key from this request header when present, instead of
     /// the client connection.
     pub session_header: Option<String>,
@@ -39,10 +40,32 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
-    /// Which exchanges are kept (all by default).
-    pub selection: Selection,
-    /// When to start a new capture file (never by default).
-    pub rotation: Rotation,
+}
+
+impl ProxyConfig {
+    /// A proxy on `listener` to `upstream`, sessions by client connection,
+    /// 30 s upstream timeout, 10 s drain.
+    pub fn new(listener: TcpListener, upstream: Target) -> ProxyConfig {
+        ProxyConfig {
+            listener,
+            upstream,
+            session_header: None,
+            timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+        }
+    }
+
+    /// The capture header's `source`.
+    pub fn source(&self) -> String {
+        format!("proxy upstream={}", self.upstream)
+    }
+}
+
+/// What the exchanges in flight need of the configuration.
+struct Forward {
+    upstream: Target,
+    session_header: Option<String>,
+    timeout: Duration,
 }
 
 /// What a recording session produced.
@@ -71,38 +94,42 @@ enum Event {
 }
 
 struct Shared {
-    config: ProxyConfig,
+    config: Forward,
     client: Client,
     started: Instant,
     next_id: AtomicU64,
     recorder: Arc<Mutex<Recorder>>,
 }
 
-/// Runs the proxy on `listener` until `shutdown` completes, then closes the
-/// capture and returns what was recorded.
+/// Runs the proxy on the configured listener until `shutdown` completes,
+/// writing every exchange into `sink`, then closes the capture and returns
+/// what was recorded.
 pub async fn record_proxy(
-    listener: TcpListener,
     config: ProxyConfig,
+    sink: Sink,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RecordSummary> {
-    let source = format!("proxy upstream={}", config.upstream);
-    let sink = Sink::create(
-        &config.out,
-        &source,
-        config.selection.clone(),
-        config.rotation,
-    )?;
     let recorder = Arc::new(Mutex::new(Recorder {
+        selection: sink.selection().clone(),
         sink: Some(sink),
-        selection: config.selection.clone(),
         summary: RecordSummary::default(),
         failed: None,
     }));
     let flushes = tokio::spawn(flush_every(recorder.clone()));
-    let drain = config.drain;
+    let ProxyConfig {
+        listener,
+        upstream,
+        session_header,
+        timeout,
+        drain,
+    } = config;
     let shared = Arc::new(Shared {
-        client: http::client(config.timeout),
-        config,
+        client: http::client(timeout),
+        config: Forward {
+            upstream,
+            session_header,
+            timeout,
+        },
         started: Instant::now(),
         next_id: AtomicU64::new(1),
         recorder: recorder.clone(),
@@ -234,7 +261,7 @@ async fn forward(
     }
 }
 
-fn session_key(config: &ProxyConfig, headers: &[capture::Header], peer: SocketAddr) -> String {
+fn session_key(config: &Forward, headers: &[capture::Header], peer: SocketAddr) -> String {
     config
         .session_header
         .as_deref()

@@ -131,6 +131,11 @@ impl Sink {
         })
     }
 
+    /// Which exchanges it keeps.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
     /// Exchanges finished by a source, with provisional numbers.
     pub fn take(&mut self, produced: Vec<(u64, Option<Exchange>)>) -> anyhow::Result<()> {
         for (id, exchange) in produced {

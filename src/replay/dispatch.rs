@@ -1,8 +1,8 @@
-//! From a due job to a sent request: session lanes and the collector.
+//! From a due job to a sent request: session queues and the collector.
 //!
 //! Requests of one session go out in their recorded order and never overlap,
 //! so create-then-read sequences stay causal: a job whose session is busy
-//! waits in that session's lane and goes out when the previous request of
+//! waits in that session's queue and goes out when the previous request of
 //! the session has both answers (its lag, and so its corrected latency,
 //! shows the wait). Sessions run in parallel.
 
@@ -25,7 +25,7 @@ pub struct Dispatcher {
     results: mpsc::Sender<ExchangeResult>,
     /// Busy sessions and the jobs waiting behind them; `None` when sessions
     /// are not kept in order.
-    lanes: Option<Mutex<HashMap<String, VecDeque<Job>>>>,
+    queues: Option<Mutex<HashMap<String, VecDeque<Job>>>>,
     runtime: Handle,
     start: Instant,
     stop: Arc<AtomicBool>,
@@ -49,7 +49,7 @@ impl Dispatcher {
         Dispatcher {
             sender,
             results,
-            lanes: ordered_sessions.then(|| Mutex::new(HashMap::new())),
+            queues: ordered_sessions.then(|| Mutex::new(HashMap::new())),
             runtime,
             start,
             stop,
@@ -59,13 +59,13 @@ impl Dispatcher {
 
     /// A job is due: send it now, or queue it behind its session.
     pub fn dispatch(self: &Arc<Self>, job: Job) {
-        if let Some(lanes) = &self.lanes {
-            let mut lanes = lanes.lock().expect("lanes lock");
-            if let Some(lane) = lanes.get_mut(&job.session) {
-                lane.push_back(job);
+        if let Some(queues) = &self.queues {
+            let mut queues = queues.lock().expect("session queues lock");
+            if let Some(queue) = queues.get_mut(&job.session) {
+                queue.push_back(job);
                 return;
             }
-            lanes.insert(job.session.clone(), VecDeque::new());
+            queues.insert(job.session.clone(), VecDeque::new());
         }
         let me = self.clone();
         self.runtime.spawn(async move { me.run(job).await });
@@ -77,20 +77,20 @@ impl Dispatcher {
             let session = job.session.clone();
             let result = self.sender.send(&job, self.start).await;
             let _ = self.results.send(result).await;
-            let Some(lanes) = &self.lanes else {
+            let Some(queues) = &self.queues else {
                 return;
             };
-            let mut lanes = lanes.lock().expect("lanes lock");
-            // Once stopped, what waits in a lane is not sent.
+            let mut queues = queues.lock().expect("session queues lock");
+            // Once stopped, what waits in a queue is not sent.
             let next = if self.stop.load(Ordering::Relaxed) {
                 None
             } else {
-                lanes.get_mut(&session).and_then(VecDeque::pop_front)
+                queues.get_mut(&session).and_then(VecDeque::pop_front)
             };
             match next {
                 Some(next) => job = next,
                 None => {
-                    lanes.remove(&session);
+                    queues.remove(&session);
                     return;
                 }
             }

@@ -26,8 +26,10 @@ use crate::results::ExchangeResult;
 
 /// What an engine shares with the others and the replay.
 pub struct Setup {
-    /// The whole replay's plan.
+    /// The whole replay's plan, its connection limit filled in.
     pub plan: ReplayPlan,
+    /// Connections to open ahead to each target, all engines together.
+    pub warm_connections: usize,
     /// The whole replay's schedule; the engine takes its share.
     pub shape: Shape,
     /// This engine, from 0, of `count`.
@@ -90,7 +92,9 @@ fn run(
     let plan = engine_plan(&setup);
     let (sender, timer) = runtime.block_on(async {
         let sender = Sender::new(&plan, &setup.in_flight);
-        sender.warm(plan.warm_connections).await;
+        sender
+            .warm(setup.warm_connections.div_ceil(setup.count as usize))
+            .await;
         (sender, PreciseTimer::new())
     });
     let timer = timer.context("cannot create a timer")?;
@@ -141,7 +145,7 @@ fn run(
         Err(e) => return Err(anyhow::anyhow!("a replay schedule was cancelled: {e}")),
     };
     // Each request has its own timeout, so the wait is bounded; after a
-    // stop, lanes no longer send what waits in them, and the drain limit
+    // stop, queues no longer send what waits in them, and the drain limit
     // applies.
     if setup.stop.load(Ordering::Relaxed) {
         let limit = plan.drain + plan.timeout;
@@ -160,7 +164,6 @@ fn engine_plan(setup: &Setup) -> ReplayPlan {
     let mut plan = setup.plan.clone();
     let count = setup.count as usize;
     plan.client.max_connections = plan.client.max_connections.map(|m| m.div_ceil(count));
-    plan.warm_connections = plan.warm_connections.div_ceil(count);
     plan
 }
 

@@ -1,6 +1,8 @@
 //! The replay engine: sends every exchange of a capture to the legacy and the
 //! new stack at the same scheduled time, concurrently, and hands both answers
-//! to one collector that writes the results file and folds the report.
+//! to one collector, which passes each result to the [`ResultSink`] it was
+//! given (the results file, the judge, both). Replay produces results and
+//! nothing else: what becomes of them is composed above it.
 //!
 //! The schedule is open ([`schedule`]): a request goes out at its time
 //! whether or not earlier ones have been answered, so a slow target cannot
@@ -22,16 +24,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::capture::CaptureReader;
-use crate::diff::{Differ, RuleSet};
-use crate::jsonl::LineWriter;
-use crate::report::{NoiseThresholds, Report, ReportBuilder, RunInfo};
-use crate::results::{self, ExchangeResult, ResultsHeader};
+use crate::results::{ExchangeResult, ResultSink};
 use crate::target::Target;
 pub use schedule::{Pacing, Shape};
+
+/// Connections opened ahead to each target, per engine, unless told.
+pub const WARM_CONNECTIONS_PER_ENGINE: usize = 16;
+/// Connections open at once to each target, per engine, unless told.
+pub const MAX_CONNECTIONS_PER_ENGINE: usize = 32;
+
+/// Why a replay could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The plan asks for something impossible (bad rate, shard, loop count).
+    #[error("{0}")]
+    Plan(String),
+    /// The capture cannot be opened or its header is wrong.
+    #[error(transparent)]
+    Capture(anyhow::Error),
+    /// An engine, the collector or the sink failed.
+    #[error(transparent)]
+    Run(anyhow::Error),
+}
 
 /// A checked replay: everything `tandem replay` was asked to do.
 #[derive(Debug, Clone)]
@@ -42,6 +59,9 @@ pub struct ReplayPlan {
     pub legacy: Target,
     /// The new stack.
     pub new: Target,
+    /// A second legacy target (or the legacy one again) that gets every
+    /// request too, for noise learning.
+    pub legacy2: Option<Target>,
     /// Multiple of the recorded rate; offsets are divided by it.
     pub speed: f64,
     /// A constant rate in requests per second instead of the recorded timing.
@@ -72,37 +92,32 @@ pub struct ReplayPlan {
     /// How connections are made: connect timeout, TLS, HTTP/2.
     pub client: crate::http::ClientOptions,
     /// Connections opened to each target before the start, all engines
-    /// together (`tandem replay`: 16 per engine).
-    pub warm_connections: usize,
+    /// together; `None`: [`WARM_CONNECTIONS_PER_ENGINE`] per engine.
+    pub warm_connections: Option<usize>,
+    /// Connections open at once to each target, all engines together;
+    /// `None`: [`MAX_CONNECTIONS_PER_ENGINE`] per engine; `Some(0)`: no limit.
+    pub max_connections: Option<usize>,
     /// Replay engines (threads, each with its share of the sessions and
     /// connections); 0: one per core.
     pub threads: usize,
     /// Show the live progress line on stderr (when it is a terminal).
     pub progress: bool,
-    /// The run directory: results and report files go here.
-    pub out_dir: PathBuf,
-    /// The rules file, if any.
-    pub rules: Option<PathBuf>,
     /// Longest wait for one complete answer, connecting included.
     pub timeout: Duration,
     /// Longest wait for in-flight requests once the schedule is stopped.
     pub drain: Duration,
-    /// Fail the run when the mismatch rate is above this.
-    pub max_mismatch_rate: Option<f64>,
-    /// Learn noise from a second legacy answer to each request.
-    pub noise: Option<NoisePlan>,
-    /// Write the learned noise as a rules file here.
-    pub write_rules: Option<PathBuf>,
 }
 
 impl ReplayPlan {
-    /// A plan with the defaults of `tandem replay`: recorded timing at 1x,
-    /// one pass, sessions in order, no limits, no rules.
-    pub fn new(capture: PathBuf, legacy: Target, new: Target, out_dir: PathBuf) -> ReplayPlan {
+    /// A plan with the defaults of `tandem replay`, the one place they are
+    /// set: recorded timing at 1x, one pass, sessions in order, no limits
+    /// but the connection caps per engine, 10 s timeouts.
+    pub fn new(capture: PathBuf, legacy: Target, new: Target) -> ReplayPlan {
         ReplayPlan {
             capture,
             legacy,
             new,
+            legacy2: None,
             speed: 1.0,
             rate: None,
             passes: 1,
@@ -117,17 +132,28 @@ impl ReplayPlan {
             legacy_headers: Vec::new(),
             new_headers: Vec::new(),
             client: crate::http::ClientOptions::default(),
-            warm_connections: 32,
+            warm_connections: None,
+            max_connections: None,
             threads: 0,
             progress: false,
-            out_dir,
-            rules: None,
             timeout: Duration::from_secs(10),
             drain: Duration::from_secs(10),
-            max_mismatch_rate: None,
-            noise: None,
-            write_rules: None,
         }
+    }
+
+    /// Connections opened ahead and open at most per target, all engines
+    /// together, with the defaults per engine filled in.
+    pub fn connections(&self) -> (usize, Option<usize>) {
+        let engines = self.engine_count() as usize;
+        let warm = self
+            .warm_connections
+            .unwrap_or(WARM_CONNECTIONS_PER_ENGINE * engines);
+        let max = match self.max_connections {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(MAX_CONNECTIONS_PER_ENGINE * engines),
+        };
+        (warm, max)
     }
 
     /// Engines to run: `threads`, or one per core.
@@ -141,16 +167,31 @@ impl ReplayPlan {
         threads.clamp(1, 256) as u32
     }
 
-    fn shape(&self) -> anyhow::Result<Shape> {
+    /// Checks the plan and the capture's header: what a replay checks
+    /// before anything starts, for callers to check before they write
+    /// anything either.
+    pub fn check(&self) -> Result<Shape, ReplayError> {
+        CaptureReader::open(&self.capture).map_err(|e| ReplayError::Capture(e.into()))?;
+        self.shape()
+    }
+
+    fn shape(&self) -> Result<Shape, ReplayError> {
+        macro_rules! ensure {
+            ($cond:expr, $($why:tt)*) => {
+                if !$cond {
+                    return Err(ReplayError::Plan(format!($($why)*)));
+                }
+            };
+        }
         if let Some((index, count)) = self.shard {
-            anyhow::ensure!(
+            ensure!(
                 count >= 1 && index < count,
                 "--shard {index}/{count}: the index must be below the count"
             );
         }
         let pacing = match self.rate {
             Some(r) => {
-                anyhow::ensure!(
+                ensure!(
                     r.is_finite() && r > 0.0,
                     "--rate must be a positive number, got {r}"
                 );
@@ -161,7 +202,7 @@ impl ReplayPlan {
                 }
             }
             None => {
-                anyhow::ensure!(
+                ensure!(
                     self.speed.is_finite() && self.speed > 0.0,
                     "--speed must be a positive number, got {}",
                     self.speed
@@ -169,8 +210,8 @@ impl ReplayPlan {
                 Pacing::Recorded { speed: self.speed }
             }
         };
-        anyhow::ensure!(self.passes >= 1, "--loop must be at least 1");
-        anyhow::ensure!(self.amplify >= 1, "--amplify must be at least 1");
+        ensure!(self.passes >= 1, "--loop must be at least 1");
+        ensure!(self.amplify >= 1, "--amplify must be at least 1");
         Ok(Shape {
             pacing,
             passes: if self.duration.is_some() && self.passes == 1 {
@@ -185,69 +226,44 @@ impl ReplayPlan {
     }
 }
 
-/// Noise learning: each request also goes to `legacy2` (the legacy stack
-/// again, or a second instance of it).
-#[derive(Debug, Clone)]
-pub struct NoisePlan {
-    /// Where the second legacy answer comes from.
-    pub legacy2: Target,
-    /// When a difference counts as real rather than noise.
-    pub thresholds: NoiseThresholds,
-}
-
-/// What a replay produced.
+/// What a replay did, and the sink it fed, handed back.
 #[derive(Debug)]
-pub struct ReplayOutcome {
-    /// The report, also written to `report_path`.
-    pub report: Report,
-    /// Path of `report.json`.
-    pub report_path: PathBuf,
+pub struct Replayed<S> {
+    /// The sink, after its `finish`.
+    pub sink: S,
+    /// Jobs scheduled (exchanges, counting loops and copies).
+    pub scheduled: u64,
+    /// Results with every request sent.
+    pub sent: u64,
+    /// Results the harness did not send to some target (`--max-in-flight`,
+    /// `--max-lag`).
+    pub dropped: u64,
     /// Lines of the capture that could not be read, each naming file and line.
     pub unreadable: Vec<String>,
     /// True when the schedule was stopped early by the shutdown signal.
     pub interrupted: bool,
+    /// From the scheduled start to the last result.
+    pub elapsed: Duration,
 }
 
-impl ReplayOutcome {
-    /// True when the gate, if any, passed.
-    pub fn passed(&self) -> bool {
-        self.report.gate.as_ref().is_none_or(|g| g.passed)
-    }
-}
-
-/// Replays the plan's capture until the schedule ends or `shutdown` completes.
-pub async fn replay(
+/// Replays the plan's capture until the schedule ends or `shutdown`
+/// completes, handing every result to `sink`; returns the sink after its
+/// `finish`, with what was scheduled, sent and dropped.
+pub async fn replay<S: ResultSink>(
     plan: &ReplayPlan,
+    sink: S,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<ReplayOutcome> {
-    let shape = plan.shape()?;
-    let rules = match &plan.rules {
-        Some(path) => RuleSet::load(path)?,
-        None => RuleSet::default(),
-    };
-    // The capture's header is checked before anything starts.
-    CaptureReader::open(&plan.capture)?;
-    let started_at_unix_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
-    let results = open_results(plan, started_at_unix_us)?;
-    let run = RunInfo {
-        capture: plan.capture.display().to_string(),
-        legacy: plan.legacy.to_string(),
-        new: plan.new.to_string(),
-        speed: plan.speed,
-        rules: plan.rules.as_ref().map(|p| p.display().to_string()),
-        started_at_unix_us,
-        duration_ms: 0,
-    };
-    let mut builder = ReportBuilder::new(Differ::new(rules), run);
-    if let Some(noise) = &plan.noise {
-        builder = builder.learn_noise(noise.legacy2.to_string(), noise.thresholds);
-    }
+) -> Result<Replayed<S>, ReplayError> {
+    let shape = plan.check()?;
+    let mut plan = plan.clone();
+    let warm_connections;
+    (warm_connections, plan.client.max_connections) = plan.connections();
 
     // Room for about a second of results at 16,000 exchanges/s, for when
     // the collector is behind.
     let (result_tx, result_rx) = mpsc::channel(16_384);
-    // Counted only when shown: the collector's report already keeps the
-    // histograms; the line's own copies are for display alone.
+    // Counted only when shown: the judge already keeps the histograms; the
+    // line's own copies are for display alone.
     let progress = plan
         .progress
         .then(|| Arc::new(progress::Progress::default()));
@@ -262,26 +278,32 @@ pub async fn replay(
             .name("tandem-collect".into())
             .spawn(move || {
                 lower_priority();
-                let _ = done.send(collect(result_rx, results, builder, progress));
+                let _ = done.send(collect(result_rx, sink, progress));
             })
-            .context("cannot start the result collector")?;
+            .map_err(|e| {
+                ReplayError::Run(anyhow::anyhow!("cannot start the result collector: {e}"))
+            })?;
         collected
     };
     let stop = Arc::new(AtomicBool::new(false));
     let count = plan.engine_count();
-    let in_flight = send::InFlight::new(plan);
+    let in_flight = send::InFlight::new(&plan);
     let mut engines = Vec::new();
     for index in 0..count {
-        engines.push(engine::spawn(engine::Setup {
-            plan: plan.clone(),
-            shape,
-            index,
-            count,
-            results: result_tx.clone(),
-            progress: progress.clone(),
-            stop: stop.clone(),
-            in_flight: in_flight.clone(),
-        })?);
+        engines.push(
+            engine::spawn(engine::Setup {
+                plan: plan.clone(),
+                warm_connections,
+                shape,
+                index,
+                count,
+                results: result_tx.clone(),
+                progress: progress.clone(),
+                stop: stop.clone(),
+                in_flight: in_flight.clone(),
+            })
+            .map_err(ReplayError::Run)?,
+        );
     }
     // Only the engines send results: the collector ends when they are done.
     drop(result_tx);
@@ -300,7 +322,9 @@ pub async fn replay(
     let all_done = async {
         let mut all = schedule::Scheduled::default();
         for done in finished {
-            let scheduled = done.await.context("a replay engine panicked")??;
+            let scheduled = done
+                .await
+                .map_err(|_| anyhow::anyhow!("a replay engine panicked"))??;
             all.jobs += scheduled.jobs;
             all.unreadable.extend(scheduled.unreadable);
         }
@@ -317,41 +341,21 @@ pub async fn replay(
             (all_done.await, true)
         }
     };
-    let scheduled = scheduled?;
-    let collected = collector.await;
-    let (mut builder, results) = collected.context("result collector panicked")??;
-    results.finish()?;
-    builder.set_duration_ms(start.elapsed().as_millis() as u64);
-    let mut report = builder.finish();
-    if let Some(max) = plan.max_mismatch_rate {
-        report.apply_gate(max);
-    }
-    if let (Some(path), Some(noise)) = (&plan.write_rules, &report.learned_noise) {
-        crate::report::noise_rules::write(path, noise, &plan.capture)?;
-    }
-    let report_path = report.write_files(&plan.out_dir)?;
+    let scheduled = scheduled.map_err(ReplayError::Run)?;
+    let collected = collector
+        .await
+        .map_err(|_| ReplayError::Run(anyhow::anyhow!("result collector panicked")))?;
+    let collected = collected.map_err(ReplayError::Run)?;
     tracing::debug!("{} jobs scheduled", scheduled.jobs);
-    Ok(ReplayOutcome {
-        report,
-        report_path,
+    Ok(Replayed {
+        sink: collected.sink,
+        scheduled: scheduled.jobs,
+        sent: collected.sent,
+        dropped: collected.dropped,
         unreadable: scheduled.unreadable.iter().map(|e| e.to_string()).collect(),
         interrupted,
+        elapsed: start.elapsed(),
     })
-}
-
-fn open_results(plan: &ReplayPlan, started_at_unix_us: u64) -> anyhow::Result<LineWriter> {
-    let mut results = LineWriter::create(plan.out_dir.join(results::FILE_NAME))?;
-    results.write(&ResultsHeader {
-        format: results::FORMAT.to_string(),
-        version: results::VERSION,
-        capture: plan.capture.display().to_string(),
-        legacy: plan.legacy.to_string(),
-        new: plan.new.to_string(),
-        speed: plan.speed,
-        legacy2: plan.noise.as_ref().map(|n| n.legacy2.to_string()),
-        started_at_unix_us,
-    })?;
-    Ok(results)
 }
 
 /// Lowers the calling thread's scheduling priority (nice 10); harmless
@@ -369,23 +373,39 @@ fn lower_priority() {
 const COLLECT_BATCH: usize = 1024;
 const COLLECT_PAUSE: Duration = Duration::from_millis(2);
 
-fn collect(
+/// What the collector hands back: the sink and its counts.
+struct Collected<S> {
+    sink: S,
+    sent: u64,
+    dropped: u64,
+}
+
+fn collect<S: ResultSink>(
     mut rx: mpsc::Receiver<ExchangeResult>,
-    mut results: LineWriter,
-    mut builder: ReportBuilder,
+    mut sink: S,
     progress: Option<Arc<progress::Progress>>,
-) -> anyhow::Result<(ReportBuilder, LineWriter)> {
+) -> anyhow::Result<Collected<S>> {
     let mut batch = Vec::with_capacity(COLLECT_BATCH);
+    let (mut sent, mut dropped) = (0, 0);
     loop {
         // Wake once per batch, not once per result: each wake-up costs the
         // senders a futex call and this thread a context switch.
         std::thread::sleep(COLLECT_PAUSE);
         if rx.blocking_recv_many(&mut batch, COLLECT_BATCH) == 0 {
-            return Ok((builder, results));
+            sink.finish()?;
+            return Ok(Collected {
+                sink,
+                sent,
+                dropped,
+            });
         }
         for result in batch.drain(..) {
-            results.write(&result)?;
-            builder.add(&result);
+            sink.accept(&result)?;
+            if result.dropped() {
+                dropped += 1;
+            } else {
+                sent += 1;
+            }
             if let Some(progress) = &progress {
                 progress.collected(&result);
             }

@@ -104,7 +104,7 @@ pub struct Job {
     pub pass: u32,
     /// Copy of the exchange in this pass, from 0 (`--amplify`).
     pub copy: u32,
-    /// Session lane: the exchange's session, per copy.
+    /// Session queue: the exchange's session, per copy.
     pub session: String,
     /// When it is due.
     pub at: Instant,

@@ -14,17 +14,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::schedule::Job;
 use super::ReplayPlan;
 use crate::capture::{self, Body};
-use crate::http::{self, h1, Client};
+use crate::http::{self, connection, Client};
 use crate::results::{Attempt, ErrorKind, ExchangeResult, TargetError};
 use crate::target::Target;
 
-/// One target, its concurrency limit and its extra headers.
-struct Lane {
+/// One stack (legacy, new or legacy-2) as the sender sees it: its target,
+/// its concurrency limit, its extra headers and its connections.
+struct Stack {
     target: Target,
     slots: Option<Arc<Semaphore>>,
     headers: hyper::HeaderMap,
     /// Connections of a cleartext HTTP/1.1 target; `None`: the client's.
-    pool: Option<Arc<h1::Pool>>,
+    pool: Option<Arc<connection::Pool>>,
 }
 
 /// Sends requests to the targets: over HTTP/1.1 on the engine's own
@@ -32,9 +33,9 @@ struct Lane {
 pub struct Sender {
     client: Client,
     warm: http::WarmConnections,
-    legacy: Lane,
-    new: Lane,
-    legacy2: Option<Lane>,
+    legacy: Stack,
+    new: Stack,
+    legacy2: Option<Stack>,
     timeout: Duration,
     connect_timeout: Duration,
     max_lag: Option<Duration>,
@@ -69,7 +70,7 @@ impl Sender {
     pub fn new(plan: &ReplayPlan, in_flight: &InFlight) -> Sender {
         // Targets on one host and port share its connections and limit.
         let mut pools = Pools::default();
-        let mut lane = |target: &Target, headers: &[(String, String)], slots: &Option<_>| Lane {
+        let mut stack = |target: &Target, headers: &[(String, String)], slots: &Option<_>| Stack {
             target: target.clone(),
             slots: Option::clone(slots),
             headers: header_map(headers),
@@ -79,12 +80,12 @@ impl Sender {
         Sender {
             client: http::client_warmed(&plan.client, warm.clone()),
             warm,
-            legacy: lane(&plan.legacy, &plan.legacy_headers, &in_flight.legacy),
-            new: lane(&plan.new, &plan.new_headers, &in_flight.new),
+            legacy: stack(&plan.legacy, &plan.legacy_headers, &in_flight.legacy),
+            new: stack(&plan.new, &plan.new_headers, &in_flight.new),
             legacy2: plan
-                .noise
+                .legacy2
                 .as_ref()
-                .map(|n| lane(&n.legacy2, &plan.legacy_headers, &in_flight.legacy2)),
+                .map(|t| stack(t, &plan.legacy_headers, &in_flight.legacy2)),
             timeout: plan.timeout,
             connect_timeout: plan.client.connect_timeout,
             max_lag: plan.max_lag,
@@ -97,13 +98,13 @@ impl Sender {
         if n == 0 {
             return;
         }
-        let lanes = [Some(&self.legacy), Some(&self.new), self.legacy2.as_ref()];
-        let mut warmed: Vec<&Arc<h1::Pool>> = Vec::new();
-        for lane in lanes.into_iter().flatten() {
-            let Ok(uri) = lane.target.uri_for("/") else {
+        let stacks = [Some(&self.legacy), Some(&self.new), self.legacy2.as_ref()];
+        let mut warmed: Vec<&Arc<connection::Pool>> = Vec::new();
+        for stack in stacks.into_iter().flatten() {
+            let Ok(uri) = stack.target.uri_for("/") else {
                 continue;
             };
-            let opened = match &lane.pool {
+            let opened = match &stack.pool {
                 Some(pool) if warmed.iter().any(|p| Arc::ptr_eq(p, pool)) => continue,
                 Some(pool) => {
                     warmed.push(pool);
@@ -112,9 +113,9 @@ impl Sender {
                 None => self.warm.open(&uri, n, self.connect_timeout).await,
             };
             if opened == 0 {
-                tracing::warn!("no connection to {} could be opened ahead", lane.target);
+                tracing::warn!("no connection to {} could be opened ahead", stack.target);
             }
-            tracing::debug!("{opened} connections opened ahead to {}", lane.target);
+            tracing::debug!("{opened} connections opened ahead to {}", stack.target);
         }
     }
 
@@ -126,7 +127,7 @@ impl Sender {
             Some([slot2, slot, slot_new]) => {
                 let second = async {
                     match &self.legacy2 {
-                        Some(lane) => Some(self.attempt(lane, request, job.at, slot2).await),
+                        Some(stack) => Some(self.attempt(stack, request, job.at, slot2).await),
                         None => None,
                     }
                 };
@@ -173,11 +174,11 @@ impl Sender {
     /// one stack only. Always taken in the same order, so no two exchanges
     /// wait for each other's slots.
     async fn slots(&self, scheduled: Instant) -> Option<[Option<OwnedSemaphorePermit>; 3]> {
-        let lanes = [self.legacy2.as_ref(), Some(&self.legacy), Some(&self.new)];
+        let stacks = [self.legacy2.as_ref(), Some(&self.legacy), Some(&self.new)];
         let take = async {
             let mut taken = [None, None, None];
-            for (slot, lane) in taken.iter_mut().zip(lanes) {
-                if let Some(slots) = lane.and_then(|l| l.slots.clone()) {
+            for (slot, stack) in taken.iter_mut().zip(stacks) {
+                if let Some(slots) = stack.and_then(|l| l.slots.clone()) {
                     *slot = slots.acquire_owned().await.ok();
                 }
             }
@@ -191,11 +192,11 @@ impl Sender {
         }
     }
 
-    /// Sends `request` to `lane`'s target, holding its slot (if limited)
+    /// Sends `request` to `stack`'s target, holding its slot (if limited)
     /// until the answer is in.
     async fn attempt(
         &self,
-        lane: &Lane,
+        stack: &Stack,
         request: &capture::Request,
         scheduled: Instant,
         _slot: Option<OwnedSemaphorePermit>,
@@ -208,8 +209,8 @@ impl Sender {
         {
             return dropped(scheduled, "could not go out within --max-lag");
         }
-        let outcome = match build(lane, request, self.keep_host) {
-            Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(lane, req)).await {
+        let outcome = match build(stack, request, self.keep_host) {
+            Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(stack, req)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err((
                     ErrorKind::Timeout,
@@ -253,13 +254,13 @@ impl Sender {
 
     async fn exchange(
         &self,
-        lane: &Lane,
+        stack: &Stack,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Answer, (ErrorKind, String)> {
         let fail =
             |e: &(dyn std::error::Error + 'static)| (http::classify(e), http::error_chain(e));
-        if let Some(pool) = &lane.pool {
-            *req.uri_mut() = h1::origin_form(req.uri());
+        if let Some(pool) = &stack.pool {
+            *req.uri_mut() = connection::origin_form(req.uri());
             let answer = pool.request(req).await.map_err(|e| fail(&*e))?;
             let headers = http::to_headers(&answer.head.headers);
             return Ok((
@@ -308,7 +309,11 @@ fn dropped(scheduled: Instant, why: &str) -> Attempt {
 
 /// The engine's own connections to `target`, shared with the other targets
 /// on its host and port: for cleartext HTTP/1.1 only.
-fn own_pool(target: &Target, plan: &ReplayPlan, pools: &mut Pools) -> Option<Arc<h1::Pool>> {
+fn own_pool(
+    target: &Target,
+    plan: &ReplayPlan,
+    pools: &mut Pools,
+) -> Option<Arc<connection::Pool>> {
     let uri = target.uri_for("/").ok()?;
     if uri.scheme_str() != Some("http") || plan.client.http2_prior_knowledge {
         return None;
@@ -317,7 +322,7 @@ fn own_pool(target: &Target, plan: &ReplayPlan, pools: &mut Pools) -> Option<Arc
     if let Some(pool) = pools.by_endpoint.get(&key) {
         return Some(pool.clone());
     }
-    let pool = Arc::new(h1::Pool::new(
+    let pool = Arc::new(connection::Pool::new(
         &uri,
         plan.client.max_connections,
         plan.client.connect_timeout,
@@ -330,7 +335,7 @@ fn own_pool(target: &Target, plan: &ReplayPlan, pools: &mut Pools) -> Option<Arc
 /// An engine's pools, by host and port; a full one is logged once.
 #[derive(Default)]
 struct Pools {
-    by_endpoint: HashMap<String, Arc<h1::Pool>>,
+    by_endpoint: HashMap<String, Arc<connection::Pool>>,
     warned: Arc<AtomicBool>,
 }
 
@@ -343,14 +348,14 @@ fn header_map(headers: &[(String, String)]) -> hyper::HeaderMap {
     http::to_header_map(&pairs, &[]).0
 }
 
-/// The recorded request, addressed to the lane's target: Host rewritten to
-/// the target's unless kept, the lane's headers set over the recorded ones.
+/// The recorded request, addressed to the stack's target: Host rewritten to
+/// the target's unless kept, the stack's headers set over the recorded ones.
 fn build(
-    lane: &Lane,
+    stack: &Stack,
     request: &capture::Request,
     keep_host: bool,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let uri = lane
+    let uri = stack
         .target
         .uri_for(&request.target)
         .map_err(|e| format!("{e:#}"))?;
@@ -366,9 +371,9 @@ fn build(
         .map_err(|e| format!("recorded request cannot be sent: {e}"))?;
     *req.headers_mut() = headers;
     if !req.headers().contains_key(HOST) {
-        req.headers_mut().insert(HOST, lane.target.host_header());
+        req.headers_mut().insert(HOST, stack.target.host_header());
     }
-    for (name, value) in &lane.headers {
+    for (name, value) in &stack.headers {
         req.headers_mut().insert(name, value.clone());
     }
     Ok(req)

@@ -79,18 +79,8 @@ fn merge_summaries(reports: &[Report]) -> Summary {
         s.errors += r.summary.errors;
         s.dropped += r.summary.dropped;
     }
-    finish_rates(&mut s);
+    s.finish_rates();
     s
-}
-
-/// `parity` and `mismatch_rate` from the counts.
-fn finish_rates(s: &mut Summary) {
-    if s.total > 0 {
-        s.parity = s.matched as f64 / s.total as f64;
-        s.mismatch_rate = (s.mismatched + s.errors + s.dropped) as f64 / s.total as f64;
-    } else {
-        s.mismatch_rate = 1.0;
-    }
 }
 
 fn merge_histograms(reports: &[Report]) -> anyhow::Result<Histograms> {
@@ -196,7 +186,7 @@ fn merge_groups<'a>(
             .map_or(0, |r| r.compared);
         g.rate = g.count as f64 / compared.max(1) as f64;
     }
-    super::builder::sort_groups(&mut out);
+    super::sort_groups(&mut out);
     out
 }
 

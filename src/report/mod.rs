@@ -1,11 +1,9 @@
-//! Reports: results folded into counts, mismatch groups and latency, then
-//! rendered as `report.json` (format v1, `docs/report-format.md`),
-//! `summary.md` and a terminal summary.
+//! Reports: the parity report the judge folds results into, rendered as
+//! `report.json` (format v1, `docs/report-format.md`), `summary.md` and a
+//! terminal summary; shard reports merged (`tandem report merge`).
 
-mod builder;
 mod markdown;
 pub mod merge;
-pub mod noise_rules;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -15,7 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use builder::{NoiseThresholds, ReportBuilder};
 pub use markdown::Markdown;
 pub use terminal::Terminal;
 
@@ -324,8 +321,36 @@ pub struct Gate {
     pub passed: bool,
 }
 
+impl Summary {
+    /// Sets `parity` and `mismatch_rate` from the counts: the one gate
+    /// formula, `(mismatched + errors + dropped) / total`. Dropped exchanges
+    /// count against the gate: an exchange the harness could not send in
+    /// time was not shown to match.
+    pub fn finish_rates(&mut self) {
+        if self.total > 0 {
+            let total = self.total as f64;
+            self.parity = self.matched as f64 / total;
+            self.mismatch_rate = (self.mismatched + self.errors + self.dropped) as f64 / total;
+        } else {
+            self.parity = 0.0;
+            self.mismatch_rate = 1.0;
+        }
+    }
+}
+
+/// Most frequent first, then by method, route, kind and path.
+pub(crate) fn sort_groups(groups: &mut [MismatchGroup]) {
+    groups.sort_by(|a, b| {
+        b.count.cmp(&a.count).then_with(|| {
+            (&a.method, &a.route, a.kind, &a.path).cmp(&(&b.method, &b.route, b.kind, &b.path))
+        })
+    });
+}
+
 impl Report {
-    /// Holds the report to `max_mismatch_rate`, recording the verdict.
+    /// Holds the report to `max_mismatch_rate` (against
+    /// `summary.mismatch_rate`, see [`Summary::finish_rates`]; an empty run
+    /// never passes), recording the verdict.
     pub fn apply_gate(&mut self, max_mismatch_rate: f64) -> bool {
         let passed = self.summary.total > 0 && self.summary.mismatch_rate <= max_mismatch_rate;
         self.gate = Some(Gate {
@@ -365,50 +390,6 @@ impl Report {
         })?;
         Ok(json_path)
     }
-}
-
-/// Recomputes the report of a run from its results file, with `rules`
-/// (none: no rules) and no traffic sent: `tandem diff RUN_DIR`.
-pub fn rediff(
-    results: &Path,
-    rules: Option<&Path>,
-    thresholds: NoiseThresholds,
-) -> anyhow::Result<Report> {
-    use crate::jsonl::LineReader;
-    use crate::results::{ExchangeResult, ResultsHeader};
-    let mut lines = LineReader::open(results)?;
-    let header: ResultsHeader = match lines.next("the tandem-results header line") {
-        Some(header) => header?,
-        None => anyhow::bail!("{}: empty results file", results.display()),
-    };
-    anyhow::ensure!(
-        header.format == crate::results::FORMAT && header.version == crate::results::VERSION,
-        "{}: results format {} v{} is not supported",
-        results.display(),
-        header.format,
-        header.version
-    );
-    let rule_set = match rules {
-        Some(path) => crate::diff::RuleSet::load(path)?,
-        None => crate::diff::RuleSet::default(),
-    };
-    let run = RunInfo {
-        capture: header.capture,
-        legacy: header.legacy,
-        new: header.new,
-        speed: header.speed,
-        rules: rules.map(|p| p.display().to_string()),
-        started_at_unix_us: header.started_at_unix_us,
-        duration_ms: 0,
-    };
-    let mut builder = ReportBuilder::new(crate::diff::Differ::new(rule_set), run);
-    if let Some(legacy2) = header.legacy2 {
-        builder = builder.learn_noise(legacy2, thresholds);
-    }
-    while let Some(result) = lines.next::<ExchangeResult>("an exchange result") {
-        builder.add(&result?);
-    }
-    Ok(builder.finish())
 }
 
 /// One output format of a report.

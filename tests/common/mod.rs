@@ -363,3 +363,21 @@ pub fn read_results(run: &std::path::Path) -> Vec<tandem::results::ExchangeResul
         .map(Result::unwrap)
         .collect()
 }
+
+/// Runs a future to its end on a thread and runtime of its own, so that
+/// sync helpers can call async sources from inside a tokio test too.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a test runtime")
+            .block_on(future)
+    })
+    .join()
+    .expect("the future panicked")
+}

@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::bail;
 
-use super::super::builder::{is_noise, sort_groups};
 use super::super::{
-    GroupCount, GroupSet, LearnedNoise, MismatchGroup, MismatchSet, NoiseEvidence, NoiseGroup,
-    NoiseThresholds, Report, RouteCount,
+    sort_groups, GroupCount, GroupSet, LearnedNoise, MismatchGroup, MismatchSet, NoiseEvidence,
+    NoiseGroup, Report, RouteCount,
 };
-use super::{finish_rates, merge_groups, GroupKey};
+use super::{merge_groups, GroupKey};
 use crate::diff::MismatchKind;
+use crate::judge::noise::{is_noise, NoiseThresholds};
 
 type RouteKey = (String, String);
 type SetKey = (String, String, GroupSet);
@@ -202,7 +202,7 @@ fn revise_verdicts(
         merged.summary.matched = merged.summary.matched.saturating_add_signed(matched);
         merged.summary.mismatched = merged.summary.mismatched.saturating_add_signed(-matched);
     }
-    finish_rates(&mut merged.summary);
+    merged.summary.finish_rates();
 }
 
 /// Whether every group of `set` is in `noisy`.
@@ -242,8 +242,8 @@ fn set_key(s: &MismatchSet) -> SetKey {
 mod tests {
     use super::super::merge;
     use crate::capture::{Body, Header, Request, Response};
-    use crate::diff::{Differ, RuleSet};
-    use crate::report::{NoiseThresholds, Report, ReportBuilder, RunInfo};
+    use crate::judge::{Judge, JudgeOptions};
+    use crate::report::Report;
     use crate::results::{Attempt, ExchangeResult};
 
     fn attempt(v: u32) -> Attempt {
@@ -282,9 +282,11 @@ mod tests {
     }
 
     fn report(results: &[ExchangeResult]) -> Report {
-        let differ = Differ::new(RuleSet::default());
-        let mut builder = ReportBuilder::new(differ, RunInfo::default())
-            .learn_noise("legacy2".into(), NoiseThresholds::default());
+        let mut builder = Judge::new(JudgeOptions {
+            legacy2: Some("legacy2".into()),
+            ..JudgeOptions::default()
+        })
+        .unwrap();
         for r in results {
             builder.add(r);
         }

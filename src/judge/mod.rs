@@ -1,14 +1,25 @@
-use std::collections::{BTreeMap, HashMap};
+//! The judge: folds replay results, one exchange at a time, into a parity
+//! report. It owns the differ with its rules, noise learning ([`noise`])
+//! and the report under construction, and is the one consumer of results
+//! for every mode: the sink behind `tandem replay`, the reader of a
+//! results file behind `tandem diff` ([`judge_results`]).
 
-use super::{
-    Example, GroupCount, GroupSet, Histograms, LearnedNoise, MessageView, MismatchGroup,
-    MismatchSet, NoiseEvidence, NoiseGroup, Report, RouteCount, RouteReport, RunInfo, SideLatency,
-    Summary, TargetErrors,
-};
+pub mod noise;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use noise::Noise;
+pub use noise::NoiseThresholds;
+
 use crate::capture::{Header, Request, Response};
-use crate::diff::{Differ, Mismatch, MismatchKind, RouteRules};
+use crate::diff::{Differ, Mismatch, MismatchKind, RouteRules, RuleSet};
 use crate::latency::Latency;
-use crate::results::{Attempt, ErrorKind, ExchangeResult};
+use crate::report::{
+    sort_groups, Example, Histograms, MessageView, MismatchGroup, NoiseGroup, Report, RouteReport,
+    RunInfo, SideLatency, Summary, TargetErrors,
+};
+use crate::results::{Attempt, ErrorKind, ExchangeResult, ResultSink};
 use crate::route::Route;
 
 /// Examples kept per mismatch group.
@@ -29,35 +40,23 @@ pub enum Verdict {
     Dropped,
 }
 
-/// Thresholds for telling real differences from noise (as in Diffy): a
-/// group is real when its rate exceeds the legacy-vs-legacy rate by more
-/// than `relative` of that rate and by more than `absolute`, and the excess
-/// is significant (a two-proportion z-score above `z`): a field that differs
-/// by chance in 4 of 50 answers against 1 of 50 is noise, not a finding.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NoiseThresholds {
-    /// Share of the noise rate, e.g. 0.2.
-    pub relative: f64,
-    /// Absolute rate, e.g. 0.01.
-    pub absolute: f64,
-    /// Least z-score of the excess, e.g. 2.58 (99% two-sided).
-    pub z: f64,
-}
-
-impl Default for NoiseThresholds {
-    fn default() -> Self {
-        NoiseThresholds {
-            relative: 0.2,
-            absolute: 0.01,
-            z: 2.58,
-        }
-    }
+/// What a judge is built from.
+#[derive(Debug, Clone, Default)]
+pub struct JudgeOptions {
+    /// The rules file; none: compare everything but the default-ignored headers.
+    pub rules: Option<PathBuf>,
+    /// Learn noise from second legacy answers, which came from this target.
+    pub legacy2: Option<String>,
+    /// When a difference is real rather than noise.
+    pub noise: NoiseThresholds,
+    /// What was replayed where: the report's `run`.
+    pub run: RunInfo,
 }
 
 /// Folds results, one at a time, into a [`Report`]. Memory grows with the
 /// number of routes and mismatch groups, and, when learning noise, by a few
 /// bytes per mismatched exchange.
-pub struct ReportBuilder {
+pub struct Judge {
     differ: Differ,
     run: RunInfo,
     summary: Summary,
@@ -87,7 +86,7 @@ struct RouteTally {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct GroupKey {
+pub(crate) struct GroupKey {
     route: Route,
     kind: MismatchKind,
     path: Option<String>,
@@ -101,22 +100,17 @@ struct GroupTally {
     examples: Vec<Example>,
 }
 
-/// Legacy-vs-legacy comparisons, and what each mismatched exchange hit, so
-/// that verdicts can be revised once the noise is known.
-struct Noise {
-    legacy2: String,
-    thresholds: NoiseThresholds,
-    counts: HashMap<GroupKey, u64>,
-    compared: HashMap<Route, u64>,
-    hits: Vec<(Route, Vec<usize>)>,
-}
-
-impl ReportBuilder {
-    /// A builder comparing answers with `differ`.
-    pub fn new(differ: Differ, run: RunInfo) -> ReportBuilder {
-        ReportBuilder {
-            differ,
-            run,
+impl Judge {
+    /// A judge with `options`' rules (read and checked here) and noise
+    /// learning when a second legacy target is named.
+    pub fn new(options: JudgeOptions) -> anyhow::Result<Judge> {
+        let rules = match &options.rules {
+            Some(path) => RuleSet::load(path)?,
+            None => RuleSet::default(),
+        };
+        Ok(Judge {
+            differ: Differ::new(rules),
+            run: options.run,
             summary: Summary::default(),
             errors: TargetErrors::default(),
             routes: BTreeMap::new(),
@@ -126,28 +120,18 @@ impl ReportBuilder {
             new: Latency::default(),
             corrected: Default::default(),
             lag: Default::default(),
-            noise: None,
-        }
-    }
-
-    /// Learn noise from second legacy answers (`legacy2` names the target).
-    pub fn learn_noise(mut self, legacy2: String, thresholds: NoiseThresholds) -> ReportBuilder {
-        self.noise = Some(Noise {
-            legacy2,
-            thresholds,
-            counts: HashMap::new(),
-            compared: HashMap::new(),
-            hits: Vec::new(),
-        });
-        self
+            noise: options
+                .legacy2
+                .map(|legacy2| Noise::new(legacy2, options.noise)),
+        })
     }
 
     /// Adds one exchange's result.
     pub fn add(&mut self, result: &ExchangeResult) -> Verdict {
         let route = Route::of(&result.request.method, &result.request.target);
-        let (differences, noise) = self.compare(&route, result);
-        if let Some(noise) = noise {
-            self.learn(&route, noise);
+        let (differences, legacy_differences) = self.compare(&route, result);
+        if let (Some(noise), Some(differences)) = (self.noise.as_mut(), legacy_differences) {
+            noise.learn(&route, differences);
         }
         let verdict = self.judge(&route, result, differences);
         let tally = self.routes.entry(route).or_default();
@@ -225,22 +209,6 @@ impl ReportBuilder {
         }
     }
 
-    /// Counts what differs between the two legacy answers.
-    fn learn(&mut self, route: &Route, differences: Vec<Mismatch>) {
-        let Some(noise) = self.noise.as_mut() else {
-            return;
-        };
-        *noise.compared.entry(route.clone()).or_default() += 1;
-        let mut seen = Vec::new();
-        for m in differences {
-            let key = group_key(route, &m);
-            if !seen.contains(&key) {
-                *noise.counts.entry(key.clone()).or_default() += 1;
-                seen.push(key);
-            }
-        }
-    }
-
     fn judge(
         &mut self,
         route: &Route,
@@ -310,14 +278,14 @@ impl ReportBuilder {
             }
         }
         if let Some(noise) = self.noise.as_mut() {
-            noise.hits.push((route.clone(), hit));
+            noise.hit(route, hit);
         }
         Verdict::Mismatched(mismatches.len())
     }
 
     /// The finished report.
     pub fn finish(self) -> Report {
-        let ReportBuilder {
+        let Judge {
             differ,
             run,
             mut summary,
@@ -331,19 +299,21 @@ impl ReportBuilder {
             noise,
             ..
         } = self;
-        let noisy = judge_noise(&groups, &routes, noise.as_ref());
+        let noisy = match &noise {
+            Some(noise) => noise.judge(&groups, &routes),
+            None => vec![None; groups.len()],
+        };
         if let Some(noise) = &noise {
-            revise_verdicts(noise, &noisy, &mut summary, &mut routes);
+            noise.revise_verdicts(&noisy, &mut summary, &mut routes);
         }
-        finish_rates(&mut summary);
-        let sets = noise.as_ref().map(|n| mismatch_sets(n, &groups));
+        summary.finish_rates();
         let mut mismatch_groups = Vec::new();
         let (mut noise_groups, mut noise_mismatch_groups) = (Vec::new(), Vec::new());
-        for (g, rates) in groups.into_iter().zip(&noisy) {
+        for (g, rates) in groups.iter().zip(&noisy) {
             let compared = routes.get(&g.key.route).map_or(1, |r| r.compared.max(1));
             match rates {
                 Some((diff_rate, noise_rate)) => {
-                    noise_groups.push(noise_group(&g, *diff_rate, *noise_rate));
+                    noise_groups.push(noise_group(g, *diff_rate, *noise_rate));
                     noise_mismatch_groups.push(mismatch_group(g, compared));
                 }
                 None => mismatch_groups.push(mismatch_group(g, compared)),
@@ -351,37 +321,7 @@ impl ReportBuilder {
         }
         sort_groups(&mut mismatch_groups);
         sort_groups(&mut noise_mismatch_groups);
-        let learned_noise = noise.map(|n| LearnedNoise {
-            legacy2: n.legacy2.clone(),
-            relative_threshold: n.thresholds.relative,
-            absolute_threshold: n.thresholds.absolute,
-            z_threshold: n.thresholds.z,
-            groups: noise_groups,
-            evidence: Some(NoiseEvidence {
-                compared: n
-                    .compared
-                    .iter()
-                    .map(|(route, &count)| RouteCount {
-                        method: route.method.clone(),
-                        route: route.template.clone(),
-                        count,
-                    })
-                    .collect(),
-                legacy_differences: n
-                    .counts
-                    .iter()
-                    .map(|(key, &count)| GroupCount {
-                        method: key.route.method.clone(),
-                        route: key.route.template.clone(),
-                        kind: key.kind,
-                        path: key.path.clone(),
-                        count,
-                    })
-                    .collect(),
-                noise_mismatch_groups,
-                mismatch_sets: sets.unwrap_or_default(),
-            }),
-        });
+        let learned_noise = noise.map(|n| n.learned(&groups, noise_groups, noise_mismatch_groups));
         let histograms = Histograms {
             legacy: legacy.to_base64(),
             new: new.to_base64(),
@@ -395,8 +335,8 @@ impl ReportBuilder {
                 .collect(),
         };
         Report {
-            format: super::FORMAT.to_string(),
-            version: super::VERSION,
+            format: crate::report::FORMAT.to_string(),
+            version: crate::report::VERSION,
             run,
             summary,
             errors,
@@ -425,121 +365,7 @@ impl ReportBuilder {
     }
 }
 
-/// For each group, `Some((diff_rate, noise_rate))` when it is noise.
-fn judge_noise(
-    groups: &[GroupTally],
-    routes: &BTreeMap<Route, RouteTally>,
-    noise: Option<&Noise>,
-) -> Vec<Option<(f64, f64)>> {
-    groups
-        .iter()
-        .map(|g| {
-            let noise = noise?;
-            let noise_count = *noise.counts.get(&g.key)?;
-            let noise_base = *noise.compared.get(&g.key.route)?;
-            let base = routes.get(&g.key.route).map_or(0, |r| r.compared);
-            if base == 0 || noise_base == 0 {
-                return None;
-            }
-            is_noise(
-                (g.count, base),
-                (noise_count, noise_base),
-                &noise.thresholds,
-            )
-        })
-        .collect()
-}
-
-/// Whether a group seen in `diff` (count, out of) legacy-vs-new comparisons
-/// and `noise` legacy-vs-legacy ones is noise: `Some((diff_rate,
-/// noise_rate))` if so.
-pub(super) fn is_noise(
-    diff: (u64, u64),
-    noise: (u64, u64),
-    t: &NoiseThresholds,
-) -> Option<(f64, f64)> {
-    let diff_rate = diff.0 as f64 / diff.1 as f64;
-    let noise_rate = noise.0 as f64 / noise.1 as f64;
-    let excess = diff_rate - noise_rate;
-    let real =
-        excess > t.absolute && excess > t.relative * noise_rate && z_score(diff, noise) > t.z;
-    (!real).then_some((diff_rate, noise_rate))
-}
-
-/// Mismatched exchanges counted by route and the set of groups they showed.
-fn mismatch_sets(noise: &Noise, groups: &[GroupTally]) -> Vec<MismatchSet> {
-    let mut sets: BTreeMap<(&Route, GroupSet), u64> = BTreeMap::new();
-    for (route, hit) in &noise.hits {
-        let mut set: Vec<_> = hit
-            .iter()
-            .map(|&i| (groups[i].key.kind, groups[i].key.path.clone()))
-            .collect();
-        set.sort();
-        *sets.entry((route, set)).or_default() += 1;
-    }
-    sets.into_iter()
-        .map(|((route, groups), exchanges)| MismatchSet {
-            method: route.method.clone(),
-            route: route.template.clone(),
-            groups,
-            exchanges,
-        })
-        .collect()
-}
-
-/// Most frequent first, then by method, route, kind and path.
-pub(super) fn sort_groups(groups: &mut [MismatchGroup]) {
-    groups.sort_by(|a, b| {
-        b.count.cmp(&a.count).then_with(|| {
-            (&a.method, &a.route, a.kind, &a.path).cmp(&(&b.method, &b.route, b.kind, &b.path))
-        })
-    });
-}
-
-/// The two-proportion z-score of `a` (count, out of) over `b`: how many
-/// standard errors apart the two rates are.
-fn z_score(a: (u64, u64), b: (u64, u64)) -> f64 {
-    let (ra, rb) = (a.0 as f64 / a.1 as f64, b.0 as f64 / b.1 as f64);
-    let pooled = (a.0 + b.0) as f64 / (a.1 + b.1) as f64;
-    let error = (pooled * (1.0 - pooled) * (1.0 / a.1 as f64 + 1.0 / b.1 as f64)).sqrt();
-    if error == 0.0 {
-        // Both rates 0 or both 1: no difference at all.
-        return 0.0;
-    }
-    (ra - rb) / error
-}
-
-/// An exchange whose every group is noise is a match after all.
-fn revise_verdicts(
-    noise: &Noise,
-    noisy: &[Option<(f64, f64)>],
-    summary: &mut Summary,
-    routes: &mut BTreeMap<Route, RouteTally>,
-) {
-    for (route, hit) in &noise.hits {
-        if hit.iter().all(|&g| noisy[g].is_some()) {
-            summary.mismatched -= 1;
-            summary.matched += 1;
-            if let Some(t) = routes.get_mut(route) {
-                t.mismatched -= 1;
-                t.matched += 1;
-            }
-        }
-    }
-}
-
-fn finish_rates(summary: &mut Summary) {
-    if summary.total > 0 {
-        let total = summary.total as f64;
-        summary.parity = summary.matched as f64 / total;
-        summary.mismatch_rate =
-            (summary.mismatched + summary.errors + summary.dropped) as f64 / total;
-    } else {
-        summary.mismatch_rate = 1.0;
-    }
-}
-
-fn group_key(route: &Route, mismatch: &Mismatch) -> GroupKey {
+pub(crate) fn group_key(route: &Route, mismatch: &Mismatch) -> GroupKey {
     GroupKey {
         route: route.clone(),
         kind: mismatch.kind,
@@ -547,17 +373,17 @@ fn group_key(route: &Route, mismatch: &Mismatch) -> GroupKey {
     }
 }
 
-fn mismatch_group(g: GroupTally, compared: u64) -> MismatchGroup {
+fn mismatch_group(g: &GroupTally, compared: u64) -> MismatchGroup {
     MismatchGroup {
-        method: g.key.route.method,
-        route: g.key.route.template,
+        method: g.key.route.method.clone(),
+        route: g.key.route.template.clone(),
         kind: g.key.kind,
-        path: g.key.path,
+        path: g.key.path.clone(),
         count: g.count,
         first_exchange: g.first,
         last_exchange: g.last,
         rate: g.count as f64 / compared as f64,
-        examples: g.examples,
+        examples: g.examples.clone(),
     }
 }
 
@@ -638,19 +464,40 @@ fn shown_body(body: &[u8]) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::z_score;
-
-    #[test]
-    fn chance_differences_are_not_significant_and_bugs_are() {
-        // A millisecond timestamp crossing in 4 of 50 answers against 1 of 50.
-        assert!(z_score((4, 50), (1, 50)) < 2.58);
-        // Every answer against none, even on few exchanges.
-        assert!(z_score((12, 12), (0, 12)) > 2.58);
-        // One answer in six against none, on 200 exchanges.
-        assert!(z_score((34, 200), (0, 200)) > 2.58);
-        assert_eq!(z_score((0, 30), (0, 30)), 0.0);
-        assert_eq!(z_score((30, 30), (30, 30)), 0.0);
+impl ResultSink for Judge {
+    fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
+        self.add(result);
+        Ok(())
     }
+}
+
+/// Judges a results file again, with `rules` (none: no rules) and no
+/// traffic sent: `tandem diff RUN_DIR`. Noise is learned when the run sent
+/// to a second legacy target. A line that cannot be read is an error
+/// naming the file and line.
+pub fn judge_results(
+    results: &Path,
+    rules: Option<&Path>,
+    thresholds: NoiseThresholds,
+) -> anyhow::Result<Report> {
+    let mut reader = crate::results::ResultsReader::open(results)?;
+    let header = reader.header().clone();
+    let mut judge = Judge::new(JudgeOptions {
+        rules: rules.map(Path::to_path_buf),
+        legacy2: header.legacy2.clone(),
+        noise: thresholds,
+        run: RunInfo {
+            capture: header.capture,
+            legacy: header.legacy,
+            new: header.new,
+            speed: header.speed,
+            rules: rules.map(|p| p.display().to_string()),
+            started_at_unix_us: header.started_at_unix_us,
+            duration_ms: 0,
+        },
+    })?;
+    while let Some(result) = reader.next_result() {
+        judge.add(&result?);
+    }
+    Ok(judge.finish())
 }

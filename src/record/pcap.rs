@@ -1,14 +1,19 @@
 //! Packet sources: a pcap or pcapng file (`tandem import`) and a live
-//! interface (`tandem record --interface`), both through libpcap.
+//! interface (`tandem record --interface`), both through libpcap. Each is
+//! an `async fn(config, sink, shutdown)` like the proxy; libpcap's blocking
+//! reads run on a blocking thread, told to stop by a flag the shutdown
+//! future sets.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 
-use super::sink::Sink;
-use crate::packets::{Assembler, AssemblyOptions, PacketSummary};
+use super::packets::{Assembler, AssemblyOptions, PacketSummary};
+use super::sink::{Sink, SinkSummary};
 
 /// What an import or live capture produced, and the error that ended it
 /// early, if any (what was read before it is written all the same).
@@ -16,16 +21,94 @@ use crate::packets::{Assembler, AssemblyOptions, PacketSummary};
 pub struct PacketRecording {
     /// Counts by reason.
     pub summary: PacketSummary,
-    /// A read error that stopped the source, naming the file and packet.
+    /// What the sink wrote.
+    pub written: SinkSummary,
+    /// A read error (or the shutdown signal) that stopped the source,
+    /// naming the file and packet.
     pub stopped_by: Option<String>,
 }
 
-/// Imports a pcap or pcapng file into `sink`.
-pub fn import_file(
+/// A pcap or pcapng file to import.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// The file.
+    pub file: PathBuf,
+    /// How packets become exchanges.
+    pub assembly: AssemblyOptions,
+}
+
+impl ImportConfig {
+    /// The capture header's `source`.
+    pub fn source(&self) -> String {
+        format!("pcap file={}", self.file.display())
+    }
+}
+
+/// Imports a pcap or pcapng file into `sink`, until its end or `shutdown`.
+pub async fn import_file(
+    config: ImportConfig,
+    sink: Sink,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<PacketRecording> {
+    blocking_until(shutdown, sink, move |sink, stop| {
+        read_file(&config.file, config.assembly, sink, stop)
+    })
+    .await
+}
+
+/// Captures from a live interface into `sink` until `shutdown`. Needs root
+/// or CAP_NET_RAW.
+pub async fn record_live(
+    config: LiveConfig,
+    sink: Sink,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<PacketRecording> {
+    blocking_until(shutdown, sink, move |sink, stop| {
+        read_live(&config, sink, stop)
+    })
+    .await
+}
+
+type Read = (PacketSummary, Option<String>);
+
+/// Runs `read` on a blocking thread with a stop flag that `shutdown` sets,
+/// then closes the sink.
+async fn blocking_until(
+    shutdown: impl Future<Output = ()>,
+    mut sink: Sink,
+    read: impl FnOnce(&mut Sink, &AtomicBool) -> anyhow::Result<Read> + Send + 'static,
+) -> anyhow::Result<PacketRecording> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = read(&mut sink, &stop);
+            (read, sink)
+        })
+    };
+    tokio::pin!(reading);
+    let joined = tokio::select! {
+        joined = &mut reading => joined,
+        () = shutdown => {
+            stop.store(true, Ordering::Relaxed);
+            reading.await
+        }
+    };
+    let (read, sink) = joined.context("the packet reader panicked")?;
+    let (summary, stopped_by) = read?;
+    Ok(PacketRecording {
+        summary,
+        written: sink.finish()?,
+        stopped_by,
+    })
+}
+
+fn read_file(
     path: &Path,
     options: AssemblyOptions,
     sink: &mut Sink,
-) -> anyhow::Result<PacketRecording> {
+    stop: &AtomicBool,
+) -> anyhow::Result<Read> {
     let mut capture = pcap::Capture::from_file_with_precision(path, pcap::Precision::Micro)
         .map_err(|e| {
             anyhow::anyhow!(
@@ -51,14 +134,18 @@ pub fn import_file(
         assembler.frame(ts, linktype, packet.data);
         if number % 1024 == 0 {
             sink.take(assembler.take_produced())?;
+            if stop.load(Ordering::Relaxed) {
+                stopped_by = Some(format!(
+                    "{}: stopped by a signal after packet {number}",
+                    path.display()
+                ));
+                break;
+            }
         }
     }
     let summary = assembler.finish();
     sink.take(assembler.take_produced())?;
-    Ok(PacketRecording {
-        summary,
-        stopped_by,
-    })
+    Ok((summary, stopped_by))
 }
 
 /// What a live capture listens to.
@@ -74,13 +161,14 @@ pub struct LiveConfig {
     pub assembly: AssemblyOptions,
 }
 
-/// Captures from a live interface into `sink` until `stop` is set. Needs
-/// root or CAP_NET_RAW.
-pub fn record_live(
-    config: &LiveConfig,
-    sink: &mut Sink,
-    stop: &AtomicBool,
-) -> anyhow::Result<PacketRecording> {
+impl LiveConfig {
+    /// The capture header's `source`.
+    pub fn source(&self) -> String {
+        format!("pcap live interface={} port={}", self.interface, self.port)
+    }
+}
+
+fn read_live(config: &LiveConfig, sink: &mut Sink, stop: &AtomicBool) -> anyhow::Result<Read> {
     let mut capture = open_live(config)?;
     let linktype = capture.get_datalink().0;
     let mut assembly = config.assembly.clone();
@@ -116,10 +204,7 @@ pub fn record_live(
     }
     let summary = assembler.finish();
     sink.take(assembler.take_produced())?;
-    Ok(PacketRecording {
-        summary,
-        stopped_by,
-    })
+    Ok((summary, stopped_by))
 }
 
 fn open_live(config: &LiveConfig) -> anyhow::Result<pcap::Capture<pcap::Active>> {

@@ -1,0 +1,225 @@
+//! The command layer: arguments parsed once with clap, checked into typed
+//! plans, and the stages composed for each command, one module a command.
+//! Exit codes: 0 pass, 1 gate failed, 2 bad usage or input.
+
+pub mod demo;
+mod diff;
+mod merge;
+mod record;
+pub mod replay;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::judge::NoiseThresholds;
+use crate::report::{Render, Report, Terminal};
+
+/// The gate failed.
+pub const EXIT_GATE_FAILED: u8 = 1;
+/// Bad usage or bad input.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Record HTTP traffic, replay it at a legacy and a new stack, diff, gate.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+pub struct Cli {
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Record traffic into a capture file: as a reverse proxy (--listen,
+    /// --upstream) or from packets on an interface (--interface, --port).
+    Record(record::RecordArgs),
+    /// Import a pcap or pcapng file into a capture file.
+    Import(record::ImportArgs),
+    /// Replay a capture at the legacy and the new stack and report parity.
+    Replay(replay::ReplayArgs),
+    /// Recompute a run's report from its results, e.g. with new rules; sends nothing.
+    Diff(diff::DiffArgs),
+    /// Work on reports: `tandem report merge`.
+    #[command(subcommand)]
+    Report(merge::ReportCommand),
+    /// Run the whole job on two embedded demo stacks.
+    Demo(demo::DemoArgs),
+}
+
+/// Noise thresholds, for `replay --learn-noise` and `diff` of such runs;
+/// the defaults are [`NoiseThresholds::default`]'s.
+#[derive(Debug, Args)]
+struct NoiseArgs {
+    /// A difference is real when its rate exceeds the noise rate by more than this share of it.
+    #[arg(long, default_value_t = NoiseThresholds::default().relative)]
+    noise_relative: f64,
+    /// ... and by more than this (0..1).
+    #[arg(long, default_value_t = NoiseThresholds::default().absolute)]
+    noise_absolute: f64,
+    /// ... and significantly: two-proportion z-score above this (2.58: 99%).
+    #[arg(long, default_value_t = NoiseThresholds::default().z)]
+    noise_z: f64,
+}
+
+impl NoiseArgs {
+    fn thresholds(&self) -> NoiseThresholds {
+        NoiseThresholds {
+            relative: self.noise_relative,
+            absolute: self.noise_absolute,
+            z: self.noise_z,
+        }
+    }
+}
+
+/// A rate between 0 and 1, e.g. for `--max-mismatch-rate`.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!("must be between 0 and 1, got {rate}"));
+    }
+    Ok(rate)
+}
+
+/// Whether to show the live progress line: on a terminal, unless told not to.
+fn show_progress(no_progress: bool) -> bool {
+    !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+/// What a command that reports produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The report, also written to `report_path`.
+    pub report: Report,
+    /// Path of `report.json`.
+    pub report_path: PathBuf,
+    /// Lines of the capture that could not be read, each naming file and line.
+    pub unreadable: Vec<String>,
+    /// True when the replay was stopped early by the shutdown signal.
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    /// A report written to `report_path`, from no replay.
+    fn of(report: Report, report_path: PathBuf) -> Outcome {
+        Outcome {
+            report,
+            report_path,
+            unreadable: Vec::new(),
+            interrupted: false,
+        }
+    }
+
+    /// True when the gate, if any, passed.
+    pub fn passed(&self) -> bool {
+        self.report.gate.as_ref().is_none_or(|g| g.passed)
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(ExitCode::from(if e.use_stderr() {
+                EXIT_BAD_INPUT
+            } else {
+                0
+            }));
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Record(args) if args.packet_mode() => record::packets(args).await,
+        Command::Record(args) => record::proxy(args).await,
+        Command::Import(args) => record::import(args).await,
+        Command::Replay(args) => replay::command(args).await,
+        Command::Diff(args) => diff::command(args),
+        Command::Report(merge::ReportCommand::Merge(args)) => merge::command(args),
+        Command::Demo(args) => demo::command(args).await,
+    }
+}
+
+/// Prints the terminal summary and maps the outcome to an exit code.
+fn finish(outcome: &Outcome) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    Terminal.render(&outcome.report, &mut out)?;
+    writeln!(out, "report: {}", outcome.report_path.display())?;
+    if outcome.interrupted {
+        writeln!(
+            out,
+            "interrupted: the report covers what was sent before the stop"
+        )?;
+    }
+    if !outcome.unreadable.is_empty() {
+        for line in &outcome.unreadable {
+            eprintln!("tandem: {line}");
+        }
+        eprintln!(
+            "tandem: {} capture lines could not be read and were not replayed",
+            outcome.unreadable.len()
+        );
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    Ok(if outcome.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_GATE_FAILED)
+    })
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("tandem={default}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("signal received: stopping");
+}

@@ -1,0 +1,262 @@
+//! `tandem record` (proxy or live packets) and `tandem import`: a source
+//! and a capture sink, composed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use super::{shutdown_signal, EXIT_BAD_INPUT};
+use crate::record::packets::AssemblyOptions;
+use crate::record::{
+    import_file, record_live, record_proxy, ImportConfig, LiveConfig, PacketRecording, ProxyConfig,
+    Rotation, Selection, Sink,
+};
+use crate::target::Target;
+
+#[derive(Debug, Args)]
+pub(super) struct RecordArgs {
+    /// Proxy mode: address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, requires = "upstream", conflicts_with = "interface")]
+    listen: Option<SocketAddr>,
+    /// Proxy mode: the service to forward to, e.g. http://127.0.0.1:9000.
+    #[arg(long, requires = "listen")]
+    upstream: Option<Target>,
+    /// Packet mode: the interface to capture on (needs root or CAP_NET_RAW).
+    #[arg(long, requires = "port", required_unless_present = "listen")]
+    interface: Option<String>,
+    /// Packet mode: the service's TCP port.
+    #[arg(long, requires = "interface")]
+    port: Option<u16>,
+    /// Packet mode: an extra BPF filter, and-ed with the port.
+    #[arg(long, requires = "interface")]
+    filter: Option<String>,
+    /// Capture file to write (.gz for gzip).
+    #[arg(long)]
+    out: PathBuf,
+    /// Proxy mode: take the session key from this request header (default: the client connection).
+    #[arg(long, requires = "listen")]
+    session_header: Option<String>,
+    /// Proxy mode: longest wait for the upstream's complete answer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Start a new file after this many bytes (e.g. 500MB).
+    #[arg(long, value_parser = parse_size)]
+    rotate_size: Option<u64>,
+    /// Start a new file after this long (e.g. 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    rotate_time: Option<Duration>,
+    /// Packet mode: body bytes kept at most per message; longer bodies are cut and marked incomplete.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_body: u64,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ImportArgs {
+    /// The pcap or pcapng file.
+    file: PathBuf,
+    /// Capture file to write (.gz for gzip).
+    #[arg(long)]
+    out: PathBuf,
+    /// Server ports, to tell client from server on connections seen without their SYN.
+    #[arg(long = "port", value_delimiter = ',')]
+    ports: Vec<u16>,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Body bytes kept at most per message; longer bodies are cut and marked incomplete.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_body: u64,
+}
+
+/// Which exchanges a recording keeps.
+#[derive(Debug, Args)]
+struct SelectionArgs {
+    /// Keep only these methods, e.g. GET,POST.
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Keep only request targets (path and query) matching this regex.
+    #[arg(long)]
+    path_regex: Option<regex::Regex>,
+    /// Keep this percentage of sessions, each whole (0 < P <= 100).
+    #[arg(long)]
+    sample_percent: Option<f64>,
+}
+
+impl SelectionArgs {
+    fn selection(self) -> anyhow::Result<Selection> {
+        if let Some(p) = self.sample_percent {
+            anyhow::ensure!(
+                p > 0.0 && p <= 100.0,
+                "--sample-percent must be in (0, 100], got {p}"
+            );
+        }
+        Ok(Selection {
+            methods: self
+                .methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect(),
+            path: self.path_regex,
+            sample_percent: self.sample_percent,
+        })
+    }
+}
+
+/// `16MiB`, `500MB`, `1g`, `4096`: a size in bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 16MiB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ))
+        }
+    };
+    Ok((number * factor) as u64)
+}
+
+impl RecordArgs {
+    fn rotation(&self) -> Rotation {
+        Rotation {
+            max_bytes: self.rotate_size,
+            max_age: self.rotate_time,
+        }
+    }
+
+    /// Packet mode, as opposed to proxy mode.
+    pub(super) fn packet_mode(&self) -> bool {
+        self.interface.is_some()
+    }
+}
+
+/// `tandem record --listen --upstream`.
+pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let (Some(listen), Some(upstream)) = (args.listen, args.upstream.clone()) else {
+        anyhow::bail!("record needs --listen and --upstream, or --interface and --port");
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let config = ProxyConfig {
+        session_header: args.session_header.clone(),
+        timeout: args.timeout,
+        ..ProxyConfig::new(listener, upstream)
+    };
+    let rotation = args.rotation();
+    let sink = Sink::create(
+        &args.out,
+        &config.source(),
+        args.selection.selection()?,
+        rotation,
+    )?;
+    tracing::info!(
+        "recording {} -> {} into {}",
+        listen,
+        config.upstream,
+        args.out.display()
+    );
+    let summary = record_proxy(config, sink, shutdown_signal()).await?;
+    println!(
+        "recorded {} exchanges into {} ({} without upstream answer, {} abandoned by the client, {} incomplete requests, {} left out by the selection)",
+        summary.exchanges,
+        joined(&summary.files),
+        summary.upstream_errors,
+        summary.abandoned,
+        summary.incomplete_requests,
+        summary.filtered
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tandem record --interface --port`.
+pub(super) async fn packets(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let rotation = args.rotation();
+    let config = LiveConfig {
+        interface: args.interface.expect("packet mode has an interface"),
+        port: args.port.expect("clap requires --port with --interface"),
+        filter: args.filter,
+        assembly: AssemblyOptions {
+            max_body: args.max_body as usize,
+            ..AssemblyOptions::default()
+        },
+    };
+    let sink = Sink::create(
+        &args.out,
+        &config.source(),
+        args.selection.selection()?,
+        rotation,
+    )?;
+    tracing::info!(
+        "capturing {} port {} into {}",
+        config.interface,
+        config.port,
+        args.out.display()
+    );
+    let recording = record_live(config, sink, shutdown_signal()).await?;
+    report_packets(&recording)
+}
+
+/// `tandem import`.
+pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let config = ImportConfig {
+        file: args.file,
+        assembly: AssemblyOptions {
+            max_body: args.max_body as usize,
+            server_ports: args.ports,
+            ..AssemblyOptions::default()
+        },
+    };
+    let sink = Sink::create(
+        &args.out,
+        &config.source(),
+        args.selection.selection()?,
+        Rotation::default(),
+    )?;
+    let recording = import_file(config, sink, shutdown_signal()).await?;
+    report_packets(&recording)
+}
+
+/// Prints what a packet recording kept and what it did not, and why.
+fn report_packets(recording: &PacketRecording) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", recording.summary)?;
+    let written = &recording.written;
+    writeln!(
+        out,
+        "wrote {} exchanges ({} left out by --methods/--path-regex/--sample-percent) to {}",
+        written.written,
+        written.filtered,
+        joined(&written.files)
+    )?;
+    if let Some(error) = &recording.stopped_by {
+        eprintln!("tandem: {error}; everything before it was written");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn joined(files: &[PathBuf]) -> String {
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    names.join(", ")
+}

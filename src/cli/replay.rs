@@ -1,0 +1,313 @@
+//! `tandem replay`: the replay stage feeding the results file and the judge
+//! through a tee; then gates, learned rules and report files. [`run`] is
+//! that composition, shared by `tandem demo`, the tests and the benches, so
+//! that they replay as a user does.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use super::{finish, parse_rate, shutdown_signal, NoiseArgs, Outcome};
+use crate::judge::{noise, Judge, JudgeOptions, NoiseThresholds};
+use crate::replay::{replay, ReplayPlan};
+use crate::report::RunInfo;
+use crate::results::{self, ResultsHeader, ResultsWriter, Tee};
+use crate::target::Target;
+
+#[derive(Debug, Args)]
+pub(super) struct ReplayArgs {
+    /// The capture file to replay.
+    capture: PathBuf,
+    /// Base URL of the legacy stack.
+    #[arg(long)]
+    legacy: Target,
+    /// Base URL of the new stack.
+    #[arg(long)]
+    new: Target,
+    /// Run directory for results.jsonl, report.json and summary.md.
+    #[arg(long)]
+    out: PathBuf,
+    /// Multiple of the recorded rate (0.5 = half speed).
+    #[arg(long)]
+    speed: Option<f64>,
+    /// A constant rate (requests/s) instead of the recorded timing.
+    #[arg(long, conflicts_with = "speed")]
+    rate: Option<f64>,
+    /// Replay the capture this many times end to end, offsets carried forward.
+    #[arg(long = "loop")]
+    passes: Option<u32>,
+    /// Repeat the capture until this much time is scheduled (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Send K copies of every request, spread across the gap to the next.
+    #[arg(long)]
+    amplify: Option<u32>,
+    /// Requests in flight at most, per target.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Drop (and count) a request that cannot go out this long after its time.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_lag: Option<Duration>,
+    /// Let requests of one session overlap (default: in order, one at a time).
+    #[arg(long)]
+    unordered_sessions: bool,
+    /// Replay only shard I of N: the sessions whose key hashes to I (each
+    /// session whole on one shard), at --rate / N. E.g. 0/4.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
+    /// Start at this wall-clock time (RFC 3339, e.g. 2026-11-22T10:00:00Z),
+    /// so that shards begin together.
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    start_at: Option<std::time::SystemTime>,
+    /// Send the recorded Host header (default: each target's host).
+    #[arg(long)]
+    keep_host: bool,
+    /// A header set on every request to the legacy stack, "Name: value" (repeatable).
+    #[arg(long = "legacy-header", value_parser = parse_header)]
+    legacy_headers: Vec<(String, String)>,
+    /// A header set on every request to the new stack, "Name: value" (repeatable).
+    #[arg(long = "new-header", value_parser = parse_header)]
+    new_headers: Vec<(String, String)>,
+    /// Longest wait for a connection [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    connect_timeout: Option<Duration>,
+    /// Connections opened to each target before the first request, so that
+    /// a fast start does not open one per request (default: 16 per engine;
+    /// 0: none).
+    #[arg(long)]
+    warm_connections: Option<usize>,
+    /// Connections open at once to each target, at most, all engines
+    /// together; past it a request waits for one to come free, and its send
+    /// lag shows the wait (default: 32 per engine; 0: no limit). Without a
+    /// limit, a stall makes the pool open a connection per waiting request.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Replay engines: threads, each with its share of the sessions and of
+    /// the connections (default 0: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Accept any TLS certificate (self-signed staging stacks).
+    #[arg(long)]
+    insecure: bool,
+    /// No live progress line (it is shown only on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+    /// HTTP/2 from the start on cleartext targets (prior knowledge); https
+    /// targets negotiate HTTP/2 by ALPN anyway.
+    #[arg(long)]
+    http2: bool,
+    /// Rules file (TOML, docs/rules.md).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Longest wait for one complete answer [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Exit 1 when summary.mismatch_rate, (mismatched + errors + dropped) /
+    /// total, is above this (0..1).
+    #[arg(long, value_parser = parse_rate)]
+    max_mismatch_rate: Option<f64>,
+    /// Send each request to the legacy stack a second time (or to --legacy-2)
+    /// and leave out differences two legacy answers also show.
+    #[arg(long)]
+    learn_noise: bool,
+    /// A second legacy instance for noise learning (default: --legacy again).
+    #[arg(long = "legacy-2", requires = "learn_noise")]
+    legacy2: Option<Target>,
+    #[command(flatten)]
+    noise: NoiseArgs,
+    /// Write the learned noise as a rules file (with --learn-noise).
+    #[arg(long, requires = "learn_noise")]
+    write_rules: Option<PathBuf>,
+}
+
+/// Everything `tandem replay` was asked to do: the replay stage's plan,
+/// and what becomes of its results.
+#[derive(Debug, Clone)]
+pub struct ReplayJob {
+    /// What to replay where, and how.
+    pub plan: ReplayPlan,
+    /// The rules file, if any.
+    pub rules: Option<PathBuf>,
+    /// When a difference is real rather than noise (with `plan.legacy2`).
+    pub noise: NoiseThresholds,
+    /// Fail the run (exit 1) when `summary.mismatch_rate` is above this.
+    pub max_mismatch_rate: Option<f64>,
+    /// The run directory: results and report files go here.
+    pub out_dir: PathBuf,
+    /// Write the learned noise as a rules file here.
+    pub write_rules: Option<PathBuf>,
+}
+
+impl ReplayJob {
+    /// A job with no rules, no gate and default noise thresholds.
+    pub fn new(plan: ReplayPlan, out_dir: PathBuf) -> ReplayJob {
+        ReplayJob {
+            plan,
+            rules: None,
+            noise: NoiseThresholds::default(),
+            max_mismatch_rate: None,
+            out_dir,
+            write_rules: None,
+        }
+    }
+
+    /// The same job with its plan changed by `f`, e.g.
+    /// `job.map_plan(|p| ReplayPlan { speed: 2.0, ..p })`.
+    pub fn map_plan(self, f: impl FnOnce(ReplayPlan) -> ReplayPlan) -> ReplayJob {
+        ReplayJob {
+            plan: f(self.plan),
+            ..self
+        }
+    }
+}
+
+impl ReplayArgs {
+    /// The job these flags ask for: every flag not given keeps the
+    /// default of [`ReplayPlan::new`].
+    fn job(self) -> ReplayJob {
+        let mut plan = ReplayPlan::new(self.capture, self.legacy, self.new);
+        macro_rules! given {
+            ($($field:ident),*) => {
+                $( if let Some(value) = self.$field { plan.$field = value; } )*
+            };
+        }
+        given!(speed, passes, amplify, threads, timeout);
+        plan.rate = self.rate;
+        plan.duration = self.duration;
+        plan.max_in_flight = self.max_in_flight;
+        plan.max_lag = self.max_lag;
+        plan.ordered_sessions = !self.unordered_sessions;
+        plan.shard = self.shard;
+        plan.start_at = self.start_at;
+        plan.keep_host = self.keep_host;
+        plan.legacy_headers = self.legacy_headers;
+        plan.new_headers = self.new_headers;
+        if let Some(timeout) = self.connect_timeout {
+            plan.client.connect_timeout = timeout;
+        }
+        plan.client.insecure_tls = self.insecure;
+        plan.client.http2_prior_knowledge = self.http2;
+        plan.warm_connections = self.warm_connections;
+        plan.max_connections = self.max_connections;
+        plan.progress = super::show_progress(self.no_progress);
+        if self.learn_noise {
+            plan.legacy2 = Some(self.legacy2.unwrap_or_else(|| plan.legacy.clone()));
+        }
+        ReplayJob {
+            plan,
+            rules: self.rules,
+            noise: self.noise.thresholds(),
+            max_mismatch_rate: self.max_mismatch_rate,
+            out_dir: self.out,
+            write_rules: self.write_rules,
+        }
+    }
+}
+
+/// The job `tandem replay ARGS…` would run, from its arguments (after
+/// `replay`), without running it.
+pub fn job_from_args<I, T>(args: I) -> anyhow::Result<ReplayJob>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    #[derive(Parser)]
+    struct Replay {
+        #[command(flatten)]
+        args: ReplayArgs,
+    }
+    let argv =
+        std::iter::once(std::ffi::OsString::from("replay")).chain(args.into_iter().map(Into::into));
+    Ok(Replay::try_parse_from(argv)?.args.job())
+}
+
+/// `tandem replay`.
+pub(super) async fn command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let outcome = run(&args.job(), shutdown_signal()).await?;
+    finish(&outcome)
+}
+
+/// Replays `job` until its schedule ends or `shutdown` completes: results
+/// to the results file and the judge, then the gate, the learned rules and
+/// the report files.
+pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow::Result<Outcome> {
+    let plan = &job.plan;
+    // Everything is checked before a file is written or a request sent.
+    plan.check()?;
+    let started_at_unix_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
+    let judge = Judge::new(JudgeOptions {
+        rules: job.rules.clone(),
+        legacy2: plan.legacy2.as_ref().map(Target::to_string),
+        noise: job.noise,
+        run: RunInfo {
+            capture: plan.capture.display().to_string(),
+            legacy: plan.legacy.to_string(),
+            new: plan.new.to_string(),
+            speed: plan.speed,
+            rules: job.rules.as_ref().map(|p| p.display().to_string()),
+            started_at_unix_us,
+            duration_ms: 0,
+        },
+    })?;
+    let writer = ResultsWriter::create(
+        &job.out_dir.join(results::FILE_NAME),
+        &ResultsHeader {
+            format: results::FORMAT.to_string(),
+            version: results::VERSION,
+            capture: plan.capture.display().to_string(),
+            legacy: plan.legacy.to_string(),
+            new: plan.new.to_string(),
+            speed: plan.speed,
+            legacy2: plan.legacy2.as_ref().map(Target::to_string),
+            started_at_unix_us,
+        },
+    )?;
+    let replayed = replay(plan, Tee(writer, judge), shutdown).await?;
+    let Tee(_, mut judge) = replayed.sink;
+    judge.set_duration_ms(replayed.elapsed.as_millis() as u64);
+    let mut report = judge.finish();
+    if let Some(max) = job.max_mismatch_rate {
+        report.apply_gate(max);
+    }
+    if let (Some(path), Some(learned)) = (&job.write_rules, &report.learned_noise) {
+        noise::write_rules(path, learned, &plan.capture)?;
+    }
+    let report_path = report.write_files(&job.out_dir)?;
+    Ok(Outcome {
+        report,
+        report_path,
+        unreadable: replayed.unreadable,
+        interrupted: replayed.interrupted,
+    })
+}
+
+/// `"Name: value"`, checked to be a valid header.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once(':').ok_or("expected \"Name: value\"")?;
+    let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+    hyper::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a header name"))?;
+    hyper::header::HeaderValue::from_str(&value)
+        .map_err(|_| format!("{value:?} is not a header value"))?;
+    Ok((name, value))
+}
+
+/// `I/N` with I < N.
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let (i, n) = text.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
+    let (i, n): (u32, u32) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("{i:?} is not a shard index"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("{n:?} is not a shard count"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: the index must be below the count"));
+    }
+    Ok((i, n))
+}
