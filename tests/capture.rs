@@ -4,6 +4,7 @@ use bytes::Bytes;
 use tandem::capture::{
     Body, CaptureHeader, CaptureReader, CaptureWriter, Exchange, Header, Request, Response,
 };
+use tandem::jsonl::LineError;
 
 fn exchange(id: u64, body: Bytes) -> Exchange {
     Exchange {
@@ -91,6 +92,11 @@ fn a_corrupt_line_is_an_error_naming_file_and_line() {
 
     let results: Vec<_> = CaptureReader::open(&path).unwrap().collect();
     assert_eq!(results.len(), 5);
+    assert!(
+        matches!(&results[3], Err(LineError::Malformed { line: 5, .. })),
+        "{:?}",
+        results[3]
+    );
     let error = results[3].as_ref().unwrap_err().to_string();
     assert!(
         error.starts_with(&format!("{}: line 5:", path.display())),
@@ -112,7 +118,9 @@ fn a_truncated_gzip_file_names_the_line_reached() {
     let raw = std::fs::read(&path).unwrap();
     std::fs::write(&path, &raw[..raw.len() / 2]).unwrap();
     let results: Vec<_> = CaptureReader::open(&path).unwrap().collect();
-    let error = results.last().unwrap().as_ref().unwrap_err().to_string();
+    let last = results.last().unwrap().as_ref().unwrap_err();
+    assert!(matches!(last, LineError::Read { .. }), "{last:?}");
+    let error = last.to_string();
     assert!(error.contains("cut.jsonl.gz: line "), "{error}");
     assert!(results.iter().filter(|r| r.is_ok()).count() > 10);
 }
@@ -142,11 +150,12 @@ fn headers_of_other_formats_and_versions_are_refused() {
         assert!(error.contains(expected), "{error}");
         assert!(error.contains("v9.jsonl"), "{error}");
     }
-    let missing = CaptureReader::open(dir.path().join("nope"))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(missing.contains("nope: cannot open"), "{missing}");
+    let missing = CaptureReader::open(dir.path().join("nope")).err().unwrap();
+    assert!(matches!(missing, LineError::Open { .. }), "{missing:?}");
+    assert!(
+        missing.to_string().contains("nope: cannot open"),
+        "{missing}"
+    );
 }
 
 #[test]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::demo::{self, DemoOptions, Flavor};
 use tandem::diff::MismatchKind;
-use tandem::replay::ReplayPlan;
+use tandem::jsonl::LineError;
+use tandem::replay::{ReplayError, ReplayPlan};
 use tandem::report::Report;
 use tandem::results::ErrorKind;
 
@@ -236,10 +237,43 @@ async fn unreadable_requests_are_reported_once_whichever_engine_owns_them() {
     for threads in [1, 2] {
         let outcome = replay(&run(threads), std::future::pending()).await.unwrap();
         let unreadable = &outcome.unreadable;
-        assert_eq!(unreadable.len(), 3, "{unreadable:?}");
-        assert!(unreadable[0].contains("line 4: expected an exchange's request"));
-        assert!(unreadable[1].contains("line 5: expected an exchange's request"));
-        assert!(unreadable[2].contains("line 8: expected an exchange"));
+        let lines: Vec<u64> = unreadable.iter().map(|e| e.line()).collect();
+        assert_eq!(lines, [4, 5, 8], "{unreadable:?}");
+        assert!(
+            unreadable
+                .iter()
+                .all(|e| matches!(e, LineError::Malformed { path, .. } if *path == capture)),
+            "{unreadable:?}"
+        );
         assert_eq!(outcome.report.summary.total, 5, "threads {threads}");
     }
+}
+
+/// A plan that cannot run is refused as such (a typed error the caller can
+/// tell from a failed run) before any file is written or request sent.
+#[tokio::test]
+async fn a_plan_that_cannot_run_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = (1..=2).map(|i| common::exchange(i, i * 1_000, "s", "GET", "/", &[]));
+    let capture = common::write_capture(&dir.path().join("c.jsonl"), exchanges);
+    let out = dir.path().join("run");
+    let job = plan(
+        capture,
+        "http://127.0.0.1:1".into(),
+        "http://127.0.0.1:2".into(),
+        out.clone(),
+    )
+    .map_plan(|p| ReplayPlan {
+        rate: Some(-1.0),
+        ..p
+    });
+    let error = replay(&job, std::future::pending()).await.unwrap_err();
+    assert!(
+        matches!(error.downcast_ref(), Some(ReplayError::Plan(_))),
+        "{error:?}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing is written for a plan that cannot run"
+    );
 }

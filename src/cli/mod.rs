@@ -106,8 +106,9 @@ pub struct Outcome {
     pub report: Report,
     /// Path of `report.json`.
     pub report_path: PathBuf,
-    /// Lines of the capture that could not be read, each naming file and line.
-    pub unreadable: Vec<String>,
+    /// Lines of the capture that could not be read, in line order; each
+    /// names the file and line.
+    pub unreadable: Vec<crate::capture::CaptureError>,
     /// True when the replay was stopped early by the shutdown signal.
     pub interrupted: bool,
 }

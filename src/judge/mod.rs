@@ -264,9 +264,9 @@ impl Judge {
                 group.count += 1;
                 group.first = group.first.min(result.id);
                 group.last = group.last.max(result.id);
-                if group.examples.len() < EXAMPLES {
-                    group.examples.push(example(result, legacy, new, &rules));
-                }
+                keep_example(&mut group.examples, result.id, || {
+                    example(result, legacy, new, &rules)
+                });
             }
             let group = &mut self.groups[index];
             if let Some(example) = group
@@ -416,6 +416,20 @@ fn route_report(route: Route, t: RouteTally) -> RouteReport {
 
 fn answer(attempt: &Attempt) -> Option<&Response> {
     attempt.response.as_ref()
+}
+
+/// Keeps the examples of the lowest exchange ids, in id order, whatever
+/// order the engines' results arrive in: the same replay gives the same
+/// report.
+fn keep_example(examples: &mut Vec<Example>, id: u64, make: impl FnOnce() -> Example) {
+    if examples.len() < EXAMPLES {
+        examples.push(make());
+    } else if let Some(last) = examples.last_mut().filter(|e| e.exchange_id > id) {
+        *last = make();
+    } else {
+        return;
+    }
+    examples.sort_by_key(|e| e.exchange_id);
 }
 
 fn example(

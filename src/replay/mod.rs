@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::capture::CaptureReader;
+use crate::capture::{CaptureError, CaptureReader};
 use crate::results::{ExchangeResult, ResultSink};
 use crate::target::Target;
 pub use schedule::{Pacing, Shape};
@@ -238,8 +238,9 @@ pub struct Replayed<S> {
     /// Results the harness did not send to some target (`--max-in-flight`,
     /// `--max-lag`).
     pub dropped: u64,
-    /// Lines of the capture that could not be read, each naming file and line.
-    pub unreadable: Vec<String>,
+    /// Lines of the capture that could not be read, in line order; each
+    /// names the file and line.
+    pub unreadable: Vec<CaptureError>,
     /// True when the schedule was stopped early by the shutdown signal.
     pub interrupted: bool,
     /// From the scheduled start to the last result.
@@ -352,7 +353,7 @@ pub async fn replay<S: ResultSink>(
         scheduled: scheduled.jobs,
         sent: collected.sent,
         dropped: collected.dropped,
-        unreadable: scheduled.unreadable.iter().map(|e| e.to_string()).collect(),
+        unreadable: scheduled.unreadable,
         interrupted,
         elapsed: start.elapsed(),
     })
