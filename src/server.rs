@@ -1,9 +1,12 @@
 //! The accept loop shared by the recording proxy and the demo stacks:
-//! HTTP/1 and HTTP/2 on one listener, graceful shutdown with a bounded drain.
+//! HTTP/1 and HTTP/2 on one listener, in cleartext (HTTP/2 by prior
+//! knowledge) or over TLS (HTTP/2 by ALPN), graceful shutdown with a bounded
+//! drain.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,14 +15,20 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
+/// Longest wait for a client's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves connections from `listener` until `shutdown` completes, then lets
-/// in-flight requests finish for at most `drain`. `handler` gets each request
-/// with the client's address.
+/// in-flight requests finish for at most `drain`. With `tls`, each
+/// connection is a TLS one. `handler` gets each request with the client's
+/// address.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
@@ -27,7 +36,7 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let builder = Builder::new(TokioExecutor::new());
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -49,11 +58,16 @@ pub async fn serve<H, F>(
             let fut = handler(req, peer);
             async move { Ok::<_, Infallible>(fut.await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer}: {e}");
+            let Some(tls) = tls else {
+                return serve_connection(stream, service, watcher, peer).await;
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, service, watcher, peer).await,
+                Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
             }
         });
     }
@@ -63,5 +77,24 @@ pub async fn serve<H, F>(
         .is_err()
     {
         tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}
+
+/// Serves one connection, HTTP/1 or HTTP/2 as the client speaks.
+async fn serve_connection<I, S>(io: I, service: S, watcher: Watcher, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!("connection from {peer}: {e}");
     }
 }

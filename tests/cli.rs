@@ -379,3 +379,61 @@ async fn replay_stops_on_sigint_and_reports_what_was_sent() {
     legacy.stop().await;
     new.stop().await;
 }
+
+/// Certificate files are read before anything starts; a bad one is named,
+/// and nothing is recorded or sent.
+#[tokio::test]
+async fn bad_certificate_files_are_named_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-cert.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let not_pem = not_pem.display().to_string();
+    let out_capture = dir.path().join("rec.jsonl");
+    let runs: [Vec<&str>; 3] = [
+        vec![
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "https://127.0.0.1:1",
+            "--out",
+            out_capture.to_str().unwrap(),
+            "--ca-cert",
+            &not_pem,
+        ],
+        vec![
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--out",
+            out_capture.to_str().unwrap(),
+            "--tls-cert",
+            &not_pem,
+            "--tls-key",
+            &not_pem,
+        ],
+        vec![
+            "replay",
+            "captures/sample.jsonl",
+            "--legacy",
+            "https://127.0.0.1:1",
+            "--new",
+            "https://127.0.0.1:2",
+            "--out",
+            "o",
+            "--client-cert",
+            &not_pem,
+            "--client-key",
+            &not_pem,
+        ],
+    ];
+    for args in runs {
+        let out = tandem(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("not-a-cert.pem"), "{stderr}");
+        assert!(!out_capture.exists(), "{args:?}: a capture was started");
+    }
+}

@@ -171,7 +171,12 @@ async fn http2_prior_knowledge_host_and_headers_per_target() {
         assert_eq!(
             header_value(&l.headers, "x-echo-host"),
             Some("shop.example"),
-            "recorded Host kept"
+            "recorded Host kept, as :authority"
+        );
+        assert_eq!(
+            header_value(&l.headers, "x-echo-host-headers"),
+            Some("0"),
+            "no host header beside :authority"
         );
         assert_eq!(
             header_value(&l.headers, "x-echo-env"),

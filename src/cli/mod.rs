@@ -82,6 +82,35 @@ impl NoiseArgs {
     }
 }
 
+/// TLS towards the targets (replay) or the upstream (record).
+#[derive(Debug, Args)]
+struct TrustArgs {
+    /// Also trust the CA certificates in this PEM file (repeatable); the
+    /// machine's trust store and the web roots are trusted anyway.
+    #[arg(long = "ca-cert")]
+    ca_certs: Vec<PathBuf>,
+    /// Present this client certificate chain (PEM) when asked (mutual TLS).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Accept any TLS certificate (self-signed staging stacks).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TrustArgs {
+    /// The certificates to trust and present, read and checked.
+    fn trust(&self) -> anyhow::Result<crate::http::Trust> {
+        crate::http::Trust::load(&crate::http::TrustFiles {
+            ca_certs: self.ca_certs.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        })
+    }
+}
+
 /// A rate between 0 and 1, e.g. for `--max-mismatch-rate`.
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use super::{shutdown_signal, EXIT_BAD_INPUT};
+use super::{shutdown_signal, TrustArgs, EXIT_BAD_INPUT};
 use crate::record::packets::AssemblyOptions;
 use crate::record::{
     import_file, record_live, record_proxy, ImportConfig, LiveConfig, PacketRecording, ProxyConfig,
@@ -56,6 +56,16 @@ pub(super) struct RecordArgs {
     /// Packet mode: body bytes kept at most per message; longer bodies are cut and marked incomplete.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     max_body: u64,
+    /// Proxy mode: TLS towards the upstream.
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Proxy mode: terminate TLS for clients with this certificate chain
+    /// (PEM); HTTP/2 and HTTP/1.1 by ALPN.
+    #[arg(long, requires = "tls_key", requires = "listen")]
+    tls_cert: Option<PathBuf>,
+    /// Proxy mode: the private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -155,14 +165,23 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let (Some(listen), Some(upstream)) = (args.listen, args.upstream.clone()) else {
         anyhow::bail!("record needs --listen and --upstream, or --interface and --port");
     };
+    // Certificates are checked before the port is taken.
+    let trust = args.trust.trust()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::http::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let config = ProxyConfig {
+    let mut config = ProxyConfig {
         session_header: args.session_header.clone(),
         timeout: args.timeout,
+        tls,
         ..ProxyConfig::new(listener, upstream)
     };
+    config.client.insecure_tls = args.trust.insecure;
+    config.client.trust = trust;
     let rotation = args.rotation();
     let sink = Sink::create(
         &args.out,
@@ -171,7 +190,8 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
         rotation,
     )?;
     tracing::info!(
-        "recording {} -> {} into {}",
+        "recording {}{} -> {} into {}",
+        if config.tls.is_some() { "https://" } else { "" },
         listen,
         config.upstream,
         args.out.display()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use super::{finish, parse_rate, shutdown_signal, NoiseArgs, Outcome};
+use super::{finish, parse_rate, shutdown_signal, NoiseArgs, Outcome, TrustArgs};
 use crate::judge::{noise, Judge, JudgeOptions, NoiseThresholds};
 use crate::replay::{replay, ReplayPlan};
 use crate::report::RunInfo;
@@ -89,9 +89,8 @@ pub(super) struct ReplayArgs {
     /// the connections (default 0: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Accept any TLS certificate (self-signed staging stacks).
-    #[arg(long)]
-    insecure: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// No live progress line (it is shown only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
@@ -166,8 +165,8 @@ impl ReplayJob {
 
 impl ReplayArgs {
     /// The job these flags ask for: every flag not given keeps the
-    /// default of [`ReplayPlan::new`].
-    fn job(self) -> ReplayJob {
+    /// default of [`ReplayPlan::new`]. Certificate files are read here.
+    fn job(self) -> anyhow::Result<ReplayJob> {
         let mut plan = ReplayPlan::new(self.capture, self.legacy, self.new);
         macro_rules! given {
             ($($field:ident),*) => {
@@ -188,7 +187,8 @@ impl ReplayArgs {
         if let Some(timeout) = self.connect_timeout {
             plan.client.connect_timeout = timeout;
         }
-        plan.client.insecure_tls = self.insecure;
+        plan.client.insecure_tls = self.trust.insecure;
+        plan.client.trust = self.trust.trust()?;
         plan.client.http2_prior_knowledge = self.http2;
         plan.warm_connections = self.warm_connections;
         plan.max_connections = self.max_connections;
@@ -196,14 +196,14 @@ impl ReplayArgs {
         if self.learn_noise {
             plan.legacy2 = Some(self.legacy2.unwrap_or_else(|| plan.legacy.clone()));
         }
-        ReplayJob {
+        Ok(ReplayJob {
             plan,
             rules: self.rules,
             noise: self.noise.thresholds(),
             max_mismatch_rate: self.max_mismatch_rate,
             out_dir: self.out,
             write_rules: self.write_rules,
-        }
+        })
     }
 }
 
@@ -221,12 +221,12 @@ where
     }
     let argv =
         std::iter::once(std::ffi::OsString::from("replay")).chain(args.into_iter().map(Into::into));
-    Ok(Replay::try_parse_from(argv)?.args.job())
+    Replay::try_parse_from(argv)?.args.job()
 }
 
 /// `tandem replay`.
 pub(super) async fn command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let outcome = run(&args.job(), shutdown_signal()).await?;
+    let outcome = run(&args.job()?, shutdown_signal()).await?;
     finish(&outcome)
 }
 

@@ -84,6 +84,7 @@ pub async fn start(flavor: Flavor) -> std::io::Result<DemoServer> {
     };
     let task = tokio::spawn(crate::server::serve(
         listener,
+        None,
         handler,
         async {
             let _ = stopped.await;

@@ -134,6 +134,7 @@ pub struct Connector {
     warm: WarmConnections,
     limits: Limits,
     wait: Duration,
+    dial: Option<Endpoint>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -157,8 +158,21 @@ impl Connector {
                 ..Limits::default()
             },
             wait: options.connect_timeout,
+            dial: options.dial.clone(),
         }
     }
+}
+
+/// `uri` with its authority replaced by `to`'s host and port.
+fn dialed(uri: &Uri, to: &Endpoint) -> Result<Uri, BoxError> {
+    let host = if to.0.contains(':') {
+        format!("[{}]", to.0)
+    } else {
+        to.0.clone()
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(format!("{host}:{}", to.1).parse()?);
+    Ok(Uri::from_parts(parts)?)
 }
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -174,13 +188,18 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let (mut inner, warm, limits, wait) = (
+        let (mut inner, warm, limits, wait, dial) = (
             self.inner.clone(),
             self.warm.clone(),
             self.limits.clone(),
             self.wait,
+            self.dial.clone(),
         );
         Box::pin(async move {
+            let uri = match &dial {
+                Some(to) => dialed(&uri, to)?,
+                None => uri,
+            };
             let key = endpoint(&uri).ok_or("the URI names no host")?;
             let permit = match limits.slots(&key) {
                 Some(slots) => {

@@ -18,8 +18,10 @@ use crate::results::ErrorKind;
 
 mod connect;
 pub mod connection;
+pub mod tls;
 
 pub use connect::{Connector, SendClock, WarmConnections};
+pub use tls::{Trust, TrustFiles};
 
 /// A pooled keep-alive client for http:// and https:// targets.
 pub type Client = HyperClient<HttpsConnector<Connector>, Full<Bytes>>;
@@ -37,6 +39,14 @@ pub struct ClientOptions {
     /// Connections open at once to one host and port, at most; `None`: no
     /// limit.
     pub max_connections: Option<usize>,
+    /// Certificates trusted beyond the web roots and the machine's store,
+    /// and the client certificate, if any.
+    pub trust: Trust,
+    /// Connect to this host and port whatever host the request URI names:
+    /// for `--keep-host` on the pooled client, where the URI carries the
+    /// recorded host so that HTTP/1.1's Host and HTTP/2's `:authority` both
+    /// name it (and no second `host` is sent).
+    pub dial: Option<(String, u16)>,
 }
 
 impl Default for ClientOptions {
@@ -46,6 +56,8 @@ impl Default for ClientOptions {
             insecure_tls: false,
             http2_prior_knowledge: false,
             max_connections: None,
+            trust: Trust::default(),
+            dial: None,
         }
     }
 }
@@ -78,7 +90,9 @@ pub fn client(connect_timeout: Duration) -> Client {
 }
 
 /// A client with a connection pool sized for replay concurrency. TLS is
-/// rustls with the webpki roots, HTTP/2 offered by ALPN.
+/// rustls trusting the webpki roots, the machine's store and
+/// `options.trust`, HTTP/2 offered by ALPN. It sets no Host header of its
+/// own over HTTP/2, where `:authority` names the target.
 pub fn client_with(options: &ClientOptions) -> Client {
     client_warmed(options, WarmConnections::default())
 }
@@ -92,7 +106,7 @@ pub fn client_warmed(options: &ClientOptions, warm: WarmConnections) -> Client {
     connector.set_connect_timeout(Some(options.connect_timeout));
     connector.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(options.insecure_tls))
+        .with_tls_config(tls_config(options))
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(Connector::new(connector, warm, options));
@@ -103,14 +117,10 @@ pub fn client_warmed(options: &ClientOptions, warm: WarmConnections) -> Client {
         .build(https)
 }
 
-fn tls_config(insecure: bool) -> rustls::ClientConfig {
+fn tls_config(options: &ClientOptions) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions");
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
-    if insecure {
+    let mut config = options.trust.client_config(provider.clone());
+    if options.insecure_tls {
         config
             .dangerous()
             .set_certificate_verifier(Arc::new(AnyCertificate(provider)));

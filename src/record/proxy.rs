@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 
 use super::sink::{Selection, Sink};
 use crate::capture::{self, Body, Exchange};
-use crate::http::{self, Client};
+use crate::http::{self, Client, ClientOptions};
 use crate::target::Target;
 
 /// What the proxy needs to know.
@@ -40,18 +40,30 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
+    /// How the proxy connects upstream: TLS trust (`--ca-cert`,
+    /// `--insecure`), client certificate, HTTP/2.
+    pub client: ClientOptions,
+    /// Terminate TLS for the proxy's clients with this configuration
+    /// (`--tls-cert`, `--tls-key`; HTTP/2 by ALPN).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ProxyConfig {
-    /// A proxy on `listener` to `upstream`, sessions by client connection,
-    /// 30 s upstream timeout, 10 s drain.
+    /// A cleartext proxy on `listener` to `upstream`, sessions by client
+    /// connection, 30 s upstream timeout, 10 s drain.
     pub fn new(listener: TcpListener, upstream: Target) -> ProxyConfig {
+        let timeout = Duration::from_secs(30);
         ProxyConfig {
             listener,
             upstream,
             session_header: None,
-            timeout: Duration::from_secs(30),
+            timeout,
             drain: Duration::from_secs(10),
+            client: ClientOptions {
+                connect_timeout: timeout,
+                ..ClientOptions::default()
+            },
+            tls: None,
         }
     }
 
@@ -122,9 +134,11 @@ pub async fn record_proxy(
         session_header,
         timeout,
         drain,
+        client,
+        tls,
     } = config;
     let shared = Arc::new(Shared {
-        client: http::client(timeout),
+        client: http::client_with(&client),
         config: Forward {
             upstream,
             session_header,
@@ -138,7 +152,7 @@ pub async fn record_proxy(
         let shared = shared.clone();
         move |req, peer| handle(shared.clone(), req, peer)
     };
-    crate::server::serve(listener, handler, shutdown, drain).await;
+    crate::server::serve(listener, tls, handler, shutdown, drain).await;
     // Every connection task has ended, so every in-flight exchange has been
     // handed over.
     flushes.abort();
@@ -240,7 +254,10 @@ async fn forward(
     let headers = req.headers_mut().expect("builder has no error yet");
     *headers = parts.headers;
     strip_hop_by_hop(headers);
-    headers.insert(HOST, upstream.host_header());
+    // The client's Host names the proxy. The client sets the upstream's for
+    // HTTP/1.1; over HTTP/2 `:authority` names it, and a `host` beside it
+    // is refused by nginx (RFC 9113 §8.3.1).
+    headers.remove(HOST);
     let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let exchange = async {
         let response = shared
@@ -269,9 +286,23 @@ fn session_key(config: &Forward, headers: &[capture::Header], peer: SocketAddr) 
         .map_or_else(|| peer.to_string(), str::to_string)
 }
 
+/// Removes the hop-by-hop headers, and those the Connection header names
+/// as such (RFC 9110 §7.6.1).
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
-    for name in http::HOP_BY_HOP {
-        headers.remove(*name);
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect();
+    for name in http::HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
     }
 }
 

@@ -24,8 +24,11 @@ struct Stack {
     target: Target,
     slots: Option<Arc<Semaphore>>,
     headers: hyper::HeaderMap,
-    /// Connections of a cleartext HTTP/1.1 target; `None`: the client's.
+    /// Connections of a cleartext HTTP/1.1 target; `None`: a client's.
     pool: Option<Arc<connection::Pool>>,
+    /// A client of its own (`--keep-host` on TLS and HTTP/2 targets, whose
+    /// requests name the recorded host); `None`: the sender's.
+    client: Option<Client>,
 }
 
 /// Sends requests to the targets: over HTTP/1.1 on the engine's own
@@ -70,22 +73,32 @@ impl Sender {
     pub fn new(plan: &ReplayPlan, in_flight: &InFlight) -> Sender {
         // Targets on one host and port share its connections and limit.
         let mut pools = Pools::default();
-        let mut stack = |target: &Target, headers: &[(String, String)], slots: &Option<_>| Stack {
-            target: target.clone(),
-            slots: Option::clone(slots),
-            headers: header_map(headers),
-            pool: own_pool(target, plan, &mut pools),
-        };
         let warm = http::WarmConnections::default();
+        let mut stack = |target: &Target, headers: &[(String, String)], slots: &Option<_>| {
+            let pool = own_pool(target, plan, &mut pools);
+            let client = (plan.keep_host && pool.is_none())
+                .then(|| dialing_client(target, plan, &warm))
+                .flatten();
+            Stack {
+                target: target.clone(),
+                slots: Option::clone(slots),
+                headers: header_map(headers),
+                pool,
+                client,
+            }
+        };
+        let legacy = stack(&plan.legacy, &plan.legacy_headers, &in_flight.legacy);
+        let new = stack(&plan.new, &plan.new_headers, &in_flight.new);
+        let legacy2 = plan
+            .legacy2
+            .as_ref()
+            .map(|t| stack(t, &plan.legacy_headers, &in_flight.legacy2));
         Sender {
             client: http::client_warmed(&plan.client, warm.clone()),
             warm,
-            legacy: stack(&plan.legacy, &plan.legacy_headers, &in_flight.legacy),
-            new: stack(&plan.new, &plan.new_headers, &in_flight.new),
-            legacy2: plan
-                .legacy2
-                .as_ref()
-                .map(|t| stack(t, &plan.legacy_headers, &in_flight.legacy2)),
+            legacy,
+            new,
+            legacy2,
             timeout: plan.timeout,
             connect_timeout: plan.client.connect_timeout,
             max_lag: plan.max_lag,
@@ -270,7 +283,8 @@ impl Sender {
                 Some(answer.sent),
             ));
         }
-        let response = self.client.request(req).await.map_err(|e| fail(&e))?;
+        let client = stack.client.as_ref().unwrap_or(&self.client);
+        let response = client.request(req).await.map_err(|e| fail(&e))?;
         // Read before the body: once the body is in, the connection may carry
         // the next request.
         let on_wire = response
@@ -332,6 +346,33 @@ fn own_pool(
     Some(pool)
 }
 
+/// A client for `--keep-host` on a TLS or HTTP/2 target: it connects to
+/// the target whatever host the request names.
+fn dialing_client(
+    target: &Target,
+    plan: &ReplayPlan,
+    warm: &http::WarmConnections,
+) -> Option<Client> {
+    let uri = target.uri_for("/").ok()?;
+    let https = uri.scheme_str() == Some("https");
+    let dial = (
+        uri.host()?.trim_matches(['[', ']']).to_string(),
+        uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+    );
+    let options = http::ClientOptions {
+        dial: Some(dial),
+        ..plan.client.clone()
+    };
+    Some(http::client_warmed(&options, warm.clone()))
+}
+
+/// `uri` naming `host` (a Host header's value) as its authority.
+fn with_authority(uri: &hyper::Uri, host: &hyper::header::HeaderValue) -> Option<hyper::Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(host.to_str().ok()?.parse().ok()?);
+    hyper::Uri::from_parts(parts).ok()
+}
+
 /// An engine's pools, by host and port; a full one is logged once.
 #[derive(Default)]
 struct Pools {
@@ -348,8 +389,12 @@ fn header_map(headers: &[(String, String)]) -> hyper::HeaderMap {
     http::to_header_map(&pairs, &[]).0
 }
 
-/// The recorded request, addressed to the stack's target: Host rewritten to
-/// the target's unless kept, the stack's headers set over the recorded ones.
+/// The recorded request, addressed to the stack's target, the stack's
+/// headers set over the recorded ones. The recorded Host is dropped unless
+/// kept: on the engine's own HTTP/1.1 connections the target's is set here;
+/// on the pooled client hyper-util sets it for HTTP/1.1, and HTTP/2 names
+/// the target in `:authority` alone (RFC 9113 §8.3.1: a second, or
+/// different, `host` makes nginx answer 400 to every request).
 fn build(
     stack: &Stack,
     request: &capture::Request,
@@ -370,8 +415,16 @@ fn build(
         .body(Full::new(request.body.bytes().clone()))
         .map_err(|e| format!("recorded request cannot be sent: {e}"))?;
     *req.headers_mut() = headers;
-    if !req.headers().contains_key(HOST) {
-        req.headers_mut().insert(HOST, stack.target.host_header());
+    if stack.pool.is_some() {
+        if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, stack.target.host_header());
+        }
+    } else if let Some(host) = req.headers_mut().remove(HOST) {
+        // --keep-host on a pooled client: the recorded host goes in the URI,
+        // which the stack's own client dials at the target.
+        if let Some(uri) = with_authority(req.uri(), &host) {
+            *req.uri_mut() = uri;
+        }
     }
     for (name, value) in &stack.headers {
         req.headers_mut().insert(name, value.clone());

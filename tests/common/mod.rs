@@ -1,6 +1,8 @@
 //! Real servers on 127.0.0.1 for the integration tests.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ impl Echo {
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(tandem::server::serve(
             listener,
+            None,
             |req: Request<hyper::body::Incoming>, _peer| async move {
                 let status = req
                     .headers()
@@ -50,7 +53,18 @@ impl Echo {
                     .map_or("/".to_string(), |p| p.to_string());
                 let version = format!("{:?}", req.version());
                 let header = |n: &str| header_text(&req, n);
-                let (host, env) = (header("host"), header("x-env"));
+                // The host the request names: `:authority` over HTTP/2
+                // (RFC 9113 §8.3.1), else Host; and how many Host headers
+                // came, since a second one beside `:authority` is refused by
+                // nginx.
+                let host = match req.uri().authority() {
+                    Some(authority) if req.version() == hyper::Version::HTTP_2 => {
+                        authority.to_string()
+                    }
+                    _ => header("host"),
+                };
+                let hosts = req.headers().get_all("host").iter().count();
+                let env = header("x-env");
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 let mut response = Response::new(Full::new(body));
                 *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -63,6 +77,7 @@ impl Echo {
                 let headers = response.headers_mut();
                 headers.insert("x-echo-version", version.parse().unwrap());
                 headers.insert("x-echo-host", host.parse().unwrap());
+                headers.insert("x-echo-host-headers", hosts.into());
                 headers.insert("x-echo-env", env.parse().unwrap());
                 response
             },
@@ -285,6 +300,7 @@ pub async fn tracking_server(
     let state = seen.clone();
     tokio::spawn(tandem::server::serve(
         listener,
+        None,
         move |req: Request<hyper::body::Incoming>, _peer| {
             let state = state.clone();
             async move {
