@@ -304,7 +304,8 @@ async fn proxy_before_a_tls_upstream_signed_by_a_test_ca_with_http2_clients() {
 }
 
 /// `--keep-host` sends the recorded host as HTTP/1.1's Host and as
-/// HTTP/2's `:authority`, never beside a second one: nginx sees it on every
+/// HTTP/2's `:authority`, never beside a second one, and no recorded
+/// connection-specific header goes out: nginx sees the host on every
 /// protocol and refuses nothing; without the flag it sees the target's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recorded_host_is_kept_on_every_protocol() {
@@ -312,9 +313,19 @@ async fn the_recorded_host_is_kept_on_every_protocol() {
     let pki = servers::pki(&dir.path().join("pki"));
     let nginx = servers::nginx(dir.path(), &pki);
     let host = "shop.example.com".to_string();
+    // Recorded over HTTP/1.1 with connection-specific headers, which
+    // HTTP/2 forbids (RFC 9113 §8.2.2): they must not go out.
+    let recorded = [
+        ("host", host.clone()),
+        ("connection", "keep-alive, x-hop".to_string()),
+        ("keep-alive", "timeout=5".to_string()),
+        ("proxy-connection", "keep-alive".to_string()),
+        ("upgrade", "websocket".to_string()),
+        ("te", "gzip".to_string()),
+    ];
     let exchanges = (1..=3).map(|i| {
         let target = format!("/api/orders/{i}");
-        common::exchange(i, i * 1_000, "s", "GET", &target, &[("host", host.clone())])
+        common::exchange(i, i * 1_000, "s", "GET", &target, &recorded)
     });
     let capture = common::write_capture(&dir.path().join("hosts.jsonl"), exchanges);
     let replay_at = |name: &str, url: String, flags: &[&str]| {
