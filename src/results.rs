@@ -162,6 +162,12 @@ pub struct ExchangeResult {
     /// learning noise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy2: Option<Attempt>,
+    /// The answer recorded in the capture, as the capture holds it (a
+    /// `response` object): the third witness, against which the judge
+    /// checks that the replay was faithful. Absent when none was recorded,
+    /// and in results written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<Arc<serde_json::value::RawValue>>,
 }
 
 /// One request sent to one target.

@@ -277,3 +277,75 @@ async fn a_plan_that_cannot_run_is_refused_before_anything_is_written() {
         "nothing is written for a plan that cannot run"
     );
 }
+
+/// Both stacks answering 401 where 201 was recorded (a replay sending a
+/// stale token) match each other, but the replay was not faithful: the
+/// report says so first, counts the failures alike, and --min-fidelity
+/// fails the run where --max-mismatch-rate alone would pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_replay_never_reads_as_a_green_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = (1..=6).map(|i| {
+        // The echo stacks answer with the status a request asks for.
+        let status = if i <= 4 { "401" } else { "201" };
+        let mut e = common::exchange(
+            i,
+            i * 1_000,
+            "s",
+            "POST",
+            "/api/cart",
+            &[("x-want-status", status.to_string())],
+        );
+        e.response = Some(tandem::capture::Response {
+            status: 201,
+            headers: Vec::new(),
+            body: tandem::capture::Body::default(),
+            latency_us: 100,
+        });
+        e
+    });
+    let capture = common::write_capture(&dir.path().join("c.jsonl"), exchanges);
+    let (legacy, new) = (common::Echo::start().await, common::Echo::start().await);
+    // The echo stacks name their own address; nothing else differs.
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[defaults]\nignore_headers = [\"x-echo-host\"]\n").unwrap();
+    let job = ReplayJob {
+        rules: Some(rules),
+        max_mismatch_rate: Some(0.0),
+        min_fidelity: Some(0.9),
+        ..plan(capture, legacy.url(), new.url(), dir.path().join("run"))
+    };
+    let outcome = replay(&job, std::future::pending()).await.unwrap();
+    let report = &outcome.report;
+    assert_eq!(report.summary.matched, 6, "the stacks agree with each other");
+    assert_eq!(report.summary.failed_alike, 4);
+    let fidelity = report.fidelity.as_ref().expect("fidelity");
+    assert_eq!((fidelity.judged, fidelity.faithful), (6, 2));
+    let top = &fidelity.divergences[0];
+    assert_eq!(
+        (top.recorded.as_deref(), top.replayed.as_deref(), top.count),
+        (Some("201"), Some("401"), 4)
+    );
+    assert!(!outcome.passed(), "the fidelity gate fails the run");
+    let gate = report.gate.as_ref().unwrap();
+    assert_eq!((gate.max_mismatch_rate, gate.min_fidelity), (Some(0.0), Some(0.9)));
+
+    // What people read says it first.
+    let summary = std::fs::read_to_string(dir.path().join("run/summary.md")).unwrap();
+    let first = summary.lines().find(|l| !l.is_empty() && !l.starts_with('#'));
+    assert!(
+        first.is_some_and(|l| l.contains("Parity cannot be trusted")
+            && l.contains("recorded 201, legacy 401 on 4 exchanges")),
+        "{summary}"
+    );
+    // And report merge and tandem diff keep it.
+    let merged = tandem::report::merge::merge(vec![report.clone()]).unwrap();
+    assert_eq!(merged.fidelity, report.fidelity);
+    let rejudged = tandem::judge::judge_results(
+        &dir.path().join("run/results.jsonl"),
+        None,
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(rejudged.fidelity, report.fidelity);
+}

@@ -65,6 +65,7 @@ impl CaptureReader {
             offset_us: f.offset_us,
             session: f.session,
             request: f.request,
+            response: f.response,
             lines,
         }))
     }
@@ -72,7 +73,8 @@ impl CaptureReader {
 
 /// An exchange as a replay first reads it: where it falls on the timeline
 /// and whose session it is. Its request is parsed only when asked for, and
-/// the recorded answer, which a replay does not send, is skipped.
+/// the recorded answer, which a replay does not send, is kept as text for
+/// the judge (fidelity) without being parsed here.
 pub struct Outline<'a> {
     /// Position in the capture.
     pub id: u64,
@@ -81,6 +83,7 @@ pub struct Outline<'a> {
     /// The session key.
     pub session: Cow<'a, str>,
     request: &'a RawValue,
+    response: Option<&'a RawValue>,
     lines: &'a crate::jsonl::LineReader,
 }
 
@@ -89,6 +92,12 @@ impl Outline<'_> {
     pub fn request(&self) -> Result<Request, CaptureError> {
         self.lines
             .parse_part(self.request.get(), "an exchange's request")
+    }
+
+    /// The recorded answer as its JSON text, unparsed; `None` when none was
+    /// recorded.
+    pub fn response_text(&self) -> Option<Box<RawValue>> {
+        self.response.map(RawValue::to_owned)
     }
 }
 
@@ -100,6 +109,8 @@ struct OutlineFields<'a> {
     session: Cow<'a, str>,
     #[serde(borrow)]
     request: &'a RawValue,
+    #[serde(borrow, default)]
+    response: Option<&'a RawValue>,
 }
 
 impl Iterator for CaptureReader {

@@ -23,6 +23,10 @@ pub(super) struct DiffArgs {
     /// total, is above this (0..1).
     #[arg(long, value_parser = parse_rate)]
     max_mismatch_rate: Option<f64>,
+    /// Exit 1 when fidelity (legacy's replayed answers matching the
+    /// recorded ones in status and body structure) is below this (0..1).
+    #[arg(long, value_parser = parse_rate)]
+    min_fidelity: Option<f64>,
     /// Noise thresholds, for runs made with --learn-noise.
     #[command(flatten)]
     noise: NoiseArgs,
@@ -32,9 +36,7 @@ pub(super) struct DiffArgs {
 pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let results = args.run.join(crate::results::FILE_NAME);
     let mut report = judge_results(&results, args.rules.as_deref(), args.noise.thresholds())?;
-    if let Some(max) = args.max_mismatch_rate {
-        report.apply_gate(max);
-    }
+    report.apply_gates(args.max_mismatch_rate, args.min_fidelity);
     let out = args.out.unwrap_or(args.run);
     let report_path = report.write_files(&out)?;
     finish(&Outcome::of(report, report_path))

@@ -26,6 +26,10 @@ pub(super) struct MergeArgs {
     /// total, is above this (0..1).
     #[arg(long, value_parser = parse_rate)]
     max_mismatch_rate: Option<f64>,
+    /// Exit 1 when fidelity (legacy's replayed answers matching the
+    /// recorded ones in status and body structure) is below this (0..1).
+    #[arg(long, value_parser = parse_rate)]
+    min_fidelity: Option<f64>,
 }
 
 /// `tandem report merge`.
@@ -36,9 +40,7 @@ pub(super) fn command(args: MergeArgs) -> anyhow::Result<ExitCode> {
         .map(|dir| Report::load(&dir.join("report.json")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut report = merge(reports)?;
-    if let Some(max) = args.max_mismatch_rate {
-        report.apply_gate(max);
-    }
+    report.apply_gates(args.max_mismatch_rate, args.min_fidelity);
     let report_path = report.write_files(&args.out)?;
     finish(&Outcome::of(report, report_path))
 }

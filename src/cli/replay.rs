@@ -108,6 +108,10 @@ pub(super) struct ReplayArgs {
     /// total, is above this (0..1).
     #[arg(long, value_parser = parse_rate)]
     max_mismatch_rate: Option<f64>,
+    /// Exit 1 when fidelity (legacy's replayed answers matching the
+    /// recorded ones in status and body structure) is below this (0..1).
+    #[arg(long, value_parser = parse_rate)]
+    min_fidelity: Option<f64>,
     /// Send each request to the legacy stack a second time (or to --legacy-2)
     /// and leave out differences two legacy answers also show.
     #[arg(long)]
@@ -134,6 +138,8 @@ pub struct ReplayJob {
     pub noise: NoiseThresholds,
     /// Fail the run (exit 1) when `summary.mismatch_rate` is above this.
     pub max_mismatch_rate: Option<f64>,
+    /// Fail the run (exit 1) when `fidelity.rate` is below this.
+    pub min_fidelity: Option<f64>,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// Write the learned noise as a rules file here.
@@ -148,6 +154,7 @@ impl ReplayJob {
             rules: None,
             noise: NoiseThresholds::default(),
             max_mismatch_rate: None,
+            min_fidelity: None,
             out_dir,
             write_rules: None,
         }
@@ -201,6 +208,7 @@ impl ReplayArgs {
             rules: self.rules,
             noise: self.noise.thresholds(),
             max_mismatch_rate: self.max_mismatch_rate,
+            min_fidelity: self.min_fidelity,
             out_dir: self.out,
             write_rules: self.write_rules,
         })
@@ -269,9 +277,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     let Tee(_, mut judge) = replayed.sink;
     judge.set_duration_ms(replayed.elapsed.as_millis() as u64);
     let mut report = judge.finish();
-    if let Some(max) = job.max_mismatch_rate {
-        report.apply_gate(max);
-    }
+    report.apply_gates(job.max_mismatch_rate, job.min_fidelity);
     if let (Some(path), Some(learned)) = (&job.write_rules, &report.learned_noise) {
         noise::write_rules(path, learned, &plan.capture)?;
     }

@@ -4,12 +4,14 @@
 //! for every mode: the sink behind `tandem replay`, the reader of a
 //! results file behind `tandem diff` ([`judge_results`]).
 
+mod fidelity;
 pub mod noise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use noise::Noise;
+pub(crate) use fidelity::sort_divergences;
 pub use noise::NoiseThresholds;
 
 use crate::capture::{Header, Request, Response};
@@ -71,6 +73,7 @@ pub struct Judge {
     /// Send lag, per side.
     lag: [Latency; 2],
     noise: Option<Noise>,
+    fidelity: fidelity::FidelityTally,
 }
 
 #[derive(Default)]
@@ -123,6 +126,7 @@ impl Judge {
             noise: options
                 .legacy2
                 .map(|legacy2| Noise::new(legacy2, options.noise)),
+            fidelity: fidelity::FidelityTally::default(),
         })
     }
 
@@ -133,16 +137,32 @@ impl Judge {
         if let (Some(noise), Some(differences)) = (self.noise.as_mut(), legacy_differences) {
             noise.learn(&route, differences);
         }
+        self.fidelity.add(&mut self.differ, &route, result);
         let verdict = self.judge(&route, result, differences);
         let tally = self.routes.entry(route).or_default();
         tally.total += 1;
         self.summary.total += 1;
         match verdict {
-            Verdict::Matched => (tally.matched += 1, self.summary.matched += 1),
-            Verdict::Mismatched(_) => (tally.mismatched += 1, self.summary.mismatched += 1),
-            Verdict::Error => (tally.errors += 1, self.summary.errors += 1),
-            Verdict::Dropped => (tally.errors += 1, self.summary.dropped += 1),
-        };
+            Verdict::Matched => {
+                tally.matched += 1;
+                self.summary.matched += 1;
+                if failed_alike(result) {
+                    self.summary.failed_alike += 1;
+                }
+            }
+            Verdict::Mismatched(_) => {
+                tally.mismatched += 1;
+                self.summary.mismatched += 1;
+            }
+            Verdict::Error => {
+                tally.errors += 1;
+                self.summary.errors += 1;
+            }
+            Verdict::Dropped => {
+                tally.errors += 1;
+                self.summary.dropped += 1;
+            }
+        }
         if matches!(verdict, Verdict::Matched | Verdict::Mismatched(_)) {
             tally.compared += 1;
         }
@@ -297,6 +317,7 @@ impl Judge {
             corrected,
             lag,
             noise,
+            fidelity,
             ..
         } = self;
         let noisy = match &noise {
@@ -358,6 +379,7 @@ impl Judge {
                 new: lag[1].summary(),
             },
             learned_noise,
+            fidelity: fidelity.finish(),
             unused_rules: differ.unused_rules(),
             histograms,
             gate: None,
@@ -412,6 +434,12 @@ fn route_report(route: Route, t: RouteTally) -> RouteReport {
             new: t.new.summary(),
         },
     }
+}
+
+/// Both stacks answered with a failure status (4xx, 5xx).
+fn failed_alike(result: &ExchangeResult) -> bool {
+    let failed = |a: &Attempt| a.response.as_ref().is_some_and(|r| r.status >= 400);
+    failed(&result.legacy) && failed(&result.new)
 }
 
 fn answer(attempt: &Attempt) -> Option<&Response> {

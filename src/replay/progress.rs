@@ -132,6 +132,7 @@ mod tests {
             legacy: answered(1_500),
             new,
             legacy2: None,
+            recorded: None,
         };
         for _ in 0..3 {
             progress.sent();

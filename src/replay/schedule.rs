@@ -82,6 +82,8 @@ pub struct Recorded {
     pub session: String,
     /// The request as recorded.
     pub request: Arc<Request>,
+    /// The recorded answer, unparsed, for the judge; `None` if none was recorded.
+    pub response: Option<Arc<serde_json::value::RawValue>>,
 }
 
 impl Recorded {
@@ -91,6 +93,7 @@ impl Recorded {
             offset_us: outline.offset_us,
             session: outline.session.to_string(),
             request: Arc::new(outline.request()?),
+            response: outline.response_text().map(Arc::from),
         })
     }
 }

@@ -177,6 +177,7 @@ impl Sender {
             legacy,
             new,
             legacy2,
+            recorded: job.exchange.response.clone(),
         }
     }
 

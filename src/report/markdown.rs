@@ -10,6 +10,13 @@ impl Render for Markdown {
     fn render(&self, r: &Report, out: &mut dyn Write) -> io::Result<()> {
         let s = &r.summary;
         writeln!(out, "# tandem parity report\n")?;
+        if let Some(fidelity) = r.fidelity.as_ref().filter(|f| f.is_low()) {
+            writeln!(
+                out,
+                "> **Parity cannot be trusted.** {}.\n",
+                capitalized(&fidelity.warning())
+            )?;
+        }
         writeln!(out, "- capture: `{}`", r.run.capture)?;
         writeln!(
             out,
@@ -35,20 +42,65 @@ impl Render for Markdown {
             s.dropped,
             percent(s.parity)
         )?;
-        if let Some(gate) = &r.gate {
-            let verdict = if gate.passed { "passed" } else { "FAILED" };
+        if s.failed_alike > 0 {
             writeln!(
                 out,
-                "**Gate {verdict}**: mismatch rate {} against a maximum of {}.\n",
-                percent(s.mismatch_rate),
-                percent(gate.max_mismatch_rate)
+                "{} of the matched exchanges are failures on both stacks (4xx/5xx): alike, but no proof of parity.\n",
+                s.failed_alike
             )?;
         }
+        if let Some(gate) = &r.gate {
+            let verdict = if gate.passed { "passed" } else { "FAILED" };
+            writeln!(out, "**Gate {verdict}**: {}.\n", super::gate_terms(r, gate))?;
+        }
+        fidelity(r, out)?;
         mismatch_groups(r, out)?;
         noise_and_rules(r, out)?;
         errors(r, out)?;
         routes(r, out)
     }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn fidelity(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let Some(f) = &r.fidelity else {
+        return Ok(());
+    };
+    writeln!(out, "## Fidelity\n")?;
+    writeln!(
+        out,
+        "{} of legacy's replayed answers ({} of {}) match the recorded ones in status and body structure.\n",
+        percent(f.rate),
+        f.faithful,
+        f.judged
+    )?;
+    if f.divergences.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "| count | route | kind | path | recorded | legacy | example |")?;
+    writeln!(out, "|---:|---|---|---|---|---|---|")?;
+    for d in f.divergences.iter().take(20) {
+        writeln!(
+            out,
+            "| {} | `{} {}` | {} | {} | {} | {} | #{} |",
+            d.count,
+            d.method,
+            d.route,
+            d.kind.as_str(),
+            d.path.as_deref().map_or("–".to_string(), |p| format!("`{p}`")),
+            d.recorded.as_deref().map_or("–".to_string(), |v| format!("`{v}`")),
+            d.replayed.as_deref().map_or("–".to_string(), |v| format!("`{v}`")),
+            d.first_exchange
+        )?;
+    }
+    writeln!(out)
 }
 
 fn mismatch_groups(r: &Report, out: &mut dyn Write) -> io::Result<()> {

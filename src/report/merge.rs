@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 
 use super::{
-    Histograms, LearnedNoise, MismatchGroup, NoiseGroup, Report, RouteReport, SideLatency, Summary,
+    Divergence, Fidelity, Histograms, LearnedNoise, MismatchGroup, NoiseGroup, Report,
+    RouteFidelity, RouteReport, SideLatency, Summary,
 };
+use crate::diff::MismatchKind;
 use crate::latency::Latency;
 
 mod noise;
@@ -50,6 +52,7 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         latency_corrected: latency(&histograms.legacy_corrected, &histograms.new_corrected)?,
         send_lag: latency(&histograms.legacy_lag, &histograms.new_lag)?,
         learned_noise: None,
+        fidelity: merge_fidelity(&reports),
         unused_rules: unused_everywhere(&reports),
         histograms,
         gate: None,
@@ -78,9 +81,79 @@ fn merge_summaries(reports: &[Report]) -> Summary {
         s.mismatched += r.summary.mismatched;
         s.errors += r.summary.errors;
         s.dropped += r.summary.dropped;
+        s.failed_alike += r.summary.failed_alike;
     }
     s.finish_rates();
     s
+}
+
+/// Fidelity as one run over all the shards' exchanges would judge it:
+/// counts add up per route, divergences per group, rates recomputed.
+fn merge_fidelity(reports: &[Report]) -> Option<Fidelity> {
+    let all: Vec<&Fidelity> = reports.iter().filter_map(|r| r.fidelity.as_ref()).collect();
+    if all.is_empty() {
+        return None;
+    }
+    let rate = |faithful: u64, judged: u64| {
+        if judged == 0 {
+            0.0
+        } else {
+            faithful as f64 / judged as f64
+        }
+    };
+    let mut routes: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for r in all.iter().flat_map(|f| &f.routes) {
+        let t = routes.entry((r.method.clone(), r.route.clone())).or_default();
+        t.0 += r.judged;
+        t.1 += r.faithful;
+    }
+    type Key = (String, String, MismatchKind, Option<String>, Option<String>);
+    let mut groups: BTreeMap<Key, Divergence> = BTreeMap::new();
+    for d in all.iter().flat_map(|f| &f.divergences) {
+        // Status groups are per pair of statuses; the others per path.
+        let statuses = (d.kind == MismatchKind::Status)
+            .then(|| format!("{:?} {:?}", d.recorded, d.replayed));
+        let key = (d.method.clone(), d.route.clone(), d.kind, d.path.clone(), statuses);
+        match groups.get_mut(&key) {
+            Some(g) => {
+                g.count += d.count;
+                if d.first_exchange < g.first_exchange {
+                    g.first_exchange = d.first_exchange;
+                    g.recorded = d.recorded.clone();
+                    g.replayed = d.replayed.clone();
+                }
+            }
+            None => {
+                groups.insert(key, d.clone());
+            }
+        }
+    }
+    let mut divergences: Vec<Divergence> = groups
+        .into_values()
+        .map(|mut d| {
+            let judged = routes.get(&(d.method.clone(), d.route.clone())).map_or(1, |t| t.0.max(1));
+            d.rate = d.count as f64 / judged as f64;
+            d
+        })
+        .collect();
+    crate::judge::sort_divergences(&mut divergences);
+    let (judged, faithful) = routes.values().fold((0, 0), |(j, f), t| (j + t.0, f + t.1));
+    Some(Fidelity {
+        judged,
+        faithful,
+        rate: rate(faithful, judged),
+        routes: routes
+            .into_iter()
+            .map(|((method, route), (judged, faithful))| RouteFidelity {
+                method,
+                route,
+                judged,
+                faithful,
+                rate: rate(faithful, judged),
+            })
+            .collect(),
+        divergences,
+    })
 }
 
 fn merge_histograms(reports: &[Report]) -> anyhow::Result<Histograms> {

@@ -55,6 +55,10 @@ pub struct Report {
     /// and so left out of `mismatch_groups` (present when learning noise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned_noise: Option<LearnedNoise>,
+    /// Whether the replay was faithful: the replayed legacy answers against
+    /// the recorded ones (absent when no recorded answer was at hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<Fidelity>,
     /// Rules of the rules file that applied to nothing in this run.
     #[serde(default)]
     pub unused_rules: Vec<String>,
@@ -105,6 +109,114 @@ pub struct Summary {
     pub parity: f64,
     /// `(mismatched + errors + dropped) / total`, what `--max-mismatch-rate` is held to; 1 when nothing was replayed.
     pub mismatch_rate: f64,
+    /// Of the matched, those where both stacks answered 4xx or 5xx: alike,
+    /// but no proof of parity (a replay that sends stale tokens gets 401
+    /// from both).
+    #[serde(default)]
+    pub failed_alike: u64,
+}
+
+/// Below this fidelity the summaries say first that parity cannot be trusted.
+pub const LOW_FIDELITY: f64 = 0.9;
+
+/// How faithful the replay was: each replayed legacy answer against the
+/// answer recorded for the same request, by status and body structure
+/// (fields and their types, under the same rules; values may differ, since
+/// ids and times do). A replay that sends a stale token gets 401 where 201
+/// was recorded: unfaithful, whatever the two stacks say to each other.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fidelity {
+    /// Exchanges with a recorded answer and a replayed legacy answer.
+    pub judged: u64,
+    /// Of which faithful: same status, same body structure.
+    pub faithful: u64,
+    /// `faithful / judged`; 0 when nothing was judged.
+    pub rate: f64,
+    /// Per route, sorted by method then route.
+    pub routes: Vec<RouteFidelity>,
+    /// What differs, grouped like mismatches, most frequent first.
+    pub divergences: Vec<Divergence>,
+}
+
+/// Fidelity of one route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteFidelity {
+    /// Request method.
+    pub method: String,
+    /// Path template.
+    pub route: String,
+    /// Exchanges judged.
+    pub judged: u64,
+    /// Of which faithful.
+    pub faithful: u64,
+    /// `faithful / judged`.
+    pub rate: f64,
+}
+
+/// Exchanges of one route whose replayed legacy answer departs from the
+/// recorded one in the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Divergence {
+    /// Request method.
+    pub method: String,
+    /// Path template.
+    pub route: String,
+    /// What departs: `status`, `missing_field`, `extra_field` or `type`.
+    pub kind: MismatchKind,
+    /// JSON path (indices as `[*]`); null for status.
+    pub path: Option<String>,
+    /// The recorded side: the status for `status` (part of the group), the
+    /// value at the first exchange otherwise.
+    pub recorded: Option<String>,
+    /// The replayed legacy side, likewise.
+    pub replayed: Option<String>,
+    /// Exchanges showing it.
+    pub count: u64,
+    /// Share of the route's judged exchanges showing it (0..1).
+    pub rate: f64,
+    /// Id of the first such exchange.
+    pub first_exchange: u64,
+}
+
+impl Fidelity {
+    /// True when low enough that parity cannot be trusted.
+    pub fn is_low(&self) -> bool {
+        self.rate < LOW_FIDELITY
+    }
+
+    /// One line saying why parity cannot be trusted, naming the largest
+    /// divergence.
+    pub fn warning(&self) -> String {
+        let mut text = format!(
+            "the replay was not faithful, so the parity figure cannot be trusted: \
+             only {} of legacy's replayed answers match what was recorded (status and body structure)",
+            percent(self.rate)
+        );
+        if let Some(d) = self.divergences.first() {
+            text.push_str(&format!("; largest divergence: {}", d.describe()));
+        }
+        text
+    }
+}
+
+impl Divergence {
+    /// E.g. `POST /api/orders: recorded 201, legacy 401 on 462 exchanges`.
+    pub fn describe(&self) -> String {
+        let side = |v: &Option<String>| v.clone().unwrap_or_else(|| "absent".into());
+        let what = match (&self.kind, &self.path) {
+            (MismatchKind::Status, _) => String::new(),
+            (kind, Some(path)) => format!("{} {path}: ", kind.as_str()),
+            (kind, None) => format!("{}: ", kind.as_str()),
+        };
+        format!(
+            "{} {}: {what}recorded {}, legacy {} on {} exchanges",
+            self.method,
+            self.route,
+            side(&self.recorded),
+            side(&self.replayed),
+            self.count
+        )
+    }
 }
 
 /// Failed attempts per target, by kind.
@@ -312,12 +424,18 @@ pub struct NoiseGroup {
     pub noise_rate: f64,
 }
 
-/// The threshold a run is held to.
+/// The thresholds a run is held to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
-    /// `--max-mismatch-rate`.
-    pub max_mismatch_rate: f64,
-    /// Whether `summary.mismatch_rate <= max_mismatch_rate`.
+    /// `--max-mismatch-rate`, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mismatch_rate: Option<f64>,
+    /// `--min-fidelity`, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_fidelity: Option<f64>,
+    /// Whether every threshold held: `summary.mismatch_rate <=
+    /// max_mismatch_rate` with at least one exchange, and `fidelity.rate >=
+    /// min_fidelity` with at least one exchange judged.
     pub passed: bool,
 }
 
@@ -348,13 +466,26 @@ pub(crate) fn sort_groups(groups: &mut [MismatchGroup]) {
 }
 
 impl Report {
-    /// Holds the report to `max_mismatch_rate` (against
-    /// `summary.mismatch_rate`, see [`Summary::finish_rates`]; an empty run
-    /// never passes), recording the verdict.
-    pub fn apply_gate(&mut self, max_mismatch_rate: f64) -> bool {
-        let passed = self.summary.total > 0 && self.summary.mismatch_rate <= max_mismatch_rate;
+    /// Holds the report to its thresholds, recording the verdict: the
+    /// mismatch rate (`summary.mismatch_rate`, see
+    /// [`Summary::finish_rates`]) at most `max_mismatch_rate`, and fidelity
+    /// at least `min_fidelity`. An empty run, or one with nothing judged for
+    /// fidelity, never passes. No thresholds: no gate.
+    pub fn apply_gates(&mut self, max_mismatch_rate: Option<f64>, min_fidelity: Option<f64>) -> bool {
+        if max_mismatch_rate.is_none() && min_fidelity.is_none() {
+            return true;
+        }
+        let parity_holds = max_mismatch_rate
+            .is_none_or(|max| self.summary.total > 0 && self.summary.mismatch_rate <= max);
+        let fidelity_holds = min_fidelity.is_none_or(|min| {
+            self.fidelity
+                .as_ref()
+                .is_some_and(|f| f.judged > 0 && f.rate >= min)
+        });
+        let passed = parity_holds && fidelity_holds;
         self.gate = Some(Gate {
             max_mismatch_rate,
+            min_fidelity,
             passed,
         });
         passed
@@ -408,6 +539,28 @@ fn write_with(
     body(&mut out).with_context(|| format!("{}: write failed", path.display()))?;
     out.flush()
         .with_context(|| format!("{}: write failed", path.display()))
+}
+
+/// The thresholds of `gate` and what was observed, e.g. `mismatch rate
+/// 0.20% (max 0.10%), fidelity 99.00% (min 98.00%)`.
+fn gate_terms(r: &Report, gate: &Gate) -> String {
+    let mut terms = Vec::new();
+    if let Some(max) = gate.max_mismatch_rate {
+        terms.push(format!(
+            "mismatch rate {} (max {})",
+            percent(r.summary.mismatch_rate),
+            percent(max)
+        ));
+    }
+    if let Some(min) = gate.min_fidelity {
+        let observed = r
+            .fidelity
+            .as_ref()
+            .filter(|f| f.judged > 0)
+            .map_or("not judged".to_string(), |f| percent(f.rate));
+        terms.push(format!("fidelity {observed} (min {})", percent(min)));
+    }
+    terms.join(", ")
 }
 
 fn percent(x: f64) -> String {

@@ -9,6 +9,9 @@ pub struct Terminal;
 impl Render for Terminal {
     fn render(&self, r: &Report, out: &mut dyn Write) -> io::Result<()> {
         let s = &r.summary;
+        if let Some(fidelity) = r.fidelity.as_ref().filter(|f| f.is_low()) {
+            writeln!(out, "WARNING: {}", fidelity.warning())?;
+        }
         writeln!(
             out,
             "{} exchanges: {} matched, {} mismatched, {} errors; parity {}",
@@ -18,6 +21,25 @@ impl Render for Terminal {
             s.errors,
             percent(s.parity)
         )?;
+        if s.failed_alike > 0 {
+            writeln!(
+                out,
+                "  {} of the matched are failures on both stacks (4xx/5xx): alike, but no proof of parity",
+                s.failed_alike
+            )?;
+        }
+        if let Some(f) = &r.fidelity {
+            writeln!(
+                out,
+                "  fidelity {} ({} of {} legacy answers as recorded, by status and body structure)",
+                percent(f.rate),
+                f.faithful,
+                f.judged
+            )?;
+            for d in f.divergences.iter().take(5) {
+                writeln!(out, "    {}", d.describe())?;
+            }
+        }
         for (side, l) in [("legacy", &r.latency.legacy), ("new", &r.latency.new)] {
             writeln!(
                 out,
@@ -102,12 +124,7 @@ impl Render for Terminal {
         }
         if let Some(gate) = &r.gate {
             let verdict = if gate.passed { "PASSED" } else { "FAILED" };
-            writeln!(
-                out,
-                "gate {verdict}: mismatch rate {} (max {})",
-                percent(s.mismatch_rate),
-                percent(gate.max_mismatch_rate)
-            )?;
+            writeln!(out, "gate {verdict}: {}", super::gate_terms(r, gate))?;
         }
         Ok(())
     }

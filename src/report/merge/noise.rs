@@ -278,6 +278,7 @@ mod tests {
             legacy: attempt(1),
             new: attempt(if differs { 2 } else { 1 }),
             legacy2: Some(attempt(if noisy { 3 } else { 1 })),
+            recorded: None,
         }
     }
 
