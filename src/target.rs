@@ -32,6 +32,18 @@ impl Target {
             .with_context(|| format!("request target {target:?} does not make a valid URI"))
     }
 
+    /// Host (lower case) and port, the default port of the scheme if none
+    /// is written: what two targets share when they are the same server.
+    pub fn endpoint(&self) -> (String, u16) {
+        let default = if self.scheme == "https" { 443 } else { 80 };
+        match self.authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                (host.to_ascii_lowercase(), port.parse().unwrap_or(default))
+            }
+            _ => (self.authority.to_ascii_lowercase(), default),
+        }
+    }
+
     /// The value of a Host header naming this target.
     pub fn host_header(&self) -> HeaderValue {
         HeaderValue::from_str(&self.authority).expect("authority was validated when parsed")

@@ -437,3 +437,71 @@ async fn bad_certificate_files_are_named_before_anything_starts() {
         assert!(!out_capture.exists(), "{args:?}: a capture was started");
     }
 }
+
+/// Writes are not replayed at the upstream a capture was recorded from
+/// unless asked: the run is refused before anything is sent, naming the
+/// flag; reads alone, or the flag, go ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_not_replayed_at_the_recorded_upstream_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    let production = common::Echo::start().await;
+    let source = format!("proxy upstream={}", production.url());
+    let write = |name: &str, methods: &[&str]| {
+        let path = dir.path().join(name);
+        let mut writer = tandem::capture::CaptureWriter::create(
+            &path,
+            &tandem::capture::CaptureHeader::new(&source),
+        )
+        .unwrap();
+        for (i, method) in methods.iter().enumerate() {
+            let i = i as u64 + 1;
+            writer
+                .write(&common::exchange(
+                    i,
+                    i * 1_000,
+                    "s",
+                    method,
+                    "/api/orders",
+                    &[],
+                ))
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        path.display().to_string()
+    };
+    let writes = write("writes.jsonl", &["GET", "POST"]);
+    let reads = write("reads.jsonl", &["GET", "HEAD"]);
+    let staging = common::Echo::start().await;
+    let run = |capture: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "replay".to_string(),
+            capture.to_string(),
+            "--legacy".into(),
+            production.url(),
+            "--new".into(),
+            staging.url(),
+            "--out".into(),
+            dir.path().join(out).display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let args = run(&writes, "refused", &[]);
+    let out = tandem(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--allow-recorded-host") && stderr.contains("POST /api/orders"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("refused").exists(), "nothing was written");
+
+    for (capture, out, extra) in [
+        (&reads, "reads", vec![]),
+        (&writes, "allowed", vec!["--allow-recorded-host"]),
+    ] {
+        let args = run(capture, out, &extra);
+        let out = tandem(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+}

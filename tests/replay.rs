@@ -317,7 +317,10 @@ async fn a_broken_replay_never_reads_as_a_green_report() {
     };
     let outcome = replay(&job, std::future::pending()).await.unwrap();
     let report = &outcome.report;
-    assert_eq!(report.summary.matched, 6, "the stacks agree with each other");
+    assert_eq!(
+        report.summary.matched, 6,
+        "the stacks agree with each other"
+    );
     assert_eq!(report.summary.failed_alike, 4);
     let fidelity = report.fidelity.as_ref().expect("fidelity");
     assert_eq!((fidelity.judged, fidelity.faithful), (6, 2));
@@ -328,11 +331,16 @@ async fn a_broken_replay_never_reads_as_a_green_report() {
     );
     assert!(!outcome.passed(), "the fidelity gate fails the run");
     let gate = report.gate.as_ref().unwrap();
-    assert_eq!((gate.max_mismatch_rate, gate.min_fidelity), (Some(0.0), Some(0.9)));
+    assert_eq!(
+        (gate.max_mismatch_rate, gate.min_fidelity),
+        (Some(0.0), Some(0.9))
+    );
 
     // What people read says it first.
     let summary = std::fs::read_to_string(dir.path().join("run/summary.md")).unwrap();
-    let first = summary.lines().find(|l| !l.is_empty() && !l.starts_with('#'));
+    let first = summary
+        .lines()
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
     assert!(
         first.is_some_and(|l| l.contains("Parity cannot be trusted")
             && l.contains("recorded 201, legacy 401 on 4 exchanges")),

@@ -65,6 +65,10 @@ pub(super) struct ReplayArgs {
     /// Send the recorded Host header (default: each target's host).
     #[arg(long)]
     keep_host: bool,
+    /// Replay non-idempotent requests (POST, PUT, PATCH, DELETE) even at the
+    /// upstream the capture was recorded from (refused by default).
+    #[arg(long)]
+    allow_recorded_host: bool,
     /// A header set on every request to the legacy stack, "Name: value" (repeatable).
     #[arg(long = "legacy-header", value_parser = parse_header)]
     legacy_headers: Vec<(String, String)>,
@@ -189,6 +193,7 @@ impl ReplayArgs {
         plan.shard = self.shard;
         plan.start_at = self.start_at;
         plan.keep_host = self.keep_host;
+        plan.allow_recorded_host = self.allow_recorded_host;
         plan.legacy_headers = self.legacy_headers;
         plan.new_headers = self.new_headers;
         if let Some(timeout) = self.connect_timeout {

@@ -78,8 +78,12 @@ impl FidelityTally {
                 route: route.clone(),
                 kind: m.kind,
                 path: m.group_path(),
-                statuses: (m.kind == MismatchKind::Status)
-                    .then(|| (m.legacy.clone().unwrap_or_default(), m.new.clone().unwrap_or_default())),
+                statuses: (m.kind == MismatchKind::Status).then(|| {
+                    (
+                        m.legacy.clone().unwrap_or_default(),
+                        m.new.clone().unwrap_or_default(),
+                    )
+                }),
             };
             let index = *self.index.entry(key.clone()).or_insert_with(|| {
                 self.groups.push(Tally {
@@ -168,8 +172,13 @@ impl FidelityTally {
 pub(crate) fn sort_divergences(divergences: &mut [Divergence]) {
     divergences.sort_by(|a, b| {
         b.count.cmp(&a.count).then_with(|| {
-            (&a.method, &a.route, a.kind, &a.path, &a.recorded)
-                .cmp(&(&b.method, &b.route, b.kind, &b.path, &b.recorded))
+            (&a.method, &a.route, a.kind, &a.path, &a.recorded).cmp(&(
+                &b.method,
+                &b.route,
+                b.kind,
+                &b.path,
+                &b.recorded,
+            ))
         })
     });
 }

@@ -10,8 +10,8 @@ pub mod noise;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use noise::Noise;
 pub(crate) use fidelity::sort_divergences;
+use noise::Noise;
 pub use noise::NoiseThresholds;
 
 use crate::capture::{Header, Request, Response};

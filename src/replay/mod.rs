@@ -106,6 +106,9 @@ pub struct ReplayPlan {
     pub timeout: Duration,
     /// Longest wait for in-flight requests once the schedule is stopped.
     pub drain: Duration,
+    /// Send non-idempotent requests (POST, PUT, PATCH, DELETE) even to the
+    /// upstream the capture was recorded from (`--allow-recorded-host`).
+    pub allow_recorded_host: bool,
 }
 
 impl ReplayPlan {
@@ -138,6 +141,7 @@ impl ReplayPlan {
             progress: false,
             timeout: Duration::from_secs(10),
             drain: Duration::from_secs(10),
+            allow_recorded_host: false,
         }
     }
 
@@ -171,8 +175,55 @@ impl ReplayPlan {
     /// before anything starts, for callers to check before they write
     /// anything either.
     pub fn check(&self) -> Result<Shape, ReplayError> {
-        CaptureReader::open(&self.capture).map_err(|e| ReplayError::Capture(e.into()))?;
-        self.shape()
+        let reader =
+            CaptureReader::open(&self.capture).map_err(|e| ReplayError::Capture(e.into()))?;
+        let shape = self.shape()?;
+        if !self.allow_recorded_host {
+            self.refuse_writes_to_the_recording(reader)?;
+        }
+        Ok(shape)
+    }
+
+    /// A replay of writes is never pointed at production by accident: when
+    /// a target is the upstream the capture was recorded from (its source
+    /// names it) and the capture holds a non-idempotent request, the plan
+    /// is refused, naming both and `--allow-recorded-host`.
+    fn refuse_writes_to_the_recording(&self, mut reader: CaptureReader) -> Result<(), ReplayError> {
+        let Some(recorded) = reader
+            .header()
+            .source
+            .strip_prefix("proxy upstream=")
+            .and_then(|url| url.parse::<Target>().ok())
+        else {
+            return Ok(());
+        };
+        let targets = [Some(&self.legacy), Some(&self.new), self.legacy2.as_ref()];
+        let Some(target) = targets
+            .into_iter()
+            .flatten()
+            .find(|t| t.endpoint() == recorded.endpoint())
+        else {
+            return Ok(());
+        };
+        while let Some(outline) = reader.next_outline() {
+            let Ok(request) = outline.and_then(|o| o.request()) else {
+                continue;
+            };
+            if !matches!(
+                request.method.as_str(),
+                "GET" | "HEAD" | "OPTIONS" | "TRACE"
+            ) {
+                return Err(ReplayError::Plan(format!(
+                    "{target} is the upstream {} was recorded from, and the capture holds \
+                     writes ({} {} first): refusing to replay them there; pass \
+                     --allow-recorded-host if that is really meant",
+                    self.capture.display(),
+                    request.method,
+                    request.target
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn shape(&self) -> Result<Shape, ReplayError> {

@@ -84,7 +84,10 @@ fn fidelity(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if f.divergences.is_empty() {
         return Ok(());
     }
-    writeln!(out, "| count | route | kind | path | recorded | legacy | example |")?;
+    writeln!(
+        out,
+        "| count | route | kind | path | recorded | legacy | example |"
+    )?;
     writeln!(out, "|---:|---|---|---|---|---|---|")?;
     for d in f.divergences.iter().take(20) {
         writeln!(
@@ -94,9 +97,15 @@ fn fidelity(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             d.method,
             d.route,
             d.kind.as_str(),
-            d.path.as_deref().map_or("–".to_string(), |p| format!("`{p}`")),
-            d.recorded.as_deref().map_or("–".to_string(), |v| format!("`{v}`")),
-            d.replayed.as_deref().map_or("–".to_string(), |v| format!("`{v}`")),
+            d.path
+                .as_deref()
+                .map_or("–".to_string(), |p| format!("`{p}`")),
+            d.recorded
+                .as_deref()
+                .map_or("–".to_string(), |v| format!("`{v}`")),
+            d.replayed
+                .as_deref()
+                .map_or("–".to_string(), |v| format!("`{v}`")),
             d.first_exchange
         )?;
     }

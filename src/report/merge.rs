@@ -103,7 +103,9 @@ fn merge_fidelity(reports: &[Report]) -> Option<Fidelity> {
     };
     let mut routes: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for r in all.iter().flat_map(|f| &f.routes) {
-        let t = routes.entry((r.method.clone(), r.route.clone())).or_default();
+        let t = routes
+            .entry((r.method.clone(), r.route.clone()))
+            .or_default();
         t.0 += r.judged;
         t.1 += r.faithful;
     }
@@ -111,9 +113,15 @@ fn merge_fidelity(reports: &[Report]) -> Option<Fidelity> {
     let mut groups: BTreeMap<Key, Divergence> = BTreeMap::new();
     for d in all.iter().flat_map(|f| &f.divergences) {
         // Status groups are per pair of statuses; the others per path.
-        let statuses = (d.kind == MismatchKind::Status)
-            .then(|| format!("{:?} {:?}", d.recorded, d.replayed));
-        let key = (d.method.clone(), d.route.clone(), d.kind, d.path.clone(), statuses);
+        let statuses =
+            (d.kind == MismatchKind::Status).then(|| format!("{:?} {:?}", d.recorded, d.replayed));
+        let key = (
+            d.method.clone(),
+            d.route.clone(),
+            d.kind,
+            d.path.clone(),
+            statuses,
+        );
         match groups.get_mut(&key) {
             Some(g) => {
                 g.count += d.count;
@@ -131,7 +139,9 @@ fn merge_fidelity(reports: &[Report]) -> Option<Fidelity> {
     let mut divergences: Vec<Divergence> = groups
         .into_values()
         .map(|mut d| {
-            let judged = routes.get(&(d.method.clone(), d.route.clone())).map_or(1, |t| t.0.max(1));
+            let judged = routes
+                .get(&(d.method.clone(), d.route.clone()))
+                .map_or(1, |t| t.0.max(1));
             d.rate = d.count as f64 / judged as f64;
             d
         })

@@ -471,7 +471,11 @@ impl Report {
     /// [`Summary::finish_rates`]) at most `max_mismatch_rate`, and fidelity
     /// at least `min_fidelity`. An empty run, or one with nothing judged for
     /// fidelity, never passes. No thresholds: no gate.
-    pub fn apply_gates(&mut self, max_mismatch_rate: Option<f64>, min_fidelity: Option<f64>) -> bool {
+    pub fn apply_gates(
+        &mut self,
+        max_mismatch_rate: Option<f64>,
+        min_fidelity: Option<f64>,
+    ) -> bool {
         if max_mismatch_rate.is_none() && min_fidelity.is_none() {
             return true;
         }
