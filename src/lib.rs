@@ -5,8 +5,10 @@
 //!
 //! 1. sources in [`record`] (the recording proxy, live packets, pcap files)
 //!    write exchanges into a
-//! 2. capture file ([`capture`]), which the
-//! 3. replay engine ([`replay`]) sends at the stacks, handing each
+//! 2. capture file ([`capture`]), from which [`correlate`] learns which
+//!    answers feed which later requests, and which the
+//! 3. replay engine ([`replay`]) sends at the stacks, each with its own ids
+//!    and tokens followed, handing each
 //!    exchange's answers as results ([`results`]) to a sink: the results
 //!    file, and the
 //! 4. judge ([`judge`]), which compares answers with the differ ([`diff`])
@@ -22,6 +24,8 @@
 pub mod record;
 
 pub mod capture;
+
+pub mod correlate;
 
 pub mod replay;
 

@@ -171,7 +171,7 @@ pub struct ExchangeResult {
 }
 
 /// One request sent to one target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Attempt {
     /// Actual send time minus scheduled send time, microseconds.
     pub lag_us: u64,
@@ -182,6 +182,12 @@ pub struct Attempt {
     /// Why there is no answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TargetError>,
+    /// Values of earlier answers this request should have carried for this
+    /// stack but could not (the producer failed, lacked the value, or had
+    /// not answered in time), each `place: reason`; those places carried
+    /// the recorded value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
 }
 
 /// A request that got no answer.

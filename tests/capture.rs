@@ -163,6 +163,6 @@ fn the_shipped_sample_capture_reads() {
     let reader = CaptureReader::open("captures/sample.jsonl").unwrap();
     assert_eq!(reader.header().format, "tandem-capture");
     let exchanges: Vec<Exchange> = reader.map(Result::unwrap).collect();
-    assert_eq!(exchanges.len(), 24);
+    assert_eq!(exchanges.len(), 48);
     assert!(exchanges.iter().all(|e| e.response.is_some()));
 }

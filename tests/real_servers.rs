@@ -20,8 +20,10 @@ use tandem::report::Report;
 use tokio::net::TcpListener;
 
 const SAMPLE: &str = "captures/sample.jsonl";
-/// Requests the sample capture makes: 24 exchanges, each to both stacks.
-const REQUESTS: usize = 48;
+/// Exchanges in the sample capture.
+const EXCHANGES: u64 = 48;
+/// Requests it makes: each exchange to both stacks.
+const REQUESTS: usize = 2 * EXCHANGES as usize;
 
 /// Replays the sample capture at `url` as both stacks, with `flags`.
 async fn replay(dir: &Path, name: &str, url: &str, flags: &[&str]) -> Report {
@@ -93,7 +95,7 @@ async fn three_protocols(dir: &Path, pki: &Pki, server: &Server) {
             server.error_log()
         );
         assert_eq!(report.summary.errors, 0, "{name}: {:?}", report.errors);
-        assert_eq!(report.summary.matched, 24, "{name}");
+        assert_eq!(report.summary.matched, EXCHANGES, "{name}");
         let seen = statuses(&logged);
         match &baseline {
             None => baseline = Some(seen),
@@ -119,7 +121,7 @@ async fn nginx_answers_tls_http2_and_h2c_as_it_answers_http1() {
     let url = format!("https://127.0.0.1:{}", nginx.tls_h1);
     let before = nginx.requests_on(nginx.tls_h1).len();
     let untrusted = replay(dir.path(), "untrusted", &url, &[]).await;
-    assert_eq!(untrusted.summary.errors, 24);
+    assert_eq!(untrusted.summary.errors, EXCHANGES);
     assert_eq!(nginx.requests_on(nginx.tls_h1).len(), before);
 }
 
@@ -153,7 +155,7 @@ async fn client_certificates_for_stacks_that_ask_for_them() {
         &key,
     ];
     let with = replay(dir.path(), "with", &url, &flags).await;
-    assert_eq!(with.summary.matched, 24, "{:?}", with.errors);
+    assert_eq!(with.summary.matched, EXCHANGES, "{:?}", with.errors);
     let logged = nginx.requests_on(nginx.mtls);
     assert_eq!(logged.len(), REQUESTS);
     assert!(logged.iter().all(|l| l.status == 200), "{logged:#?}");

@@ -21,6 +21,9 @@ pub(super) struct DemoArgs {
     /// Requests in the generated workload.
     #[arg(long, default_value_t = DemoOptions::default().requests)]
     requests: usize,
+    /// Simulated users (sessions), each logging in first.
+    #[arg(long, default_value_t = DemoOptions::default().users)]
+    users: usize,
     /// Recording rate, requests per second.
     #[arg(long, default_value_t = DemoOptions::default().rate)]
     rate: f64,
@@ -93,6 +96,7 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
 pub(super) async fn command(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let options = DemoOptions {
         requests: args.requests,
+        users: args.users.max(1),
         rate: args.rate,
         speed: args.speed,
         capture: args.capture,

@@ -30,12 +30,21 @@ pub(super) struct DiffArgs {
     /// Noise thresholds, for runs made with --learn-noise.
     #[command(flatten)]
     noise: NoiseArgs,
+    /// Judge without correlation (values standing for the same recorded one
+    /// are not equal), as a replay with --no-correlate.
+    #[arg(long)]
+    no_correlate: bool,
 }
 
 /// `tandem diff`.
 pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let results = args.run.join(crate::results::FILE_NAME);
-    let mut report = judge_results(&results, args.rules.as_deref(), args.noise.thresholds())?;
+    let mut report = judge_results(
+        &results,
+        args.rules.as_deref(),
+        args.noise.thresholds(),
+        !args.no_correlate,
+    )?;
     report.apply_gates(args.max_mismatch_rate, args.min_fidelity);
     let out = args.out.unwrap_or(args.run);
     let report_path = report.write_files(&out)?;

@@ -125,9 +125,13 @@ pub(super) struct ReplayArgs {
     legacy2: Option<Target>,
     #[command(flatten)]
     noise: NoiseArgs,
-    /// Write the learned noise as a rules file (with --learn-noise).
-    #[arg(long, requires = "learn_noise")]
+    /// Write what was learned as a rules file to review: the noise (with
+    /// --learn-noise) and the correlation links as [[correlate]] rules.
+    #[arg(long)]
     write_rules: Option<PathBuf>,
+    /// Send every request as recorded: follow no ids or tokens.
+    #[arg(long)]
+    no_correlate: bool,
 }
 
 /// Everything `tandem replay` was asked to do: the replay stage's plan,
@@ -146,8 +150,11 @@ pub struct ReplayJob {
     pub min_fidelity: Option<f64>,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
-    /// Write the learned noise as a rules file here.
+    /// Write the learned noise and correlation links as a rules file here.
     pub write_rules: Option<PathBuf>,
+    /// Learn from the capture which answers feed which requests, and follow
+    /// each stack's own ids and tokens (off: `--no-correlate`).
+    pub correlate: bool,
 }
 
 impl ReplayJob {
@@ -161,6 +168,7 @@ impl ReplayJob {
             min_fidelity: None,
             out_dir,
             write_rules: None,
+            correlate: true,
         }
     }
 
@@ -216,6 +224,7 @@ impl ReplayArgs {
             min_fidelity: self.min_fidelity,
             out_dir: self.out,
             write_rules: self.write_rules,
+            correlate: !self.no_correlate,
         })
     }
 }
@@ -247,9 +256,11 @@ pub(super) async fn command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// to the results file and the judge, then the gate, the learned rules and
 /// the report files.
 pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow::Result<Outcome> {
-    let plan = &job.plan;
     // Everything is checked before a file is written or a request sent.
-    plan.check()?;
+    job.plan.check()?;
+    let mut plan = job.plan.clone();
+    plan.correlation = correlation(job.correlate, &plan.capture, job.rules.as_deref())?;
+    let plan = &plan;
     let started_at_unix_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
     let judge = Judge::new(JudgeOptions {
         rules: job.rules.clone(),
@@ -264,6 +275,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             started_at_unix_us,
             duration_ms: 0,
         },
+        correlation: plan.correlation.clone(),
     })?;
     let writer = ResultsWriter::create(
         &job.out_dir.join(results::FILE_NAME),
@@ -282,9 +294,19 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     let Tee(_, mut judge) = replayed.sink;
     judge.set_duration_ms(replayed.elapsed.as_millis() as u64);
     let mut report = judge.finish();
+    if let Some(correlation) = &plan.correlation {
+        report
+            .unused_rules
+            .extend(correlation.unused_rules.iter().cloned());
+    }
     report.apply_gates(job.max_mismatch_rate, job.min_fidelity);
-    if let (Some(path), Some(learned)) = (&job.write_rules, &report.learned_noise) {
-        noise::write_rules(path, learned, &plan.capture)?;
+    if let Some(path) = &job.write_rules {
+        let links = plan
+            .correlation
+            .as_ref()
+            .map(|c| c.as_rules())
+            .unwrap_or_default();
+        noise::write_rules(path, report.learned_noise.as_ref(), &links, &plan.capture)?;
     }
     let report_path = report.write_files(&job.out_dir)?;
     Ok(Outcome {
@@ -293,6 +315,29 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         unreadable: replayed.unreadable,
         interrupted: replayed.interrupted,
     })
+}
+
+/// The links of `capture` (learned, and `[[correlate]]` rules of the rules
+/// file), when asked for; the count is logged.
+pub(super) fn correlation(
+    asked: bool,
+    capture: &std::path::Path,
+    rules: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<crate::correlate::Correlation>>> {
+    if !asked {
+        return Ok(None);
+    }
+    let rules = match rules {
+        Some(path) => crate::correlate::rules_in(path)?,
+        None => Vec::new(),
+    };
+    let correlation = crate::correlate::learn(capture, &rules)?;
+    tracing::info!(
+        "correlation: {} links between answers and later requests ({} written as rules)",
+        correlation.links.len(),
+        correlation.links.iter().filter(|l| l.written).count()
+    );
+    Ok(Some(std::sync::Arc::new(correlation)))
 }
 
 /// `"Name: value"`, checked to be a valid header.

@@ -1,12 +1,18 @@
-//! Two order-API stacks for the demo: the legacy "monolith" and the "new"
-//! order service. They share one catalogue and order book (seeded alike) and
-//! differ as real rewrites do: generated ids, timestamps and request-id
-//! headers (noise), plus three deliberate parity bugs in the new stack:
+//! Two stateful order-API stacks for the demo: the legacy "monolith" and the
+//! "new" order service. Clients log in for a token, which every order
+//! endpoint requires; orders are created, read, paid and cancelled. The
+//! stacks share one catalogue and seeded order book and differ as real
+//! rewrites do: each issues its own tokens, legacy numbers new orders by
+//! auto-increment and new by snowflake ids above 2^53, and timestamps and
+//! request-id headers differ (noise). Four deliberate parity bugs in the new
+//! stack:
 //!
 //! 1. `GET /api/orders/{id}`: the total is rounded per line instead of once
 //!    (a cent off on some multi-line orders);
 //! 2. `GET /api/products/{id}`: the `currency` field is left out;
-//! 3. `POST /api/orders` with no items: 422 instead of the legacy 400.
+//! 3. `POST /api/orders` with no items: 422 instead of the legacy 400;
+//! 4. a paid order reads back as `"PAID"` instead of `"paid"`: only a replay
+//!    that follows each stack's own token and order ids reads it back at all.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +42,7 @@ pub enum Flavor {
 /// Seeded orders `FIRST_ORDER..=LAST_READ_ORDER` are only ever read by the
 /// demo workload; the rest are only ever paid, once each, so that replaying
 /// against fresh stacks gives the same answers whatever the request order.
+/// Orders the workload creates are legacy's `LAST_ORDER + 1` onwards.
 pub const FIRST_ORDER: u64 = 1001;
 /// Last order that the workload reads.
 pub const LAST_READ_ORDER: u64 = 1300;
@@ -76,6 +83,7 @@ pub async fn start(flavor: Flavor) -> std::io::Result<DemoServer> {
     let stack = Arc::new(Stack {
         flavor,
         book: Mutex::new(Book::seeded()),
+        tokens: Mutex::new(BTreeMap::new()),
     });
     let (stop, stopped) = oneshot::channel();
     let handler = move |req, _peer| {
@@ -97,6 +105,8 @@ pub async fn start(flavor: Flavor) -> std::io::Result<DemoServer> {
 struct Stack {
     flavor: Flavor,
     book: Mutex<Book>,
+    /// Tokens this stack issued, and to whom.
+    tokens: Mutex<BTreeMap<String, String>>,
 }
 
 struct Product {
@@ -110,6 +120,7 @@ struct Order {
     items: Vec<(u64, i64)>,
     created_at: String,
     paid: Option<Payment>,
+    cancelled: bool,
 }
 
 struct Payment {
@@ -120,6 +131,10 @@ struct Payment {
 struct Book {
     products: BTreeMap<u64, Product>,
     orders: BTreeMap<u64, Order>,
+    /// Legacy's next auto-increment order id.
+    next_order: u64,
+    /// New's snowflake sequence.
+    sequence: u64,
 }
 
 impl Book {
@@ -137,7 +152,12 @@ impl Book {
         let orders = (FIRST_ORDER..=LAST_ORDER)
             .map(|id| (id, seeded_order(id)))
             .collect();
-        Book { products, orders }
+        Book {
+            products,
+            orders,
+            next_order: LAST_ORDER + 1,
+            sequence: 0,
+        }
     }
 }
 
@@ -161,7 +181,13 @@ fn seeded_order(id: u64) -> Order {
             id % 60
         ),
         paid: None,
+        cancelled: false,
     }
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
 }
 
 #[derive(Deserialize)]
@@ -190,21 +216,60 @@ impl Stack {
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (status, value) = self.route(&parts.method, &segments, &query, &body);
+        let signed_in = self.signed_in(&parts.headers);
+        let (status, value) = self.route(&parts.method, &segments, &query, &body, signed_in);
         self.respond(status, value)
     }
 
-    fn route(&self, method: &Method, segments: &[&str], query: &str, body: &[u8]) -> Answer {
+    /// Whether the request carries a token this stack issued.
+    fn signed_in(&self, headers: &hyper::HeaderMap) -> bool {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        token.is_some_and(|t| self.tokens.lock().unwrap().contains_key(t))
+    }
+
+    fn route(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        query: &str,
+        body: &[u8],
+        signed_in: bool,
+    ) -> Answer {
         let id = |s: &str| s.parse::<u64>().ok();
         match (method, segments) {
+            (&Method::POST, ["api", "login"]) => self.login(body),
             (&Method::GET, ["api", "products"]) => self.list_products(),
             (&Method::GET, ["api", "products", p]) => self.product(id(p)),
+            (_, ["api", "orders", ..]) if !signed_in => {
+                error(StatusCode::UNAUTHORIZED, "sign in first")
+            }
             (&Method::GET, ["api", "orders"]) => self.list_orders(query),
             (&Method::POST, ["api", "orders"]) => self.create_order(body),
             (&Method::GET, ["api", "orders", o]) => self.order(id(o)),
             (&Method::POST, ["api", "orders", o, "pay"]) => self.pay(id(o)),
+            (&Method::POST, ["api", "orders", o, "cancel"]) => self.cancel(id(o)),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
+    }
+
+    fn login(&self, body: &[u8]) -> Answer {
+        let Ok(login) = serde_json::from_slice::<Login>(body) else {
+            return error(StatusCode::BAD_REQUEST, "body must name a user");
+        };
+        let mut rng = rand::thread_rng();
+        // Each stack issues tokens of its own kind.
+        let token = match self.flavor {
+            Flavor::Legacy => format!("lgc-{:032x}", rng.gen::<u128>()),
+            Flavor::New => format!("eyJ{:032x}{:016x}", rng.gen::<u128>(), rng.gen::<u64>()),
+        };
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(token.clone(), login.user.clone());
+        (StatusCode::OK, json!({"token": token, "user": login.user}))
     }
 
     fn respond(&self, status: StatusCode, value: Value) -> Response<Full<Bytes>> {
@@ -293,10 +358,18 @@ impl Stack {
                        "line_total": money(qty * price)})
             })
             .collect();
+        let status = match (&order.paid, order.cancelled, self.flavor) {
+            // Parity bug 4: the new service spells a paid order's status
+            // its own way when it reads one back.
+            (Some(_), _, Flavor::New) if single_read => "PAID",
+            (Some(_), _, _) => "paid",
+            (None, true, _) => "cancelled",
+            (None, false, _) => "created",
+        };
         let mut value = json!({
             "id": id, "customer": order.customer, "items": items,
             "subtotal": money(subtotal), "tax": money(tax), "total": money(total),
-            "status": if order.paid.is_some() { "paid" } else { "created" },
+            "status": status,
             "created_at": order.created_at,
         });
         if let Some(payment) = &order.paid {
@@ -351,13 +424,30 @@ impl Stack {
         {
             return error(StatusCode::BAD_REQUEST, "unknown product");
         }
-        // Generated ids never collide with the seeded ones.
-        let id = rand::thread_rng().gen_range(10_000_000..100_000_000u64);
+        let id = match self.flavor {
+            // The monolith's auto-increment, after the seeded orders.
+            Flavor::Legacy => {
+                book.next_order += 1;
+                book.next_order - 1
+            }
+            // Snowflake: milliseconds since 2020, then a sequence: above
+            // 2^53, so a client that reads ids as doubles corrupts them.
+            Flavor::New => {
+                book.sequence += 1;
+                let epoch_ms = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64
+                    - 1_577_836_800_000;
+                (epoch_ms << 22) | (book.sequence & 0x3f_ffff)
+            }
+        };
         let order = Order {
             customer: new.customer,
             items: new.items.iter().map(|i| (i.product_id, i.qty)).collect(),
             created_at: now(),
             paid: None,
+            cancelled: false,
         };
         let value = self.order_json(&book, id, &order, false);
         book.orders.insert(id, order);
@@ -369,14 +459,29 @@ impl Stack {
         let Some(id) = id.filter(|id| book.orders.contains_key(id)) else {
             return error(StatusCode::NOT_FOUND, "order not found");
         };
-        if book.orders[&id].paid.is_some() {
-            return error(StatusCode::CONFLICT, "order already paid");
+        if book.orders[&id].paid.is_some() || book.orders[&id].cancelled {
+            return error(StatusCode::CONFLICT, "order already paid or cancelled");
         }
         let payment = Payment {
             id: format!("pay_{:020x}", rand::thread_rng().gen::<u128>() >> 48),
             at: now(),
         };
         book.orders.get_mut(&id).unwrap().paid = Some(payment);
+        let order = &book.orders[&id];
+        (StatusCode::OK, self.order_json(&book, id, order, false))
+    }
+}
+
+impl Stack {
+    fn cancel(&self, id: Option<u64>) -> Answer {
+        let mut book = self.book.lock().unwrap();
+        let Some(id) = id.filter(|id| book.orders.contains_key(id)) else {
+            return error(StatusCode::NOT_FOUND, "order not found");
+        };
+        if book.orders[&id].paid.is_some() || book.orders[&id].cancelled {
+            return error(StatusCode::CONFLICT, "order already paid or cancelled");
+        }
+        book.orders.get_mut(&id).unwrap().cancelled = true;
         let order = &book.orders[&id];
         (StatusCode::OK, self.order_json(&book, id, order, false))
     }
@@ -395,6 +500,10 @@ fn error(status: StatusCode, message: &str) -> Answer {
     (status, json!({"error": message}))
 }
 
+/// Stamped to the microsecond, so that two stacks (or two instances of one)
+/// all but never agree: noise that is always there is learned reliably,
+/// where millisecond stamps would differ now and then, too rarely to tell
+/// from a bug.
 fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }

@@ -54,6 +54,10 @@ pub struct RulesFile {
     /// `[[route]]`: in force on the routes its pattern matches.
     #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteRule>,
+    /// `[[correlate]]`: links between answers and later requests that the
+    /// replay follows (read by the correlation stage, not the differ).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub correlate: Vec<crate::correlate::CorrelateRule>,
 }
 
 /// One `[[route]]` section.
@@ -534,7 +538,8 @@ pub struct RoutePattern {
 }
 
 impl RoutePattern {
-    fn parse(text: &str) -> anyhow::Result<RoutePattern> {
+    /// Parses `"METHOD /path/template"`.
+    pub fn parse(text: &str) -> anyhow::Result<RoutePattern> {
         let mut parts = text.split_whitespace();
         let (Some(method), Some(path), None) = (parts.next(), parts.next(), parts.next()) else {
             bail!("expected \"METHOD /path\", e.g. \"GET /api/orders/{{id}}\" or \"* /api/**\"");
@@ -554,7 +559,8 @@ impl RoutePattern {
         })
     }
 
-    fn matches(&self, route: &Route) -> bool {
+    /// True when `route` is one this pattern names.
+    pub fn matches(&self, route: &Route) -> bool {
         if self.method != "*" && self.method != route.method {
             return false;
         }

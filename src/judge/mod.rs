@@ -4,11 +4,13 @@
 //! for every mode: the sink behind `tandem replay`, the reader of a
 //! results file behind `tandem diff` ([`judge_results`]).
 
+mod correlation;
 mod fidelity;
 pub mod noise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub(crate) use fidelity::sort_divergences;
 use noise::Noise;
@@ -53,6 +55,9 @@ pub struct JudgeOptions {
     pub noise: NoiseThresholds,
     /// What was replayed where: the report's `run`.
     pub run: RunInfo,
+    /// The links the replay followed: values standing for the same
+    /// recorded one are equal.
+    pub correlation: Option<Arc<crate::correlate::Correlation>>,
 }
 
 /// Folds results, one at a time, into a [`Report`]. Memory grows with the
@@ -74,6 +79,7 @@ pub struct Judge {
     lag: [Latency; 2],
     noise: Option<Noise>,
     fidelity: fidelity::FidelityTally,
+    equivalence: Option<correlation::Equivalence>,
 }
 
 #[derive(Default)]
@@ -127,13 +133,24 @@ impl Judge {
                 .legacy2
                 .map(|legacy2| Noise::new(legacy2, options.noise)),
             fidelity: fidelity::FidelityTally::default(),
+            equivalence: options.correlation.map(correlation::Equivalence::new),
         })
     }
 
     /// Adds one exchange's result.
     pub fn add(&mut self, result: &ExchangeResult) -> Verdict {
         let route = Route::of(&result.request.method, &result.request.target);
-        let (differences, legacy_differences) = self.compare(&route, result);
+        if let Some(equivalence) = self.equivalence.as_mut() {
+            equivalence.observe(result);
+        }
+        let (mut differences, mut legacy_differences) = self.compare(&route, result);
+        if let Some(equivalence) = self.equivalence.as_mut() {
+            for (found, other) in [(&mut differences, 1), (&mut legacy_differences, 2)] {
+                if let Some(found) = found.as_mut() {
+                    equivalence.settle(found, 0, other);
+                }
+            }
+        }
         if let (Some(noise), Some(differences)) = (self.noise.as_mut(), legacy_differences) {
             noise.learn(&route, differences);
         }
@@ -318,6 +335,7 @@ impl Judge {
             lag,
             noise,
             fidelity,
+            equivalence,
             ..
         } = self;
         let noisy = match &noise {
@@ -380,6 +398,7 @@ impl Judge {
             },
             learned_noise,
             fidelity: fidelity.finish(),
+            correlation: equivalence.map(correlation::Equivalence::finish),
             unused_rules: differ.unused_rules(),
             histograms,
             gate: None,
@@ -515,15 +534,36 @@ impl ResultSink for Judge {
 
 /// Judges a results file again, with `rules` (none: no rules) and no
 /// traffic sent: `tandem diff RUN_DIR`. Noise is learned when the run sent
-/// to a second legacy target. A line that cannot be read is an error
-/// naming the file and line.
+/// to a second legacy target; with `correlate`, the links are learned again
+/// from the capture the run replayed (and the rules' `[[correlate]]`), as
+/// the replay learned them. A line that cannot be read is an error naming
+/// the file and line.
 pub fn judge_results(
     results: &Path,
     rules: Option<&Path>,
     thresholds: NoiseThresholds,
+    correlate: bool,
 ) -> anyhow::Result<Report> {
     let mut reader = crate::results::ResultsReader::open(results)?;
     let header = reader.header().clone();
+    let capture = PathBuf::from(&header.capture);
+    let correlation = match (correlate, capture.exists()) {
+        (false, _) => None,
+        (true, true) => {
+            let written = match rules {
+                Some(path) => crate::correlate::rules_in(path)?,
+                None => Vec::new(),
+            };
+            Some(Arc::new(crate::correlate::learn(&capture, &written)?))
+        }
+        (true, false) => {
+            tracing::warn!(
+                "{}: the replayed capture is gone; judging without correlation",
+                capture.display()
+            );
+            None
+        }
+    };
     let mut judge = Judge::new(JudgeOptions {
         rules: rules.map(Path::to_path_buf),
         legacy2: header.legacy2.clone(),
@@ -537,9 +577,16 @@ pub fn judge_results(
             started_at_unix_us: header.started_at_unix_us,
             duration_ms: 0,
         },
+        correlation: correlation.clone(),
     })?;
     while let Some(result) = reader.next_result() {
         judge.add(&result?);
     }
-    Ok(judge.finish())
+    let mut report = judge.finish();
+    if let Some(correlation) = &correlation {
+        report
+            .unused_rules
+            .extend(correlation.unused_rules.iter().cloned());
+    }
+    Ok(report)
 }

@@ -212,10 +212,31 @@ fn z_score(a: (u64, u64), b: (u64, u64)) -> f64 {
     (ra - rb) / error
 }
 
-/// Writes `noise` as a rules file at `path` (`--write-rules`): per route,
-/// the JSON paths and headers that differ between two legacy answers.
-pub fn write_rules(path: &Path, noise: &LearnedNoise, capture: &Path) -> anyhow::Result<()> {
-    std::fs::write(path, render_rules(noise, capture)?)
+/// Writes what was learned as a rules file at `path` (`--write-rules`):
+/// per route, the JSON paths and headers that differ between two legacy
+/// answers, and the correlation `links` as `[[correlate]]` rules.
+pub fn write_rules(
+    path: &Path,
+    noise: Option<&LearnedNoise>,
+    links: &[crate::correlate::CorrelateRule],
+    capture: &Path,
+) -> anyhow::Result<()> {
+    let mut text = match noise {
+        Some(noise) => render_rules(noise, capture)?,
+        None => format!(
+            "# Learned by tandem replay from {}.\n# Review before use: docs/rules.md.\n",
+            capture.display()
+        ),
+    };
+    if !links.is_empty() {
+        let file = RulesFile {
+            correlate: links.to_vec(),
+            ..RulesFile::default()
+        };
+        text.push_str("\n# Links between answers and later requests that the replay followed.\n");
+        text.push_str(&toml::to_string(&file).context("learned links cannot be written as TOML")?);
+    }
+    std::fs::write(path, text)
         .with_context(|| format!("{}: cannot write the learned rules", path.display()))
 }
 
@@ -269,6 +290,7 @@ pub fn render_rules(noise: &LearnedNoise, capture: &Path) -> anyhow::Result<Stri
                 pattern,
                 body: RuleBody::ignoring(learned.paths, learned.headers),
             }],
+            correlate: Vec::new(),
         };
         out.push('\n');
         for note in &learned.notes {

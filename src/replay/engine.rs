@@ -44,6 +44,8 @@ pub struct Setup {
     pub stop: Arc<AtomicBool>,
     /// Requests in flight per target, shared by the engines.
     pub in_flight: InFlight,
+    /// Each stack's ids and tokens, shared by the engines.
+    pub bindings: Option<Arc<crate::correlate::Bindings>>,
 }
 
 /// A started engine: it says when its connections are open, then waits for
@@ -91,7 +93,7 @@ fn run(
         .context("cannot start a replay engine's runtime")?;
     let plan = engine_plan(&setup);
     let (sender, timer) = runtime.block_on(async {
-        let sender = Sender::new(&plan, &setup.in_flight);
+        let sender = Sender::new(&plan, &setup.in_flight, setup.bindings.clone());
         sender
             .warm(setup.warm_connections.div_ceil(setup.count as usize))
             .await;

@@ -109,6 +109,9 @@ pub struct ReplayPlan {
     /// Send non-idempotent requests (POST, PUT, PATCH, DELETE) even to the
     /// upstream the capture was recorded from (`--allow-recorded-host`).
     pub allow_recorded_host: bool,
+    /// The ids and tokens to follow on each stack (learned from the capture
+    /// by [`crate::correlate::learn`]); `None`: requests go as recorded.
+    pub correlation: Option<Arc<crate::correlate::Correlation>>,
 }
 
 impl ReplayPlan {
@@ -142,6 +145,7 @@ impl ReplayPlan {
             timeout: Duration::from_secs(10),
             drain: Duration::from_secs(10),
             allow_recorded_host: false,
+            correlation: None,
         }
     }
 
@@ -340,6 +344,11 @@ pub async fn replay<S: ResultSink>(
     let stop = Arc::new(AtomicBool::new(false));
     let count = plan.engine_count();
     let in_flight = send::InFlight::new(&plan);
+    let bindings = plan
+        .correlation
+        .clone()
+        .filter(|c| !c.is_empty())
+        .map(|c| Arc::new(crate::correlate::Bindings::new(c, plan.shard)));
     let mut engines = Vec::new();
     for index in 0..count {
         engines.push(
@@ -353,6 +362,7 @@ pub async fn replay<S: ResultSink>(
                 progress: progress.clone(),
                 stop: stop.clone(),
                 in_flight: in_flight.clone(),
+                bindings: bindings.clone(),
             })
             .map_err(ReplayError::Run)?,
         );

@@ -106,6 +106,7 @@ mod tests {
                 latency_us: us,
             }),
             error: None,
+            unresolved: Vec::new(),
         };
         let failed = Attempt {
             lag_us: 0,
@@ -115,6 +116,7 @@ mod tests {
                 message: String::new(),
                 after_us: 0,
             }),
+            unresolved: Vec::new(),
         };
         let result = |new| ExchangeResult {
             id: 1,

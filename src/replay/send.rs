@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::schedule::Job;
 use super::ReplayPlan;
 use crate::capture::{self, Body};
+use crate::correlate::Bindings;
 use crate::http::{self, connection, Client};
 use crate::results::{Attempt, ErrorKind, ExchangeResult, TargetError};
 use crate::target::Target;
@@ -21,6 +22,8 @@ use crate::target::Target;
 /// One stack (legacy, new or legacy-2) as the sender sees it: its target,
 /// its concurrency limit, its extra headers and its connections.
 struct Stack {
+    /// 0 legacy, 1 new, 2 legacy-2: its bindings.
+    index: usize,
     target: Target,
     slots: Option<Arc<Semaphore>>,
     headers: hyper::HeaderMap,
@@ -43,6 +46,7 @@ pub struct Sender {
     connect_timeout: Duration,
     max_lag: Option<Duration>,
     keep_host: bool,
+    bindings: Option<Arc<Bindings>>,
 }
 
 /// Slots for requests in flight (`--max-in-flight`), per target, shared by
@@ -70,29 +74,31 @@ impl InFlight {
 impl Sender {
     /// A sender for one engine, its limits on requests in flight taken
     /// from `in_flight`.
-    pub fn new(plan: &ReplayPlan, in_flight: &InFlight) -> Sender {
+    pub fn new(plan: &ReplayPlan, in_flight: &InFlight, bindings: Option<Arc<Bindings>>) -> Sender {
         // Targets on one host and port share its connections and limit.
         let mut pools = Pools::default();
         let warm = http::WarmConnections::default();
-        let mut stack = |target: &Target, headers: &[(String, String)], slots: &Option<_>| {
-            let pool = own_pool(target, plan, &mut pools);
-            let client = (plan.keep_host && pool.is_none())
-                .then(|| dialing_client(target, plan, &warm))
-                .flatten();
-            Stack {
-                target: target.clone(),
-                slots: Option::clone(slots),
-                headers: header_map(headers),
-                pool,
-                client,
-            }
-        };
-        let legacy = stack(&plan.legacy, &plan.legacy_headers, &in_flight.legacy);
-        let new = stack(&plan.new, &plan.new_headers, &in_flight.new);
+        let mut stack =
+            |index: usize, target: &Target, headers: &[(String, String)], slots: &Option<_>| {
+                let pool = own_pool(target, plan, &mut pools);
+                let client = (plan.keep_host && pool.is_none())
+                    .then(|| dialing_client(target, plan, &warm))
+                    .flatten();
+                Stack {
+                    index,
+                    target: target.clone(),
+                    slots: Option::clone(slots),
+                    headers: header_map(headers),
+                    pool,
+                    client,
+                }
+            };
+        let legacy = stack(0, &plan.legacy, &plan.legacy_headers, &in_flight.legacy);
+        let new = stack(1, &plan.new, &plan.new_headers, &in_flight.new);
         let legacy2 = plan
             .legacy2
             .as_ref()
-            .map(|t| stack(t, &plan.legacy_headers, &in_flight.legacy2));
+            .map(|t| stack(2, t, &plan.legacy_headers, &in_flight.legacy2));
         Sender {
             client: http::client_warmed(&plan.client, warm.clone()),
             warm,
@@ -103,6 +109,7 @@ impl Sender {
             connect_timeout: plan.client.connect_timeout,
             max_lag: plan.max_lag,
             keep_host: plan.keep_host,
+            bindings,
         }
     }
 
@@ -140,12 +147,12 @@ impl Sender {
             Some([slot2, slot, slot_new]) => {
                 let second = async {
                     match &self.legacy2 {
-                        Some(stack) => Some(self.attempt(stack, request, job.at, slot2).await),
+                        Some(stack) => Some(self.attempt(stack, job, slot2).await),
                         None => None,
                     }
                 };
-                let legacy = self.attempt(&self.legacy, request, job.at, slot);
-                let new = self.attempt(&self.new, request, job.at, slot_new);
+                let legacy = self.attempt(&self.legacy, job, slot);
+                let new = self.attempt(&self.new, job, slot_new);
                 // Polled in this order, they go out in this order: the
                 // legacy request in the middle is as far from the second
                 // legacy one as from the new one, and which of those two
@@ -206,14 +213,46 @@ impl Sender {
         }
     }
 
-    /// Sends `request` to `stack`'s target, holding its slot (if limited)
-    /// until the answer is in.
+    /// Sends the job's request to `stack`'s target, holding its slot (if
+    /// limited) until the answer is in. With correlation, the request first
+    /// gets this stack's own ids and tokens (waiting for their producers'
+    /// answers, within --max-lag or the timeout), and the answer gives the
+    /// values later requests need.
     async fn attempt(
+        &self,
+        stack: &Stack,
+        job: &Job,
+        _slot: Option<OwnedSemaphorePermit>,
+    ) -> Attempt {
+        let scheduled = job.at;
+        let at = (job.pass, job.copy, job.exchange.id);
+        let recorded = &job.exchange.request;
+        let (rewritten, unresolved) = match &self.bindings {
+            Some(bindings) => {
+                let deadline = scheduled + self.max_lag.unwrap_or(self.timeout);
+                let resolved = bindings.resolve(stack.index, at, recorded, deadline).await;
+                (resolved.request, resolved.unresolved)
+            }
+            None => (None, Vec::new()),
+        };
+        let request = rewritten.as_ref().unwrap_or(recorded);
+        let mut attempt = self.send_to(stack, request, scheduled).await;
+        if let Some(bindings) = &self.bindings {
+            let answer = attempt
+                .response
+                .as_ref()
+                .map(|r| (r.status, &r.headers[..], &r.body));
+            bindings.answered(stack.index, at, answer);
+        }
+        attempt.unresolved = unresolved;
+        attempt
+    }
+
+    async fn send_to(
         &self,
         stack: &Stack,
         request: &capture::Request,
         scheduled: Instant,
-        _slot: Option<OwnedSemaphorePermit>,
     ) -> Attempt {
         let sent = Instant::now();
         let lag_us = sent.saturating_duration_since(scheduled).as_micros() as u64;
@@ -252,6 +291,7 @@ impl Sender {
                         latency_us: sent.elapsed().as_micros() as u64,
                     }),
                     error: None,
+                    unresolved: Vec::new(),
                 }
             }
             Err((kind, message)) => Attempt {
@@ -262,6 +302,7 @@ impl Sender {
                     message,
                     after_us: elapsed_us,
                 }),
+                unresolved: Vec::new(),
             },
         }
     }
@@ -319,6 +360,7 @@ fn dropped(scheduled: Instant, why: &str) -> Attempt {
             message: why.to_string(),
             after_us: 0,
         }),
+        unresolved: Vec::new(),
     }
 }
 

@@ -54,6 +54,7 @@ impl Render for Markdown {
             writeln!(out, "**Gate {verdict}**: {}.\n", super::gate_terms(r, gate))?;
         }
         fidelity(r, out)?;
+        correlation(r, out)?;
         mismatch_groups(r, out)?;
         noise_and_rules(r, out)?;
         errors(r, out)?;
@@ -110,6 +111,45 @@ fn fidelity(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     writeln!(out)
+}
+
+fn correlation(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let Some(c) = &r.correlation else {
+        return Ok(());
+    };
+    writeln!(out, "## Correlation\n")?;
+    writeln!(
+        out,
+        "{} links followed; {} mismatches settled as the same recorded value on both stacks; {} exchanges carried a recorded value that could not be followed.\n",
+        c.links.len(),
+        c.settled,
+        c.unresolved
+    )?;
+    if !c.links.is_empty() {
+        writeln!(out, "| producer | from | consumer | to | held |")?;
+        writeln!(out, "|---|---|---|---|---:|")?;
+        for l in c.links.iter().take(30) {
+            writeln!(
+                out,
+                "| `{}` | `{}` | `{}` | `{}` | {} of {}{} |",
+                l.producer,
+                l.from,
+                l.consumer,
+                l.to,
+                l.hits,
+                l.occurrences,
+                if l.written { " (rule)" } else { "" }
+            )?;
+        }
+        writeln!(out)?;
+    }
+    for (reason, count) in &c.reasons {
+        writeln!(out, "- not followed {count}x: {reason}")?;
+    }
+    if !c.reasons.is_empty() {
+        writeln!(out)?;
+    }
+    Ok(())
 }
 
 fn mismatch_groups(r: &Report, out: &mut dyn Write) -> io::Result<()> {

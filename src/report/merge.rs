@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 
 use super::{
-    Divergence, Fidelity, Histograms, LearnedNoise, MismatchGroup, NoiseGroup, Report,
-    RouteFidelity, RouteReport, SideLatency, Summary,
+    CorrelationReport, Divergence, Fidelity, Histograms, LearnedNoise, MismatchGroup, NoiseGroup,
+    Report, RouteFidelity, RouteReport, SideLatency, Summary,
 };
 use crate::diff::MismatchKind;
 use crate::latency::Latency;
@@ -53,6 +53,7 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         send_lag: latency(&histograms.legacy_lag, &histograms.new_lag)?,
         learned_noise: None,
         fidelity: merge_fidelity(&reports),
+        correlation: merge_correlation(&reports),
         unused_rules: unused_everywhere(&reports),
         histograms,
         gate: None,
@@ -85,6 +86,28 @@ fn merge_summaries(reports: &[Report]) -> Summary {
     }
     s.finish_rates();
     s
+}
+
+/// Correlation over all shards: the first shard's links (every shard
+/// learns them from the same capture), counts added up.
+fn merge_correlation(reports: &[Report]) -> Option<CorrelationReport> {
+    let all: Vec<&CorrelationReport> = reports
+        .iter()
+        .filter_map(|r| r.correlation.as_ref())
+        .collect();
+    let first = all.first()?;
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for (reason, count) in all.iter().flat_map(|c| &c.reasons) {
+        *reasons.entry(reason.clone()).or_default() += count;
+    }
+    let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+    reasons.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    Some(CorrelationReport {
+        links: first.links.clone(),
+        unresolved: all.iter().map(|c| c.unresolved).sum(),
+        reasons,
+        settled: all.iter().map(|c| c.settled).sum(),
+    })
 }
 
 /// Fidelity as one run over all the shards' exchanges would judge it:

@@ -59,6 +59,10 @@ pub struct Report {
     /// the recorded ones (absent when no recorded answer was at hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fidelity: Option<Fidelity>,
+    /// The ids and tokens followed on each stack (absent without
+    /// correlation, `--no-correlate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<CorrelationReport>,
     /// Rules of the rules file that applied to nothing in this run.
     #[serde(default)]
     pub unused_rules: Vec<String>,
@@ -114,6 +118,22 @@ pub struct Summary {
     /// from both).
     #[serde(default)]
     pub failed_alike: u64,
+}
+
+/// What correlation followed and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CorrelationReport {
+    /// The links followed: producer route and place, consumer route and
+    /// place, how often each held in the capture, and whether a rule wrote it.
+    pub links: Vec<crate::correlate::Link>,
+    /// Exchanges where some stack's request carried a recorded value it
+    /// should have replaced (its producer failed, lacked the value, or had
+    /// not answered in time): apart from target errors.
+    pub unresolved: u64,
+    /// Why, as `[reason, count]`, most frequent first (exchange ids as `#N`).
+    pub reasons: Vec<(String, u64)>,
+    /// Mismatches dropped because both values stand for the same recorded one.
+    pub settled: u64,
 }
 
 /// Below this fidelity the summaries say first that parity cannot be trusted.

@@ -40,6 +40,18 @@ impl Render for Terminal {
                 writeln!(out, "    {}", d.describe())?;
             }
         }
+        if let Some(c) = &r.correlation {
+            writeln!(
+                out,
+                "  correlation: {} links followed, {} mismatches settled as the same recorded value, {} exchanges with values not followed",
+                c.links.len(),
+                c.settled,
+                c.unresolved
+            )?;
+            for (reason, count) in c.reasons.iter().take(3) {
+                writeln!(out, "    not followed {count}x: {reason}")?;
+            }
+        }
         for (side, l) in [("legacy", &r.latency.legacy), ("new", &r.latency.new)] {
             writeln!(
                 out,

@@ -256,6 +256,7 @@ mod tests {
                 latency_us: 100,
             }),
             error: None,
+            unresolved: Vec::new(),
         }
     }
 

@@ -1,0 +1,489 @@
+//! Correlation: following the ids and tokens each stack hands out.
+//!
+//! A recorded order flow creates what it later reads: a login's token, a
+//! cart's id, an order's id. Replayed as recorded, every later request
+//! carries the recording's values, which neither stack issued, and both
+//! answer 401 or 404. This module learns, from the capture alone, which
+//! *places* of answers feed which places of later requests ([`learn`]),
+//! and at replay each stack's own values are read from its own answers and
+//! written into its own dependent requests ([`Bindings`]). The judge uses
+//! the same links to treat two values that stand for the same recorded one
+//! as equal (legacy's order 1042 and new's 7409284110012416001 are "the
+//! same order").
+//!
+//! An answer produces a value when the value was not in its own request (an
+//! answer that echoes the user name or the order id it was asked for
+//! produces nothing). A link is kept for a consumer place when, for at
+//! least two requests, its values came from that producer place, mostly
+//! within the same session, and vary from use to use like ids (a quantity
+//! that happens to equal an earlier answer's does not) or are long tokens
+//! shared by many requests; of several producer places feeding one consumer
+//! place, the one that fed it most. A value a request carried at a place
+//! before any answer produced it is no link there (data that existed before
+//! the recording). `[[correlate]]` rules in the rules file add
+//! links learning cannot see.
+
+mod bindings;
+pub mod places;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use bindings::Bindings;
+pub use places::Place;
+
+use crate::capture::CaptureReader;
+use crate::diff::rules::{RoutePattern, RulesFile};
+use crate::route::Route;
+
+/// A link kept by learning fed at least this many requests...
+const MIN_HITS: u64 = 3;
+/// ... and this share of its consumer place's produced values (two
+/// quantities out of four hundred that equal an earlier answer's product
+/// id are chance).
+const MIN_SHARE: f64 = 0.05;
+/// ... at least this share of them from the same session, unless its values
+/// are long tokens (one login's token serves many connections).
+const SAME_SESSION: f64 = 0.5;
+/// A value shared by every use (one login for many connections) is still
+/// followed when it is at least this long: a token, not a constant.
+const LONG_TOKEN: usize = 16;
+/// An id is used at most this many times on average by the requests that
+/// follow it; a short value used more often is taken for a coincidence.
+const IDS_USED_AT_MOST: u64 = 10;
+/// Earlier producers remembered per value.
+const PRODUCERS_KEPT: usize = 4;
+
+/// `[[correlate]]`: a link learning cannot see (too few exchanges, a value
+/// that looks constant).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelateRule {
+    /// Route pattern of the answers that produce the value, e.g. `"POST /api/login"`.
+    pub producer: String,
+    /// Where the value sits in their answers, e.g. `"$.token"`.
+    pub from: Place,
+    /// Route pattern of the requests that carry it, e.g. `"* /api/**"`.
+    pub consumer: String,
+    /// Where it sits in those requests, e.g. `"bearer"`.
+    pub to: Place,
+}
+
+/// One place of answers feeding one place of later requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// Producer route, `METHOD /template`.
+    pub producer: String,
+    /// Where the value sits in the producer's answer.
+    pub from: Place,
+    /// Consumer route.
+    pub consumer: String,
+    /// Where it sits in the consumer's request.
+    pub to: Place,
+    /// Consumer requests whose value came from this producer place.
+    pub hits: u64,
+    /// Consumer requests whose value at that place some earlier answer
+    /// produced.
+    pub occurrences: u64,
+    /// Written as a `[[correlate]]` rule rather than learned.
+    pub written: bool,
+}
+
+/// A value a request carries that an earlier answer produced.
+#[derive(Debug, Clone)]
+pub struct Use {
+    /// Where it sits in the request.
+    pub place: Place,
+    /// The recorded value, as matched (see [`places::key_of`]).
+    pub recorded: String,
+    /// The exchange whose answer produced it.
+    pub producer: u64,
+}
+
+/// What learning found: the links, and per exchange what it produces and
+/// consumes.
+#[derive(Default)]
+pub struct Correlation {
+    /// The links in force, most used first.
+    pub links: Vec<Link>,
+    /// `[[correlate]]` rules that matched nothing, by how they are written.
+    pub unused_rules: Vec<String>,
+    produces: HashMap<u64, Vec<(Place, String)>>,
+    consumes: HashMap<u64, Vec<Use>>,
+    sessions: HashMap<u64, String>,
+}
+
+impl std::fmt::Debug for Correlation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Correlation")
+            .field("links", &self.links.len())
+            .field("producers", &self.produces.len())
+            .field("consumers", &self.consumes.len())
+            .finish()
+    }
+}
+
+impl Correlation {
+    /// What exchange `id`'s answer produces that later requests use.
+    pub fn produced_by(&self, id: u64) -> &[(Place, String)] {
+        self.produces.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// What exchange `id`'s request uses of earlier answers.
+    pub fn used_by(&self, id: u64) -> &[Use] {
+        self.consumes.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The session of a producing exchange.
+    pub fn session_of(&self, id: u64) -> Option<&str> {
+        self.sessions.get(&id).map(String::as_str)
+    }
+
+    /// The places of `route`'s answers (`METHOD /template`) that links
+    /// follow.
+    pub fn produced_at<'a>(&'a self, route: &'a str) -> impl Iterator<Item = &'a Place> + 'a {
+        let mut seen = Vec::new();
+        self.links
+            .iter()
+            .filter(move |l| l.producer == route)
+            .map(|l| &l.from)
+            .filter(move |p| {
+                let new = !seen.contains(p);
+                seen.push(*p);
+                new
+            })
+    }
+
+    /// True when nothing is correlated.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// The links as `[[correlate]]` rules, for review (`--write-rules`).
+    pub fn as_rules(&self) -> Vec<CorrelateRule> {
+        self.links
+            .iter()
+            .map(|l| CorrelateRule {
+                producer: l.producer.clone(),
+                from: l.from.clone(),
+                consumer: l.consumer.clone(),
+                to: l.to.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The `[[correlate]]` rules of a rules file; errors name the file and line.
+pub fn rules_in(path: &Path) -> anyhow::Result<Vec<CorrelateRule>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read rules file: {e}", path.display()))?;
+    let file: RulesFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid rules file: {e}", path.display()))?;
+    for rule in &file.correlate {
+        for pattern in [&rule.producer, &rule.consumer] {
+            RoutePattern::parse(pattern).map_err(|e| {
+                anyhow::anyhow!("{}: [[correlate]] {pattern:?}: {e}", path.display())
+            })?;
+        }
+    }
+    Ok(file.correlate)
+}
+
+#[derive(Clone)]
+struct Producer {
+    id: u64,
+    session: Arc<str>,
+    route: Arc<str>,
+    place: Place,
+}
+
+type LinkKey = (Arc<str>, Place, Arc<str>, Place);
+
+#[derive(Default)]
+struct Candidate {
+    hits: u64,
+    same_session: u64,
+    /// Distinct values seen, up to [`DISTINCT_KEPT`].
+    values: HashSet<String>,
+    longest: usize,
+}
+
+/// Distinct values counted per candidate link, at most.
+const DISTINCT_KEPT: usize = 100_000;
+
+/// A request value some earlier answers produced, resolved to one of them
+/// once the links are chosen.
+struct Pending {
+    consumer: u64,
+    route: Arc<str>,
+    session: Arc<str>,
+    place: Place,
+    recorded: String,
+    producers: Vec<Producer>,
+}
+
+/// Learns the links of `capture`, with `rules` added. Reads the whole
+/// capture once; lines that cannot be read are left out here (the replay
+/// reports them).
+pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlation> {
+    let patterns: Vec<(RoutePattern, RoutePattern)> = rules
+        .iter()
+        .map(|r| {
+            Ok((
+                RoutePattern::parse(&r.producer)?,
+                RoutePattern::parse(&r.consumer)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut produced: HashMap<String, Vec<Producer>> = HashMap::new();
+    // Values a consumer place carried before any answer produced them: no
+    // link there (the product id a client typed is not the cart id an
+    // answer later happens to share).
+    let mut preexisting: HashSet<(String, Arc<str>, Place)> = HashSet::new();
+    let mut occurrences: HashMap<(Arc<str>, Place), u64> = HashMap::new();
+    let mut candidates: HashMap<LinkKey, Candidate> = HashMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut routes: HashMap<String, (Arc<str>, Route)> = HashMap::new();
+    let mut rule_used = vec![false; rules.len()];
+    for exchange in CaptureReader::open(capture)?.flatten() {
+        let request = &exchange.request;
+        let template = crate::route::template(&request.target);
+        let key = format!("{} {template}", request.method);
+        let (route, parsed) = routes
+            .entry(key.clone())
+            .or_insert_with(|| {
+                (
+                    Arc::from(key.as_str()),
+                    Route::of(&request.method, &request.target),
+                )
+            })
+            .clone();
+        let session: Arc<str> = Arc::from(exchange.session.as_str());
+        for (place, value) in places::request_values(request) {
+            let Some(text) = places::key_of(&value) else {
+                continue;
+            };
+            *occurrences
+                .entry((route.clone(), place.clone()))
+                .or_default() += 1;
+            let here = (text, route.clone(), place.clone());
+            if preexisting.contains(&here) {
+                continue;
+            }
+            let Some(producers) = produced.get(&here.0) else {
+                preexisting.insert(here);
+                continue;
+            };
+            let text = here.0;
+            // The latest producer of the same session, else the latest of
+            // any (a token one session obtained and others use).
+            let producer = producers
+                .iter()
+                .rev()
+                .find(|p| p.session == session)
+                .or(producers.last())
+                .expect("a produced value has a producer")
+                .clone();
+            let link: LinkKey = (
+                producer.route.clone(),
+                producer.place.clone(),
+                route.clone(),
+                place.clone(),
+            );
+            let candidate = candidates.entry(link.clone()).or_default();
+            candidate.hits += 1;
+            candidate.same_session += u64::from(producer.session == session);
+            candidate.longest = candidate.longest.max(text.len());
+            if candidate.values.len() < DISTINCT_KEPT {
+                candidate.values.insert(text.clone());
+            }
+            for (i, (p, c)) in patterns.iter().enumerate() {
+                if rules[i].from == producer.place && rules[i].to == place {
+                    let producer_route = routes.get(&*producer.route).map(|r| &r.1);
+                    if producer_route.is_some_and(|r| p.matches(r)) && c.matches(&parsed) {
+                        rule_used[i] = true;
+                    }
+                }
+            }
+            pending.push(Pending {
+                consumer: exchange.id,
+                route: route.clone(),
+                session: session.clone(),
+                place,
+                recorded: text,
+                producers: producers.clone(),
+            });
+        }
+        let Some(response) = &exchange.response else {
+            continue;
+        };
+        let asked: HashSet<String> = places::request_values(request)
+            .iter()
+            .filter_map(|(_, v)| places::key_of(v))
+            .collect();
+        for (place, value) in places::answer_values(&response.headers, &response.body) {
+            let Some(text) = places::key_of(&value) else {
+                continue;
+            };
+            if asked.contains(&text) {
+                // An echo of the request, not a value the stack issued.
+                continue;
+            }
+            let producers = produced.entry(text).or_default();
+            if producers.len() == PRODUCERS_KEPT {
+                producers.remove(0);
+            }
+            producers.push(Producer {
+                id: exchange.id,
+                session: session.clone(),
+                route: route.clone(),
+                place,
+            });
+        }
+    }
+    let kept = select_links(&candidates, &occurrences, rules, &patterns, &routes);
+    let mut correlation = Correlation {
+        unused_rules: rules
+            .iter()
+            .zip(&rule_used)
+            .filter(|(_, used)| !**used)
+            .map(|(r, _)| {
+                format!(
+                    "[[correlate]] {} {} -> {} {}: matched no exchange",
+                    r.producer, r.from, r.consumer, r.to
+                )
+            })
+            .collect(),
+        ..Correlation::default()
+    };
+    let by_consumer: HashMap<(Arc<str>, Place), &LinkKey> = kept
+        .keys()
+        .map(|k| ((k.2.clone(), k.3.clone()), k))
+        .collect();
+    for p in pending {
+        let Some(link) = by_consumer.get(&(p.route.clone(), p.place.clone())) else {
+            continue;
+        };
+        // The latest producer at the link's place, of the same session first.
+        let at_link = |q: &&Producer| q.route == link.0 && q.place == link.1;
+        let Some(producer) = p
+            .producers
+            .iter()
+            .rev()
+            .filter(at_link)
+            .find(|q| q.session == p.session)
+            .or_else(|| p.producers.iter().rev().find(at_link))
+        else {
+            continue;
+        };
+        let produces = correlation.produces.entry(producer.id).or_default();
+        if !produces
+            .iter()
+            .any(|(place, v)| *place == link.1 && *v == p.recorded)
+        {
+            produces.push((link.1.clone(), p.recorded.clone()));
+        }
+        correlation
+            .sessions
+            .insert(producer.id, producer.session.to_string());
+        correlation
+            .consumes
+            .entry(p.consumer)
+            .or_default()
+            .push(Use {
+                place: p.place,
+                recorded: p.recorded,
+                producer: producer.id,
+            });
+    }
+    let mut links: Vec<Link> = kept.into_values().collect();
+    links.sort_by(|a, b| {
+        b.hits
+            .cmp(&a.hits)
+            .then_with(|| (&a.consumer, &a.to).cmp(&(&b.consumer, &b.to)))
+    });
+    correlation.links = links;
+    Ok(correlation)
+}
+
+/// For each consumer place, the producer place that fed it most, when it
+/// holds across most of its occurrences (or a rule names it).
+fn select_links(
+    candidates: &HashMap<LinkKey, Candidate>,
+    occurrences: &HashMap<(Arc<str>, Place), u64>,
+    rules: &[CorrelateRule],
+    patterns: &[(RoutePattern, RoutePattern)],
+    routes: &HashMap<String, (Arc<str>, Route)>,
+) -> BTreeMap<LinkKey, Link> {
+    // A token is evidence wherever it is used: a login's token feeding the
+    // bearer place of many routes is one link, even where one route alone
+    // saw it too rarely to tell.
+    let mut tokens: HashMap<(&Arc<str>, &Place, &Place), u64> = HashMap::new();
+    for (key, candidate) in candidates {
+        if candidate.longest >= LONG_TOKEN {
+            *tokens.entry((&key.0, &key.1, &key.3)).or_default() += candidate.hits;
+        }
+    }
+    let mut best: BTreeMap<(Arc<str>, Place), (&LinkKey, &Candidate, bool)> = BTreeMap::new();
+    for (key, candidate) in candidates {
+        let route_of = |name: &Arc<str>| routes.get(&**name).map(|r| &r.1);
+        let written = rules.iter().zip(patterns).any(|(rule, (p, c))| {
+            rule.from == key.1
+                && rule.to == key.3
+                && route_of(&key.0).is_some_and(|r| p.matches(r))
+                && route_of(&key.2).is_some_and(|r| c.matches(r))
+        });
+        // Ids vary from use to use (a few uses each); a token may be used
+        // many times, but is long; a small number reused everywhere is a
+        // coincidence.
+        let distinct = candidate.values.len() as u64;
+        let varies = candidate.longest >= LONG_TOKEN
+            || (distinct >= 2 && distinct * IDS_USED_AT_MOST >= candidate.hits);
+        let long = candidate.longest >= LONG_TOKEN;
+        let local = candidate.same_session as f64 >= SAME_SESSION * candidate.hits as f64;
+        let seen = occurrences
+            .get(&(key.2.clone(), key.3.clone()))
+            .copied()
+            .unwrap_or(0);
+        let token = long
+            && tokens
+                .get(&(&key.0, &key.1, &key.3))
+                .is_some_and(|&hits| hits >= MIN_HITS);
+        let learned = token
+            || (candidate.hits >= MIN_HITS
+                && candidate.hits as f64 >= MIN_SHARE * seen as f64
+                && varies
+                && (local || long));
+        if !(learned || written) {
+            continue;
+        }
+        let slot = best
+            .entry((key.2.clone(), key.3.clone()))
+            .or_insert((key, candidate, written));
+        let better = (written, candidate.hits) > (slot.2, slot.1.hits);
+        if better {
+            *slot = (key, candidate, written);
+        }
+    }
+    best.into_values()
+        .map(|(key, candidate, written)| {
+            let seen = occurrences
+                .get(&(key.2.clone(), key.3.clone()))
+                .copied()
+                .unwrap_or(0);
+            let link = Link {
+                producer: key.0.to_string(),
+                from: key.1.clone(),
+                consumer: key.2.to_string(),
+                to: key.3.clone(),
+                hits: candidate.hits,
+                occurrences: seen,
+                written,
+            };
+            (key.clone(), link)
+        })
+        .collect()
+}
