@@ -63,9 +63,23 @@ fn looks_like_id(segment: &str) -> bool {
         return true;
     }
     // 16+ hex digits with at least one digit: object ids, hashes, tokens.
-    segment.len() >= 16
+    if segment.len() >= 16
         && all(|c| c.is_ascii_hexdigit())
         && segment.chars().any(|c| c.is_ascii_digit())
+    {
+        return true;
+    }
+    // A prefixed id: letters, `_` or `-`, then a suffix with two digits or
+    // more (`cart_1042`, `ord-7f3a91`, Stripe's `ch_3MqL…`), but not `api-v1`.
+    match segment.split_once(['_', '-']) {
+        Some((prefix, suffix)) => {
+            !prefix.is_empty()
+                && prefix.chars().all(|c| c.is_ascii_alphabetic())
+                && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+                && suffix.chars().filter(char::is_ascii_digit).count() >= 2
+        }
+        None => false,
+    }
 }
 
 /// True for a UUID in its canonical 8-4-4-4-12 hex form.

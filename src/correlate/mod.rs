@@ -41,13 +41,16 @@ use crate::route::Route;
 
 /// A link kept by learning fed at least this many requests...
 const MIN_HITS: u64 = 3;
-/// ... and this share of its consumer place's produced values (two
-/// quantities out of four hundred that equal an earlier answer's product
-/// id are chance).
+/// ... and this share of its consumer place's values that some earlier
+/// answer produced (values nobody produced, such as reads of data older
+/// than the recording, do not count: reads of orders the traffic created,
+/// among reads of older ones, are a link).
 const MIN_SHARE: f64 = 0.05;
 /// ... at least this share of them from the same session, unless its values
-/// are long tokens (one login's token serves many connections).
-const SAME_SESSION: f64 = 0.5;
+/// are long tokens (one login's token serves many connections): a cart id
+/// is used by the session that created it, a quantity equals some other
+/// session's cart id by chance.
+const SAME_SESSION: f64 = 0.8;
 /// A value shared by every use (one login for many connections) is still
 /// followed when it is at least this long: a token, not a constant.
 const LONG_TOKEN: usize = 16;
@@ -206,10 +209,37 @@ type LinkKey = (Arc<str>, Place, Arc<str>, Place);
 struct Candidate {
     hits: u64,
     same_session: u64,
-    /// Distinct values seen, up to [`DISTINCT_KEPT`].
-    values: HashSet<String>,
+    /// Distinct values seen, up to [`DISTINCT_KEPT`], each with the
+    /// sessions that carried it (an id is one session's; a quantity of 1
+    /// is everyone's).
+    values: HashMap<String, HashSet<Arc<str>>>,
     longest: usize,
+    /// Some value was not a small number.
+    beyond_small: bool,
 }
+
+impl Candidate {
+    /// Sessions that carried each value, on average.
+    fn sessions_per_value(&self) -> f64 {
+        let total: usize = self.values.values().map(HashSet::len).sum();
+        total as f64 / self.values.len().max(1) as f64
+    }
+}
+
+/// Links whose every value is a small number need this share of every
+/// value their consumer place carried: a product id or a quantity equals a
+/// young auto-increment's id by chance.
+const SMALL_SHARE: f64 = 0.8;
+
+/// Up to three digits: the values quantities, counts and a young
+/// auto-increment share.
+fn is_small_number(text: &str) -> bool {
+    text.len() <= 3 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An id is carried by the session that obtained it, or a few: past this
+/// many sessions per value on average, equal values are chance.
+const SESSIONS_PER_ID: f64 = 1.5;
 
 /// Distinct values counted per candidate link, at most.
 const DISTINCT_KEPT: usize = 100_000;
@@ -243,7 +273,10 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
     // link there (the product id a client typed is not the cart id an
     // answer later happens to share).
     let mut preexisting: HashSet<(String, Arc<str>, Place)> = HashSet::new();
-    let mut occurrences: HashMap<(Arc<str>, Place), u64> = HashMap::new();
+    // Per consumer place: every value it carried, and those some earlier
+    // answer produced.
+    let mut carried: PlaceCounts = HashMap::new();
+    let mut occurrences: PlaceCounts = HashMap::new();
     let mut candidates: HashMap<LinkKey, Candidate> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut routes: HashMap<String, (Arc<str>, Route)> = HashMap::new();
@@ -269,6 +302,7 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
             *occurrences
                 .entry((route.clone(), place.clone()))
                 .or_default() += 1;
+            *carried.entry((route.clone(), place.clone())).or_default() += 1;
             let here = (text, route.clone(), place.clone());
             if preexisting.contains(&here) {
                 continue;
@@ -278,15 +312,16 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
                 continue;
             };
             let text = here.0;
-            // The latest producer of the same session, else the latest of
-            // any (a token one session obtained and others use).
-            let producer = producers
-                .iter()
-                .rev()
-                .find(|p| p.session == session)
-                .or(producers.last())
-                .expect("a produced value has a producer")
-                .clone();
+            // The latest producer of the same session; for a token, else
+            // the latest of any (one session obtained it, others use it).
+            // A short value another session produced is no evidence.
+            let own = producers.iter().rev().find(|p| p.session == session);
+            let Some(producer) = own
+                .or(producers.last().filter(|_| text.len() >= LONG_TOKEN))
+                .cloned()
+            else {
+                continue;
+            };
             let link: LinkKey = (
                 producer.route.clone(),
                 producer.place.clone(),
@@ -297,8 +332,12 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
             candidate.hits += 1;
             candidate.same_session += u64::from(producer.session == session);
             candidate.longest = candidate.longest.max(text.len());
-            if candidate.values.len() < DISTINCT_KEPT {
-                candidate.values.insert(text.clone());
+            candidate.beyond_small |= !is_small_number(&text);
+            if candidate.values.len() < DISTINCT_KEPT || candidate.values.contains_key(&text) {
+                let sessions = candidate.values.entry(text.clone()).or_default();
+                if sessions.len() < 8 {
+                    sessions.insert(session.clone());
+                }
             }
             for (i, (p, c)) in patterns.iter().enumerate() {
                 if rules[i].from == producer.place && rules[i].to == place {
@@ -344,7 +383,13 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
             });
         }
     }
-    let kept = select_links(&candidates, &occurrences, rules, &patterns, &routes);
+    let kept = select_links(
+        &candidates,
+        (&carried, &occurrences),
+        rules,
+        &patterns,
+        &routes,
+    );
     let mut correlation = Correlation {
         unused_rules: rules
             .iter()
@@ -411,9 +456,12 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
 
 /// For each consumer place, the producer place that fed it most, when it
 /// holds across most of its occurrences (or a rule names it).
+/// Per consumer place (route, place): how many requests carried a value there.
+type PlaceCounts = HashMap<(Arc<str>, Place), u64>;
+
 fn select_links(
     candidates: &HashMap<LinkKey, Candidate>,
-    occurrences: &HashMap<(Arc<str>, Place), u64>,
+    (carried, occurrences): (&PlaceCounts, &PlaceCounts),
     rules: &[CorrelateRule],
     patterns: &[(RoutePattern, RoutePattern)],
     routes: &HashMap<String, (Arc<str>, Route)>,
@@ -427,8 +475,26 @@ fn select_links(
             *tokens.entry((&key.0, &key.1, &key.3)).or_default() += candidate.hits;
         }
     }
+    // Where a producer's value feeds a request at one place every time, a
+    // small number equal to it at another place of the same requests only
+    // some of the time is chance (the cart id 1 in `cart_id` and a `qty`
+    // of 1 beside it).
+    let carried_at = |key: &LinkKey| {
+        carried
+            .get(&(key.2.clone(), key.3.clone()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let perfect: HashSet<(&Arc<str>, &Place, &Arc<str>)> = candidates
+        .iter()
+        .filter(|(key, c)| c.hits >= MIN_HITS && c.hits == carried_at(key))
+        .map(|(key, _)| (&key.0, &key.1, &key.2))
+        .collect();
     let mut best: BTreeMap<(Arc<str>, Place), (&LinkKey, &Candidate, bool)> = BTreeMap::new();
     for (key, candidate) in candidates {
+        let chance = !candidate.beyond_small
+            && candidate.hits < carried_at(key)
+            && perfect.contains(&(&key.0, &key.1, &key.2));
         let route_of = |name: &Arc<str>| routes.get(&**name).map(|r| &r.1);
         let written = rules.iter().zip(patterns).any(|(rule, (p, c))| {
             rule.from == key.1
@@ -441,20 +507,33 @@ fn select_links(
         // coincidence.
         let distinct = candidate.values.len() as u64;
         let varies = candidate.longest >= LONG_TOKEN
-            || (distinct >= 2 && distinct * IDS_USED_AT_MOST >= candidate.hits);
+            || (distinct >= 2
+                && distinct * IDS_USED_AT_MOST >= candidate.hits
+                && candidate.sessions_per_value() <= SESSIONS_PER_ID);
         let long = candidate.longest >= LONG_TOKEN;
         let local = candidate.same_session as f64 >= SAME_SESSION * candidate.hits as f64;
-        let seen = occurrences
-            .get(&(key.2.clone(), key.3.clone()))
-            .copied()
-            .unwrap_or(0);
+        let place = (key.2.clone(), key.3.clone());
+        let seen = match candidate.beyond_small {
+            true => occurrences.get(&place),
+            false => carried.get(&place),
+        }
+        .copied()
+        .unwrap_or(0);
         let token = long
             && tokens
                 .get(&(&key.0, &key.1, &key.3))
                 .is_some_and(|&hits| hits >= MIN_HITS);
+        // Small numbers (an auto-increment's first ids, quantities) equal
+        // each other by chance: they must hold almost everywhere.
+        let share = if candidate.beyond_small {
+            MIN_SHARE
+        } else {
+            SMALL_SHARE
+        };
         let learned = token
-            || (candidate.hits >= MIN_HITS
-                && candidate.hits as f64 >= MIN_SHARE * seen as f64
+            || (!chance
+                && candidate.hits >= MIN_HITS
+                && candidate.hits as f64 >= share * seen as f64
                 && varies
                 && (local || long));
         if !(learned || written) {
