@@ -165,7 +165,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         common::write_capture(&path, capture(scheme, sessions, uses, &order, salt));
-        let correlation = learn(&path, &[]).unwrap();
+        let correlation = learn(&path, &Default::default()).unwrap();
         let found: BTreeSet<(String, String, String, String)> = correlation
             .links
             .iter()

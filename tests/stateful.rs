@@ -459,3 +459,56 @@ async fn correlate_rules_are_checked() {
         "nothing was written or sent"
     );
 }
+
+/// `[[time_shift]]`: a request recorded a day ago for "10:00 that day" is
+/// replayed for 10:00 the day after, in the form it was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_times_in_requests_move_with_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("booking.jsonl");
+    let mut header = tandem::capture::CaptureHeader::new("test");
+    header.started_at_unix_us -= 86_400_000_000;
+    let mut writer = tandem::capture::CaptureWriter::create(&path, &header).unwrap();
+    let mut booking = common::exchange(
+        1,
+        1_000,
+        "s",
+        "POST",
+        "/book",
+        &[("content-type", "application/json".to_string())],
+    );
+    booking.request.body = Body::from(r#"{"at":"2026-11-01T10:00:00Z","seats":2}"#);
+    writer.write(&booking).unwrap();
+    writer.finish().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[time_shift]]\nroute = \"POST /book\"\nplace = \"$.at\"\n",
+    )
+    .unwrap();
+    let echo = common::Echo::start().await;
+    let out = dir.path().join("run");
+    run(
+        &job_from_args([
+            path.to_str().unwrap(),
+            "--legacy",
+            &echo.url(),
+            "--new",
+            &echo.url(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+        ])
+        .unwrap(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let result = &common::read_results(&out)[0];
+    let echoed: serde_json::Value =
+        serde_json::from_slice(result.new.response.as_ref().unwrap().body.bytes()).unwrap();
+    let at = echoed["at"].as_str().unwrap();
+    assert!(at.starts_with("2026-11-02T10:00:0"), "{at}");
+    assert_eq!(echoed["seats"], 2, "the rest of the body is as recorded");
+}

@@ -329,7 +329,7 @@ pub(super) fn correlation(
     }
     let rules = match rules {
         Some(path) => crate::correlate::rules_in(path)?,
-        None => Vec::new(),
+        None => crate::correlate::Written::default(),
     };
     let correlation = crate::correlate::learn(capture, &rules)?;
     tracing::info!(

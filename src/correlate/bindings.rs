@@ -40,6 +40,8 @@ pub struct Bindings {
     /// `(index, count)` when replaying a shard: producers of other shards
     /// never answer here.
     shard: Option<(u32, u32)>,
+    /// Replay start minus record start, µs: what `[[time_shift]]` adds.
+    shift_us: i64,
 }
 
 /// One dependent request made ready for one stack.
@@ -53,12 +55,19 @@ pub struct Resolved {
 
 impl Bindings {
     /// Bindings for `correlation`'s links, on stacks 0 (legacy), 1 (new)
-    /// and 2 (legacy-2).
-    pub fn new(correlation: Arc<Correlation>, shard: Option<(u32, u32)>) -> Bindings {
+    /// and 2 (legacy-2), for a replay that starts `started_at_us` (µs since
+    /// the epoch).
+    pub fn new(
+        correlation: Arc<Correlation>,
+        shard: Option<(u32, u32)>,
+        started_at_us: u64,
+    ) -> Bindings {
+        let shift_us = started_at_us as i64 - correlation.recorded_at_us() as i64;
         Bindings {
             correlation,
             stacks: Default::default(),
             shard,
+            shift_us,
         }
     }
 
@@ -115,10 +124,25 @@ impl Bindings {
                 Bound::Missing(why) => unresolved.push(format!("{}: {why}", use_.place)),
             }
         }
+        values.extend(self.shifted_times(request));
         Resolved {
             request: (!values.is_empty()).then(|| places::rewritten(request, &values)),
             unresolved,
         }
+    }
+
+    /// The request's absolute times (`[[time_shift]]`), moved.
+    fn shifted_times(&self, request: &Request) -> Vec<(places::Place, Value)> {
+        let route = crate::route::Route::of(&request.method, &request.target);
+        let places: Vec<&places::Place> = self.correlation.times_in(&route).collect();
+        if places.is_empty() {
+            return Vec::new();
+        }
+        places::request_values(request)
+            .into_iter()
+            .filter(|(place, _)| places.contains(&place))
+            .filter_map(|(place, value)| Some((place, shifted(&value, self.shift_us)?)))
+            .collect()
     }
 
     async fn bound(&self, stack: usize, key: &Key, producer: u64, deadline: Instant) -> Bound {
@@ -152,5 +176,73 @@ impl Bindings {
         self.correlation
             .session_of(producer)
             .is_none_or(|s| crate::capture::session_hash(s) % count as u64 == index as u64)
+    }
+}
+
+/// `value`, a time, moved by `shift_us`: an RFC 3339 string keeps its
+/// precision (as UTC), Unix seconds or milliseconds (by magnitude) keep
+/// their unit and type.
+pub fn shifted(value: &Value, shift_us: i64) -> Option<Value> {
+    let epoch = |n: i64| -> i64 {
+        // Thirteen digits and more are milliseconds.
+        if n.abs() >= 100_000_000_000 {
+            n + shift_us / 1_000
+        } else {
+            n + shift_us / 1_000_000
+        }
+    };
+    match value {
+        Value::Number(n) => Some(Value::from(epoch(n.as_i64()?))),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(Value::String(epoch(s.parse().ok()?).to_string()))
+        }
+        Value::String(s) => {
+            let at = humantime::parse_rfc3339_weak(s).ok()?;
+            let moved = if shift_us >= 0 {
+                at.checked_add(std::time::Duration::from_micros(shift_us as u64))?
+            } else {
+                at.checked_sub(std::time::Duration::from_micros(shift_us.unsigned_abs()))?
+            };
+            let fraction = s
+                .split_once('.')
+                .map_or(0, |(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
+            let text = match fraction {
+                0 => humantime::format_rfc3339_seconds(moved).to_string(),
+                1..=3 => humantime::format_rfc3339_millis(moved).to_string(),
+                _ => humantime::format_rfc3339_micros(moved).to_string(),
+            };
+            Some(Value::String(text))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shifted;
+    use serde_json::Value;
+
+    #[test]
+    fn times_move_by_the_shift_and_keep_their_form() {
+        let day = 86_400_000_000;
+        let moved = |v: Value| shifted(&v, day).unwrap();
+        assert_eq!(
+            moved(Value::from("2026-11-01T10:00:00Z")),
+            Value::from("2026-11-02T10:00:00Z")
+        );
+        assert_eq!(
+            moved(Value::from("2026-11-01T10:00:00.250Z")),
+            Value::from("2026-11-02T10:00:00.250Z")
+        );
+        assert_eq!(
+            moved(Value::from(1_790_000_000)),
+            Value::from(1_790_086_400)
+        );
+        assert_eq!(
+            moved(Value::from(1_790_000_000_000_i64)),
+            Value::from(1_790_086_400_000_i64)
+        );
+        assert_eq!(moved(Value::from("1790000000")), Value::from("1790086400"));
+        assert_eq!(shifted(&Value::from("tomorrow"), day), None);
     }
 }

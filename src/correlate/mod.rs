@@ -75,6 +75,28 @@ pub struct CorrelateRule {
     pub to: Place,
 }
 
+/// `[[time_shift]]`: a request field holding an absolute time, moved by the
+/// time between the recording and the replay (a booking "for tomorrow"
+/// stays for tomorrow).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeShift {
+    /// Route pattern of the requests, e.g. `"POST /api/bookings"`.
+    pub route: String,
+    /// Where the time sits in them: an RFC 3339 string, or Unix seconds or
+    /// milliseconds (a number or a string of digits).
+    pub place: Place,
+}
+
+/// The rules of a rules file this stage reads.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// `[[correlate]]`.
+    pub correlate: Vec<CorrelateRule>,
+    /// `[[time_shift]]`.
+    pub time_shift: Vec<TimeShift>,
+}
+
 /// One place of answers feeding one place of later requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link {
@@ -117,6 +139,10 @@ pub struct Correlation {
     produces: HashMap<u64, Vec<(Place, String)>>,
     consumes: HashMap<u64, Vec<Use>>,
     sessions: HashMap<u64, String>,
+    /// `[[time_shift]]` rules, and when the capture began (µs since the
+    /// epoch): times move by the replay's start minus this.
+    time_shifts: Vec<(RoutePattern, Place)>,
+    recorded_at_us: u64,
 }
 
 impl std::fmt::Debug for Correlation {
@@ -160,9 +186,22 @@ impl Correlation {
             })
     }
 
-    /// True when nothing is correlated.
+    /// True when nothing is correlated or shifted.
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
+        self.links.is_empty() && self.time_shifts.is_empty()
+    }
+
+    /// The places of `route`'s requests that hold absolute times.
+    pub fn times_in<'a>(&'a self, route: &'a Route) -> impl Iterator<Item = &'a Place> + 'a {
+        self.time_shifts
+            .iter()
+            .filter(move |(pattern, _)| pattern.matches(route))
+            .map(|(_, place)| place)
+    }
+
+    /// When the capture began, µs since the epoch.
+    pub fn recorded_at_us(&self) -> u64 {
+        self.recorded_at_us
     }
 
     /// The links as `[[correlate]]` rules, for review (`--write-rules`).
@@ -179,20 +218,26 @@ impl Correlation {
     }
 }
 
-/// The `[[correlate]]` rules of a rules file; errors name the file and line.
-pub fn rules_in(path: &Path) -> anyhow::Result<Vec<CorrelateRule>> {
+/// The `[[correlate]]` and `[[time_shift]]` rules of a rules file; errors
+/// name the file and line.
+pub fn rules_in(path: &Path) -> anyhow::Result<Written> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot read rules file: {e}", path.display()))?;
     let file: RulesFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: invalid rules file: {e}", path.display()))?;
-    for rule in &file.correlate {
-        for pattern in [&rule.producer, &rule.consumer] {
-            RoutePattern::parse(pattern).map_err(|e| {
-                anyhow::anyhow!("{}: [[correlate]] {pattern:?}: {e}", path.display())
-            })?;
-        }
+    let patterns = file
+        .correlate
+        .iter()
+        .flat_map(|r| [&r.producer, &r.consumer])
+        .chain(file.time_shift.iter().map(|t| &t.route));
+    for pattern in patterns {
+        RoutePattern::parse(pattern)
+            .map_err(|e| anyhow::anyhow!("{}: rule pattern {pattern:?}: {e}", path.display()))?;
     }
-    Ok(file.correlate)
+    Ok(Written {
+        correlate: file.correlate,
+        time_shift: file.time_shift,
+    })
 }
 
 #[derive(Clone)]
@@ -255,10 +300,16 @@ struct Pending {
     producers: Vec<Producer>,
 }
 
-/// Learns the links of `capture`, with `rules` added. Reads the whole
-/// capture once; lines that cannot be read are left out here (the replay
-/// reports them).
-pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlation> {
+/// Learns the links of `capture`, with the written rules added. Reads the
+/// whole capture once; lines that cannot be read are left out here (the
+/// replay reports them).
+pub fn learn(capture: &Path, written: &Written) -> anyhow::Result<Correlation> {
+    let rules = &written.correlate[..];
+    let time_shifts = written
+        .time_shift
+        .iter()
+        .map(|t| Ok((RoutePattern::parse(&t.route)?, t.place.clone())))
+        .collect::<anyhow::Result<_>>()?;
     let patterns: Vec<(RoutePattern, RoutePattern)> = rules
         .iter()
         .map(|r| {
@@ -281,7 +332,9 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
     let mut pending: Vec<Pending> = Vec::new();
     let mut routes: HashMap<String, (Arc<str>, Route)> = HashMap::new();
     let mut rule_used = vec![false; rules.len()];
-    for exchange in CaptureReader::open(capture)?.flatten() {
+    let reader = CaptureReader::open(capture)?;
+    let recorded_at_us = reader.header().started_at_unix_us;
+    for exchange in reader.flatten() {
         let request = &exchange.request;
         let template = crate::route::template(&request.target);
         let key = format!("{} {template}", request.method);
@@ -391,6 +444,8 @@ pub fn learn(capture: &Path, rules: &[CorrelateRule]) -> anyhow::Result<Correlat
         &routes,
     );
     let mut correlation = Correlation {
+        time_shifts,
+        recorded_at_us,
         unused_rules: rules
             .iter()
             .zip(&rule_used)

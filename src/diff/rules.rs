@@ -58,6 +58,10 @@ pub struct RulesFile {
     /// replay follows (read by the correlation stage, not the differ).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub correlate: Vec<crate::correlate::CorrelateRule>,
+    /// `[[time_shift]]`: request fields holding absolute times, moved by
+    /// the time between recording and replay (read by the correlation stage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_shift: Vec<crate::correlate::TimeShift>,
 }
 
 /// One `[[route]]` section.

@@ -552,7 +552,7 @@ pub fn judge_results(
         (true, true) => {
             let written = match rules {
                 Some(path) => crate::correlate::rules_in(path)?,
-                None => Vec::new(),
+                None => crate::correlate::Written::default(),
             };
             Some(Arc::new(crate::correlate::learn(&capture, &written)?))
         }

@@ -291,6 +291,7 @@ pub fn render_rules(noise: &LearnedNoise, capture: &Path) -> anyhow::Result<Stri
                 body: RuleBody::ignoring(learned.paths, learned.headers),
             }],
             correlate: Vec::new(),
+            time_shift: Vec::new(),
         };
         out.push('\n');
         for note in &learned.notes {

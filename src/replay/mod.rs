@@ -344,11 +344,10 @@ pub async fn replay<S: ResultSink>(
     let stop = Arc::new(AtomicBool::new(false));
     let count = plan.engine_count();
     let in_flight = send::InFlight::new(&plan);
-    let bindings = plan
-        .correlation
-        .clone()
-        .filter(|c| !c.is_empty())
-        .map(|c| Arc::new(crate::correlate::Bindings::new(c, plan.shard)));
+    let bindings = plan.correlation.clone().filter(|c| !c.is_empty()).map(|c| {
+        let now_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
+        Arc::new(crate::correlate::Bindings::new(c, plan.shard, now_us))
+    });
     let mut engines = Vec::new();
     for index in 0..count {
         engines.push(
