@@ -152,7 +152,10 @@ fn stateful(dir: &Path) -> anyhow::Result<()> {
          exchanges/s, 5 s, three runs each way"
     );
     let mut medians = Vec::new();
-    for (name, flags) in [("correlation", &[][..]), ("--no-correlate", &["--no-correlate"][..])] {
+    for (name, flags) in [
+        ("correlation", &[][..]),
+        ("--no-correlate", &["--no-correlate"][..]),
+    ] {
         let mut rates = Vec::new();
         for run in 1..=3 {
             let out = dir.join(format!("stateful-{run}-{}", flags.len()));

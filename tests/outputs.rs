@@ -37,6 +37,12 @@ fn steady(report: &mut Report) {
         latency(&mut side.legacy);
         latency(&mut side.new);
     }
+    // The rates each stack received are measured; keep the schedule's.
+    if let Some(load) = &mut report.load {
+        for l in [&mut load.legacy, &mut load.new] {
+            l.achieved_per_s = l.scheduled_per_s;
+        }
+    }
     for route in &mut report.routes {
         latency(&mut route.latency.legacy);
         latency(&mut route.latency.new);

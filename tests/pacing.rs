@@ -180,12 +180,21 @@ async fn requests_that_cannot_go_out_in_time_are_dropped_and_counted() {
     assert!(s.matched <= 2 && s.dropped >= 8, "{s:?}");
     assert_eq!(s.matched + s.dropped, 10, "{s:?}");
     assert_eq!(s.errors, 0, "a drop is not the target's error");
-    assert_eq!(
-        report.errors.new.get(&ErrorKind::Dropped).copied(),
-        Some(s.dropped).filter(|&d| d > 0)
+    // Each stack keeps its own slots (and pace): each drops what it could
+    // not send in time, and an exchange is dropped if any stack dropped it.
+    let drops = |side: &std::collections::BTreeMap<ErrorKind, u64>| {
+        side.get(&ErrorKind::Dropped).copied().unwrap_or(0)
+    };
+    let (legacy_drops, new_drops) = (drops(&report.errors.legacy), drops(&report.errors.new));
+    assert!(legacy_drops >= 8 && new_drops >= 8, "{:?}", report.errors);
+    assert!(
+        legacy_drops.max(new_drops) <= s.dropped,
+        "{:?}",
+        report.errors
     );
     assert_eq!(
-        report.send_lag.new.count, s.matched,
+        report.send_lag.new.count,
+        10 - new_drops,
         "only sent requests have a lag"
     );
     if s.matched > 0 {
@@ -223,4 +232,84 @@ async fn the_in_flight_limit_is_shared_by_the_engines() {
     // Split per engine, engine 0 would have had one slot: 1 matched, 9
     // dropped.
     assert_eq!((s.matched, s.dropped), (2, 8), "{s:?}");
+}
+
+/// Four sessions, a request every 10 ms each for 2 s, at a fast stack and a
+/// stack answering in 50 ms, sessions in order: the fast one keeps the
+/// recorded pace (its send lag small, its achieved rate the recorded one),
+/// the slow one shows its own lag, every exchange is paired and judged,
+/// and each stack gets every session's requests in order.
+async fn one_stack_slow(slow_is_new: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = capture(dir.path(), 4, 200, |s, k| {
+        k as u64 * 10_000 + s as u64 * 2_500
+    });
+    let (fast, fast_seen) = target(Duration::ZERO).await;
+    let (slow, slow_seen) = target(Duration::from_millis(50)).await;
+    let (legacy, new) = if slow_is_new {
+        (&fast, &slow)
+    } else {
+        (&slow, &fast)
+    };
+    let out = dir.path().join("run");
+    let report = replay(&plan(cap, legacy, new, out.clone()), std::future::pending())
+        .await
+        .unwrap()
+        .report;
+    let s = &report.summary;
+    assert_eq!(s.total, 800, "every exchange paired: {s:?}");
+    assert_eq!(s.matched, 800, "and judged alike: {s:?}");
+    let (fast_lag, slow_lag) = if slow_is_new {
+        (&report.send_lag.legacy, &report.send_lag.new)
+    } else {
+        (&report.send_lag.new, &report.send_lag.legacy)
+    };
+    assert!(
+        fast_lag.p99 < 5_000,
+        "the fast stack keeps its pace: {fast_lag:?}"
+    );
+    assert!(
+        slow_lag.p99 > 100_000,
+        "the slow one shows its own lag: {slow_lag:?}"
+    );
+    let load = report.load.as_ref().unwrap();
+    let (fast_load, slow_load) = if slow_is_new {
+        (&load.legacy, &load.new)
+    } else {
+        (&load.new, &load.legacy)
+    };
+    // 800 requests over 1.9975 s of schedule.
+    let recorded = 799.0 / 1.9975;
+    assert!(
+        (fast_load.achieved_per_s - recorded).abs() <= 0.01 * recorded,
+        "{fast_load:?}"
+    );
+    assert!(
+        slow_load.fell_behind() && !fast_load.fell_behind(),
+        "{load:?}"
+    );
+    for seen in [&fast_seen, &slow_seen] {
+        let seen = seen.lock().unwrap();
+        for (session, order) in &seen.order {
+            assert_eq!(order, &(0..200).collect::<Vec<u32>>(), "{session} in order");
+            assert_eq!(seen.most[session], 1, "{session} one at a time");
+        }
+    }
+    // The report says one stack fell behind.
+    let terminal = {
+        let mut out = Vec::new();
+        tandem::report::Render::render(&tandem::report::Terminal, &report, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert!(terminal.contains("fell behind"), "{terminal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_new_stack_does_not_hold_back_legacy() {
+    one_stack_slow(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_legacy_stack_does_not_hold_back_new() {
+    one_stack_slow(false).await;
 }

@@ -6,6 +6,7 @@
 
 mod correlation;
 mod fidelity;
+mod load;
 pub mod noise;
 
 use std::collections::{BTreeMap, HashMap};
@@ -80,6 +81,7 @@ pub struct Judge {
     noise: Option<Noise>,
     fidelity: fidelity::FidelityTally,
     equivalence: Option<correlation::Equivalence>,
+    load: load::LoadTally,
 }
 
 #[derive(Default)]
@@ -134,6 +136,7 @@ impl Judge {
                 .map(|legacy2| Noise::new(legacy2, options.noise)),
             fidelity: fidelity::FidelityTally::default(),
             equivalence: options.correlation.map(correlation::Equivalence::new),
+            load: load::LoadTally::default(),
         })
     }
 
@@ -155,6 +158,7 @@ impl Judge {
             noise.learn(&route, differences);
         }
         self.fidelity.add(&mut self.differ, &route, result);
+        self.load.add(result);
         let verdict = self.judge(&route, result, differences);
         let tally = self.routes.entry(route).or_default();
         tally.total += 1;
@@ -336,6 +340,7 @@ impl Judge {
             noise,
             fidelity,
             equivalence,
+            load,
             ..
         } = self;
         let noisy = match &noise {
@@ -399,6 +404,7 @@ impl Judge {
             learned_noise,
             fidelity: fidelity.finish(),
             correlation: equivalence.map(correlation::Equivalence::finish),
+            load: load.finish(),
             unused_rules: differ.unused_rules(),
             histograms,
             gate: None,

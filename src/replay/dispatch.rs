@@ -1,10 +1,15 @@
-//! From a due job to a sent request: session queues and the collector.
+//! From a due job to sent requests: per-stack session queues, and the
+//! pairing of each exchange's answers into one result.
 //!
-//! Requests of one session go out in their recorded order and never overlap,
-//! so create-then-read sequences stay causal: a job whose session is busy
-//! waits in that session's queue and goes out when the previous request of
-//! the session has both answers (its lag, and so its corrected latency,
-//! shows the wait). Sessions run in parallel.
+//! Each stack keeps its own pace. Requests of one session go out to a stack
+//! in their recorded order and never overlap there, so create-then-read
+//! sequences stay causal on every stack; but a stack waits only for its own
+//! previous answer, never for another stack's. A slow new stack does not
+//! hold back the load on legacy (or the other way round): each shows its
+//! own send lag, corrected latency and drops. An exchange's result goes to
+//! the collector once every stack has answered it; answers waiting for
+//! their pair are bounded, and past the bound the stack that is behind has
+//! its late requests dropped and counted, rather than memory growing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,17 +20,45 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::schedule::Job;
-use super::send::Sender;
-use crate::results::ExchangeResult;
+use super::send::{dropped, Sender};
+use crate::results::{Attempt, ExchangeResult};
+
+/// Answers waiting for their pair, at most, per engine ...
+const UNPAIRED: usize = 50_000;
+/// ... and their bodies' bytes, at most.
+const UNPAIRED_BYTES: usize = 256 << 20;
+
+/// (pass, copy, exchange id): one job.
+type Key = (u32, u32, u64);
+
+/// One stack's busy sessions and the jobs waiting behind them.
+type Queues = Mutex<HashMap<String, VecDeque<Job>>>;
+
+/// The answers of one job so far.
+struct Partial {
+    attempts: [Option<Attempt>; 3],
+    /// Stacks still to answer.
+    left: usize,
+    /// Stacks that never sent it because the replay stopped.
+    stopped: usize,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Pairing {
+    partials: HashMap<Key, Partial>,
+    bytes: usize,
+}
 
 /// Turns due jobs into sends on its engine's runtime; cheap to call from
 /// the engine's schedule.
 pub struct Dispatcher {
     sender: Sender,
     results: mpsc::Sender<ExchangeResult>,
-    /// Busy sessions and the jobs waiting behind them; `None` when sessions
-    /// are not kept in order.
-    queues: Option<Mutex<HashMap<String, VecDeque<Job>>>>,
+    /// Per stack, busy sessions and the jobs waiting behind them; `None`
+    /// when sessions are not kept in order.
+    queues: Option<[Queues; 3]>,
+    pairing: Mutex<Pairing>,
     runtime: Handle,
     start: Instant,
     stop: Arc<AtomicBool>,
@@ -49,7 +82,8 @@ impl Dispatcher {
         Dispatcher {
             sender,
             results,
-            queues: ordered_sessions.then(|| Mutex::new(HashMap::new())),
+            queues: ordered_sessions.then(Default::default),
+            pairing: Mutex::new(Pairing::default()),
             runtime,
             start,
             stop,
@@ -57,43 +91,147 @@ impl Dispatcher {
         }
     }
 
-    /// A job is due: send it now, or queue it behind its session.
+    /// A job is due: on each stack, send it now, or queue it behind its
+    /// session there.
     pub fn dispatch(self: &Arc<Self>, job: Job) {
-        if let Some(queues) = &self.queues {
-            let mut queues = queues.lock().expect("session queues lock");
-            if let Some(queue) = queues.get_mut(&job.session) {
-                queue.push_back(job);
-                return;
+        let stacks = self.sender.stacks_for(&job);
+        self.pairing.lock().expect("pairing lock").partials.insert(
+            key(&job),
+            Partial {
+                attempts: [None, None, None],
+                left: stacks.len(),
+                stopped: 0,
+                bytes: 0,
+            },
+        );
+        for stack in stacks {
+            if let Some(queues) = &self.queues {
+                let mut queues = queues[stack].lock().expect("session queues lock");
+                if let Some(queue) = queues.get_mut(&job.session) {
+                    queue.push_back(job.clone());
+                    continue;
+                }
+                queues.insert(job.session.clone(), VecDeque::new());
             }
-            queues.insert(job.session.clone(), VecDeque::new());
+            let (me, job) = (self.clone(), job.clone());
+            self.runtime.spawn(async move { me.run(stack, job).await });
         }
-        let me = self.clone();
-        self.runtime.spawn(async move { me.run(job).await });
     }
 
-    /// Sends `job`, then whatever queued behind it in its session.
-    async fn run(self: Arc<Self>, mut job: Job) {
+    /// Sends `job` to `stack`, then whatever queued behind it in its
+    /// session on that stack.
+    async fn run(self: Arc<Self>, stack: usize, mut job: Job) {
         loop {
-            let session = job.session.clone();
-            let result = self.sender.send(&job, self.start).await;
-            let _ = self.results.send(result).await;
+            let attempt = match self.behind(stack, &job) {
+                true => dropped(
+                    job.at,
+                    "this stack is far behind the others: answers waiting for their pair reached the bound",
+                ),
+                false => self.sender.attempt_on(stack, &job).await,
+            };
+            self.answered(stack, &job, Some(attempt)).await;
             let Some(queues) = &self.queues else {
                 return;
             };
-            let mut queues = queues.lock().expect("session queues lock");
-            // Once stopped, what waits in a queue is not sent.
-            let next = if self.stop.load(Ordering::Relaxed) {
-                None
-            } else {
-                queues.get_mut(&session).and_then(VecDeque::pop_front)
-            };
-            match next {
-                Some(next) => job = next,
-                None => {
-                    queues.remove(&session);
-                    return;
+            let next = {
+                let mut queues = queues[stack].lock().expect("session queues lock");
+                let next = queues.get_mut(&job.session).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    queues.remove(&job.session);
                 }
+                next
+            };
+            let Some(next) = next else {
+                return;
+            };
+            if self.stop.load(Ordering::Relaxed) {
+                // Once stopped, what waits in a queue is not sent.
+                self.abandon(stack, next).await;
+                return;
             }
+            job = next;
         }
     }
+
+    /// After a stop: the queued jobs of this session on `stack` are not sent.
+    async fn abandon(&self, stack: usize, first: Job) {
+        let mut rest = vec![first];
+        if let Some(queues) = &self.queues {
+            let mut queues = queues[stack].lock().expect("session queues lock");
+            if let Some(queue) = queues.remove(&first_session(&rest)) {
+                rest.extend(queue);
+            }
+        }
+        for job in rest {
+            self.answered(stack, &job, None).await;
+        }
+    }
+
+    /// True when answers waiting for their pair have reached the bound and
+    /// `stack` is the one they wait for on `job`.
+    fn behind(&self, stack: usize, job: &Job) -> bool {
+        let pairing = self.pairing.lock().expect("pairing lock");
+        let full = pairing.partials.len() >= UNPAIRED || pairing.bytes >= UNPAIRED_BYTES;
+        full && pairing.partials.get(&key(job)).is_some_and(|p| {
+            p.attempts
+                .iter()
+                .enumerate()
+                .any(|(s, a)| s != stack && a.is_some())
+        })
+    }
+
+    /// Takes `stack`'s attempt at `job` (`None`: not sent, the replay
+    /// stopped); hands the result on once every stack has answered.
+    async fn answered(&self, stack: usize, job: &Job, attempt: Option<Attempt>) {
+        let done = {
+            let mut pairing = self.pairing.lock().expect("pairing lock");
+            let Pairing { partials, bytes } = &mut *pairing;
+            let Some(partial) = partials.get_mut(&key(job)) else {
+                return;
+            };
+            let size = attempt.as_ref().map_or(0, body_bytes);
+            partial.bytes += size;
+            *bytes += size;
+            match attempt {
+                Some(attempt) => partial.attempts[stack] = Some(attempt),
+                None => partial.stopped += 1,
+            }
+            partial.left -= 1;
+            if partial.left > 0 {
+                return;
+            }
+            let partial = partials.remove(&key(job)).expect("present above");
+            *bytes -= partial.bytes;
+            partial
+        };
+        // A job no stack sent before the stop has no result, as before the
+        // stop it had none; one that some stack answered has, the others
+        // marked as not sent.
+        if done.attempts.iter().all(Option::is_none) {
+            return;
+        }
+        let attempts = done.attempts.map(|a| {
+            a.or_else(|| {
+                (done.stopped > 0).then(|| dropped(job.at, "not sent: the replay stopped"))
+            })
+        });
+        let result = self.sender.result(job, self.start, attempts);
+        let _ = self.results.send(result).await;
+    }
+}
+
+fn key(job: &Job) -> Key {
+    (job.pass, job.copy, job.exchange.id)
+}
+
+fn first_session(jobs: &[Job]) -> String {
+    jobs.first().map(|j| j.session.clone()).unwrap_or_default()
+}
+
+fn body_bytes(attempt: &Attempt) -> usize {
+    attempt
+        .response
+        .as_ref()
+        .map_or(0, |r| r.body.bytes().len())
+        + 256
 }

@@ -139,77 +139,83 @@ impl Sender {
         }
     }
 
-    /// Sends the job's request to both targets at once (and to the second
-    /// legacy target when learning noise); `start` is when the replay began.
-    pub async fn send(&self, job: &Job, start: Instant) -> ExchangeResult {
-        let request = &job.exchange.request;
-        let (legacy2, legacy, new) = match self.slots(job.at).await {
-            Some([slot2, slot, slot_new]) => {
-                let second = async {
-                    match &self.legacy2 {
-                        Some(stack) => Some(self.attempt(stack, job, slot2).await),
-                        None => None,
-                    }
+    /// The stacks a job goes to (0 legacy, 1 new, 2 legacy-2), in the
+    /// order their requests go out. Jobs due together are sent in this
+    /// order: the legacy request in the middle is as far from the second
+    /// legacy one as from the new one, and which of those two goes first
+    /// alternates, so that whatever the position costs (the first answer
+    /// computed earlier, say) falls on both alike. Time-dependent fields
+    /// then differ as often between the legacy answers as between legacy
+    /// and new, and are learned as noise.
+    pub fn stacks_for(&self, job: &Job) -> Vec<usize> {
+        let order = if job.exchange.id % 2 == 0 {
+            [2, 0, 1]
+        } else {
+            [1, 0, 2]
+        };
+        order
+            .into_iter()
+            .filter(|&i| i != 2 || self.legacy2.is_some())
+            .collect()
+    }
+
+    /// Sends the job's request to stack `which` (see [`Sender::stacks_for`])
+    /// once it has a free slot there (`--max-in-flight`), no later than
+    /// `--max-lag` allows: each stack keeps its own pace and its own limits.
+    pub async fn attempt_on(&self, which: usize, job: &Job) -> Attempt {
+        let stack = match which {
+            0 => &self.legacy,
+            1 => &self.new,
+            _ => self.legacy2.as_ref().expect("legacy-2 is in the plan"),
+        };
+        let slot = match &stack.slots {
+            Some(slots) => {
+                let take = slots.clone().acquire_owned();
+                let taken = match self.max_lag {
+                    Some(max) => tokio::time::timeout_at((job.at + max).into(), take)
+                        .await
+                        .ok(),
+                    None => Some(take.await),
                 };
-                let legacy = self.attempt(&self.legacy, job, slot);
-                let new = self.attempt(&self.new, job, slot_new);
-                // Polled in this order, they go out in this order: the
-                // legacy request in the middle is as far from the second
-                // legacy one as from the new one, and which of those two
-                // goes first alternates, so that whatever the position costs
-                // (the first answer computed earlier, say) falls on both
-                // alike. Time-dependent fields then differ as often between
-                // the legacy answers as between legacy and new, and are
-                // learned as noise.
-                if job.exchange.id % 2 == 0 {
-                    tokio::join!(second, legacy, new)
-                } else {
-                    let (new, legacy, second) = tokio::join!(new, legacy, second);
-                    (second, legacy, new)
+                match taken {
+                    Some(Ok(permit)) => Some(permit),
+                    _ => {
+                        return dropped(
+                            job.at,
+                            "no free slot within --max-lag (--max-in-flight reached)",
+                        )
+                    }
                 }
             }
-            None => {
-                let why = "no free slot within --max-lag (--max-in-flight reached)";
-                let second = self.legacy2.as_ref().map(|_| dropped(job.at, why));
-                (second, dropped(job.at, why), dropped(job.at, why))
-            }
+            None => None,
         };
+        self.attempt(stack, job, slot).await
+    }
+
+    /// The result of `job` from its stacks' attempts; `start` is when the
+    /// replay began.
+    pub fn result(
+        &self,
+        job: &Job,
+        start: Instant,
+        attempts: [Option<Attempt>; 3],
+    ) -> ExchangeResult {
+        let [legacy, new, legacy2] = attempts;
+        let missing = || dropped(job.at, "not sent");
         ExchangeResult {
             id: job.exchange.id,
             pass: job.pass,
             copy: job.copy,
             session: job.exchange.session.clone(),
             scheduled_us: job.at.saturating_duration_since(start).as_micros() as u64,
-            request: request.clone(),
-            legacy,
-            new,
-            legacy2,
+            request: job.exchange.request.clone(),
+            legacy: legacy.unwrap_or_else(missing),
+            new: new.unwrap_or_else(missing),
+            legacy2: self
+                .legacy2
+                .as_ref()
+                .map(|_| legacy2.unwrap_or_else(missing)),
             recorded: job.exchange.response.clone(),
-        }
-    }
-
-    /// A free slot on every target limited by `--max-in-flight` (second
-    /// legacy, legacy, new), no later than the lag allows; `None` if not in
-    /// time. An exchange goes to all its targets or to none: slots taken one
-    /// target at a time by engines in parallel would send some exchanges to
-    /// one stack only. Always taken in the same order, so no two exchanges
-    /// wait for each other's slots.
-    async fn slots(&self, scheduled: Instant) -> Option<[Option<OwnedSemaphorePermit>; 3]> {
-        let stacks = [self.legacy2.as_ref(), Some(&self.legacy), Some(&self.new)];
-        let take = async {
-            let mut taken = [None, None, None];
-            for (slot, stack) in taken.iter_mut().zip(stacks) {
-                if let Some(slots) = stack.and_then(|l| l.slots.clone()) {
-                    *slot = slots.acquire_owned().await.ok();
-                }
-            }
-            taken
-        };
-        match self.max_lag {
-            Some(max) => tokio::time::timeout_at((scheduled + max).into(), take)
-                .await
-                .ok(),
-            None => Some(take.await),
         }
     }
 
@@ -349,7 +355,7 @@ impl Sender {
 type Answer = (u16, Vec<capture::Header>, Bytes, Option<Instant>);
 
 /// An attempt the harness did not make: counted apart, never hidden.
-fn dropped(scheduled: Instant, why: &str) -> Attempt {
+pub fn dropped(scheduled: Instant, why: &str) -> Attempt {
     Attempt {
         lag_us: Instant::now()
             .saturating_duration_since(scheduled)

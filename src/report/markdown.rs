@@ -42,6 +42,26 @@ impl Render for Markdown {
             s.dropped,
             percent(s.parity)
         )?;
+        if let Some(load) = &r.load {
+            let shown = |l: &super::Load| {
+                format!(
+                    "{:.1}/s of {:.1}/s scheduled{}",
+                    l.achieved_per_s,
+                    l.scheduled_per_s,
+                    if l.fell_behind() {
+                        " (**fell behind**: its latencies were measured under a lighter load)"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            writeln!(
+                out,
+                "Load received: legacy {}; new {}.\n",
+                shown(&load.legacy),
+                shown(&load.new)
+            )?;
+        }
         if s.failed_alike > 0 {
             writeln!(
                 out,

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 
 use super::{
-    CorrelationReport, Divergence, Fidelity, Histograms, LearnedNoise, MismatchGroup, NoiseGroup,
-    Report, RouteFidelity, RouteReport, SideLatency, Summary,
+    CorrelationReport, Divergence, Fidelity, Histograms, LearnedNoise, Load, MismatchGroup,
+    NoiseGroup, Report, RouteFidelity, RouteReport, SideLatency, StackLoads, Summary,
 };
 use crate::diff::MismatchKind;
 use crate::latency::Latency;
@@ -54,6 +54,7 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         learned_noise: None,
         fidelity: merge_fidelity(&reports),
         correlation: merge_correlation(&reports),
+        load: merge_load(&reports),
         unused_rules: unused_everywhere(&reports),
         histograms,
         gate: None,
@@ -86,6 +87,24 @@ fn merge_summaries(reports: &[Report]) -> Summary {
     }
     s.finish_rates();
     s
+}
+
+/// Shards run side by side: their loads add up.
+fn merge_load(reports: &[Report]) -> Option<StackLoads> {
+    let all: Vec<&StackLoads> = reports.iter().filter_map(|r| r.load.as_ref()).collect();
+    if all.is_empty() {
+        return None;
+    }
+    let sum = |pick: fn(&StackLoads) -> &Load| Load {
+        scheduled: all.iter().map(|l| pick(l).scheduled).sum(),
+        sent: all.iter().map(|l| pick(l).sent).sum(),
+        scheduled_per_s: all.iter().map(|l| pick(l).scheduled_per_s).sum(),
+        achieved_per_s: all.iter().map(|l| pick(l).achieved_per_s).sum(),
+    };
+    Some(StackLoads {
+        legacy: sum(|l| &l.legacy),
+        new: sum(|l| &l.new),
+    })
 }
 
 /// Correlation over all shards: the first shard's links (every shard

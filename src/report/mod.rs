@@ -59,6 +59,10 @@ pub struct Report {
     /// the recorded ones (absent when no recorded answer was at hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fidelity: Option<Fidelity>,
+    /// The load each stack actually received, against the schedule: a
+    /// stack that fell behind was tested at less than the asked load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<StackLoads>,
     /// The ids and tokens followed on each stack (absent without
     /// correlation, `--no-correlate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +122,35 @@ pub struct Summary {
     /// from both).
     #[serde(default)]
     pub failed_alike: u64,
+}
+
+/// The load of each stack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StackLoads {
+    /// The legacy stack.
+    pub legacy: Load,
+    /// The new stack.
+    pub new: Load,
+}
+
+/// What one stack received of the schedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Requests scheduled for it.
+    pub scheduled: u64,
+    /// Of which sent.
+    pub sent: u64,
+    /// Requests per second the schedule asked, over its span.
+    pub scheduled_per_s: f64,
+    /// Requests per second it received, over the span of the actual sends.
+    pub achieved_per_s: f64,
+}
+
+impl Load {
+    /// Below 95% of the asked rate: this stack was tested at a lighter load.
+    pub fn fell_behind(&self) -> bool {
+        self.achieved_per_s < 0.95 * self.scheduled_per_s
+    }
 }
 
 /// What correlation followed and what it could not.

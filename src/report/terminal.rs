@@ -40,6 +40,32 @@ impl Render for Terminal {
                 writeln!(out, "    {}", d.describe())?;
             }
         }
+        if let Some(load) = &r.load {
+            let shown = |l: &super::Load| {
+                format!(
+                    "{:.1}/s of {:.1}/s scheduled{}",
+                    l.achieved_per_s,
+                    l.scheduled_per_s,
+                    if l.fell_behind() {
+                        " (fell behind)"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            writeln!(
+                out,
+                "  load received: legacy {}, new {}",
+                shown(&load.legacy),
+                shown(&load.new)
+            )?;
+            if load.legacy.fell_behind() || load.new.fell_behind() {
+                writeln!(
+                    out,
+                    "  a stack fell behind the schedule: its latencies were measured under a lighter load than the other's"
+                )?;
+            }
+        }
         if let Some(c) = &r.correlation {
             writeln!(
                 out,

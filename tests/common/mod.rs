@@ -290,7 +290,8 @@ pub struct Seen2 {
 }
 
 /// A hyper server that answers after `delay`, noting per `x-session`
-/// header how many requests overlapped and in which `x-seq` order they came.
+/// header how many requests overlapped and in which `x-seq` order they came;
+/// a request out of its session's order (a read before its create) gets 409.
 pub async fn tracking_server(
     delay: Duration,
 ) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Seen2>>) {
@@ -306,9 +307,15 @@ pub async fn tracking_server(
             async move {
                 let header = |n: &str| header_text(&req, n);
                 let (session, seq) = (header("x-session"), header("x-seq").parse().unwrap_or(0));
-                {
+                let in_order = {
                     let mut s = state.lock().unwrap();
-                    s.order.entry(session.clone()).or_default().push(seq);
+                    let order = s.order.entry(session.clone()).or_default();
+                    // A read before its create: a request ahead of the
+                    // next one its session is due (a second stack on the
+                    // same server may send what came before again).
+                    let next = order.iter().max().map_or(0, |&m| m + 1);
+                    let in_order = seq <= next;
+                    order.push(seq);
                     let now = {
                         let n = s.in_flight.entry(session.clone()).or_default();
                         *n += 1;
@@ -316,10 +323,15 @@ pub async fn tracking_server(
                     };
                     let most = s.most.entry(session.clone()).or_default();
                     *most = (*most).max(now);
-                }
+                    in_order
+                };
                 tokio::time::sleep(delay).await;
                 *state.lock().unwrap().in_flight.get_mut(&session).unwrap() -= 1;
-                Response::new(Full::new(Bytes::from_static(b"ok")))
+                let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+                if !in_order {
+                    *response.status_mut() = StatusCode::CONFLICT;
+                }
+                response
             }
         },
         std::future::pending(),
