@@ -7,9 +7,12 @@
 //! The schedule is open ([`schedule`]): a request goes out at its time
 //! whether or not earlier ones have been answered, so a slow target cannot
 //! slow the load, and latency is measured from the scheduled time as well as
-//! from the actual send. Requests of one session keep their order
-//! (`dispatch.rs`). The work is split among engines, one per core
-//! (`engine.rs`), each with its share of the sessions.
+//! from the actual send. Requests of one session keep their order on each
+//! stack, and each stack keeps its own pace (`dispatch.rs`): a slow stack
+//! cannot slow the load on the other either. With correlation, each stack's
+//! requests carry the ids and tokens it issued itself. The work is split
+//! among engines, one per core (`engine.rs`), each with its share of the
+//! sessions.
 
 mod dispatch;
 mod engine;
