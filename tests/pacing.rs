@@ -313,3 +313,36 @@ async fn a_slow_new_stack_does_not_hold_back_legacy() {
 async fn a_slow_legacy_stack_does_not_hold_back_new() {
     one_stack_slow(false).await;
 }
+
+/// Answers waiting for their pair are bounded: with legacy far ahead of a
+/// slow new stack, past the bound the new stack's late requests are
+/// dropped and counted (and say why), legacy's are all sent, and every
+/// exchange still has its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_waiting_for_their_pair_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = capture(dir.path(), 2, 100, |s, k| {
+        k as u64 * 5_000 + s as u64 * 1_000
+    });
+    let (fast, _) = target(Duration::ZERO).await;
+    let (slow, _) = target(Duration::from_millis(100)).await;
+    let out = dir.path().join("run");
+    let job = plan(cap, &fast, &slow, out.clone()).map_plan(|p| ReplayPlan {
+        max_unpaired: 10,
+        threads: 1,
+        ..p
+    });
+    let report = replay(&job, std::future::pending()).await.unwrap().report;
+    assert_eq!(report.summary.total, 200, "every exchange has its result");
+    let drops = |side: &std::collections::BTreeMap<ErrorKind, u64>| {
+        side.get(&ErrorKind::Dropped).copied().unwrap_or(0)
+    };
+    assert_eq!(drops(&report.errors.legacy), 0, "{:?}", report.errors);
+    assert!(drops(&report.errors.new) > 100, "{:?}", report.errors);
+    let results = common::read_results(&out);
+    assert!(results.iter().any(|r| r
+        .new
+        .error
+        .as_ref()
+        .is_some_and(|e| e.message.contains("far behind"))));
+}

@@ -393,3 +393,42 @@ async fn the_recorded_host_is_kept_on_every_protocol() {
         );
     }
 }
+
+/// Each stack may have its own certificates: the new stack behind a mesh
+/// that asks for a client certificate, legacy not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stack_may_present_its_own_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = servers::pki(&dir.path().join("pki"));
+    let nginx = servers::nginx(dir.path(), &pki);
+    let (ca, cert, key) = (
+        pki.ca.display().to_string(),
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let job = job_from_args([
+        SAMPLE,
+        "--legacy",
+        &format!("https://127.0.0.1:{}", nginx.tls_h2),
+        "--new",
+        &format!("https://127.0.0.1:{}", nginx.mtls),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+        "--ca-cert",
+        &ca,
+        "--new-client-cert",
+        &cert,
+        "--new-client-key",
+        &key,
+        "--speed",
+        "20",
+    ])
+    .unwrap();
+    let report = run(&job, std::future::pending()).await.unwrap().report;
+    assert_eq!(report.summary.errors, 0, "{:?}", report.errors);
+    for port in [nginx.tls_h2, nginx.mtls] {
+        let logged = nginx.requests_on(port);
+        assert_eq!(logged.len(), EXCHANGES as usize, "{port}");
+        assert!(logged.iter().all(|l| l.status == 200), "{logged:#?}");
+    }
+}

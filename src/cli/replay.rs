@@ -95,6 +95,24 @@ pub(super) struct ReplayArgs {
     threads: Option<usize>,
     #[command(flatten)]
     trust: TrustArgs,
+    /// The legacy stack's own CA certificates (PEM), instead of --ca-cert's.
+    #[arg(long = "legacy-ca-cert")]
+    legacy_ca_certs: Vec<PathBuf>,
+    /// The legacy stack's own client certificate (PEM), instead of --client-cert.
+    #[arg(long, requires = "legacy_client_key")]
+    legacy_client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "legacy_client_cert")]
+    legacy_client_key: Option<PathBuf>,
+    /// The new stack's own CA certificates (PEM), instead of --ca-cert's.
+    #[arg(long = "new-ca-cert")]
+    new_ca_certs: Vec<PathBuf>,
+    /// The new stack's own client certificate (PEM), instead of --client-cert.
+    #[arg(long, requires = "new_client_key")]
+    new_client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "new_client_cert")]
+    new_client_key: Option<PathBuf>,
     /// No live progress line (it is shown only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
@@ -209,6 +227,30 @@ impl ReplayArgs {
         }
         plan.client.insecure_tls = self.trust.insecure;
         plan.client.trust = self.trust.trust()?;
+        // A stack's own certificates, given any of them, replace the
+        // common ones for that stack (staging stacks behind different
+        // meshes): what is not given falls back to the common flags.
+        let own = |cas: Vec<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>| {
+            if cas.is_empty() && cert.is_none() {
+                return Ok(None);
+            }
+            let files = crate::http::TrustFiles {
+                ca_certs: if cas.is_empty() {
+                    self.trust.ca_certs.clone()
+                } else {
+                    cas
+                },
+                client_cert: cert.or_else(|| self.trust.client_cert.clone()),
+                client_key: key.or_else(|| self.trust.client_key.clone()),
+            };
+            crate::http::Trust::load(&files).map(Some)
+        };
+        plan.legacy_trust = own(
+            self.legacy_ca_certs,
+            self.legacy_client_cert,
+            self.legacy_client_key,
+        )?;
+        plan.new_trust = own(self.new_ca_certs, self.new_client_cert, self.new_client_key)?;
         plan.client.http2_prior_knowledge = self.http2;
         plan.warm_connections = self.warm_connections;
         plan.max_connections = self.max_connections;

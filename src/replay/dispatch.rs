@@ -23,9 +23,8 @@ use super::schedule::Job;
 use super::send::{dropped, Sender};
 use crate::results::{Attempt, ExchangeResult};
 
-/// Answers waiting for their pair, at most, per engine ...
-const UNPAIRED: usize = 50_000;
-/// ... and their bodies' bytes, at most.
+/// Answers waiting for their pair, at most, per engine: their bodies'
+/// bytes (their count is the plan's `max_unpaired`).
 const UNPAIRED_BYTES: usize = 256 << 20;
 
 /// (pass, copy, exchange id): one job.
@@ -59,6 +58,7 @@ pub struct Dispatcher {
     /// when sessions are not kept in order.
     queues: Option<[Queues; 3]>,
     pairing: Mutex<Pairing>,
+    max_unpaired: usize,
     runtime: Handle,
     start: Instant,
     stop: Arc<AtomicBool>,
@@ -69,11 +69,13 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher sending with `sender` on `runtime` and handing results
-    /// to `results`; `alive` is dropped when the dispatcher is.
+    /// to `results`, keeping sessions in order and answers waiting for
+    /// their pair bounded as `plan` says; `alive` is dropped when the
+    /// dispatcher is.
     pub fn new(
         sender: Sender,
         results: mpsc::Sender<ExchangeResult>,
-        ordered_sessions: bool,
+        plan: &super::ReplayPlan,
         start: Instant,
         stop: Arc<AtomicBool>,
         runtime: Handle,
@@ -82,8 +84,9 @@ impl Dispatcher {
         Dispatcher {
             sender,
             results,
-            queues: ordered_sessions.then(Default::default),
+            queues: plan.ordered_sessions.then(Default::default),
             pairing: Mutex::new(Pairing::default()),
+            max_unpaired: plan.max_unpaired,
             runtime,
             start,
             stop,
@@ -104,6 +107,11 @@ impl Dispatcher {
                 bytes: 0,
             },
         );
+        // The stacks whose session is free take the job together, in one
+        // task, as when they keep pace: their requests go out side by side
+        // (in `stacks_for`'s order) and meet --max-lag alike. A stack whose
+        // session is still busy takes it later, from its own queue.
+        let mut free = Vec::with_capacity(stacks.len());
         for stack in stacks {
             if let Some(queues) = &self.queues {
                 let mut queues = queues[stack].lock().expect("session queues lock");
@@ -113,9 +121,23 @@ impl Dispatcher {
                 }
                 queues.insert(job.session.clone(), VecDeque::new());
             }
-            let (me, job) = (self.clone(), job.clone());
-            self.runtime.spawn(async move { me.run(stack, job).await });
+            free.push(stack);
         }
+        if free.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        self.runtime.spawn(async move {
+            let chain = |i: usize| {
+                let (me, job, stack) = (me.clone(), job.clone(), free.get(i).copied());
+                async move {
+                    if let Some(stack) = stack {
+                        me.run(stack, job).await;
+                    }
+                }
+            };
+            tokio::join!(chain(0), chain(1), chain(2));
+        });
     }
 
     /// Sends `job` to `stack`, then whatever queued behind it in its
@@ -171,7 +193,7 @@ impl Dispatcher {
     /// `stack` is the one they wait for on `job`.
     fn behind(&self, stack: usize, job: &Job) -> bool {
         let pairing = self.pairing.lock().expect("pairing lock");
-        let full = pairing.partials.len() >= UNPAIRED || pairing.bytes >= UNPAIRED_BYTES;
+        let full = pairing.partials.len() >= self.max_unpaired || pairing.bytes >= UNPAIRED_BYTES;
         full && pairing.partials.get(&key(job)).is_some_and(|p| {
             p.attempts
                 .iter()

@@ -110,7 +110,7 @@ fn run(
         dispatcher: Arc::new(Dispatcher::new(
             sender,
             setup.results.clone(),
-            plan.ordered_sessions,
+            &plan,
             start,
             setup.stop.clone(),
             runtime.handle().clone(),

@@ -112,6 +112,14 @@ pub struct ReplayPlan {
     /// Send non-idempotent requests (POST, PUT, PATCH, DELETE) even to the
     /// upstream the capture was recorded from (`--allow-recorded-host`).
     pub allow_recorded_host: bool,
+    /// What the legacy stack (and legacy-2) trusts and presents over TLS,
+    /// when not what `client` says for all.
+    pub legacy_trust: Option<crate::http::Trust>,
+    /// The same for the new stack.
+    pub new_trust: Option<crate::http::Trust>,
+    /// Answers waiting for their pair, at most, per engine: past it the
+    /// stack that is behind has its late requests dropped.
+    pub max_unpaired: usize,
     /// The ids and tokens to follow on each stack (learned from the capture
     /// by [`crate::correlate::learn`]); `None`: requests go as recorded.
     pub correlation: Option<Arc<crate::correlate::Correlation>>,
@@ -148,6 +156,9 @@ impl ReplayPlan {
             timeout: Duration::from_secs(10),
             drain: Duration::from_secs(10),
             allow_recorded_host: false,
+            legacy_trust: None,
+            new_trust: None,
+            max_unpaired: 50_000,
             correlation: None,
         }
     }

@@ -81,8 +81,12 @@ impl Sender {
         let mut stack =
             |index: usize, target: &Target, headers: &[(String, String)], slots: &Option<_>| {
                 let pool = own_pool(target, plan, &mut pools);
-                let client = (plan.keep_host && pool.is_none())
-                    .then(|| dialing_client(target, plan, &warm))
+                let trust = match index {
+                    0 | 2 => plan.legacy_trust.as_ref(),
+                    _ => plan.new_trust.as_ref(),
+                };
+                let client = (pool.is_none() && (plan.keep_host || trust.is_some()))
+                    .then(|| own_client(target, plan, trust, &warm))
                     .flatten();
                 Stack {
                     index,
@@ -395,11 +399,13 @@ fn own_pool(
     Some(pool)
 }
 
-/// A client for `--keep-host` on a TLS or HTTP/2 target: it connects to
-/// the target whatever host the request names.
-fn dialing_client(
+/// A stack's own client, for a TLS or HTTP/2 target: with the stack's own
+/// certificates (`--legacy-client-cert` and the like), and for
+/// `--keep-host` connecting to the target whatever host the request names.
+fn own_client(
     target: &Target,
     plan: &ReplayPlan,
+    trust: Option<&http::Trust>,
     warm: &http::WarmConnections,
 ) -> Option<Client> {
     let uri = target.uri_for("/").ok()?;
@@ -409,7 +415,8 @@ fn dialing_client(
         uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
     );
     let options = http::ClientOptions {
-        dial: Some(dial),
+        dial: plan.keep_host.then_some(dial),
+        trust: trust.cloned().unwrap_or_else(|| plan.client.trust.clone()),
         ..plan.client.clone()
     };
     Some(http::client_warmed(&options, warm.clone()))
