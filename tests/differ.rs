@@ -141,6 +141,18 @@ async fn noise_learning_keeps_the_bugs_and_drops_random_fields() {
         text.contains("match = \"POST /api/orders\"") && text.contains("\"$.created_at\""),
         "{text}"
     );
+    // The links the replay followed are written too, as rules that load.
+    assert!(
+        text.contains("[[correlate]]") && text.contains("from = \"$.token\""),
+        "{text}"
+    );
+    assert!(
+        tandem::correlate::rules_in(&learned_rules)
+            .unwrap()
+            .correlate
+            .len()
+            >= 2
+    );
     let results = dir.path().join("learn/results.jsonl");
     let offline = rediff(
         &results,

@@ -151,6 +151,20 @@ impl Load {
     pub fn fell_behind(&self) -> bool {
         self.achieved_per_s < 0.95 * self.scheduled_per_s
     }
+
+    /// E.g. `398.1/s of 400.0/s scheduled (fell behind)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.1}/s of {:.1}/s scheduled{}",
+            self.achieved_per_s,
+            self.scheduled_per_s,
+            if self.fell_behind() {
+                " (fell behind)"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// What correlation followed and what it could not.
