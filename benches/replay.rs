@@ -15,7 +15,7 @@
 //! their medians are held against the targets of issue 4.
 //!
 //! Needs `.ci/setup --bench` (nginx, wrk). Run: `cargo bench --bench replay`
-//! (`-- stateful` for step 5 alone).
+//! (`-- saturation` for steps 1 and 2 alone, `-- stateful` for step 5).
 
 mod common;
 
@@ -34,6 +34,8 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "stateful") {
         return stateful(&dir);
     }
+    // `-- saturation`: steps 1 and 2 alone.
+    let only_saturation = std::env::args().any(|a| a == "saturation");
     let (a, b) = (common::free_port()?, common::free_port()?);
     let _nginx = common::nginx(&dir, &[a, b])?;
     let capture = capture(&dir.join("orders.jsonl"), 2_000)?;
@@ -72,10 +74,13 @@ fn main() -> anyhow::Result<()> {
         let sample = bench.sample(&out, asked, "5s")?;
         ratios.push(sample.achieved * 2.0 / wrk);
         println!(
-            "  achieved {:.0} requests/s ({:.2}x wrk), {} matched, {} mismatched, \
+            "  achieved {:.0} requests/s ({:.2}x wrk) in exchanges sent to both stacks, \
+             {:.0} requests/s sent in all ({:.2}x wrk), {} matched, {} mismatched, \
              {} dropped (later than --max-lag 1s), {} errors",
             sample.achieved * 2.0,
             sample.achieved * 2.0 / wrk,
+            sample.requests,
+            sample.requests / wrk,
             sample.report.summary.matched,
             sample.report.summary.mismatched,
             sample.report.summary.dropped,
@@ -83,6 +88,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if only_saturation {
+        return Ok(());
+    }
     println!("\nrate accuracy (5 s each, three runs; two requests per exchange)");
     println!(
         "{:>12} {:>12} {:>14} {:>10} {:>30} {:>12}",
@@ -237,7 +245,11 @@ struct Bench {
 
 /// One replay's achieved exchanges/s and report.
 struct Sample {
+    /// Exchanges/s sent to every stack.
     achieved: f64,
+    /// Requests/s sent, every stack's counted (each stack keeps its own
+    /// pace, so past saturation one may send what another dropped).
+    requests: f64,
     report: Report,
 }
 
@@ -265,9 +277,14 @@ impl Bench {
         std::thread::sleep(std::time::Duration::from_millis(500));
         self.replay(out, rate, duration)?;
         let achieved = achieved_rate(out)?;
+        let requests = requests_rate(out)?;
         let report = Report::load(&out.join("report.json"))?;
         std::fs::remove_file(out.join("results.jsonl"))?;
-        Ok(Sample { achieved, report })
+        Ok(Sample {
+            achieved,
+            requests,
+            report,
+        })
     }
 }
 
@@ -299,6 +316,31 @@ fn achieved_rate(out: &Path) -> anyhow::Result<f64> {
         n += 1;
     }
     Ok((n.saturating_sub(1)) as f64 / ((last - first) as f64 / 1e6))
+}
+
+/// Requests/s actually sent, every stack's counted, over the span of the
+/// sends.
+fn requests_rate(out: &Path) -> anyhow::Result<f64> {
+    let mut lines = LineReader::open(out.join("results.jsonl"))?;
+    let _: Option<anyhow::Result<ResultsHeader>> =
+        lines.next("header").map(|h| h.map_err(Into::into));
+    let (mut first, mut last, mut n) = (u64::MAX, 0u64, 0u64);
+    while let Some(r) = lines.next::<ExchangeResult>("result") {
+        let r = r?;
+        for a in [&r.legacy, &r.new] {
+            if a.error
+                .as_ref()
+                .is_some_and(|e| e.kind == tandem::results::ErrorKind::Dropped)
+            {
+                continue;
+            }
+            let sent = r.scheduled_us + a.lag_us;
+            first = first.min(sent);
+            last = last.max(sent);
+            n += 1;
+        }
+    }
+    Ok(n.saturating_sub(1) as f64 / ((last - first) as f64 / 1e6))
 }
 
 fn wrk_rate(url: &str) -> anyhow::Result<f64> {

@@ -46,6 +46,9 @@ struct Partial {
 #[derive(Default)]
 struct Pairing {
     partials: HashMap<Key, Partial>,
+    /// Partials some stack has answered: answers waiting for their pair
+    /// (jobs no stack has reached yet hold nothing but their key).
+    waiting: usize,
     bytes: usize,
 }
 
@@ -207,10 +210,17 @@ impl Dispatcher {
     async fn answered(&self, stack: usize, job: &Job, attempt: Option<Attempt>) {
         let done = {
             let mut pairing = self.pairing.lock().expect("pairing lock");
-            let Pairing { partials, bytes } = &mut *pairing;
+            let Pairing {
+                partials,
+                waiting,
+                bytes,
+            } = &mut *pairing;
             let Some(partial) = partials.get_mut(&key(job)) else {
                 return;
             };
+            if partial.attempts.iter().all(Option::is_none) && partial.stopped == 0 {
+                *waiting += 1;
+            }
             let size = attempt.as_ref().map_or(0, body_bytes);
             partial.bytes += size;
             *bytes += size;
@@ -224,6 +234,7 @@ impl Dispatcher {
             }
             let partial = partials.remove(&key(job)).expect("present above");
             *bytes -= partial.bytes;
+            *waiting -= 1;
             partial
         };
         // A job no stack sent before the stop has no result, as before the
