@@ -147,6 +147,14 @@ impl Dispatcher {
     /// session on that stack.
     async fn run(self: Arc<Self>, stack: usize, mut job: Job) {
         loop {
+            // When the collector is behind, every stack waits for it alike
+            // before its next send, as one send for all stacks used to:
+            // otherwise only the stack that completes each pair would wait
+            // (it hands the result over), fall behind the other, and have
+            // its requests dropped for lag while the other's go out.
+            if self.results.capacity() == 0 {
+                drop(self.results.reserve().await);
+            }
             let attempt = match self.behind(stack, &job) {
                 true => dropped(
                     job.at,
