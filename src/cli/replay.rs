@@ -48,7 +48,9 @@ pub(super) struct ReplayArgs {
     /// Requests in flight at most, per target.
     #[arg(long)]
     max_in_flight: Option<usize>,
-    /// Drop (and count) a request that cannot go out this long after its time.
+    /// Drop (and count) a request that cannot go out this long after its
+    /// time, per stack (eased between stacks that keep pace: up to twice
+    /// this when another stack sent it, half when another dropped it).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_lag: Option<Duration>,
     /// Let requests of one session overlap (default: in order, one at a time).

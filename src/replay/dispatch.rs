@@ -36,6 +36,8 @@ type Queues = Mutex<HashMap<String, VecDeque<Job>>>;
 /// The answers of one job so far.
 struct Partial {
     attempts: [Option<Attempt>; 3],
+    /// Stacks that began to send it.
+    started: [bool; 3],
     /// Stacks still to answer.
     left: usize,
     /// Stacks that never sent it because the replay stopped.
@@ -105,6 +107,7 @@ impl Dispatcher {
             key(&job),
             Partial {
                 attempts: [None, None, None],
+                started: [false; 3],
                 left: stacks.len(),
                 stopped: 0,
                 bytes: 0,
@@ -160,7 +163,10 @@ impl Dispatcher {
                     job.at,
                     "this stack is far behind the others: answers waiting for their pair reached the bound",
                 ),
-                false => self.sender.attempt_on(stack, &job).await,
+                false => {
+                    let max_lag = self.lag_limit(stack, &job);
+                    self.sender.attempt_on(stack, &job, max_lag).await
+                }
             };
             self.answered(stack, &job, Some(attempt)).await;
             let Some(queues) = &self.queues else {
@@ -198,6 +204,34 @@ impl Dispatcher {
         for job in rest {
             self.answered(stack, &job, None).await;
         }
+    }
+
+    /// `--max-lag` for `stack` on `job`, eased towards what the other
+    /// stacks did when they keep pace with it: past saturation each stack
+    /// would otherwise drop for lag on its own, and many exchanges would go
+    /// to one stack only, half-sent and never compared. Where another stack
+    /// already sent the job, this one may be up to twice as late; where
+    /// another dropped it for lag, this one drops it from half the limit.
+    /// A stack far behind still drops on its own. Marks the job started.
+    fn lag_limit(&self, stack: usize, job: &Job) -> Option<std::time::Duration> {
+        let max = self.sender.max_lag()?;
+        let mut pairing = self.pairing.lock().expect("pairing lock");
+        let Some(partial) = pairing.partials.get_mut(&key(job)) else {
+            return Some(max);
+        };
+        let others = |i: usize| i != stack;
+        let sent = (0..3)
+            .filter(|&i| others(i))
+            .any(|i| partial.started[i] && !partial.attempts[i].as_ref().is_some_and(was_dropped));
+        let gave_up = (0..3)
+            .filter(|&i| others(i))
+            .any(|i| partial.attempts[i].as_ref().is_some_and(was_dropped));
+        partial.started[stack] = true;
+        Some(match (sent, gave_up) {
+            (true, _) => max * 2,
+            (false, true) => max / 2,
+            (false, false) => max,
+        })
     }
 
     /// True when answers waiting for their pair have reached the bound and
@@ -267,6 +301,13 @@ fn key(job: &Job) -> Key {
 
 fn first_session(jobs: &[Job]) -> String {
     jobs.first().map(|j| j.session.clone()).unwrap_or_default()
+}
+
+fn was_dropped(attempt: &Attempt) -> bool {
+    attempt
+        .error
+        .as_ref()
+        .is_some_and(|e| e.kind == crate::results::ErrorKind::Dropped)
 }
 
 fn body_bytes(attempt: &Attempt) -> usize {

@@ -166,7 +166,7 @@ impl Sender {
     /// Sends the job's request to stack `which` (see [`Sender::stacks_for`])
     /// once it has a free slot there (`--max-in-flight`), no later than
     /// `--max-lag` allows: each stack keeps its own pace and its own limits.
-    pub async fn attempt_on(&self, which: usize, job: &Job) -> Attempt {
+    pub async fn attempt_on(&self, which: usize, job: &Job, max_lag: Option<Duration>) -> Attempt {
         let stack = match which {
             0 => &self.legacy,
             1 => &self.new,
@@ -175,7 +175,7 @@ impl Sender {
         let slot = match &stack.slots {
             Some(slots) => {
                 let take = slots.clone().acquire_owned();
-                let taken = match self.max_lag {
+                let taken = match max_lag {
                     Some(max) => tokio::time::timeout_at((job.at + max).into(), take)
                         .await
                         .ok(),
@@ -193,7 +193,12 @@ impl Sender {
             }
             None => None,
         };
-        self.attempt(stack, job, slot).await
+        self.attempt(stack, job, slot, max_lag).await
+    }
+
+    /// `--max-lag`, if given.
+    pub fn max_lag(&self) -> Option<Duration> {
+        self.max_lag
     }
 
     /// The result of `job` from its stacks' attempts; `start` is when the
@@ -233,20 +238,21 @@ impl Sender {
         stack: &Stack,
         job: &Job,
         _slot: Option<OwnedSemaphorePermit>,
+        max_lag: Option<Duration>,
     ) -> Attempt {
         let scheduled = job.at;
         let at = (job.pass, job.copy, job.exchange.id);
         let recorded = &job.exchange.request;
         let (rewritten, unresolved) = match &self.bindings {
             Some(bindings) => {
-                let deadline = scheduled + self.max_lag.unwrap_or(self.timeout);
+                let deadline = scheduled + max_lag.unwrap_or(self.timeout);
                 let resolved = bindings.resolve(stack.index, at, recorded, deadline).await;
                 (resolved.request, resolved.unresolved)
             }
             None => (None, Vec::new()),
         };
         let request = rewritten.as_ref().unwrap_or(recorded);
-        let mut attempt = self.send_to(stack, request, scheduled).await;
+        let mut attempt = self.send_to(stack, request, scheduled, max_lag).await;
         if let Some(bindings) = &self.bindings {
             let answer = attempt
                 .response
@@ -263,13 +269,11 @@ impl Sender {
         stack: &Stack,
         request: &capture::Request,
         scheduled: Instant,
+        max_lag: Option<Duration>,
     ) -> Attempt {
         let sent = Instant::now();
         let lag_us = sent.saturating_duration_since(scheduled).as_micros() as u64;
-        if self
-            .max_lag
-            .is_some_and(|max| sent.saturating_duration_since(scheduled) > max)
-        {
+        if max_lag.is_some_and(|max| sent.saturating_duration_since(scheduled) > max) {
             return dropped(scheduled, "could not go out within --max-lag");
         }
         let outcome = match build(stack, request, self.keep_host) {
