@@ -180,7 +180,7 @@ fn stateful(dir: &Path) -> anyhow::Result<()> {
             // SAFETY: sync takes no arguments and only flushes file system buffers.
             unsafe { libc::sync() };
             common::measure(&mut command)?;
-            rates.push(achieved_rate(&out)?);
+            rates.push(send_rates(&out)?.0);
             let report = Report::load(&out.join("report.json"))?;
             let fidelity = report.fidelity.map_or(0.0, |f| f.rate);
             println!(
@@ -276,8 +276,7 @@ impl Bench {
         unsafe { libc::sync() };
         std::thread::sleep(std::time::Duration::from_millis(500));
         self.replay(out, rate, duration)?;
-        let achieved = achieved_rate(out)?;
-        let requests = requests_rate(out)?;
+        let (achieved, requests) = send_rates(out)?;
         let report = Report::load(&out.join("report.json"))?;
         std::fs::remove_file(out.join("results.jsonl"))?;
         Ok(Sample {
@@ -293,54 +292,55 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Exchanges sent to both targets over the time from the first actual send
-/// to the last (those the harness dropped are not counted).
-fn achieved_rate(out: &Path) -> anyhow::Result<f64> {
+/// What a run sent, each over the time from its first actual send to its
+/// last (what the harness dropped is not counted): exchanges/s sent to
+/// both targets, and requests/s sent in all (each stack keeps its own
+/// pace, so past saturation one may send what the other dropped).
+fn send_rates(out: &Path) -> anyhow::Result<(f64, f64)> {
     let mut lines = LineReader::open(out.join("results.jsonl"))?;
     let _: Option<anyhow::Result<ResultsHeader>> =
         lines.next("header").map(|h| h.map_err(Into::into));
-    let (mut first, mut last, mut n) = (u64::MAX, 0u64, 0u64);
+    let mut both = Span::default();
+    let mut all = Span::default();
     while let Some(r) = lines.next::<ExchangeResult>("result") {
         let r = r?;
-        let dropped = |a: &tandem::results::Attempt| {
-            a.error
-                .as_ref()
-                .is_some_and(|e| e.kind == tandem::results::ErrorKind::Dropped)
-        };
-        if dropped(&r.legacy) || dropped(&r.new) {
-            continue;
+        if !r.legacy.was_dropped() && !r.new.was_dropped() {
+            both.add(r.scheduled_us + r.legacy.lag_us);
         }
-        let sent = r.scheduled_us + r.legacy.lag_us;
-        first = first.min(sent);
-        last = last.max(sent);
-        n += 1;
+        for a in [&r.legacy, &r.new].into_iter().filter(|a| !a.was_dropped()) {
+            all.add(r.scheduled_us + a.lag_us);
+        }
     }
-    Ok((n.saturating_sub(1)) as f64 / ((last - first) as f64 / 1e6))
+    Ok((both.rate(), all.rate()))
 }
 
-/// Requests/s actually sent, every stack's counted, over the span of the
-/// sends.
-fn requests_rate(out: &Path) -> anyhow::Result<f64> {
-    let mut lines = LineReader::open(out.join("results.jsonl"))?;
-    let _: Option<anyhow::Result<ResultsHeader>> =
-        lines.next("header").map(|h| h.map_err(Into::into));
-    let (mut first, mut last, mut n) = (u64::MAX, 0u64, 0u64);
-    while let Some(r) = lines.next::<ExchangeResult>("result") {
-        let r = r?;
-        for a in [&r.legacy, &r.new] {
-            if a.error
-                .as_ref()
-                .is_some_and(|e| e.kind == tandem::results::ErrorKind::Dropped)
-            {
-                continue;
-            }
-            let sent = r.scheduled_us + a.lag_us;
-            first = first.min(sent);
-            last = last.max(sent);
-            n += 1;
+/// Sends counted between the first and the last.
+struct Span {
+    first: u64,
+    last: u64,
+    n: u64,
+}
+
+impl Default for Span {
+    fn default() -> Span {
+        Span {
+            first: u64::MAX,
+            last: 0,
+            n: 0,
         }
     }
-    Ok(n.saturating_sub(1) as f64 / ((last - first) as f64 / 1e6))
+}
+
+impl Span {
+    fn add(&mut self, at_us: u64) {
+        self.first = self.first.min(at_us);
+        self.last = self.last.max(at_us);
+        self.n += 1;
+    }
+
+    fn rate(&self) -> f64 {
+        self.n.saturating_sub(1) as f64 / (self.last.saturating_sub(self.first) as f64 / 1e6)
+    }
 }
 
 fn wrk_rate(url: &str) -> anyhow::Result<f64> {

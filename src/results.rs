@@ -228,12 +228,19 @@ impl ExchangeResult {
     /// True when the harness did not send it to some target
     /// (`--max-in-flight`, `--max-lag`).
     pub fn dropped(&self) -> bool {
-        let dropped = |a: &Attempt| {
-            a.error
-                .as_ref()
-                .is_some_and(|e| e.kind == ErrorKind::Dropped)
-        };
-        dropped(&self.legacy) || dropped(&self.new) || self.legacy2.as_ref().is_some_and(dropped)
+        self.legacy.was_dropped()
+            || self.new.was_dropped()
+            || self.legacy2.as_ref().is_some_and(Attempt::was_dropped)
+    }
+}
+
+impl Attempt {
+    /// True when the harness did not send it (`--max-in-flight`,
+    /// `--max-lag`, a stop): not the target's failure.
+    pub fn was_dropped(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::Dropped)
     }
 }
 

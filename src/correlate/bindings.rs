@@ -133,6 +133,10 @@ impl Bindings {
 
     /// The request's absolute times (`[[time_shift]]`), moved.
     fn shifted_times(&self, request: &Request) -> Vec<(places::Place, Value)> {
+        // Most replays shift nothing: no route worked out per request then.
+        if !self.correlation.shifts_times() {
+            return Vec::new();
+        }
         let route = crate::route::Route::of(&request.method, &request.target);
         let places: Vec<&places::Place> = self.correlation.times_in(&route).collect();
         if places.is_empty() {

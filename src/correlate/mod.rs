@@ -13,12 +13,14 @@
 //!
 //! An answer produces a value when the value was not in its own request (an
 //! answer that echoes the user name or the order id it was asked for
-//! produces nothing). A link is kept for a consumer place when, for at
-//! least two requests, its values came from that producer place, mostly
-//! within the same session, and vary from use to use like ids (a quantity
-//! that happens to equal an earlier answer's does not) or are long tokens
-//! shared by many requests; of several producer places feeding one consumer
-//! place, the one that fed it most. A value a request carried at a place
+//! produces nothing). A short value counts only as coming from an answer of
+//! the same session; a long token (one login's, used by many connections)
+//! from any earlier answer. A link is kept for a consumer place when, for
+//! at least three requests, its values came from that producer place and
+//! vary from use to use like ids, each carried by one session or few (a
+//! quantity that happens to equal an earlier answer's does not; small
+//! numbers must hold almost everywhere), or are long tokens; of several
+//! producer places feeding one consumer place, the one that fed it most. A value a request carried at a place
 //! before any answer produced it is no link there (data that existed before
 //! the recording). `[[correlate]]` rules in the rules file add
 //! links learning cannot see.
@@ -46,11 +48,6 @@ const MIN_HITS: u64 = 3;
 /// than the recording, do not count: reads of orders the traffic created,
 /// among reads of older ones, are a link).
 const MIN_SHARE: f64 = 0.05;
-/// ... at least this share of them from the same session, unless its values
-/// are long tokens (one login's token serves many connections): a cart id
-/// is used by the session that created it, a quantity equals some other
-/// session's cart id by chance.
-const SAME_SESSION: f64 = 0.8;
 /// A value shared by every use (one login for many connections) is still
 /// followed when it is at least this long: a token, not a constant.
 const LONG_TOKEN: usize = 16;
@@ -139,6 +136,8 @@ pub struct Correlation {
     produces: HashMap<u64, Vec<(Place, String)>>,
     consumes: HashMap<u64, Vec<Use>>,
     sessions: HashMap<u64, String>,
+    /// Per producer route, the places of its answers that links follow.
+    producer_places: HashMap<Route, Vec<Place>>,
     /// `[[time_shift]]` rules, and when the capture began (µs since the
     /// epoch): times move by the replay's start minus this.
     time_shifts: Vec<(RoutePattern, Place)>,
@@ -171,24 +170,19 @@ impl Correlation {
         self.sessions.get(&id).map(String::as_str)
     }
 
-    /// The places of `route`'s answers (`METHOD /template`) that links
-    /// follow.
-    pub fn produced_at<'a>(&'a self, route: &'a str) -> impl Iterator<Item = &'a Place> + 'a {
-        let mut seen = Vec::new();
-        self.links
-            .iter()
-            .filter(move |l| l.producer == route)
-            .map(|l| &l.from)
-            .filter(move |p| {
-                let new = !seen.contains(p);
-                seen.push(*p);
-                new
-            })
+    /// The places of `route`'s answers that links follow.
+    pub fn produced_at(&self, route: &Route) -> &[Place] {
+        self.producer_places.get(route).map_or(&[], Vec::as_slice)
     }
 
     /// True when nothing is correlated or shifted.
     pub fn is_empty(&self) -> bool {
         self.links.is_empty() && self.time_shifts.is_empty()
+    }
+
+    /// True when `[[time_shift]]` rules are in force.
+    pub fn shifts_times(&self) -> bool {
+        !self.time_shifts.is_empty()
     }
 
     /// The places of `route`'s requests that hold absolute times.
@@ -253,7 +247,6 @@ type LinkKey = (Arc<str>, Place, Arc<str>, Place);
 #[derive(Default)]
 struct Candidate {
     hits: u64,
-    same_session: u64,
     /// Distinct values seen, up to [`DISTINCT_KEPT`], each with the
     /// sessions that carried it (an id is one session's; a quantity of 1
     /// is everyone's).
@@ -383,7 +376,6 @@ pub fn learn(capture: &Path, written: &Written) -> anyhow::Result<Correlation> {
             );
             let candidate = candidates.entry(link.clone()).or_default();
             candidate.hits += 1;
-            candidate.same_session += u64::from(producer.session == session);
             candidate.longest = candidate.longest.max(text.len());
             candidate.beyond_small |= !is_small_number(&text);
             if candidate.values.len() < DISTINCT_KEPT || candidate.values.contains_key(&text) {
@@ -505,6 +497,18 @@ pub fn learn(capture: &Path, written: &Written) -> anyhow::Result<Correlation> {
             .cmp(&a.hits)
             .then_with(|| (&a.consumer, &a.to).cmp(&(&b.consumer, &b.to)))
     });
+    for link in &links {
+        let Some((_, route)) = routes.get(&link.producer) else {
+            continue;
+        };
+        let places = correlation
+            .producer_places
+            .entry(route.clone())
+            .or_default();
+        if !places.contains(&link.from) {
+            places.push(link.from.clone());
+        }
+    }
     correlation.links = links;
     Ok(correlation)
 }
@@ -566,7 +570,6 @@ fn select_links(
                 && distinct * IDS_USED_AT_MOST >= candidate.hits
                 && candidate.sessions_per_value() <= SESSIONS_PER_ID);
         let long = candidate.longest >= LONG_TOKEN;
-        let local = candidate.same_session as f64 >= SAME_SESSION * candidate.hits as f64;
         let place = (key.2.clone(), key.3.clone());
         let seen = match candidate.beyond_small {
             true => occurrences.get(&place),
@@ -589,8 +592,7 @@ fn select_links(
             || (!chance
                 && candidate.hits >= MIN_HITS
                 && candidate.hits as f64 >= share * seen as f64
-                && varies
-                && (local || long));
+                && varies);
         if !(learned || written) {
             continue;
         }

@@ -39,7 +39,13 @@ impl Equivalence {
 
     /// Takes what this exchange's answers say each stack's values stand for,
     /// and counts what could not be followed.
-    pub(super) fn observe(&mut self, result: &ExchangeResult) {
+    /// `recorded` is the exchange's recorded answer, read once by the judge.
+    pub(super) fn observe(
+        &mut self,
+        route: &crate::route::Route,
+        result: &ExchangeResult,
+        recorded: Option<&crate::capture::Response>,
+    ) {
         let stacks = [
             Some(&result.legacy),
             Some(&result.new),
@@ -55,17 +61,8 @@ impl Equivalence {
         self.unresolved += u64::from(unresolved);
         // Every answer of a producer route says what its values stand for,
         // whether or not a later request used them.
-        let route = crate::route::Route::of(&result.request.method, &result.request.target);
-        let route = format!("{} {}", route.method, route.template);
-        let places: Vec<&places::Place> = self.correlation.produced_at(&route).collect();
-        if places.is_empty() {
-            return;
-        }
-        let Some(recorded) = result
-            .recorded
-            .as_ref()
-            .and_then(|raw| serde_json::from_str::<crate::capture::Response>(raw.get()).ok())
-        else {
+        let places = self.correlation.produced_at(route);
+        let Some(recorded) = recorded.filter(|_| !places.is_empty()) else {
             return;
         };
         for place in places {

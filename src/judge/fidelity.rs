@@ -45,15 +45,23 @@ pub(super) struct FidelityTally {
 
 impl FidelityTally {
     /// Judges one exchange: its recorded answer against legacy's.
-    pub(super) fn add(&mut self, differ: &mut Differ, route: &Route, result: &ExchangeResult) {
-        let Some(raw) = &result.recorded else {
+    /// `recorded` is the exchange's recorded answer as the judge read it
+    /// back: `None` when none was recorded.
+    pub(super) fn add(
+        &mut self,
+        differ: &mut Differ,
+        route: &Route,
+        result: &ExchangeResult,
+        recorded: Option<&Result<Response, serde_json::Error>>,
+    ) {
+        let Some(recorded) = recorded else {
             return;
         };
         self.seen = true;
         let Some(replayed) = result.legacy.response.as_ref() else {
             return;
         };
-        let recorded: Response = match serde_json::from_str(raw.get()) {
+        let recorded = match recorded {
             Ok(recorded) => recorded,
             Err(e) => {
                 self.unreadable += 1;
@@ -62,7 +70,7 @@ impl FidelityTally {
             }
         };
         let divergences: Vec<Mismatch> = differ
-            .compare(route, &recorded, replayed)
+            .compare(route, recorded, replayed)
             .into_iter()
             .filter(structural)
             .collect();

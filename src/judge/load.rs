@@ -3,7 +3,7 @@
 //! says so beside the latencies it is compared by.
 
 use crate::report::{Load, StackLoads};
-use crate::results::{Attempt, ErrorKind, ExchangeResult};
+use crate::results::{Attempt, ExchangeResult};
 
 #[derive(Default)]
 struct Tally {
@@ -45,11 +45,7 @@ impl Tally {
         self.scheduled += 1;
         self.first_due = self.first_due.min(due_us);
         self.last_due = self.last_due.max(due_us);
-        let dropped = attempt
-            .error
-            .as_ref()
-            .is_some_and(|e| e.kind == ErrorKind::Dropped);
-        if dropped {
+        if attempt.was_dropped() {
             return;
         }
         let sent_us = due_us + attempt.lag_us;

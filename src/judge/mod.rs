@@ -24,7 +24,7 @@ use crate::report::{
     sort_groups, Example, Histograms, MessageView, MismatchGroup, NoiseGroup, Report, RouteReport,
     RunInfo, SideLatency, Summary, TargetErrors,
 };
-use crate::results::{Attempt, ErrorKind, ExchangeResult, ResultSink};
+use crate::results::{Attempt, ExchangeResult, ResultSink};
 use crate::route::Route;
 
 /// Examples kept per mismatch group.
@@ -143,8 +143,17 @@ impl Judge {
     /// Adds one exchange's result.
     pub fn add(&mut self, result: &ExchangeResult) -> Verdict {
         let route = Route::of(&result.request.method, &result.request.target);
+        // Read back once, for fidelity and for what values stand for.
+        let recorded = result
+            .recorded
+            .as_ref()
+            .map(|raw| serde_json::from_str::<Response>(raw.get()));
         if let Some(equivalence) = self.equivalence.as_mut() {
-            equivalence.observe(result);
+            equivalence.observe(
+                &route,
+                result,
+                recorded.as_ref().and_then(|r| r.as_ref().ok()),
+            );
         }
         let (mut differences, mut legacy_differences) = self.compare(&route, result);
         if let Some(equivalence) = self.equivalence.as_mut() {
@@ -157,7 +166,8 @@ impl Judge {
         if let (Some(noise), Some(differences)) = (self.noise.as_mut(), legacy_differences) {
             noise.learn(&route, differences);
         }
-        self.fidelity.add(&mut self.differ, &route, result);
+        self.fidelity
+            .add(&mut self.differ, &route, result, recorded.as_ref());
         self.load.add(result);
         let verdict = self.judge(&route, result, differences);
         let tally = self.routes.entry(route).or_default();
@@ -202,11 +212,7 @@ impl Judge {
             ),
         ];
         for (side, (attempt, route_hist, all, errors)) in sides.into_iter().enumerate() {
-            let dropped = attempt
-                .error
-                .as_ref()
-                .is_some_and(|e| e.kind == ErrorKind::Dropped);
-            if !dropped {
+            if !attempt.was_dropped() {
                 self.lag[side].record(attempt.lag_us);
             }
             if let Some(response) = &attempt.response {
@@ -256,20 +262,11 @@ impl Judge {
         result: &ExchangeResult,
         differences: Option<Vec<Mismatch>>,
     ) -> Verdict {
-        let dropped = |a: &Attempt| {
-            a.error
-                .as_ref()
-                .is_some_and(|e| e.kind == ErrorKind::Dropped)
-        };
-        let failed = |a: &Attempt| {
-            a.error
-                .as_ref()
-                .is_some_and(|e| e.kind != ErrorKind::Dropped)
-        };
+        let failed = |a: &Attempt| a.error.is_some() && !a.was_dropped();
         if failed(&result.legacy) || failed(&result.new) {
             return Verdict::Error;
         }
-        if dropped(&result.legacy) || dropped(&result.new) {
+        if result.legacy.was_dropped() || result.new.was_dropped() {
             return Verdict::Dropped;
         }
         let (Some(legacy), Some(new), Some(mismatches)) =

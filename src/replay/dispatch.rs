@@ -30,6 +30,14 @@ const UNPAIRED_BYTES: usize = 256 << 20;
 /// (pass, copy, exchange id): one job.
 type Key = (u32, u32, u64);
 
+/// What a stack does with a job it reaches.
+enum Admit {
+    /// Drop it: the stack is far behind the others.
+    Behind,
+    /// Send it within this lag (`None`: no limit).
+    Send(Option<std::time::Duration>),
+}
+
 /// One stack's busy sessions and the jobs waiting behind them.
 type Queues = Mutex<HashMap<String, VecDeque<Job>>>;
 
@@ -158,15 +166,12 @@ impl Dispatcher {
             if self.results.capacity() == 0 {
                 drop(self.results.reserve().await);
             }
-            let attempt = match self.behind(stack, &job) {
-                true => dropped(
+            let attempt = match self.admit(stack, &job) {
+                Admit::Behind => dropped(
                     job.at,
                     "this stack is far behind the others: answers waiting for their pair reached the bound",
                 ),
-                false => {
-                    let max_lag = self.lag_limit(stack, &job);
-                    self.sender.attempt_on(stack, &job, max_lag).await
-                }
+                Admit::Send(max_lag) => self.sender.attempt_on(stack, &job, max_lag).await,
             };
             self.answered(stack, &job, Some(attempt)).await;
             let Some(queues) = &self.queues else {
@@ -194,10 +199,11 @@ impl Dispatcher {
 
     /// After a stop: the queued jobs of this session on `stack` are not sent.
     async fn abandon(&self, stack: usize, first: Job) {
+        let session = first.session.clone();
         let mut rest = vec![first];
         if let Some(queues) = &self.queues {
             let mut queues = queues[stack].lock().expect("session queues lock");
-            if let Some(queue) = queues.remove(&first_session(&rest)) {
+            if let Some(queue) = queues.remove(&session) {
                 rest.extend(queue);
             }
         }
@@ -206,45 +212,46 @@ impl Dispatcher {
         }
     }
 
-    /// `--max-lag` for `stack` on `job`, eased towards what the other
-    /// stacks did when they keep pace with it: past saturation each stack
-    /// would otherwise drop for lag on its own, and many exchanges would go
-    /// to one stack only, half-sent and never compared. Where another stack
-    /// already sent the job, this one may be up to twice as late; where
-    /// another dropped it for lag, this one drops it from half the limit.
-    /// A stack far behind still drops on its own. Marks the job started.
-    fn lag_limit(&self, stack: usize, job: &Job) -> Option<std::time::Duration> {
-        let max = self.sender.max_lag()?;
+    /// Whether `stack` sends `job`, and within what lag, in one look at the
+    /// pairing (which marks the job started on `stack`):
+    /// - when answers waiting for their pair have reached the bound and this
+    ///   stack is the one `job`'s wait for, it is behind: the job is dropped;
+    /// - else `--max-lag`, eased towards what the other stacks did when they
+    ///   keep pace with this one. Past saturation each stack would otherwise
+    ///   drop for lag on its own, and many exchanges would go to one stack
+    ///   only, half-sent and never compared. Where another stack already
+    ///   sent the job, this one may be up to twice as late; where another
+    ///   dropped it for lag, this one drops it from half the limit. A stack
+    ///   far behind still drops on its own.
+    fn admit(&self, stack: usize, job: &Job) -> Admit {
         let mut pairing = self.pairing.lock().expect("pairing lock");
+        let full = pairing.waiting >= self.max_unpaired || pairing.bytes >= UNPAIRED_BYTES;
+        let max = self.sender.max_lag();
         let Some(partial) = pairing.partials.get_mut(&key(job)) else {
-            return Some(max);
+            return Admit::Send(max);
         };
-        let others = |i: usize| i != stack;
-        let sent = (0..3)
-            .filter(|&i| others(i))
-            .any(|i| partial.started[i] && !partial.attempts[i].as_ref().is_some_and(was_dropped));
-        let gave_up = (0..3)
-            .filter(|&i| others(i))
-            .any(|i| partial.attempts[i].as_ref().is_some_and(was_dropped));
+        let others = |i: &usize| *i != stack;
+        let answered = (0..3).filter(others).any(|i| partial.attempts[i].is_some());
+        if full && answered {
+            return Admit::Behind;
+        }
+        let sent = (0..3).filter(others).any(|i| {
+            partial.started[i]
+                && !partial.attempts[i]
+                    .as_ref()
+                    .is_some_and(Attempt::was_dropped)
+        });
+        let gave_up = (0..3).filter(others).any(|i| {
+            partial.attempts[i]
+                .as_ref()
+                .is_some_and(Attempt::was_dropped)
+        });
         partial.started[stack] = true;
-        Some(match (sent, gave_up) {
+        Admit::Send(max.map(|max| match (sent, gave_up) {
             (true, _) => max * 2,
             (false, true) => max / 2,
             (false, false) => max,
-        })
-    }
-
-    /// True when answers waiting for their pair have reached the bound and
-    /// `stack` is the one they wait for on `job`.
-    fn behind(&self, stack: usize, job: &Job) -> bool {
-        let pairing = self.pairing.lock().expect("pairing lock");
-        let full = pairing.partials.len() >= self.max_unpaired || pairing.bytes >= UNPAIRED_BYTES;
-        full && pairing.partials.get(&key(job)).is_some_and(|p| {
-            p.attempts
-                .iter()
-                .enumerate()
-                .any(|(s, a)| s != stack && a.is_some())
-        })
+        }))
     }
 
     /// Takes `stack`'s attempt at `job` (`None`: not sent, the replay
@@ -297,17 +304,6 @@ impl Dispatcher {
 
 fn key(job: &Job) -> Key {
     (job.pass, job.copy, job.exchange.id)
-}
-
-fn first_session(jobs: &[Job]) -> String {
-    jobs.first().map(|j| j.session.clone()).unwrap_or_default()
-}
-
-fn was_dropped(attempt: &Attempt) -> bool {
-    attempt
-        .error
-        .as_ref()
-        .is_some_and(|e| e.kind == crate::results::ErrorKind::Dropped)
 }
 
 fn body_bytes(attempt: &Attempt) -> usize {

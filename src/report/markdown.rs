@@ -43,24 +43,20 @@ impl Render for Markdown {
             percent(s.parity)
         )?;
         if let Some(load) = &r.load {
-            let shown = |l: &super::Load| {
-                format!(
-                    "{:.1}/s of {:.1}/s scheduled{}",
-                    l.achieved_per_s,
-                    l.scheduled_per_s,
-                    if l.fell_behind() {
-                        " (**fell behind**: its latencies were measured under a lighter load)"
-                    } else {
-                        ""
-                    }
-                )
-            };
             writeln!(
                 out,
-                "Load received: legacy {}; new {}.\n",
-                shown(&load.legacy),
-                shown(&load.new)
+                "Load received: legacy {}; new {}.
+",
+                load.legacy.describe(),
+                load.new.describe()
             )?;
+            if load.legacy.fell_behind() || load.new.fell_behind() {
+                writeln!(
+                    out,
+                    "**A stack fell behind the schedule**: its latencies were measured under a lighter load than the other's.
+"
+                )?;
+            }
         }
         if s.failed_alike > 0 {
             writeln!(

@@ -41,23 +41,11 @@ impl Render for Terminal {
             }
         }
         if let Some(load) = &r.load {
-            let shown = |l: &super::Load| {
-                format!(
-                    "{:.1}/s of {:.1}/s scheduled{}",
-                    l.achieved_per_s,
-                    l.scheduled_per_s,
-                    if l.fell_behind() {
-                        " (fell behind)"
-                    } else {
-                        ""
-                    }
-                )
-            };
             writeln!(
                 out,
                 "  load received: legacy {}, new {}",
-                shown(&load.legacy),
-                shown(&load.new)
+                load.legacy.describe(),
+                load.new.describe()
             )?;
             if load.legacy.fell_behind() || load.new.fell_behind() {
                 writeln!(
