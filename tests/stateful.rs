@@ -222,6 +222,10 @@ async fn token_stack(fail: bool, hang: bool) -> SocketAddr {
             let issued = issued.clone();
             async move {
                 let (status, body) = match req.uri().path() {
+                    "/slow" => {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        (StatusCode::OK, r#"{"ok":true}"#.into())
+                    }
                     "/login" if hang => {
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         (StatusCode::OK, String::new())
@@ -266,6 +270,13 @@ async fn token_stack(fail: bool, hang: bool) -> SocketAddr {
 
 /// One session: a login whose token three later requests carry.
 fn login_capture(path: &Path) -> std::path::PathBuf {
+    login_capture_after(path, None)
+}
+
+/// [`login_capture`]; with `slow_first`, a `GET /slow` of another session
+/// goes first, and the requests that carry the token come that many µs
+/// after the login.
+fn login_capture_after(path: &Path, slow_first: Option<u64>) -> std::path::PathBuf {
     let answer = |body: &str| {
         Some(Recorded {
             status: 200,
@@ -280,10 +291,15 @@ fn login_capture(path: &Path) -> std::path::PathBuf {
         login.response = answer(&format!(r#"{{"token":"{token}"}}"#));
         login
     }];
+    if slow_first.is_some() {
+        let mut slow = common::exchange(5, 0, "b", "GET", "/slow", &[]);
+        slow.response = answer(r#"{"ok":true}"#);
+        exchanges.insert(0, slow);
+    }
     for i in 2..=4 {
         let mut use_ = common::exchange(
             i,
-            i * 1_000,
+            i * 1_000 + slow_first.unwrap_or(0),
             "s",
             "GET",
             &format!("/use/{i}"),
@@ -393,6 +409,60 @@ async fn a_producer_that_never_answers_holds_nothing_past_max_lag() {
         );
     }
     assert_eq!(outcome.report.correlation.as_ref().unwrap().unresolved, 3);
+}
+
+/// A login the harness itself drops (no free slot within --max-lag, behind
+/// a slow request) tells its dependents at once that no token will come:
+/// they go out as recorded, unresolved, instead of holding their session
+/// until their deadline and being dropped for lag themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_the_harness_drops_releases_its_dependents_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = login_capture_after(&dir.path().join("login.jsonl"), Some(500_000));
+    let (legacy, new) = (
+        token_stack(false, false).await,
+        token_stack(false, false).await,
+    );
+    run(
+        &job_from_args([
+            capture.to_str().unwrap(),
+            "--legacy",
+            &format!("http://{legacy}"),
+            "--new",
+            &format!("http://{new}"),
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+            "--max-in-flight",
+            "1",
+            "--max-lag",
+            "300ms",
+        ])
+        .unwrap(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let results = common::read_results(&dir.path().join("run"));
+    let login = results.iter().find(|r| r.id == 1).unwrap();
+    assert!(login.new.was_dropped(), "{:?}", login.new);
+    let uses: Vec<_> = results.iter().filter(|r| (2..=4).contains(&r.id)).collect();
+    assert_eq!(uses.len(), 3);
+    for r in uses {
+        // Legacy may send its login late (--max-lag is eased between
+        // stacks); new dropped it, and that is the side under test.
+        let attempt = &r.new;
+        assert!(!attempt.was_dropped(), "#{}: {:?}", r.id, attempt);
+        assert_eq!(attempt.response.as_ref().unwrap().status, 401);
+        assert!(
+            attempt
+                .unresolved
+                .iter()
+                .any(|u| u.contains("got no answer")),
+            "#{}: {:?}",
+            r.id,
+            attempt.unresolved
+        );
+    }
 }
 
 /// A correlate rule naming a route no exchange has is reported unused; a

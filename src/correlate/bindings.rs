@@ -27,10 +27,21 @@ enum Bound {
 /// (pass, copy, producer exchange, recorded value).
 type Key = (u32, u32, u64, String);
 
+/// (pass, copy, producer exchange).
+type Producer = (u32, u32, u64);
+
 #[derive(Default)]
 struct Stack {
-    values: Mutex<HashMap<Key, Bound>>,
-    changed: Notify,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    values: HashMap<Key, Bound>,
+    /// One wake-up per producer that requests wait for: an answer wakes
+    /// only its own dependents, not every waiting request of the stack
+    /// (thousands at saturation).
+    waiting: HashMap<Producer, Arc<Notify>>,
 }
 
 /// The bindings of every stack of a replay.
@@ -83,9 +94,8 @@ impl Bindings {
         if produced.is_empty() {
             return;
         }
-        let stack = &self.stacks[stack];
-        {
-            let mut values = stack.values.lock().expect("bindings lock");
+        let waiting = {
+            let mut state = self.stacks[stack].state.lock().expect("bindings lock");
             for (place, recorded) in produced {
                 let bound = match answer {
                     None => Bound::Missing(format!("producer #{id} got no answer")),
@@ -98,10 +108,15 @@ impl Bindings {
                         }
                     }
                 };
-                values.insert((pass, copy, id, recorded.clone()), bound);
+                state
+                    .values
+                    .insert((pass, copy, id, recorded.clone()), bound);
             }
+            state.waiting.remove(&(pass, copy, id))
+        };
+        if let Some(waiting) = waiting {
+            waiting.notify_waiters();
         }
-        stack.changed.notify_waiters();
     }
 
     /// `request` (exchange `id`) as `stack` must receive it: each value an
@@ -153,24 +168,39 @@ impl Bindings {
         if !self.in_this_replay(producer) {
             return Bound::Missing(format!("producer #{producer} is in another shard"));
         }
-        let stack = &self.stacks[stack];
-        loop {
-            // Registered before looking, so that an answer in between wakes it.
-            let changed = stack.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(bound) = stack.values.lock().expect("bindings lock").get(key) {
+        let notify = {
+            let mut state = self.stacks[stack].state.lock().expect("bindings lock");
+            if let Some(bound) = state.values.get(key) {
                 return bound.clone();
             }
-            if tokio::time::timeout_at(deadline.into(), changed)
-                .await
-                .is_err()
-            {
-                return Bound::Missing(format!(
-                    "producer #{producer} had not answered in time (--max-lag, or the request timeout)"
-                ));
-            }
+            let (pass, copy, _, _) = *key;
+            state
+                .waiting
+                .entry((pass, copy, producer))
+                .or_default()
+                .clone()
+        };
+        let answered = notify.notified();
+        tokio::pin!(answered);
+        // Registered, then looked at again: `answered` may have taken the
+        // lock and woken the producer's waiters since the look above.
+        answered.as_mut().enable();
+        if let Some(bound) = self.look(stack, key) {
+            return bound;
         }
+        match tokio::time::timeout_at(deadline.into(), answered).await {
+            Ok(()) => self.look(stack, key).unwrap_or_else(|| {
+                Bound::Missing(format!("producer #{producer}'s answer held no {}", key.3))
+            }),
+            Err(_) => Bound::Missing(format!(
+                "producer #{producer} had not answered in time (--max-lag, or the request timeout)"
+            )),
+        }
+    }
+
+    fn look(&self, stack: usize, key: &Key) -> Option<Bound> {
+        let state = self.stacks[stack].state.lock().expect("bindings lock");
+        state.values.get(key).cloned()
     }
 
     fn in_this_replay(&self, producer: u64) -> bool {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::record::{record_proxy, ProxyConfig, RecordSummary, Sink};
-pub use stack::{start, DemoServer, Flavor};
+pub use stack::{start, start_with, DemoServer, Flavor, Ids};
 
 /// The demo's rules, as shipped in `scenarios/demo.rules.toml`.
 pub const RULES: &str = include_str!("../../scenarios/demo.rules.toml");
@@ -54,7 +54,12 @@ impl Default for DemoOptions {
 
 /// Drives the workload through the recording proxy in front of a legacy stack.
 pub async fn record(options: &DemoOptions) -> anyhow::Result<RecordSummary> {
-    let production = start(Flavor::Legacy).await?;
+    record_with(options, Ids::Issued).await
+}
+
+/// [`record`] from a legacy stack that makes its ids as `ids` says.
+pub async fn record_with(options: &DemoOptions, ids: Ids) -> anyhow::Result<RecordSummary> {
+    let production = start_with(Flavor::Legacy, ids).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let proxy_url = format!("http://{}", listener.local_addr()?);
     let config = ProxyConfig {

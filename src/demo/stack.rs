@@ -39,6 +39,20 @@ pub enum Flavor {
     New,
 }
 
+/// How a stack makes tokens and order ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ids {
+    /// Each stack issues its own: random tokens, legacy's auto-increment and
+    /// new's snowflake ids. What the demo runs.
+    #[default]
+    Issued,
+    /// Both stacks derive them from the request alone (the token from the
+    /// user, an order id from its user and body), so a replay that carries
+    /// the recorded values finds them. The replay bench uses it to weigh
+    /// correlation against `--no-correlate` on equal work at the stacks.
+    Replayable,
+}
+
 /// Seeded orders `FIRST_ORDER..=LAST_READ_ORDER` are only ever read by the
 /// demo workload; the rest are only ever paid, once each, so that replaying
 /// against fresh stacks gives the same answers whatever the request order.
@@ -78,10 +92,16 @@ impl DemoServer {
 
 /// Starts a freshly seeded stack on an ephemeral loopback port.
 pub async fn start(flavor: Flavor) -> std::io::Result<DemoServer> {
+    start_with(flavor, Ids::Issued).await
+}
+
+/// [`start`], with the given way of making ids.
+pub async fn start_with(flavor: Flavor, ids: Ids) -> std::io::Result<DemoServer> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stack = Arc::new(Stack {
         flavor,
+        ids,
         book: Mutex::new(Book::seeded()),
         tokens: Mutex::new(BTreeMap::new()),
     });
@@ -104,6 +124,7 @@ pub async fn start(flavor: Flavor) -> std::io::Result<DemoServer> {
 
 struct Stack {
     flavor: Flavor,
+    ids: Ids,
     book: Mutex<Book>,
     /// Tokens this stack issued, and to whom.
     tokens: Mutex<BTreeMap<String, String>>,
@@ -216,18 +237,18 @@ impl Stack {
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let signed_in = self.signed_in(&parts.headers);
-        let (status, value) = self.route(&parts.method, &segments, &query, &body, signed_in);
+        let user = self.signed_in(&parts.headers);
+        let (status, value) = self.route(&parts.method, &segments, &query, &body, user);
         self.respond(status, value)
     }
 
-    /// Whether the request carries a token this stack issued.
-    fn signed_in(&self, headers: &hyper::HeaderMap) -> bool {
+    /// The user of the token the request carries, if this stack issued it.
+    fn signed_in(&self, headers: &hyper::HeaderMap) -> Option<String> {
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        token.is_some_and(|t| self.tokens.lock().unwrap().contains_key(t))
+            .and_then(|v| v.strip_prefix("Bearer "))?;
+        self.tokens.lock().unwrap().get(token).cloned()
     }
 
     fn route(
@@ -236,18 +257,20 @@ impl Stack {
         segments: &[&str],
         query: &str,
         body: &[u8],
-        signed_in: bool,
+        user: Option<String>,
     ) -> Answer {
         let id = |s: &str| s.parse::<u64>().ok();
         match (method, segments) {
             (&Method::POST, ["api", "login"]) => self.login(body),
             (&Method::GET, ["api", "products"]) => self.list_products(),
             (&Method::GET, ["api", "products", p]) => self.product(id(p)),
-            (_, ["api", "orders", ..]) if !signed_in => {
+            (_, ["api", "orders", ..]) if user.is_none() => {
                 error(StatusCode::UNAUTHORIZED, "sign in first")
             }
             (&Method::GET, ["api", "orders"]) => self.list_orders(query),
-            (&Method::POST, ["api", "orders"]) => self.create_order(body),
+            (&Method::POST, ["api", "orders"]) => {
+                self.create_order(body, user.as_deref().unwrap_or_default())
+            }
             (&Method::GET, ["api", "orders", o]) => self.order(id(o)),
             (&Method::POST, ["api", "orders", o, "pay"]) => self.pay(id(o)),
             (&Method::POST, ["api", "orders", o, "cancel"]) => self.cancel(id(o)),
@@ -261,9 +284,10 @@ impl Stack {
         };
         let mut rng = rand::thread_rng();
         // Each stack issues tokens of its own kind.
-        let token = match self.flavor {
-            Flavor::Legacy => format!("lgc-{:032x}", rng.gen::<u128>()),
-            Flavor::New => format!("eyJ{:032x}{:016x}", rng.gen::<u128>(), rng.gen::<u64>()),
+        let token = match (self.ids, self.flavor) {
+            (Ids::Replayable, _) => format!("lgc-{:016x}", fnv1a(login.user.as_bytes())),
+            (_, Flavor::Legacy) => format!("lgc-{:032x}", rng.gen::<u128>()),
+            (_, Flavor::New) => format!("eyJ{:032x}{:016x}", rng.gen::<u128>(), rng.gen::<u64>()),
         };
         self.tokens
             .lock()
@@ -401,7 +425,7 @@ impl Stack {
         )
     }
 
-    fn create_order(&self, body: &[u8]) -> Answer {
+    fn create_order(&self, body: &[u8], user: &str) -> Answer {
         let Ok(new) = serde_json::from_slice::<NewOrder>(body) else {
             return error(StatusCode::BAD_REQUEST, "body must be an order");
         };
@@ -424,15 +448,21 @@ impl Stack {
         {
             return error(StatusCode::BAD_REQUEST, "unknown product");
         }
-        let id = match self.flavor {
+        let id = match (self.ids, self.flavor) {
+            // Past the seeded orders, under 2^53, the same on both stacks
+            // whatever order the requests come in.
+            (Ids::Replayable, _) => {
+                let key = [user.as_bytes(), b"\n", body].concat();
+                1_000_000 + fnv1a(&key) % (1 << 40)
+            }
             // The monolith's auto-increment, after the seeded orders.
-            Flavor::Legacy => {
+            (_, Flavor::Legacy) => {
                 book.next_order += 1;
                 book.next_order - 1
             }
             // Snowflake: milliseconds since 2020, then a sequence: above
             // 2^53, so a client that reads ids as doubles corrupts them.
-            Flavor::New => {
+            (_, Flavor::New) => {
                 book.sequence += 1;
                 let epoch_ms = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -485,6 +515,13 @@ impl Stack {
         let order = &book.orders[&id];
         (StatusCode::OK, self.order_json(&book, id, order, false))
     }
+}
+
+/// FNV-1a: a hash that is the same in every process and build, unlike std's.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Tax in cents, rounded half up.

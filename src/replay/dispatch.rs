@@ -167,10 +167,13 @@ impl Dispatcher {
                 drop(self.results.reserve().await);
             }
             let attempt = match self.admit(stack, &job) {
-                Admit::Behind => dropped(
-                    job.at,
-                    "this stack is far behind the others: answers waiting for their pair reached the bound",
-                ),
+                Admit::Behind => {
+                    self.sender.not_sent(stack, &job);
+                    dropped(
+                        job.at,
+                        "this stack is far behind the others: answers waiting for their pair reached the bound",
+                    )
+                }
                 Admit::Send(max_lag) => self.sender.attempt_on(stack, &job, max_lag).await,
             };
             self.answered(stack, &job, Some(attempt)).await;

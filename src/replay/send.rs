@@ -184,16 +184,26 @@ impl Sender {
                 match taken {
                     Some(Ok(permit)) => Some(permit),
                     _ => {
+                        self.not_sent(which, job);
                         return dropped(
                             job.at,
                             "no free slot within --max-lag (--max-in-flight reached)",
-                        )
+                        );
                     }
                 }
             }
             None => None,
         };
         self.attempt(stack, job, slot, max_lag).await
+    }
+
+    /// Tells the requests that wait for `job`'s answer on `stack` that
+    /// none will come, so that they go out as recorded now instead of
+    /// holding their session until their deadline.
+    pub fn not_sent(&self, stack: usize, job: &Job) {
+        if let Some(bindings) = &self.bindings {
+            bindings.answered(stack, (job.pass, job.copy, job.exchange.id), None);
+        }
     }
 
     /// `--max-lag`, if given.
