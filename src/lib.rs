@@ -14,8 +14,10 @@
 //! 4. judge ([`judge`]), which compares answers with the differ ([`diff`])
 //!    and folds them into a
 //! 5. report ([`report`]): report.json, summary.md, the terminal summary;
-//!    shard reports merged.
+//!    shard reports merged; its [`gate`]s turn it into a verdict.
 //!
+//! [`scenario`] files (`tandem run`) are a replay's arguments written as
+//! TOML, with gates, inline rules, setup and teardown.
 //! [`cli`] is the command layer that composes the stages for each command;
 //! [`demo`] holds the embedded stacks of `tandem demo`. The formats between
 //! stages are documented in `docs/` and versioned.
@@ -36,6 +38,10 @@ pub mod judge;
 pub mod diff;
 
 pub mod report;
+
+pub mod gate;
+
+pub mod scenario;
 
 pub mod cli;
 pub mod demo;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::demo::{self, DemoOptions, Flavor};
 use tandem::diff::MismatchKind;
+use tandem::gate::Gate;
 use tandem::jsonl::LineError;
 use tandem::replay::{ReplayError, ReplayPlan};
 use tandem::report::Report;
@@ -203,11 +204,11 @@ async fn gate_fails_on_mismatches_and_on_an_empty_run() {
     let new = demo::start(Flavor::New).await.unwrap();
     let mut p = plan(capture, legacy.url(), new.url(), dir.path().join("gate"));
     p.rules = Some("scenarios/demo.rules.toml".into());
-    p.max_mismatch_rate = Some(0.0);
+    p.gates = vec![Gate::max_mismatch_rate(0.0)];
     let outcome = replay(&p, std::future::pending()).await.unwrap();
     assert!(outcome.report.summary.mismatched > 0);
     assert!(!outcome.passed());
-    p.max_mismatch_rate = Some(1.0);
+    p.gates = vec![Gate::max_mismatch_rate(1.0)];
     p.out_dir = dir.path().join("gate2");
     assert!(replay(&p, std::future::pending()).await.unwrap().passed());
     legacy.stop().await;
@@ -330,8 +331,7 @@ async fn a_broken_replay_never_reads_as_a_green_report() {
     std::fs::write(&rules, "[defaults]\nignore_headers = [\"x-echo-host\"]\n").unwrap();
     let job = ReplayJob {
         rules: Some(rules),
-        max_mismatch_rate: Some(0.0),
-        min_fidelity: Some(0.9),
+        gates: vec![Gate::max_mismatch_rate(0.0), Gate::min_fidelity(0.9)],
         ..plan(capture, legacy.url(), new.url(), dir.path().join("run"))
     };
     let outcome = replay(&job, std::future::pending()).await.unwrap();
@@ -349,10 +349,14 @@ async fn a_broken_replay_never_reads_as_a_green_report() {
         (Some("201"), Some("401"), 4)
     );
     assert!(!outcome.passed(), "the fidelity gate fails the run");
-    let gate = report.gate.as_ref().unwrap();
+    let verdicts: Vec<_> = report
+        .gates
+        .iter()
+        .map(|g| (g.expression.as_str(), g.passed))
+        .collect();
     assert_eq!(
-        (gate.max_mismatch_rate, gate.min_fidelity),
-        (Some(0.0), Some(0.9))
+        verdicts,
+        [("mismatch_rate <= 0%", true), ("fidelity >= 90%", false)]
     );
 
     // What people read says it first.

@@ -137,7 +137,7 @@ async fn ids_and_tokens_are_followed_per_stack_and_an_unfollowed_replay_fails_it
         "{:#?}",
         report.mismatch_groups
     );
-    assert!(followed.passed(), "{:?}", report.gate);
+    assert!(followed.passed(), "{:?}", report.gates);
     assert_eq!(report.correlation.as_ref().unwrap().unresolved, 0);
     // Legacy's ids really moved: its created orders differ from the recording.
     let results = common::read_results(&out);

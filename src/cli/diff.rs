@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{finish, parse_rate, NoiseArgs, Outcome};
+use super::{finish, GateArgs, NoiseArgs, Outcome};
 use crate::judge::judge_results;
 
 #[derive(Debug, Args)]
@@ -19,14 +19,8 @@ pub(super) struct DiffArgs {
     /// Where to write report.json and summary.md (default: the run directory).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Exit 1 when summary.mismatch_rate, (mismatched + errors + dropped) /
-    /// total, is above this (0..1).
-    #[arg(long, value_parser = parse_rate)]
-    max_mismatch_rate: Option<f64>,
-    /// Exit 1 when fidelity (legacy's replayed answers matching the
-    /// recorded ones in status and body structure) is below this (0..1).
-    #[arg(long, value_parser = parse_rate)]
-    min_fidelity: Option<f64>,
+    #[command(flatten)]
+    gates: GateArgs,
     /// Noise thresholds, for runs made with --learn-noise.
     #[command(flatten)]
     noise: NoiseArgs,
@@ -45,7 +39,7 @@ pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
         args.noise.thresholds(),
         !args.no_correlate,
     )?;
-    report.apply_gates(args.max_mismatch_rate, args.min_fidelity);
+    report.apply_gates(&args.gates.gates());
     let out = args.out.unwrap_or(args.run);
     let report_path = report.write_files(&out)?;
     finish(&Outcome::of(report, report_path))

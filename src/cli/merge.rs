@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{finish, parse_rate, Outcome};
+use super::{finish, GateArgs, Outcome};
 use crate::report::{merge::merge, Report};
 
 #[derive(Debug, Subcommand)]
@@ -22,14 +22,8 @@ pub(super) struct MergeArgs {
     /// Where to write the merged report.json and summary.md.
     #[arg(long)]
     out: PathBuf,
-    /// Exit 1 when summary.mismatch_rate, (mismatched + errors + dropped) /
-    /// total, is above this (0..1).
-    #[arg(long, value_parser = parse_rate)]
-    max_mismatch_rate: Option<f64>,
-    /// Exit 1 when fidelity (legacy's replayed answers matching the
-    /// recorded ones in status and body structure) is below this (0..1).
-    #[arg(long, value_parser = parse_rate)]
-    min_fidelity: Option<f64>,
+    #[command(flatten)]
+    gates: GateArgs,
 }
 
 /// `tandem report merge`.
@@ -40,7 +34,7 @@ pub(super) fn command(args: MergeArgs) -> anyhow::Result<ExitCode> {
         .map(|dir| Report::load(&dir.join("report.json")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut report = merge(reports)?;
-    report.apply_gates(args.max_mismatch_rate, args.min_fidelity);
+    report.apply_gates(&args.gates.gates());
     let report_path = report.write_files(&args.out)?;
     finish(&Outcome::of(report, report_path))
 }

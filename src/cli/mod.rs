@@ -1,12 +1,14 @@
 //! The command layer: arguments parsed once with clap, checked into typed
 //! plans, and the stages composed for each command, one module a command.
-//! Exit codes: 0 pass, 1 gate failed, 2 bad usage or input.
+//! Exit codes: 0 pass, 1 a gate failed, 2 bad usage or input, 3 the run was
+//! interrupted (SIGINT, SIGTERM): an interrupted run never passes.
 
 pub mod demo;
 mod diff;
 mod merge;
 mod record;
 pub mod replay;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +24,8 @@ use crate::report::{Render, Report, Terminal};
 pub const EXIT_GATE_FAILED: u8 = 1;
 /// Bad usage or bad input.
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// The run was interrupted.
+pub const EXIT_INTERRUPTED: u8 = 3;
 
 /// Record HTTP traffic, replay it at a legacy and a new stack, diff, gate.
 #[derive(Debug, Parser)]
@@ -48,6 +52,10 @@ enum Command {
     Import(record::ImportArgs),
     /// Replay a capture at the legacy and the new stack and report parity.
     Replay(replay::ReplayArgs),
+    /// Run a scenario file (docs/scenarios.md): a replay with its targets,
+    /// pacing, rules, gates, setup and teardown; flags after the file
+    /// replace its keys.
+    Run(run::RunArgs),
     /// Recompute a run's report from its results, e.g. with new rules; sends nothing.
     Diff(diff::DiffArgs),
     /// Work on reports: `tandem report merge`.
@@ -111,6 +119,44 @@ impl TrustArgs {
     }
 }
 
+/// The gates a run is held to: `--gate` expressions and their shorthands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GateArgs {
+    /// A gate, e.g. "parity >= 99.9%", "errors.new <= 0.1%", "new.p99 <=
+    /// 1.10 * legacy.p99" or "new.p99 < 250ms" (docs/gates.md); repeatable.
+    /// Exit 1 when one fails.
+    #[arg(long = "gate", value_parser = parse_gate)]
+    gate: Vec<crate::gate::Gate>,
+    /// Shorthand for --gate "mismatch_rate <= X": summary.mismatch_rate,
+    /// (mismatched + errors + dropped) / total, at most this (0..1).
+    #[arg(long, value_parser = parse_rate)]
+    max_mismatch_rate: Option<f64>,
+    /// Shorthand for --gate "fidelity >= X": legacy's replayed answers
+    /// matching the recorded ones in status and body structure (0..1).
+    #[arg(long, value_parser = parse_rate)]
+    min_fidelity: Option<f64>,
+}
+
+impl GateArgs {
+    /// Every gate these flags ask for, shorthands first.
+    pub fn gates(&self) -> Vec<crate::gate::Gate> {
+        let shorthands = [
+            self.max_mismatch_rate
+                .map(crate::gate::Gate::max_mismatch_rate),
+            self.min_fidelity.map(crate::gate::Gate::min_fidelity),
+        ];
+        shorthands
+            .into_iter()
+            .flatten()
+            .chain(self.gate.iter().cloned())
+            .collect()
+    }
+}
+
+fn parse_gate(text: &str) -> Result<crate::gate::Gate, String> {
+    crate::gate::Gate::parse(text, text, None).map_err(|e| e.why)
+}
+
 /// A rate between 0 and 1, e.g. for `--max-mismatch-rate`.
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
@@ -153,9 +199,9 @@ impl Outcome {
         }
     }
 
-    /// True when the gate, if any, passed.
+    /// True when the run was not interrupted and every gate held.
     pub fn passed(&self) -> bool {
-        self.report.gate.as_ref().is_none_or(|g| g.passed)
+        self.report.passed()
     }
 }
 
@@ -186,6 +232,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Record(args) => record::proxy(args).await,
         Command::Import(args) => record::import(args).await,
         Command::Replay(args) => replay::command(args).await,
+        Command::Run(args) => run::command(args).await,
         Command::Diff(args) => diff::command(args),
         Command::Report(merge::ReportCommand::Merge(args)) => merge::command(args),
         Command::Demo(args) => demo::command(args).await,
@@ -197,12 +244,6 @@ fn finish(outcome: &Outcome) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     Terminal.render(&outcome.report, &mut out)?;
     writeln!(out, "report: {}", outcome.report_path.display())?;
-    if outcome.interrupted {
-        writeln!(
-            out,
-            "interrupted: the report covers what was sent before the stop"
-        )?;
-    }
     if !outcome.unreadable.is_empty() {
         for line in &outcome.unreadable {
             eprintln!("tandem: {line}");
@@ -213,7 +254,9 @@ fn finish(outcome: &Outcome) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
-    Ok(if outcome.passed() {
+    Ok(if outcome.report.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if outcome.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_GATE_FAILED)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use super::{finish, parse_rate, shutdown_signal, NoiseArgs, Outcome, TrustArgs};
+use super::{finish, shutdown_signal, GateArgs, NoiseArgs, Outcome, TrustArgs};
 use crate::judge::{noise, Judge, JudgeOptions, NoiseThresholds};
 use crate::replay::{replay, ReplayPlan};
 use crate::report::RunInfo;
@@ -128,14 +128,8 @@ pub(super) struct ReplayArgs {
     /// Longest wait for one complete answer [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
-    /// Exit 1 when summary.mismatch_rate, (mismatched + errors + dropped) /
-    /// total, is above this (0..1).
-    #[arg(long, value_parser = parse_rate)]
-    max_mismatch_rate: Option<f64>,
-    /// Exit 1 when fidelity (legacy's replayed answers matching the
-    /// recorded ones in status and body structure) is below this (0..1).
-    #[arg(long, value_parser = parse_rate)]
-    min_fidelity: Option<f64>,
+    #[command(flatten)]
+    gates: GateArgs,
     /// Send each request to the legacy stack a second time (or to --legacy-2)
     /// and leave out differences two legacy answers also show.
     #[arg(long)]
@@ -164,10 +158,8 @@ pub struct ReplayJob {
     pub rules: Option<PathBuf>,
     /// When a difference is real rather than noise (with `plan.legacy2`).
     pub noise: NoiseThresholds,
-    /// Fail the run (exit 1) when `summary.mismatch_rate` is above this.
-    pub max_mismatch_rate: Option<f64>,
-    /// Fail the run (exit 1) when `fidelity.rate` is below this.
-    pub min_fidelity: Option<f64>,
+    /// The gates the run is held to (exit 1 when one fails).
+    pub gates: Vec<crate::gate::Gate>,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// Write the learned noise and correlation links as a rules file here.
@@ -184,8 +176,7 @@ impl ReplayJob {
             plan,
             rules: None,
             noise: NoiseThresholds::default(),
-            max_mismatch_rate: None,
-            min_fidelity: None,
+            gates: Vec::new(),
             out_dir,
             write_rules: None,
             correlate: true,
@@ -203,9 +194,19 @@ impl ReplayJob {
 }
 
 impl ReplayArgs {
+    /// The run directory asked for.
+    pub(super) fn out(&self) -> &std::path::Path {
+        &self.out
+    }
+
+    /// Whether a rules file was given.
+    pub(super) fn has_rules(&self) -> bool {
+        self.rules.is_some()
+    }
+
     /// The job these flags ask for: every flag not given keeps the
     /// default of [`ReplayPlan::new`]. Certificate files are read here.
-    fn job(self) -> anyhow::Result<ReplayJob> {
+    pub(super) fn job(self) -> anyhow::Result<ReplayJob> {
         let mut plan = ReplayPlan::new(self.capture, self.legacy, self.new);
         macro_rules! given {
             ($($field:ident),*) => {
@@ -258,19 +259,35 @@ impl ReplayArgs {
         plan.max_connections = self.max_connections;
         plan.progress = super::show_progress(self.no_progress);
         if self.learn_noise {
+            if self.legacy2.is_none() {
+                // Stateful traffic: a payment sent twice is paid once, and
+                // the second answer (409) is legacy's divergence, not noise.
+                tracing::warn!(
+                    "--learn-noise without --legacy-2 sends every request to legacy twice: \
+                     writes (POST, PUT, PATCH, DELETE) are applied twice; give a second legacy \
+                     instance with its own database"
+                );
+            }
             plan.legacy2 = Some(self.legacy2.unwrap_or_else(|| plan.legacy.clone()));
         }
         Ok(ReplayJob {
             plan,
             rules: self.rules,
             noise: self.noise.thresholds(),
-            max_mismatch_rate: self.max_mismatch_rate,
-            min_fidelity: self.min_fidelity,
+            gates: self.gates.gates(),
             out_dir: self.out,
             write_rules: self.write_rules,
             correlate: !self.no_correlate,
         })
     }
+}
+
+/// `tandem replay` on its own, to parse its arguments apart from the rest.
+#[derive(Parser)]
+#[command(name = "tandem replay")]
+struct Replay {
+    #[command(flatten)]
+    args: ReplayArgs,
 }
 
 /// The job `tandem replay ARGS…` would run, from its arguments (after
@@ -280,14 +297,36 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    #[derive(Parser)]
-    struct Replay {
-        #[command(flatten)]
-        args: ReplayArgs,
-    }
+    parse(args)?.job()
+}
+
+pub(super) fn parse<I, T>(args: I) -> Result<ReplayArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     let argv =
         std::iter::once(std::ffi::OsString::from("replay")).chain(args.into_iter().map(Into::into));
-    Replay::try_parse_from(argv)?.args.job()
+    Ok(Replay::try_parse_from(argv)?.args)
+}
+
+/// Every flag of `tandem replay`, by long name, with how it takes a value:
+/// the keys a scenario file may hold.
+pub fn flags() -> crate::scenario::Flags {
+    use crate::scenario::Takes;
+    use clap::{ArgAction, CommandFactory};
+    Replay::command()
+        .get_arguments()
+        .filter_map(|arg| {
+            let takes = match arg.get_action() {
+                ArgAction::SetTrue => Takes::Switch,
+                ArgAction::Append => Takes::Many,
+                ArgAction::Set => Takes::One,
+                _ => return None,
+            };
+            Some((arg.get_long()?.to_string(), takes))
+        })
+        .collect()
 }
 
 /// `tandem replay`.
@@ -343,7 +382,8 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             .unused_rules
             .extend(correlation.unused_rules.iter().cloned());
     }
-    report.apply_gates(job.max_mismatch_rate, job.min_fidelity);
+    report.interrupted = replayed.interrupted;
+    report.apply_gates(&job.gates);
     if let Some(path) = &job.write_rules {
         let links = plan
             .correlation

@@ -404,7 +404,8 @@ impl Judge {
             load: load.finish(),
             unused_rules: differ.unused_rules(),
             histograms,
-            gate: None,
+            gates: Vec::new(),
+            interrupted: false,
         }
     }
 }

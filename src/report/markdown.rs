@@ -65,9 +65,20 @@ impl Render for Markdown {
                 s.failed_alike
             )?;
         }
-        if let Some(gate) = &r.gate {
-            let verdict = if gate.passed { "passed" } else { "FAILED" };
-            writeln!(out, "**Gate {verdict}**: {}.\n", super::gate_terms(r, gate))?;
+        if let Some(verdict) = super::verdict(r) {
+            writeln!(out, "**Verdict {verdict}**.\n")?;
+        }
+        if !r.gates.is_empty() {
+            writeln!(out, "| | gate | observed |\n|---|---|---|")?;
+            for g in &r.gates {
+                let mark = if g.passed { "passed" } else { "**FAILED**" };
+                let route = g
+                    .route
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" on `{r}`"));
+                writeln!(out, "| {mark} | `{}`{route} | {} |", g.expression, g.text)?;
+            }
+            writeln!(out)?;
         }
         fidelity(r, out)?;
         correlation(r, out)?;

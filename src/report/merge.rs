@@ -57,7 +57,8 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         load: merge_load(&reports),
         unused_rules: unused_everywhere(&reports),
         histograms,
-        gate: None,
+        gates: Vec::new(),
+        interrupted: reports.iter().any(|r| r.interrupted),
     };
     for r in &reports {
         for (kind, n) in &r.errors.legacy {

@@ -23,7 +23,7 @@ use crate::results::ErrorKind;
 /// The value of `report.json`'s `format` field.
 pub const FORMAT: &str = "tandem-report";
 /// The report format version this build writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// A parity report: the contents of `report.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,9 +74,13 @@ pub struct Report {
     /// merge exactly (`tandem report merge`).
     #[serde(default)]
     pub histograms: Histograms,
-    /// The threshold the run was held to, if any, and whether it passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate: Option<Gate>,
+    /// The gates the run was held to, in order, each with its verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<crate::gate::Verdict>,
+    /// The replay was stopped early (SIGINT, SIGTERM): the report covers
+    /// what was sent before, and the run does not pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Where a run came from.
@@ -491,21 +495,6 @@ pub struct NoiseGroup {
     pub noise_rate: f64,
 }
 
-/// The thresholds a run is held to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Gate {
-    /// `--max-mismatch-rate`, if given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_mismatch_rate: Option<f64>,
-    /// `--min-fidelity`, if given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_fidelity: Option<f64>,
-    /// Whether every threshold held: `summary.mismatch_rate <=
-    /// max_mismatch_rate` with at least one exchange, and `fidelity.rate >=
-    /// min_fidelity` with at least one exchange judged.
-    pub passed: bool,
-}
-
 impl Summary {
     /// Sets `parity` and `mismatch_rate` from the counts: the one gate
     /// formula, `(mismatched + errors + dropped) / total`. Dropped exchanges
@@ -533,33 +522,14 @@ pub(crate) fn sort_groups(groups: &mut [MismatchGroup]) {
 }
 
 impl Report {
-    /// Holds the report to its thresholds, recording the verdict: the
-    /// mismatch rate (`summary.mismatch_rate`, see
-    /// [`Summary::finish_rates`]) at most `max_mismatch_rate`, and fidelity
-    /// at least `min_fidelity`. An empty run, or one with nothing judged for
-    /// fidelity, never passes. No thresholds: no gate.
-    pub fn apply_gates(
-        &mut self,
-        max_mismatch_rate: Option<f64>,
-        min_fidelity: Option<f64>,
-    ) -> bool {
-        if max_mismatch_rate.is_none() && min_fidelity.is_none() {
-            return true;
-        }
-        let parity_holds = max_mismatch_rate
-            .is_none_or(|max| self.summary.total > 0 && self.summary.mismatch_rate <= max);
-        let fidelity_holds = min_fidelity.is_none_or(|min| {
-            self.fidelity
-                .as_ref()
-                .is_some_and(|f| f.judged > 0 && f.rate >= min)
-        });
-        let passed = parity_holds && fidelity_holds;
-        self.gate = Some(Gate {
-            max_mismatch_rate,
-            min_fidelity,
-            passed,
-        });
-        passed
+    /// Holds the run to `gates`: their verdicts go into the report.
+    pub fn apply_gates(&mut self, gates: &[crate::gate::Gate]) {
+        self.gates = crate::gate::judge_all(gates, self);
+    }
+
+    /// Whether the run passes: not interrupted, and every gate held.
+    pub fn passed(&self) -> bool {
+        !self.interrupted && self.gates.iter().all(|g| g.passed)
     }
 
     /// Reads a `report.json`.
@@ -614,24 +584,36 @@ fn write_with(
 
 /// The thresholds of `gate` and what was observed, e.g. `mismatch rate
 /// 0.20% (max 0.10%), fidelity 99.00% (min 98.00%)`.
-fn gate_terms(r: &Report, gate: &Gate) -> String {
-    let mut terms = Vec::new();
-    if let Some(max) = gate.max_mismatch_rate {
-        terms.push(format!(
-            "mismatch rate {} (max {})",
-            percent(r.summary.mismatch_rate),
-            percent(max)
-        ));
+/// The verdict line: `PASSED`, or `FAILED` with why.
+fn verdict(r: &Report) -> Option<String> {
+    if r.interrupted {
+        return Some(
+            "FAILED: the run was interrupted; the report covers what was sent before the stop"
+                .into(),
+        );
     }
-    if let Some(min) = gate.min_fidelity {
-        let observed = r
-            .fidelity
-            .as_ref()
-            .filter(|f| f.judged > 0)
-            .map_or("not judged".to_string(), |f| percent(f.rate));
-        terms.push(format!("fidelity {observed} (min {})", percent(min)));
+    if r.gates.is_empty() {
+        return None;
     }
-    terms.join(", ")
+    let failed = r.gates.iter().filter(|g| !g.passed).count();
+    Some(match failed {
+        0 => format!("PASSED: {} of {} gates held", r.gates.len(), r.gates.len()),
+        n => format!("FAILED: {n} of {} gates failed", r.gates.len()),
+    })
+}
+
+/// One gate for people: `parity >= 99.9%: 99.82% >= 99.90%`, with its route.
+fn gate_line(g: &crate::gate::Verdict) -> String {
+    let route = g
+        .route
+        .as_ref()
+        .map_or(String::new(), |r| format!(" on {r}"));
+    let name = if g.name == g.expression {
+        String::new()
+    } else {
+        format!("{}: ", g.name)
+    };
+    format!("{name}{}{route} ({})", g.expression, g.text)
 }
 
 fn percent(x: f64) -> String {

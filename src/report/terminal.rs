@@ -148,9 +148,12 @@ impl Render for Terminal {
         for rule in &r.unused_rules {
             writeln!(out, "unused rule: {rule}")?;
         }
-        if let Some(gate) = &r.gate {
-            let verdict = if gate.passed { "PASSED" } else { "FAILED" };
-            writeln!(out, "gate {verdict}: {}", super::gate_terms(r, gate))?;
+        for gate in &r.gates {
+            let verdict = if gate.passed { "passed" } else { "FAILED" };
+            writeln!(out, "gate {verdict}: {}", super::gate_line(gate))?;
+        }
+        if let Some(verdict) = super::verdict(r) {
+            writeln!(out, "verdict {verdict}")?;
         }
         Ok(())
     }
