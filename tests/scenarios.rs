@@ -83,6 +83,7 @@ fn every_replay_flag_is_a_scenario_key() {
         ("noise-z", "3".into()),
         ("write-rules", quoted("reports/y/learned.toml")),
         ("no-correlate", "true".into()),
+        ("junit", quoted("reports/y/junit.xml")),
     ];
     let flags = flags();
     let known: Vec<&str> = flags.keys().map(String::as_str).collect();

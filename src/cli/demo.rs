@@ -114,5 +114,5 @@ pub(super) async fn command(args: DemoArgs) -> anyhow::Result<ExitCode> {
         outcome.recorded.exchanges,
         options.capture.display()
     );
-    finish(&outcome.replay)
+    finish(&outcome.replay, None)
 }

@@ -21,6 +21,9 @@ pub(super) struct DiffArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     gates: GateArgs,
+    /// Also write JUnit XML here: a testcase per gate and per mismatch group.
+    #[arg(long)]
+    junit: Option<PathBuf>,
     /// Noise thresholds, for runs made with --learn-noise.
     #[command(flatten)]
     noise: NoiseArgs,
@@ -42,5 +45,5 @@ pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
     report.apply_gates(&args.gates.gates());
     let out = args.out.unwrap_or(args.run);
     let report_path = report.write_files(&out)?;
-    finish(&Outcome::of(report, report_path))
+    finish(&Outcome::of(report, report_path), args.junit.as_deref())
 }

@@ -24,6 +24,9 @@ pub(super) struct MergeArgs {
     out: PathBuf,
     #[command(flatten)]
     gates: GateArgs,
+    /// Also write JUnit XML here: a testcase per gate and per mismatch group.
+    #[arg(long)]
+    junit: Option<PathBuf>,
 }
 
 /// `tandem report merge`.
@@ -36,5 +39,5 @@ pub(super) fn command(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let mut report = merge(reports)?;
     report.apply_gates(&args.gates.gates());
     let report_path = report.write_files(&args.out)?;
-    finish(&Outcome::of(report, report_path))
+    finish(&Outcome::of(report, report_path), args.junit.as_deref())
 }

@@ -239,11 +239,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Prints the terminal summary and maps the outcome to an exit code.
-fn finish(outcome: &Outcome) -> anyhow::Result<ExitCode> {
+/// Prints the terminal summary, writes the CI outputs (`--junit`, and the
+/// step summary when `GITHUB_STEP_SUMMARY` names a file) and maps the
+/// outcome to an exit code.
+fn finish(outcome: &Outcome, junit: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     Terminal.render(&outcome.report, &mut out)?;
     writeln!(out, "report: {}", outcome.report_path.display())?;
+    if let Some(path) = junit {
+        write_junit(&outcome.report, path)?;
+        writeln!(out, "junit: {}", path.display())?;
+    }
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        append_step_summary(outcome, std::path::Path::new(&path))?;
+    }
     if !outcome.unreadable.is_empty() {
         for line in &outcome.unreadable {
             eprintln!("tandem: {line}");
@@ -261,6 +270,43 @@ fn finish(outcome: &Outcome) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_GATE_FAILED)
     })
+}
+
+fn write_junit(report: &Report, path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    }
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("{}: cannot write", path.display()))?,
+    );
+    crate::report::Junit.render(report, &mut file)?;
+    file.flush()
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// GitHub's limit for one step's summary.
+const STEP_SUMMARY_LIMIT: usize = 1 << 20;
+
+/// Appends the run's Markdown summary to the step summary file, keeping
+/// the file under GitHub's 1 MiB.
+fn append_step_summary(outcome: &Outcome, path: &std::path::Path) -> anyhow::Result<()> {
+    let used = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+    let room = STEP_SUMMARY_LIMIT.saturating_sub(used + 1);
+    let artifact = outcome
+        .report_path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .display()
+        .to_string();
+    let text = crate::report::step_summary(&outcome.report, &artifact, room);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot append the step summary", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("{}: cannot append the step summary", path.display()))
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

@@ -130,6 +130,9 @@ pub(super) struct ReplayArgs {
     timeout: Option<Duration>,
     #[command(flatten)]
     gates: GateArgs,
+    /// Also write JUnit XML here: a testcase per gate and per mismatch group.
+    #[arg(long)]
+    junit: Option<PathBuf>,
     /// Send each request to the legacy stack a second time (or to --legacy-2)
     /// and leave out differences two legacy answers also show.
     #[arg(long)]
@@ -160,6 +163,8 @@ pub struct ReplayJob {
     pub noise: NoiseThresholds,
     /// The gates the run is held to (exit 1 when one fails).
     pub gates: Vec<crate::gate::Gate>,
+    /// Where to write JUnit XML, if anywhere.
+    pub junit: Option<PathBuf>,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// Write the learned noise and correlation links as a rules file here.
@@ -177,6 +182,7 @@ impl ReplayJob {
             rules: None,
             noise: NoiseThresholds::default(),
             gates: Vec::new(),
+            junit: None,
             out_dir,
             write_rules: None,
             correlate: true,
@@ -275,6 +281,7 @@ impl ReplayArgs {
             rules: self.rules,
             noise: self.noise.thresholds(),
             gates: self.gates.gates(),
+            junit: self.junit,
             out_dir: self.out,
             write_rules: self.write_rules,
             correlate: !self.no_correlate,
@@ -331,8 +338,9 @@ pub fn flags() -> crate::scenario::Flags {
 
 /// `tandem replay`.
 pub(super) async fn command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let outcome = run(&args.job()?, shutdown_signal()).await?;
-    finish(&outcome)
+    let job = args.job()?;
+    let outcome = run(&job, shutdown_signal()).await?;
+    finish(&outcome, job.junit.as_deref())
 }
 
 /// Replays `job` until its schedule ends or `shutdown` completes: results

@@ -58,7 +58,7 @@ pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::error!("{}: teardown `{command}` {why}", scenario.path.display());
         }
     }
-    finish(&outcome?)
+    finish(&outcome?, job.junit.as_deref())
 }
 
 /// A flag `tandem replay` refused, named where the scenario wrote it

@@ -65,21 +65,7 @@ impl Render for Markdown {
                 s.failed_alike
             )?;
         }
-        if let Some(verdict) = super::verdict(r) {
-            writeln!(out, "**Verdict {verdict}**.\n")?;
-        }
-        if !r.gates.is_empty() {
-            writeln!(out, "| | gate | observed |\n|---|---|---|")?;
-            for g in &r.gates {
-                let mark = if g.passed { "passed" } else { "**FAILED**" };
-                let route = g
-                    .route
-                    .as_ref()
-                    .map_or(String::new(), |r| format!(" on `{r}`"));
-                writeln!(out, "| {mark} | `{}`{route} | {} |", g.expression, g.text)?;
-            }
-            writeln!(out)?;
-        }
+        verdict_and_gates(r, out)?;
         fidelity(r, out)?;
         correlation(r, out)?;
         mismatch_groups(r, out)?;
@@ -212,6 +198,85 @@ fn mismatch_groups(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     }
     writeln!(out)?;
     examples(r, out)
+}
+
+/// The verdict, then each gate with what was observed.
+fn verdict_and_gates(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    if let Some(verdict) = super::verdict(r) {
+        writeln!(out, "**Verdict {verdict}**.\n")?;
+    }
+    if !r.gates.is_empty() {
+        writeln!(out, "| | gate | observed |\n|---|---|---|")?;
+        for g in &r.gates {
+            let mark = if g.passed { "passed" } else { "**FAILED**" };
+            let route = g
+                .route
+                .as_ref()
+                .map_or(String::new(), |r| format!(" on `{r}`"));
+            writeln!(out, "| {mark} | `{}`{route} | {} |", g.expression, g.text)?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// A short Markdown summary for a CI job's page (`GITHUB_STEP_SUMMARY`):
+/// the verdict and gates, the counts, the mismatch groups, and where the
+/// full report is; at most `limit` bytes.
+pub fn step_summary(r: &Report, artifact: &str, limit: usize) -> String {
+    let mut out = Vec::new();
+    let _ = step_summary_to(r, artifact, &mut out);
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    let tail = format!("\n… cut to fit the step summary; the full report is `{artifact}`.\n");
+    if text.len() > limit {
+        let mut cut = limit.saturating_sub(tail.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let cut = text[..cut].rfind('\n').map_or(cut, |n| n + 1);
+        text.truncate(cut);
+        text.push_str(&tail);
+    }
+    text
+}
+
+fn step_summary_to(r: &Report, artifact: &str, out: &mut dyn Write) -> io::Result<()> {
+    let s = &r.summary;
+    writeln!(out, "## tandem parity\n")?;
+    if let Some(fidelity) = r.fidelity.as_ref().filter(|f| f.is_low()) {
+        writeln!(
+            out,
+            "> **Parity cannot be trusted.** {}.\n",
+            capitalized(&fidelity.warning())
+        )?;
+    }
+    verdict_and_gates(r, out)?;
+    writeln!(
+        out,
+        "{} exchanges: {} matched, {} mismatched, {} errors, {} not sent in time; parity {}.\n",
+        s.total,
+        s.matched,
+        s.mismatched,
+        s.errors,
+        s.dropped,
+        percent(s.parity)
+    )?;
+    if !r.mismatch_groups.is_empty() {
+        writeln!(out, "| count | route | kind | path |\n|---:|---|---|---|")?;
+        for g in &r.mismatch_groups {
+            writeln!(
+                out,
+                "| {} | `{} {}` | {} | {} |",
+                g.count,
+                g.method,
+                g.route,
+                g.kind.as_str(),
+                code(g.path.as_deref())
+            )?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Full report: `{artifact}` (summary.md, report.json).")
 }
 
 /// Each group's first example: the request, what differs, both answers.

@@ -2,6 +2,7 @@
 //! `report.json` (format v1, `docs/report-format.md`), `summary.md` and a
 //! terminal summary; shard reports merged (`tandem report merge`).
 
+pub mod junit;
 mod markdown;
 pub mod merge;
 mod terminal;
@@ -13,7 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use markdown::Markdown;
+pub use junit::Junit;
+pub use markdown::{step_summary, Markdown};
 pub use terminal::Terminal;
 
 use crate::diff::{Mismatch, MismatchKind};
