@@ -84,6 +84,7 @@ fn every_replay_flag_is_a_scenario_key() {
         ("write-rules", quoted("reports/y/learned.toml")),
         ("no-correlate", "true".into()),
         ("junit", quoted("reports/y/junit.xml")),
+        ("interval", quoted("500ms")),
     ];
     let flags = flags();
     let known: Vec<&str> = flags.keys().map(String::as_str).collect();

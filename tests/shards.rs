@@ -37,6 +37,8 @@ fn plan(capture: &Path, legacy: &DemoServer, new: &DemoServer, out: PathBuf) -> 
     );
     ReplayJob {
         rules: Some("scenarios/demo.rules.toml".into()),
+        // The run lasts about a quarter of a second: several intervals.
+        series_interval: Duration::from_millis(20),
         ..job
     }
 }
@@ -124,6 +126,46 @@ async fn merged_shards_equal_the_single_run() {
     assert_eq!(
         merged.latency_corrected.new.count,
         single.latency_corrected.new.count
+    );
+
+    // Interval by interval too: counts add up and histograms merge exactly.
+    let (ms, ss) = (
+        merged.series.as_ref().unwrap(),
+        single.series.as_ref().unwrap(),
+    );
+    let counts = |s: &tandem::report::series::Series| -> Vec<_> {
+        s.points
+            .iter()
+            .map(|p| {
+                let stack = |x: &tandem::report::series::StackPoint| {
+                    (
+                        x.sent,
+                        x.answered,
+                        x.errors,
+                        x.dropped,
+                        x.latency.count,
+                        x.lag.count,
+                    )
+                };
+                (
+                    p.at_ms,
+                    p.total,
+                    p.matched,
+                    p.mismatched,
+                    p.errors,
+                    p.dropped,
+                    stack(&p.legacy),
+                    stack(&p.new),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(ms.interval_ms, 20);
+    assert!(ms.points.len() > 1, "{} intervals", ms.points.len());
+    assert_eq!(counts(ms), counts(ss));
+    assert_eq!(
+        ms.points.iter().map(|p| p.total).sum::<u64>(),
+        merged.summary.total
     );
 
     // The merged histogram is exactly the histogram of every shard's raw

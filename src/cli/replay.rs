@@ -133,6 +133,10 @@ pub(super) struct ReplayArgs {
     /// Also write JUnit XML here: a testcase per gate and per mismatch group.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Length of the report's time-series intervals (counts and latency
+    /// histograms per stack) [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    interval: Option<Duration>,
     /// Send each request to the legacy stack a second time (or to --legacy-2)
     /// and leave out differences two legacy answers also show.
     #[arg(long)]
@@ -165,6 +169,8 @@ pub struct ReplayJob {
     pub gates: Vec<crate::gate::Gate>,
     /// Where to write JUnit XML, if anywhere.
     pub junit: Option<PathBuf>,
+    /// Length of the report's time-series intervals.
+    pub series_interval: Duration,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// Write the learned noise and correlation links as a rules file here.
@@ -183,6 +189,7 @@ impl ReplayJob {
             noise: NoiseThresholds::default(),
             gates: Vec::new(),
             junit: None,
+            series_interval: Duration::from_secs(1),
             out_dir,
             write_rules: None,
             correlate: true,
@@ -282,6 +289,7 @@ impl ReplayArgs {
             noise: self.noise.thresholds(),
             gates: self.gates.gates(),
             junit: self.junit,
+            series_interval: self.interval.unwrap_or(Duration::from_secs(1)),
             out_dir: self.out,
             write_rules: self.write_rules,
             correlate: !self.no_correlate,
@@ -367,6 +375,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             duration_ms: 0,
         },
         correlation: plan.correlation.clone(),
+        series_interval: job.series_interval,
     })?;
     let writer = ResultsWriter::create(
         &job.out_dir.join(results::FILE_NAME),

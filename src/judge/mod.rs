@@ -8,6 +8,7 @@ mod correlation;
 mod fidelity;
 mod load;
 pub mod noise;
+mod series;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ pub struct JudgeOptions {
     /// The links the replay followed: values standing for the same
     /// recorded one are equal.
     pub correlation: Option<Arc<crate::correlate::Correlation>>,
+    /// Length of the report's time series intervals; zero: one second.
+    pub series_interval: std::time::Duration,
 }
 
 /// Folds results, one at a time, into a [`Report`]. Memory grows with the
@@ -82,6 +85,7 @@ pub struct Judge {
     fidelity: fidelity::FidelityTally,
     equivalence: Option<correlation::Equivalence>,
     load: load::LoadTally,
+    series: series::SeriesTally,
 }
 
 #[derive(Default)]
@@ -137,6 +141,10 @@ impl Judge {
             fidelity: fidelity::FidelityTally::default(),
             equivalence: options.correlation.map(correlation::Equivalence::new),
             load: load::LoadTally::default(),
+            series: series::SeriesTally::new(match options.series_interval {
+                std::time::Duration::ZERO => std::time::Duration::from_secs(1),
+                interval => interval,
+            }),
         })
     }
 
@@ -170,6 +178,7 @@ impl Judge {
             .add(&mut self.differ, &route, result, recorded.as_ref());
         self.load.add(result);
         let verdict = self.judge(&route, result, differences);
+        self.series.add(result, verdict);
         let tally = self.routes.entry(route).or_default();
         tally.total += 1;
         self.summary.total += 1;
@@ -338,6 +347,7 @@ impl Judge {
             fidelity,
             equivalence,
             load,
+            series,
             ..
         } = self;
         let noisy = match &noise {
@@ -404,6 +414,7 @@ impl Judge {
             load: load.finish(),
             unused_rules: differ.unused_rules(),
             histograms,
+            series: series.finish(),
             gates: Vec::new(),
             interrupted: false,
         }
@@ -582,6 +593,7 @@ pub fn judge_results(
             duration_ms: 0,
         },
         correlation: correlation.clone(),
+        series_interval: std::time::Duration::ZERO,
     })?;
     while let Some(result) = reader.next_result() {
         judge.add(&result?);

@@ -57,6 +57,12 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         load: merge_load(&reports),
         unused_rules: unused_everywhere(&reports),
         histograms,
+        series: super::series::merge(
+            &reports
+                .iter()
+                .filter_map(|r| r.series.as_ref())
+                .collect::<Vec<_>>(),
+        )?,
         gates: Vec::new(),
         interrupted: reports.iter().any(|r| r.interrupted),
     };

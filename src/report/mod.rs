@@ -5,6 +5,7 @@
 pub mod junit;
 mod markdown;
 pub mod merge;
+pub mod series;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,9 @@ pub struct Report {
     /// merge exactly (`tandem report merge`).
     #[serde(default)]
     pub histograms: Histograms,
+    /// The run over time, interval by interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<series::Series>,
     /// The gates the run was held to, in order, each with its verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<crate::gate::Verdict>,
