@@ -59,6 +59,24 @@ impl Latency {
         Ok(Latency(histogram))
     }
 
+    /// The percentile spectrum, as HdrHistogram users plot it on a log
+    /// scale: `(percentile, µs)` from p0 to p99.99, then the maximum as 100.
+    pub fn spectrum(&self) -> Vec<(f64, u64)> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        const QUANTILES: [f64; 14] = [
+            0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995,
+            0.99999,
+        ];
+        let mut points: Vec<(f64, u64)> = QUANTILES
+            .iter()
+            .map(|&q| (q * 100.0, self.0.value_at_quantile(q)))
+            .collect();
+        points.push((100.0, self.0.max()));
+        points
+    }
+
     /// Count and percentiles.
     pub fn summary(&self) -> LatencySummary {
         let h = &self.0;

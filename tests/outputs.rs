@@ -123,6 +123,8 @@ fn the_demo_and_tandem_replay_build_the_same_job_for_the_same_flags() {
             speed,
             "--rules",
             "rules.toml",
+            "--interval",
+            "100ms",
         ])
         .unwrap()
     };

@@ -59,6 +59,9 @@ pub fn job(options: &DemoOptions, rules: PathBuf, legacy: Target, new: Target) -
     plan.progress = super::show_progress(false);
     ReplayJob {
         rules: Some(rules),
+        // The demo's replay lasts a second or two: its charts need finer
+        // intervals than the default.
+        series_interval: std::time::Duration::from_millis(100),
         ..ReplayJob::new(plan, options.out_dir.clone())
     }
 }

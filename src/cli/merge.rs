@@ -6,12 +6,36 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{finish, GateArgs, Outcome};
-use crate::report::{merge::merge, Report};
+use crate::report::{merge::merge, Render, Report};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ReportCommand {
     /// Merge shard run directories into one report: counts add up, histograms merge exactly.
     Merge(MergeArgs),
+    /// Write a run directory's report.html again from its report.json.
+    Html(HtmlArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct HtmlArgs {
+    /// The run directory (holding report.json).
+    run: PathBuf,
+    /// Where to write the page (default: RUN/report.html).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `tandem report html`.
+pub(super) fn html(args: HtmlArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let report = Report::load(&args.run.join("report.json"))?;
+    let path = args.out.unwrap_or_else(|| args.run.join("report.html"));
+    let mut page = Vec::new();
+    crate::report::Html.render(&report, &mut page)?;
+    std::fs::write(&path, page)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
+    writeln!(std::io::stdout(), "report: {}", path.display())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]

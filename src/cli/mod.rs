@@ -58,7 +58,7 @@ enum Command {
     Run(run::RunArgs),
     /// Recompute a run's report from its results, e.g. with new rules; sends nothing.
     Diff(diff::DiffArgs),
-    /// Work on reports: `tandem report merge`.
+    /// Work on reports: `tandem report merge`, `tandem report html`.
     #[command(subcommand)]
     Report(merge::ReportCommand),
     /// Run the whole job on two embedded demo stacks.
@@ -235,6 +235,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::command(args).await,
         Command::Diff(args) => diff::command(args),
         Command::Report(merge::ReportCommand::Merge(args)) => merge::command(args),
+        Command::Report(merge::ReportCommand::Html(args)) => merge::html(args),
         Command::Demo(args) => demo::command(args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! `report.json` (format v1, `docs/report-format.md`), `summary.md` and a
 //! terminal summary; shard reports merged (`tandem report merge`).
 
+mod html;
 pub mod junit;
 mod markdown;
 pub mod merge;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+pub use html::Html;
 pub use junit::Junit;
 pub use markdown::{step_summary, Markdown};
 pub use terminal::Terminal;
@@ -554,7 +556,8 @@ impl Report {
         Ok(report)
     }
 
-    /// Writes `report.json` and `summary.md` into `dir`; returns the JSON's path.
+    /// Writes `report.json`, `summary.md` and `report.html` into `dir`;
+    /// returns the JSON's path.
     pub fn write_files(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create directory", dir.display()))?;
@@ -566,6 +569,7 @@ impl Report {
         write_with(&dir.join("summary.md"), |out| {
             Ok(Markdown.render(self, out)?)
         })?;
+        write_with(&dir.join("report.html"), |out| Ok(Html.render(self, out)?))?;
         Ok(json_path)
     }
 }
@@ -588,8 +592,6 @@ fn write_with(
         .with_context(|| format!("{}: write failed", path.display()))
 }
 
-/// The thresholds of `gate` and what was observed, e.g. `mismatch rate
-/// 0.20% (max 0.10%), fidelity 99.00% (min 98.00%)`.
 /// The verdict line: `PASSED`, or `FAILED` with why.
 fn verdict(r: &Report) -> Option<String> {
     if r.interrupted {
