@@ -20,6 +20,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::latency::LatencySummary;
+use crate::report::series::StackTally;
 use crate::report::Report;
 
 /// A gate as written: its name, expression and scope.
@@ -31,7 +32,23 @@ pub struct Gate {
     pub expression: String,
     /// `METHOD /route` as the report names it, or the whole run.
     pub route: Option<String>,
+    /// Held over each window of this length (scheduled time), failing if
+    /// any window fails; `None`: over the whole run.
+    pub over: Option<std::time::Duration>,
+    /// With `over`: stop the run as soon as a window fails.
+    pub abort: bool,
     check: Check,
+}
+
+/// One holding of a gate: both sides and whether it held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Held {
+    /// The left side's value.
+    pub left: f64,
+    /// The right side's value.
+    pub right: f64,
+    /// Whether the comparison held.
+    pub passed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,8 +171,34 @@ impl Gate {
             name: name.to_string(),
             expression: expression.trim().to_string(),
             route,
+            over: None,
+            abort: false,
             check,
         })
+    }
+
+    /// The gate held over each window of `over` instead of the whole run;
+    /// with `abort`, the run stops at the first window that fails.
+    pub fn windowed(mut self, over: std::time::Duration, abort: bool) -> Result<Gate, GateError> {
+        let error = |why: &str| GateError {
+            expression: self.expression.clone(),
+            why: why.to_string(),
+        };
+        if over.is_zero() {
+            return Err(error("a window must last longer than zero"));
+        }
+        if self.route.is_some() {
+            return Err(error("windows are kept for the whole run, not per route"));
+        }
+        if [&self.check.left, &self.check.right]
+            .iter()
+            .any(|s| matches!(s, Side::Metric(_, Metric::Fidelity)))
+        {
+            return Err(error("fidelity is not kept per window; gate the whole run"));
+        }
+        self.over = Some(over);
+        self.abort = abort;
+        Ok(self)
     }
 
     /// `--max-mismatch-rate X`: the gate `mismatch_rate <= X`.
@@ -178,41 +221,56 @@ impl Gate {
             name: name.to_string(),
             expression: check.to_string(),
             route: None,
+            over: None,
+            abort: false,
             check,
         }
     }
 
-    /// Holds the gate against `report`.
+    /// Holds the gate against `figures`.
+    pub fn hold(&self, figures: &Figures) -> Result<Held, String> {
+        let left = figures.value(&self.check.left)?;
+        let right = figures.value(&self.check.right)?;
+        Ok(Held {
+            left,
+            right,
+            passed: self.check.op.holds(left, right),
+        })
+    }
+
+    /// Both sides for people: `99.82% >= 99.90%`.
+    pub fn show(&self, held: &Held) -> String {
+        let kind = self.check.left.kind();
+        format!(
+            "{} {} {}",
+            show(kind, held.left),
+            self.check.op,
+            show(kind, held.right)
+        )
+    }
+
+    /// How far from failing: negative when it failed.
+    fn margin(&self, held: &Held) -> f64 {
+        match self.check.op {
+            Op::Lt | Op::Le => held.right - held.left,
+            Op::Gt | Op::Ge => held.left - held.right,
+        }
+    }
+
+    /// Holds the gate against `report`: the whole run, a route, or each
+    /// window of the run's series.
     pub fn judge(&self, report: &Report) -> Verdict {
-        let figures = match &self.route {
-            Some(route) => Figures::route(report, route),
-            None => Some(Figures::run(report)),
+        let outcome = match (&self.route, self.over) {
+            (_, Some(over)) => self.judge_windows(report, over),
+            (Some(route), None) => match Figures::route(report, route) {
+                Some(f) => self.hold(&f).map(|h| (h, self.show(&h))),
+                None => Err(format!("no route {route:?} in this run")),
+            },
+            (None, None) => self.hold(&Figures::run(report)).map(|h| (h, self.show(&h))),
         };
-        let sides = figures.as_ref().map_or(
-            Err(format!(
-                "no route {:?} in this run",
-                self.route.as_deref().unwrap_or("")
-            )),
-            |f| Ok((f.value(&self.check.left), f.value(&self.check.right))),
-        );
-        let (observed, threshold, text, passed) = match sides {
+        let (observed, threshold, text, passed) = match outcome {
             Err(why) => (None, None, why, false),
-            Ok((Err(why), _) | (_, Err(why))) => (None, None, why, false),
-            Ok((Ok(left), Ok(right))) => {
-                let kind = self.check.left.kind();
-                let text = format!(
-                    "{} {} {}",
-                    show(kind, left),
-                    self.check.op,
-                    show(kind, right)
-                );
-                (
-                    Some(left),
-                    Some(right),
-                    text,
-                    self.check.op.holds(left, right),
-                )
-            }
+            Ok((held, text)) => (Some(held.left), Some(held.right), text, held.passed),
         };
         Verdict {
             name: self.name.clone(),
@@ -223,6 +281,73 @@ impl Gate {
             text,
             passed,
         }
+    }
+
+    /// Each window of `over` in the run's series: the first that failed,
+    /// or the tightest when all held. Windows with no exchange are skipped.
+    fn judge_windows(
+        &self,
+        report: &Report,
+        over: std::time::Duration,
+    ) -> Result<(Held, String), String> {
+        let series = report
+            .series
+            .as_ref()
+            .ok_or("the report has no time series")?;
+        let over_ms = (over.as_millis() as u64).max(1);
+        let mut windows: std::collections::BTreeMap<u64, Vec<(Counts, [StackTally; 2])>> =
+            Default::default();
+        for p in &series.points {
+            let stacks = [StackTally::of(&p.legacy), StackTally::of(&p.new)];
+            let [Ok(legacy), Ok(new)] = stacks else {
+                return Err("the report's series histograms cannot be read".into());
+            };
+            let counts = Counts {
+                total: p.total,
+                matched: p.matched,
+                failed: p.mismatched + p.errors + p.dropped,
+            };
+            windows
+                .entry(p.at_ms / over_ms)
+                .or_default()
+                .push((counts, [legacy, new]));
+        }
+        let held: Vec<(u64, Held)> = windows
+            .iter()
+            .filter_map(|(k, points)| {
+                let figures = Figures::window(points.iter().map(|(c, s)| (*c, s)));
+                self.hold(&figures).ok().map(|h| (*k, h))
+            })
+            .collect();
+        let span = |k: u64| {
+            format!(
+                "window {}–{}",
+                crate::latency::human(k * over_ms * 1_000),
+                crate::latency::human((k + 1) * over_ms * 1_000)
+            )
+        };
+        let failing: Vec<&(u64, Held)> = held.iter().filter(|(_, h)| !h.passed).collect();
+        if let Some((k, h)) = failing.first() {
+            let text = format!(
+                "{}: {} (failed in {} of {} windows)",
+                span(*k),
+                self.show(h),
+                failing.len(),
+                held.len()
+            );
+            return Ok((*h, text));
+        }
+        let (k, h) = held
+            .iter()
+            .min_by(|a, b| self.margin(&a.1).total_cmp(&self.margin(&b.1)))
+            .ok_or("no window had exchanges")?;
+        let text = format!(
+            "all {} windows held; tightest {}: {}",
+            held.len(),
+            span(*k),
+            self.show(h)
+        );
+        Ok((*h, text))
     }
 }
 
@@ -238,34 +363,49 @@ fn show(kind: Kind, value: f64) -> String {
     }
 }
 
-/// The figures one gate reads: the run's, or one route's.
-struct Figures<'a> {
-    report: &'a Report,
+/// The figures a gate reads: the run's, one route's, or one window's.
+pub struct Figures {
     total: u64,
     matched: u64,
     /// Mismatched, errors and dropped: what `mismatch_rate` counts.
     failed: u64,
+    /// Judged and faithful share, where kept.
     fidelity: Option<(u64, f64)>,
-    latency: [&'a LatencySummary; 2],
+    /// Per stack (legacy, new); kept for the run and its windows.
+    errors: [u64; 2],
+    dropped: [u64; 2],
+    latency: [LatencySummary; 2],
+    lag: [LatencySummary; 2],
 }
 
-impl<'a> Figures<'a> {
-    fn run(report: &'a Report) -> Figures<'a> {
+impl Figures {
+    fn run(report: &Report) -> Figures {
         let s = &report.summary;
+        let per_stack = |dropped: bool| {
+            [&report.errors.legacy, &report.errors.new].map(|errors| {
+                errors
+                    .iter()
+                    .filter(|(kind, _)| (**kind == crate::results::ErrorKind::Dropped) == dropped)
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+        };
         Figures {
-            report,
             total: s.total,
             matched: s.matched,
             failed: s.mismatched + s.errors + s.dropped,
             fidelity: report.fidelity.as_ref().map(|f| (f.judged, f.rate)),
+            errors: per_stack(false),
+            dropped: per_stack(true),
             latency: [
-                &report.latency_corrected.legacy,
-                &report.latency_corrected.new,
+                report.latency_corrected.legacy.clone(),
+                report.latency_corrected.new.clone(),
             ],
+            lag: [report.send_lag.legacy.clone(), report.send_lag.new.clone()],
         }
     }
 
-    fn route(report: &'a Report, name: &str) -> Option<Figures<'a>> {
+    fn route(report: &Report, name: &str) -> Option<Figures> {
         let name = name.trim();
         let route = report
             .routes
@@ -278,14 +418,48 @@ impl<'a> Figures<'a> {
                 .map(|r| (r.judged, r.rate))
         });
         Some(Figures {
-            report,
             total: route.total,
             matched: route.matched,
             // A route's errors count its dropped exchanges too.
             failed: route.mismatched + route.errors,
             fidelity: fidelity.or(Some((0, 0.0))),
-            latency: [&route.latency.legacy, &route.latency.new],
+            // Not kept per route: refused when the gate is read.
+            errors: [0; 2],
+            dropped: [0; 2],
+            latency: [route.latency.legacy.clone(), route.latency.new.clone()],
+            lag: Default::default(),
         })
+    }
+
+    /// A window of the run: the counts of its intervals added up, their
+    /// histograms merged.
+    pub fn window<'p>(points: impl IntoIterator<Item = (Counts, &'p [StackTally; 2])>) -> Figures {
+        let mut counts = Counts::default();
+        let mut stacks: [StackTally; 2] = Default::default();
+        for (c, s) in points {
+            counts.total += c.total;
+            counts.matched += c.matched;
+            counts.failed += c.failed;
+            for (into, from) in stacks.iter_mut().zip(s) {
+                into.add(from);
+            }
+        }
+        Figures {
+            total: counts.total,
+            matched: counts.matched,
+            failed: counts.failed,
+            fidelity: None,
+            errors: [stacks[0].errors, stacks[1].errors],
+            dropped: [stacks[0].dropped, stacks[1].dropped],
+            latency: [
+                stacks[0].histograms[1].summary(),
+                stacks[1].histograms[1].summary(),
+            ],
+            lag: [
+                stacks[0].histograms[2].summary(),
+                stacks[1].histograms[2].summary(),
+            ],
+        }
     }
 
     fn value(&self, side: &Side) -> Result<f64, String> {
@@ -310,28 +484,23 @@ impl<'a> Figures<'a> {
                         .to_string(),
                 ),
             },
-            Metric::Errors(stack) => share(self.stack_errors(stack, false)),
-            Metric::Dropped(stack) => share(self.stack_errors(stack, true)),
-            Metric::Latency(stack, stat) => stat.of(self.latency[stack as usize]),
-            Metric::Lag(stack, stat) => stat.of(match stack {
-                Stack::Legacy => &self.report.send_lag.legacy,
-                Stack::New => &self.report.send_lag.new,
-            }),
+            Metric::Errors(stack) => share(self.errors[stack as usize]),
+            Metric::Dropped(stack) => share(self.dropped[stack as usize]),
+            Metric::Latency(stack, stat) => stat.of(&self.latency[stack as usize]),
+            Metric::Lag(stack, stat) => stat.of(&self.lag[stack as usize]),
         }
     }
+}
 
-    /// Exchanges with a target error on `stack` (or dropped there).
-    fn stack_errors(&self, stack: Stack, dropped: bool) -> u64 {
-        let errors = match stack {
-            Stack::Legacy => &self.report.errors.legacy,
-            Stack::New => &self.report.errors.new,
-        };
-        errors
-            .iter()
-            .filter(|(kind, _)| (**kind == crate::results::ErrorKind::Dropped) == dropped)
-            .map(|(_, n)| n)
-            .sum()
-    }
+/// Exchanges of an interval by verdict, as a window adds them up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Exchanges.
+    pub total: u64,
+    /// Matched.
+    pub matched: u64,
+    /// Mismatched, errors and dropped.
+    pub failed: u64,
 }
 
 impl Stat {

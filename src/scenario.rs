@@ -412,24 +412,15 @@ impl<'a> Reader<'a> {
         let mut out = Vec::new();
         for (name, gate) in gates {
             let keys = ["gates", name.as_str()];
-            let (check, route) = match gate {
-                toml::Value::String(check) => (check.clone(), None),
+            let (check, route, over, abort) = match gate {
+                toml::Value::String(check) => (check.clone(), None, None, false),
                 toml::Value::Table(table) => {
                     for key in table.keys() {
-                        match key.as_str() {
-                            "check" | "route" => {}
-                            "over" | "abort" => {
-                                return Err(self.error(
-                                    &["gates", name, key],
-                                    "windowed gates (over, abort) are not supported yet: gate the whole run",
-                                ))
-                            }
-                            _ => {
-                                return Err(self.error(
-                                    &["gates", name, key],
-                                    "unknown key: a gate takes check and route",
-                                ))
-                            }
+                        if !["check", "route", "over", "abort"].contains(&key.as_str()) {
+                            return Err(self.error(
+                                &["gates", name, key],
+                                "unknown key: a gate takes check, route, over and abort",
+                            ));
                         }
                     }
                     let check = table
@@ -439,7 +430,37 @@ impl<'a> Reader<'a> {
                         .get("route")
                         .map(|r| self.string(&["gates", name, "route"], r))
                         .transpose()?;
-                    (self.string(&["gates", name, "check"], check)?, route)
+                    let over = table
+                        .get("over")
+                        .map(|o| {
+                            let keys = ["gates", name.as_str(), "over"];
+                            let text = self.string(&keys, o)?;
+                            humantime::parse_duration(&text)
+                                .map_err(|e| self.error(&keys, format!("{text:?}: {e}")))
+                        })
+                        .transpose()?;
+                    let abort = match table.get("abort") {
+                        None => false,
+                        Some(toml::Value::Boolean(b)) => *b,
+                        Some(other) => {
+                            return Err(self.error(
+                                &["gates", name, "abort"],
+                                format!("expected true or false, found {}", kind(other)),
+                            ))
+                        }
+                    };
+                    if abort && over.is_none() {
+                        return Err(self.error(
+                            &["gates", name, "abort"],
+                            "abort needs a window: over = \"30s\"",
+                        ));
+                    }
+                    (
+                        self.string(&["gates", name, "check"], check)?,
+                        route,
+                        over,
+                        abort,
+                    )
                 }
                 other => {
                     return Err(self.error(
@@ -448,7 +469,13 @@ impl<'a> Reader<'a> {
                     ))
                 }
             };
-            let gate = Gate::parse(name, &check, route).map_err(|e| self.error(&keys, e.why))?;
+            let mut gate =
+                Gate::parse(name, &check, route).map_err(|e| self.error(&keys, e.why))?;
+            if let Some(over) = over {
+                gate = gate
+                    .windowed(over, abort)
+                    .map_err(|e| self.error(&keys, e.why))?;
+            }
             out.push(gate);
         }
         Ok(out)

@@ -111,3 +111,145 @@ async fn diff_takes_gates_on_the_command_line() {
     let passed = diff(&["fidelity >= 90%", "new.p99 <= 100 * legacy.p99"]);
     assert_eq!(passed.status.code(), Some(0));
 }
+
+/// A stack that answers at once, then, `after` its first request, takes
+/// 400 ms for every answer: a new stack that slows down halfway.
+async fn slowing_stack(after: Duration) -> std::net::SocketAddr {
+    use std::sync::{Arc, OnceLock};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first: Arc<OnceLock<std::time::Instant>> = Arc::new(OnceLock::new());
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        move |_req: hyper::Request<hyper::body::Incoming>, _peer| {
+            let first = first.clone();
+            async move {
+                let since = first.get_or_init(std::time::Instant::now).elapsed();
+                if since > after {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"{\"ok\":true}",
+                )))
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    addr
+}
+
+/// A windowed gate with abort stops a run whose new stack slows down
+/// halfway, within the failing window plus about a second; the gate is
+/// reported failed in that window, and the run exits 1 (a gate failed),
+/// not 3 (interrupted). The same gate without abort lets the run finish
+/// and fails it afterwards, naming the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_gate_aborts_a_run_that_slows_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // 5 s of traffic: 500 GETs 10 ms apart.
+    let exchanges: Vec<_> = (1..=500u64)
+        .map(|i| tandem::capture::Exchange {
+            id: i,
+            offset_us: i * 10_000,
+            session: format!("s{i}"),
+            request: tandem::capture::Request {
+                method: "GET".into(),
+                target: format!("/item/{i}"),
+                version: "HTTP/1.1".into(),
+                headers: vec![],
+                body: tandem::capture::Body::default(),
+            },
+            response: None,
+            error: None,
+            incomplete: None,
+        })
+        .collect();
+    let capture = dir.path().join("c.jsonl");
+    let mut w = tandem::capture::CaptureWriter::create(
+        &capture,
+        &tandem::capture::CaptureHeader::new("test"),
+    )
+    .unwrap();
+    for e in &exchanges {
+        w.write(e).unwrap();
+    }
+    w.finish().unwrap();
+    let run = |gate: &str, out: &str, legacy, new| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+        command
+            .args(["replay", capture.to_str().unwrap()])
+            .args(["--legacy", &format!("http://{legacy}")])
+            .args(["--new", &format!("http://{new}")])
+            .args(["--gate", gate, "--out"])
+            .arg(dir.path().join(out))
+            .kill_on_drop(true);
+        command
+    };
+    let started = std::time::Instant::now();
+    let (legacy, new) = (
+        slowing_stack(Duration::from_secs(3600)).await,
+        slowing_stack(Duration::from_millis(1_500)).await,
+    );
+    let output = run("new.p99 < 100ms over 1s abort", "abort", legacy, new)
+        .output()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Slow from 1.5 s: the window 1–2 s fails, judged a second after its end.
+    assert!(elapsed < Duration::from_millis(4_800), "{elapsed:?}");
+    let report = tandem::report::Report::load(&dir.path().join("abort/report.json")).unwrap();
+    let aborted = report.aborted.as_deref().unwrap();
+    assert!(
+        aborted.contains("failed in window 1.00s–2.00s"),
+        "{aborted}"
+    );
+    assert!(!report.interrupted && !report.passed());
+    assert!(report.summary.total < 420, "{}", report.summary.total);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("verdict FAILED: gate new.p99 < 100ms over 1s abort failed in window"),
+        "{stdout}"
+    );
+
+    // Without abort: the whole run, then the failing window named.
+    let (legacy, new) = (
+        slowing_stack(Duration::from_secs(3600)).await,
+        slowing_stack(Duration::from_millis(1_500)).await,
+    );
+    let output = run("new.p99 < 100ms over 1s", "whole", legacy, new)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report = tandem::report::Report::load(&dir.path().join("whole/report.json")).unwrap();
+    assert_eq!(report.summary.total, 500);
+    assert!(report.aborted.is_none());
+    let verdict = &report.gates[0];
+    assert!(!verdict.passed);
+    assert!(
+        verdict.text.starts_with("window 1.00s–2.00s: "),
+        "{}",
+        verdict.text
+    );
+    assert!(verdict.observed.unwrap() >= 100_000.0);
+    // A window that holds: legacy never slows.
+    let mut held = report.clone();
+    held.apply_gates(&[Gate::parse("l", "legacy.p99 < 100ms", None)
+        .unwrap()
+        .windowed(Duration::from_secs(1), false)
+        .unwrap()]);
+    assert!(held.gates[0].passed, "{:?}", held.gates[0]);
+    assert!(
+        held.gates[0].text.starts_with("all ") && held.gates[0].text.contains(" windows held"),
+        "{}",
+        held.gates[0].text
+    );
+}

@@ -252,9 +252,30 @@ fn a_bad_gate_is_named_with_its_line() {
     ));
     assert_error(&e, 6, "gates.slow", "write 250ms");
     let e = load_error(&format!(
-        "{HEAD}[gates]\nw = {{ check = \"parity >= 99%\", over = \"30s\" }}\n"
+        "{HEAD}[gates]\nw = {{ check = \"parity >= 99%\", abort = true }}\n"
     ));
-    assert_error(&e, 5, "gates.w.over", "not supported yet");
+    assert_error(&e, 5, "gates.w.abort", "abort needs a window");
+    let e = load_error(&format!(
+        "{HEAD}[gates]\nw = {{ check = \"fidelity >= 99%\", over = \"30s\" }}\n"
+    ));
+    assert_error(&e, 5, "gates.w", "not kept per window");
+    let e = load_error(&format!(
+        "{HEAD}[gates]\nw = {{ check = \"parity >= 99%\", over = \"soon\" }}\n"
+    ));
+    assert_error(&e, 5, "gates.w.over", "\"soon\"");
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        dir.path(),
+        "w.toml",
+        &format!(
+            "{HEAD}[gates]\nw = {{ check = \"new.p99 < 250ms\", over = \"30s\", abort = true }}\n"
+        ),
+    );
+    let gate = &Scenario::load(&path, &flags()).unwrap().gates[0];
+    assert_eq!(
+        (gate.over, gate.abort),
+        (Some(Duration::from_secs(30)), true)
+    );
     let e = load_error(&format!(
         "{HEAD}[gates]\nr = {{ check = \"errors.new <= 1%\", route = \"GET /x\" }}\n"
     ));

@@ -153,8 +153,22 @@ impl GateArgs {
     }
 }
 
+/// `EXPR`, or `EXPR over DURATION [abort]` for a windowed gate.
 fn parse_gate(text: &str) -> Result<crate::gate::Gate, String> {
-    crate::gate::Gate::parse(text, text, None).map_err(|e| e.why)
+    let (expression, window) = match text.split_once(" over ") {
+        Some((expression, window)) => (expression, Some(window.trim())),
+        None => (text, None),
+    };
+    let gate = crate::gate::Gate::parse(text, expression, None).map_err(|e| e.why)?;
+    let Some(window) = window else {
+        return Ok(gate);
+    };
+    let (over, abort) = match window.strip_suffix("abort") {
+        Some(over) => (over.trim(), true),
+        None => (window, false),
+    };
+    let over = humantime::parse_duration(over).map_err(|e| format!("over {over:?}: {e}"))?;
+    gate.windowed(over, abort).map_err(|e| e.why)
 }
 
 /// A rate between 0 and 1, e.g. for `--max-mismatch-rate`.

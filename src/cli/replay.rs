@@ -357,10 +357,23 @@ pub(super) async fn command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow::Result<Outcome> {
     // Everything is checked before a file is written or a request sent.
     job.plan.check()?;
+    for gate in &job.gates {
+        if let Some(over) = gate.over {
+            anyhow::ensure!(
+                over.as_micros() % job.series_interval.as_micros().max(1) == 0,
+                "gate {:?}: its window ({over:?}) must be a whole number of --interval ({:?})",
+                gate.name,
+                job.series_interval
+            );
+        }
+    }
     let mut plan = job.plan.clone();
     plan.correlation = correlation(job.correlate, &plan.capture, job.rules.as_deref())?;
     let plan = &plan;
     let started_at_unix_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
+    // Windowed gates with `abort` stop the run from the judge, as a signal would.
+    let aborting: Vec<crate::gate::Gate> = job.gates.iter().filter(|g| g.abort).cloned().collect();
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let judge = Judge::new(JudgeOptions {
         rules: job.rules.clone(),
         legacy2: plan.legacy2.as_ref().map(Target::to_string),
@@ -376,6 +389,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         },
         correlation: plan.correlation.clone(),
         series_interval: job.series_interval,
+        abort: (!aborting.is_empty()).then(|| (aborting, stop.clone())),
     })?;
     let writer = ResultsWriter::create(
         &job.out_dir.join(results::FILE_NAME),
@@ -390,6 +404,12 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             started_at_unix_us,
         },
     )?;
+    let shutdown = async {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.notified() => {}
+        }
+    };
     let replayed = replay(plan, Tee(writer, judge), shutdown).await?;
     let Tee(_, mut judge) = replayed.sink;
     judge.set_duration_ms(replayed.elapsed.as_millis() as u64);
@@ -399,7 +419,8 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             .unused_rules
             .extend(correlation.unused_rules.iter().cloned());
     }
-    report.interrupted = replayed.interrupted;
+    // Stopped by a gate, the run failed that gate; it was not interrupted.
+    report.interrupted = replayed.interrupted && report.aborted.is_none();
     report.apply_gates(&job.gates);
     if let Some(path) = &job.write_rules {
         let links = plan

@@ -62,7 +62,24 @@ pub struct JudgeOptions {
     pub correlation: Option<Arc<crate::correlate::Correlation>>,
     /// Length of the report's time series intervals; zero: one second.
     pub series_interval: std::time::Duration,
+    /// Windowed gates that stop the run when a window fails (`abort`),
+    /// and what to wake when one does.
+    pub abort: Option<(Vec<crate::gate::Gate>, Arc<tokio::sync::Notify>)>,
 }
+
+/// Windowed gates watched while the run goes on.
+struct Watch {
+    gates: Vec<crate::gate::Gate>,
+    /// Per gate, the next window to judge.
+    next: Vec<u64>,
+    stop: Arc<tokio::sync::Notify>,
+    /// Why the run was stopped, once it was.
+    aborted: Option<String>,
+}
+
+/// A window is judged once the schedule is this far past its end: answers
+/// to its last requests have had time to come in.
+const WINDOW_GRACE_US: u64 = 1_000_000;
 
 /// Folds results, one at a time, into a [`Report`]. Memory grows with the
 /// number of routes and mismatch groups, and, when learning noise, by a few
@@ -86,6 +103,7 @@ pub struct Judge {
     equivalence: Option<correlation::Equivalence>,
     load: load::LoadTally,
     series: series::SeriesTally,
+    watch: Option<Watch>,
 }
 
 #[derive(Default)]
@@ -145,6 +163,12 @@ impl Judge {
                 std::time::Duration::ZERO => std::time::Duration::from_secs(1),
                 interval => interval,
             }),
+            watch: options.abort.map(|(gates, stop)| Watch {
+                next: vec![0; gates.len()],
+                gates,
+                stop,
+                aborted: None,
+            }),
         })
     }
 
@@ -179,6 +203,7 @@ impl Judge {
         self.load.add(result);
         let verdict = self.judge(&route, result, differences);
         self.series.add(result, verdict);
+        self.watch(result.scheduled_us);
         let tally = self.routes.entry(route).or_default();
         tally.total += 1;
         self.summary.total += 1;
@@ -234,6 +259,37 @@ impl Judge {
             }
         }
         verdict
+    }
+
+    /// Judges the windows of the abort gates that the schedule has left
+    /// behind (by [`WINDOW_GRACE_US`]); the first that fails stops the run.
+    fn watch(&mut self, scheduled_us: u64) {
+        let Some(watch) = self.watch.as_mut().filter(|w| w.aborted.is_none()) else {
+            return;
+        };
+        for (gate, next) in watch.gates.iter().zip(watch.next.iter_mut()) {
+            let over_us = gate.over.map_or(u64::MAX, |o| o.as_micros() as u64).max(1);
+            while (*next + 1) * over_us + WINDOW_GRACE_US <= scheduled_us {
+                let (from, to) = (*next * over_us, (*next + 1) * over_us);
+                *next += 1;
+                let Some(Ok(held)) = self.series.window(from, to).map(|f| gate.hold(&f)) else {
+                    continue;
+                };
+                if !held.passed {
+                    let why = format!(
+                        "gate {} failed in window {}–{} ({}): the run was stopped (abort)",
+                        gate.name,
+                        crate::latency::human(from),
+                        crate::latency::human(to),
+                        gate.show(&held)
+                    );
+                    tracing::warn!("{why}");
+                    watch.aborted = Some(why);
+                    watch.stop.notify_one();
+                    return;
+                }
+            }
+        }
     }
 
     /// Sets the wall-clock length of the run.
@@ -348,6 +404,7 @@ impl Judge {
             equivalence,
             load,
             series,
+            watch,
             ..
         } = self;
         let noisy = match &noise {
@@ -417,6 +474,7 @@ impl Judge {
             series: series.finish(),
             gates: Vec::new(),
             interrupted: false,
+            aborted: watch.and_then(|w| w.aborted),
         }
     }
 }
@@ -594,6 +652,7 @@ pub fn judge_results(
         },
         correlation: correlation.clone(),
         series_interval: std::time::Duration::ZERO,
+        abort: None,
     })?;
     while let Some(result) = reader.next_result() {
         judge.add(&result?);

@@ -46,6 +46,26 @@ impl SeriesTally {
         }
     }
 
+    /// The figures of the exchanges scheduled in `[from_us, to_us)`, for
+    /// windowed gates while the run goes on; `None` when there were none.
+    pub(super) fn window(&self, from_us: u64, to_us: u64) -> Option<crate::gate::Figures> {
+        let (from, to) = (from_us / self.interval_us, to_us.div_ceil(self.interval_us));
+        let points: Vec<_> = self.points.range(from..to).collect();
+        if points.is_empty() {
+            return None;
+        }
+        Some(crate::gate::Figures::window(points.into_iter().map(
+            |(_, p)| {
+                let counts = crate::gate::Counts {
+                    total: p.total,
+                    matched: p.matched,
+                    failed: p.mismatched + p.errors + p.dropped,
+                };
+                (counts, &p.stacks)
+            },
+        )))
+    }
+
     pub(super) fn finish(self) -> Option<Series> {
         if self.points.is_empty() {
             return None;

@@ -65,6 +65,7 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         )?,
         gates: Vec::new(),
         interrupted: reports.iter().any(|r| r.interrupted),
+        aborted: reports.iter().find_map(|r| r.aborted.clone()),
     };
     for r in &reports {
         for (kind, n) in &r.errors.legacy {

@@ -89,6 +89,9 @@ pub struct Report {
     /// what was sent before, and the run does not pass.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// Why a windowed gate with `abort` stopped the run early, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
 }
 
 /// Where a run came from.
@@ -537,7 +540,7 @@ impl Report {
 
     /// Whether the run passes: not interrupted, and every gate held.
     pub fn passed(&self) -> bool {
-        !self.interrupted && self.gates.iter().all(|g| g.passed)
+        !self.interrupted && self.aborted.is_none() && self.gates.iter().all(|g| g.passed)
     }
 
     /// Reads a `report.json`.
@@ -599,6 +602,9 @@ fn verdict(r: &Report) -> Option<String> {
             "FAILED: the run was interrupted; the report covers what was sent before the stop"
                 .into(),
         );
+    }
+    if let Some(why) = &r.aborted {
+        return Some(format!("FAILED: {why}"));
     }
     if r.gates.is_empty() {
         return None;

@@ -106,7 +106,8 @@ impl StackTally {
         })
     }
 
-    fn add(&mut self, other: &StackTally) {
+    /// Adds `other`'s counts and histograms.
+    pub fn add(&mut self, other: &StackTally) {
         self.sent += other.sent;
         self.answered += other.answered;
         self.errors += other.errors;
