@@ -114,10 +114,220 @@ mod tests {
     }
 
     #[test]
+    fn templates_are_learned_where_values_are_many_and_distinct() {
+        let mut paths: Vec<String> = (0..40)
+            .map(|i| format!("/v1/products/P{}x{}", (b'a' + i % 26) as char, i))
+            .collect();
+        // Base62 ids, which no shape rule catches.
+        paths.extend((0..30).map(|i| format!("/v1/carts/aZ{i}kQ/items")));
+        // A frequent word beside the ids stays a word.
+        paths.extend((0..30).map(|_| "/v1/products/search".to_string()));
+        // Few distinct values are not ids.
+        paths.extend(["/v1/status/green", "/v1/status/red", "/v1/status/amber"].map(String::from));
+        let mut t = Templates::default();
+        t.learn(paths.iter().map(String::as_str));
+        let route = |p: &str| t.route("get", p).to_string();
+        assert_eq!(route("/v1/products/Pqx99"), "GET /v1/products/{id}");
+        assert_eq!(route("/v1/products/search"), "GET /v1/products/search");
+        assert_eq!(
+            route("/v1/carts/aZ7kQ/items?x=1"),
+            "GET /v1/carts/{id}/items"
+        );
+        assert_eq!(route("/v1/status/red"), "GET /v1/status/red");
+        // Paths the capture never had are named by shape.
+        assert_eq!(route("/v2/orders/1042"), "GET /v2/orders/{id}");
+        assert_eq!(route("/"), "GET /");
+        assert_eq!(t.learned(), ["/v1/carts/{id}/items", "/v1/products/{id}"]);
+    }
+
+    #[test]
+    fn written_templates_come_first() {
+        let mut t = Templates::written(&["/v1/products/{sku}".to_string()]);
+        t.learn(["/v1/products/a", "/v1/products/b"]);
+        assert_eq!(
+            t.route("GET", "/v1/products/A-1").to_string(),
+            "GET /v1/products/{sku}"
+        );
+        assert_eq!(
+            t.route("GET", "/v1/products/A-1/x").to_string(),
+            "GET /v1/products/A-1/x"
+        );
+        // With nothing learned or written, routes are as Route::of names them.
+        let none = Templates::default();
+        for p in ["/api/orders/", "/api/orders/7/pay", "/a//b"] {
+            assert_eq!(none.route("GET", p), Route::of("GET", p));
+        }
+    }
+
+    #[test]
     fn route_display() {
         assert_eq!(
             Route::of("get", "/api/orders/7").to_string(),
             "GET /api/orders/{id}"
         );
     }
+}
+
+/// Path templates learned from a capture: under one path prefix, a
+/// position whose values are many and mostly distinct holds ids
+/// (`/v1/products/SKU-92`, `/v1/products/SKU-97`: `/v1/products/{id}`),
+/// as API-inventory tools find them; the frequent values there (`search`,
+/// `count`) stay as written.
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    /// Written (`[[route]] template`), tried first.
+    written: Vec<Vec<String>>,
+    root: Node,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// Paths through this node.
+    count: u64,
+    /// Paths that end here.
+    ends: u64,
+    /// `{id}` made by learning rather than by the segment's shape.
+    learned: bool,
+    children: std::collections::BTreeMap<String, Node>,
+}
+
+/// Distinct values under one prefix from which a position holds ids.
+const MANY: usize = 10;
+
+impl Templates {
+    /// Templates written in a rules file, e.g. `/v1/products/{sku}`.
+    pub fn written(templates: &[String]) -> Templates {
+        Templates {
+            written: templates.iter().map(|t| segments(t)).collect(),
+            root: Node::default(),
+        }
+    }
+
+    /// Learns from the paths of a capture's requests.
+    pub fn learn<S: AsRef<str>>(&mut self, targets: impl IntoIterator<Item = S>) {
+        for target in targets {
+            let mut node = &mut self.root;
+            node.count += 1;
+            for seg in segments(&template(target.as_ref())) {
+                node = node.children.entry(seg).or_default();
+                node.count += 1;
+            }
+            node.ends += 1;
+        }
+        self.root.collapse();
+    }
+
+    /// The route of a request: a written template it fits, else the learned
+    /// ones, else each segment by its shape.
+    pub fn route(&self, method: &str, target: &str) -> Route {
+        let shaped = segments(&template(target));
+        let named = match self.written.iter().find(|t| fits(t, &shaped)) {
+            Some(written) => written.clone(),
+            None => self.root.walk(shaped),
+        };
+        Route {
+            method: method.to_ascii_uppercase(),
+            template: join(&named),
+        }
+    }
+
+    /// The templates learning made (those a segment's shape alone would
+    /// not), less those a written template names.
+    pub fn learned(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.root.learned_paths(&mut Vec::new(), false, &mut out);
+        out.retain(|path| !self.written.iter().any(|t| fits(t, &segments(path))));
+        out
+    }
+}
+
+impl Node {
+    /// Folds the rare values of a position with many into `{id}`, then
+    /// does the same below.
+    fn collapse(&mut self) {
+        let literal = self.children.keys().filter(|k| *k != "{id}").count();
+        if literal >= MANY {
+            let rare: Vec<String> = self
+                .children
+                .iter()
+                .filter(|(k, c)| *k != "{id}" && c.count * 10 < self.count)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if rare.len() >= MANY {
+                let mut ids = self.children.remove("{id}").unwrap_or_default();
+                for key in rare {
+                    if let Some(child) = self.children.remove(&key) {
+                        ids.absorb(child);
+                    }
+                }
+                ids.learned = true;
+                self.children.insert("{id}".into(), ids);
+            }
+        }
+        for child in self.children.values_mut() {
+            child.collapse();
+        }
+    }
+
+    fn absorb(&mut self, other: Node) {
+        self.count += other.count;
+        self.ends += other.ends;
+        for (key, child) in other.children {
+            self.children.entry(key).or_default().absorb(child);
+        }
+    }
+
+    /// Names each segment down the tree: as learned where the tree knows
+    /// the path, as shaped past where it does not.
+    fn walk(&self, shaped: Vec<String>) -> Vec<String> {
+        let mut node = Some(self);
+        let mut named = Vec::with_capacity(shaped.len());
+        for seg in shaped {
+            let next = node.and_then(|n| {
+                n.children
+                    .get_key_value(&seg)
+                    .or_else(|| n.children.get_key_value("{id}"))
+            });
+            match next {
+                Some((key, child)) => {
+                    named.push(key.clone());
+                    node = Some(child);
+                }
+                None => {
+                    named.push(seg);
+                    node = None;
+                }
+            }
+        }
+        named
+    }
+
+    fn learned_paths(&self, path: &mut Vec<String>, learned: bool, out: &mut Vec<String>) {
+        if self.ends > 0 && learned {
+            out.push(join(path));
+        }
+        for (key, child) in &self.children {
+            path.push(key.clone());
+            child.learned_paths(path, learned || child.learned, out);
+            path.pop();
+        }
+    }
+}
+
+/// Whether a written template names a path: its `{…}` segments fit any.
+fn fits(template: &[String], path: &[String]) -> bool {
+    template.len() == path.len()
+        && template
+            .iter()
+            .zip(path)
+            .all(|(t, s)| t.starts_with('{') || t == s)
+}
+
+/// `/a/b` → `["a", "b"]`, as [`template`] writes paths (`/` → `[""]`).
+fn segments(path: &str) -> Vec<String> {
+    path.split('/').skip(1).map(str::to_string).collect()
+}
+
+fn join(segments: &[String]) -> String {
+    format!("/{}", segments.join("/"))
 }

@@ -389,6 +389,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         },
         correlation: plan.correlation.clone(),
         series_interval: job.series_interval,
+        learn_routes: Some(plan.capture.clone()),
         abort: (!aborting.is_empty()).then(|| (aborting, stop.clone())),
     })?;
     let writer = ResultsWriter::create(

@@ -68,9 +68,14 @@ pub struct RulesFile {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
-    /// `"METHOD /path/template"`, see [`RoutePattern`].
-    #[serde(rename = "match")]
+    /// `"METHOD /path/template"`, see [`RoutePattern`]; with `template`
+    /// alone, every method on that template.
+    #[serde(rename = "match", default, skip_serializing_if = "String::is_empty")]
     pub pattern: String,
+    /// A path template that names routes, e.g. `/v1/products/{sku}`: the
+    /// paths it fits are reported as one route, before any learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// Its rules.
     #[serde(flatten)]
     pub body: RuleBody,
@@ -470,6 +475,7 @@ impl RouteRules {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     defaults: RouteRules,
+    templates: Vec<String>,
     routes: Vec<(Arc<Item<RoutePattern>>, RouteRules)>,
     cache: HashMap<Route, Arc<RouteRules>>,
 }
@@ -487,18 +493,38 @@ impl RuleSet {
         let file: RulesFile = toml::from_str(text)?;
         let defaults = RouteRules::compile("[defaults]", &file.defaults).context("[defaults]")?;
         let mut routes = Vec::new();
+        let mut templates = Vec::new();
         for (i, rule) in file.routes.iter().enumerate() {
-            let origin = format!("[[route]] #{} (match = {:?})", i + 1, rule.pattern);
-            let pattern = RoutePattern::parse(&rule.pattern).with_context(|| origin.clone())?;
+            let pattern = match (&rule.template, rule.pattern.is_empty()) {
+                (Some(t), true) => format!("* {}", template_pattern(t)),
+                (_, false) => rule.pattern.clone(),
+                (None, true) => anyhow::bail!("[[route]] #{}: needs `match` or `template`", i + 1),
+            };
+            if let Some(t) = &rule.template {
+                anyhow::ensure!(
+                    t.starts_with('/'),
+                    "[[route]] #{}: template {t:?} must be a path starting with /",
+                    i + 1
+                );
+                templates.push(t.clone());
+            }
+            let origin = format!("[[route]] #{} (match = {:?})", i + 1, pattern);
+            let pattern = RoutePattern::parse(&pattern).with_context(|| origin.clone())?;
             let compiled =
                 RouteRules::compile(&origin, &rule.body).with_context(|| origin.clone())?;
             routes.push((Item::new(origin, pattern), compiled));
         }
         Ok(RuleSet {
             defaults,
+            templates,
             routes,
             cache: HashMap::new(),
         })
+    }
+
+    /// The `[[route]] template`s, in the file's order.
+    pub fn templates(&self) -> &[String] {
+        &self.templates
     }
 
     /// The rules for `route`, computed once per route.
@@ -531,6 +557,15 @@ impl RuleSet {
         }
         out
     }
+}
+
+/// A template's pattern: each `{name}` matches any one segment.
+fn template_pattern(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| if seg.starts_with('{') { "*" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `"METHOD /path/template"`: method `*` matches any method; a segment `*`

@@ -62,6 +62,8 @@ pub struct JudgeOptions {
     pub correlation: Option<Arc<crate::correlate::Correlation>>,
     /// Length of the report's time series intervals; zero: one second.
     pub series_interval: std::time::Duration,
+    /// Learn route templates from the requests of this capture.
+    pub learn_routes: Option<PathBuf>,
     /// Windowed gates that stop the run when a window fails (`abort`),
     /// and what to wake when one does.
     pub abort: Option<(Vec<crate::gate::Gate>, Arc<tokio::sync::Notify>)>,
@@ -86,6 +88,8 @@ const WINDOW_GRACE_US: u64 = 1_000_000;
 /// bytes per mismatched exchange.
 pub struct Judge {
     differ: Differ,
+    /// Names each request's route.
+    templates: crate::route::Templates,
     run: RunInfo,
     summary: Summary,
     errors: TargetErrors,
@@ -141,8 +145,17 @@ impl Judge {
             Some(path) => RuleSet::load(path)?,
             None => RuleSet::default(),
         };
+        let mut templates = crate::route::Templates::written(rules.templates());
+        if let Some(capture) = &options.learn_routes {
+            templates.learn(
+                crate::capture::CaptureReader::open(capture)?
+                    .filter_map(Result::ok)
+                    .map(|e| e.request.target),
+            );
+        }
         Ok(Judge {
             differ: Differ::new(rules),
+            templates,
             run: options.run,
             summary: Summary::default(),
             errors: TargetErrors::default(),
@@ -174,7 +187,9 @@ impl Judge {
 
     /// Adds one exchange's result.
     pub fn add(&mut self, result: &ExchangeResult) -> Verdict {
-        let route = Route::of(&result.request.method, &result.request.target);
+        let route = self
+            .templates
+            .route(&result.request.method, &result.request.target);
         // Read back once, for fidelity and for what values stand for.
         let recorded = result
             .recorded
@@ -390,6 +405,7 @@ impl Judge {
     pub fn finish(self) -> Report {
         let Judge {
             differ,
+            templates,
             run,
             mut summary,
             errors,
@@ -470,6 +486,7 @@ impl Judge {
             correlation: equivalence.map(correlation::Equivalence::finish),
             load: load.finish(),
             unused_rules: differ.unused_rules(),
+            learned_routes: templates.learned(),
             histograms,
             series: series.finish(),
             gates: Vec::new(),
@@ -652,6 +669,7 @@ pub fn judge_results(
         },
         correlation: correlation.clone(),
         series_interval: std::time::Duration::ZERO,
+        learn_routes: capture.exists().then(|| capture.clone()),
         abort: None,
     })?;
     while let Some(result) = reader.next_result() {

@@ -288,6 +288,7 @@ pub fn render_rules(noise: &LearnedNoise, capture: &Path) -> anyhow::Result<Stri
             defaults: RuleBody::default(),
             routes: vec![RouteRule {
                 pattern,
+                template: None,
                 body: RuleBody::ignoring(learned.paths, learned.headers),
             }],
             correlate: Vec::new(),

@@ -167,7 +167,19 @@ fn routes(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             ),
         )?;
     }
-    writeln!(out, "</tbody></table>")
+    writeln!(out, "</tbody></table>")?;
+    if !r.learned_routes.is_empty() {
+        writeln!(
+            out,
+            "<p>Routes learned from the capture (positions with many, mostly distinct values): {}</p>",
+            r.learned_routes
+                .iter()
+                .map(|t| format!("<code>{}</code>", esc(t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// Mismatch groups, each with its first example as a side-by-side diff.

@@ -317,6 +317,18 @@ fn examples(r: &Report, out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn noise_and_rules(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    if !r.learned_routes.is_empty() {
+        writeln!(out, "## Routes learned\n")?;
+        writeln!(
+            out,
+            "Path positions with many, mostly distinct values in the capture, named `{{id}}` \
+             (`[[route]] template` in the rules file overrides):\n"
+        )?;
+        for t in &r.learned_routes {
+            writeln!(out, "- `{t}`")?;
+        }
+        writeln!(out)?;
+    }
     if let Some(noise) = &r.learned_noise {
         writeln!(out, "## Learned noise\n")?;
         writeln!(

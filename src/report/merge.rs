@@ -56,6 +56,11 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         correlation: merge_correlation(&reports),
         load: merge_load(&reports),
         unused_rules: unused_everywhere(&reports),
+        // Every shard learns from the same capture.
+        learned_routes: reports
+            .first()
+            .map(|r| r.learned_routes.clone())
+            .unwrap_or_default(),
         histograms,
         series: super::series::merge(
             &reports

@@ -72,6 +72,10 @@ pub struct Report {
     /// correlation, `--no-correlate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation: Option<CorrelationReport>,
+    /// Path templates learned from the capture (positions whose values are
+    /// many and mostly distinct), beyond what each segment's shape shows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learned_routes: Vec<String>,
     /// Rules of the rules file that applied to nothing in this run.
     #[serde(default)]
     pub unused_rules: Vec<String>,

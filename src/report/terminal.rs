@@ -148,6 +148,13 @@ impl Render for Terminal {
         for rule in &r.unused_rules {
             writeln!(out, "unused rule: {rule}")?;
         }
+        if !r.learned_routes.is_empty() {
+            writeln!(
+                out,
+                "routes learned from the capture: {}",
+                r.learned_routes.join(", ")
+            )?;
+        }
         for gate in &r.gates {
             let verdict = if gate.passed { "passed" } else { "FAILED" };
             writeln!(out, "gate {verdict}: {}", super::gate_line(gate))?;
