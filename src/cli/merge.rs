@@ -14,6 +14,56 @@ pub(super) enum ReportCommand {
     Merge(MergeArgs),
     /// Write a run directory's report.html again from its report.json.
     Html(HtmlArgs),
+    /// Compare a run with a base run: per-route deltas, mismatch groups new,
+    /// fixed or still there (compare.md and compare.html).
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CompareArgs {
+    /// The base run directory (holding report.json), e.g. the last release's.
+    base: PathBuf,
+    /// The run directory to compare with it.
+    run: PathBuf,
+    /// Where to write compare.md and compare.html (default: RUN).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Exit 1 when the run has a mismatch group the base run did not.
+    #[arg(long)]
+    fail_on_new_groups: bool,
+}
+
+/// `tandem report compare`.
+pub(super) fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let base = Report::load(&args.base.join("report.json"))?;
+    let run = Report::load(&args.run.join("report.json"))?;
+    let names = (
+        args.base.display().to_string(),
+        args.run.display().to_string(),
+    );
+    let comparison = crate::report::compare::Comparison::of(&base, &run, (&names.0, &names.1));
+    let out = args.out.unwrap_or(args.run);
+    std::fs::create_dir_all(&out)?;
+    let mut markdown = Vec::new();
+    comparison.markdown(&mut markdown)?;
+    std::fs::write(out.join("compare.md"), &markdown)?;
+    let mut html = Vec::new();
+    comparison.html(&mut html)?;
+    std::fs::write(out.join("compare.html"), html)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&markdown)?;
+    writeln!(
+        stdout,
+        "
+comparison: {}",
+        out.join("compare.md").display()
+    )?;
+    Ok(if args.fail_on_new_groups && comparison.new_groups() > 0 {
+        ExitCode::from(super::EXIT_GATE_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Debug, Args)]

@@ -58,7 +58,7 @@ enum Command {
     Run(run::RunArgs),
     /// Recompute a run's report from its results, e.g. with new rules; sends nothing.
     Diff(diff::DiffArgs),
-    /// Work on reports: `tandem report merge`, `tandem report html`.
+    /// Work on reports: `tandem report merge`, `html`, `compare`.
     #[command(subcommand)]
     Report(merge::ReportCommand),
     /// Run the whole job on two embedded demo stacks.
@@ -250,6 +250,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => diff::command(args),
         Command::Report(merge::ReportCommand::Merge(args)) => merge::command(args),
         Command::Report(merge::ReportCommand::Html(args)) => merge::html(args),
+        Command::Report(merge::ReportCommand::Compare(args)) => merge::compare(args),
         Command::Demo(args) => demo::command(args).await,
     }
 }

@@ -324,7 +324,7 @@ fn data(r: &Report) -> Value {
 }
 
 /// Text made safe inside HTML elements and attributes.
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -339,7 +339,7 @@ fn esc(text: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
+pub(super) const STYLE: &str = r#"
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222; }
 code { font: 12px ui-monospace, monospace; }
 .verdict { font-size: 20px; font-weight: 600; padding: 8px 12px; border-radius: 4px; background: #eee; }

@@ -2,6 +2,7 @@
 //! `report.json` (format v1, `docs/report-format.md`), `summary.md` and a
 //! terminal summary; shard reports merged (`tandem report merge`).
 
+pub mod compare;
 mod html;
 pub mod junit;
 mod markdown;
