@@ -22,6 +22,9 @@ use crate::gate::Gate;
 pub struct Scenario {
     /// Where it was read from.
     pub path: PathBuf,
+    /// The captures to replay; more than one are mixed into one replay,
+    /// each keeping its own timing.
+    pub captures: Vec<PathBuf>,
     /// `tandem replay`'s arguments, in order, each with where it came from.
     args: Vec<(OsString, Option<Origin>)>,
     /// The `[rules]` table, when the rules are inline: TOML text.
@@ -240,9 +243,22 @@ impl<'a> Reader<'a> {
             origin: None,
             why: "no `capture`: the capture file to replay".into(),
         })?;
-        let capture = self.string(&["capture"], capture)?;
-        self.exists(&["capture"], &capture)?;
-        args.push((capture.into(), Some(self.origin(&["capture"]))));
+        let captures = match capture {
+            toml::Value::Array(list) if !list.is_empty() => list
+                .iter()
+                .map(|c| self.string(&["capture"], c))
+                .collect::<Result<Vec<_>, _>>()?,
+            toml::Value::Array(_) => {
+                return Err(self.error(&["capture"], "an empty list: name a capture file"))
+            }
+            one => vec![self.string(&["capture"], one)?],
+        };
+        for capture in &captures {
+            self.exists(&["capture"], capture)?;
+        }
+        // The first stands for all on the replay's command line; `tandem
+        // run` mixes them into one capture first.
+        args.push((captures[0].clone().into(), Some(self.origin(&["capture"]))));
         let mut inline_rules = None;
         for (key, value) in &self.values {
             if OWN_KEYS.contains(&key.as_str()) {
@@ -265,6 +281,7 @@ impl<'a> Reader<'a> {
         }
         Ok(Scenario {
             path: self.path.to_path_buf(),
+            captures: captures.into_iter().map(PathBuf::from).collect(),
             args,
             inline_rules,
             gates: self.gates()?,

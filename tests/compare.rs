@@ -46,10 +46,7 @@ async fn new_fixed_and_still_there() {
     let out = tandem(&["report", "compare", base, run, "--fail-on-new-groups"]);
     assert_eq!(out.status.code(), Some(1), "the currency group is new");
     let md = std::fs::read_to_string(options.out_dir.join("compare.md")).unwrap();
-    assert!(
-        md.contains("Mismatch groups: 1 new, 0 fixed, "),
-        "{md}"
-    );
+    assert!(md.contains("Mismatch groups: 1 new, 0 fixed, "), "{md}");
     assert!(
         md.contains("| new | `GET /api/products/{id} missing_field $.currency` | 0 |"),
         "{md}"

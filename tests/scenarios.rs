@@ -499,3 +499,68 @@ async fn the_demo_scenario_finds_the_planted_bugs() {
     legacy.stop().await;
     new.stop().await;
 }
+
+/// `capture = [a, b]`: both replayed at once, each with its own timing and
+/// sessions, every exchange of both reported; each checked for safety as a
+/// single capture is (a write is never sent to the upstream it was recorded
+/// from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_captures_are_replayed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = demo::start(Flavor::Legacy).await.unwrap();
+    let new = demo::start(Flavor::New).await.unwrap();
+    let browse = common::write_capture(
+        &dir.path().join("browse.jsonl"),
+        (1..=20).map(|i| {
+            common::exchange(i, i * 2_000, "b", "GET", &format!("/api/products/{i}"), &[])
+        }),
+    );
+    let out = dir.path().join("run");
+    let body = format!(
+        "capture = [\"captures/sample.jsonl\", {browse:?}]\nout = {out:?}\nrules = \"scenarios/demo.rules.toml\"\n\
+         [targets.legacy]\nurl = \"{}\"\n[targets.new]\nurl = \"{}\"\n",
+        legacy.url(),
+        new.url()
+    );
+    let path = scenario(dir.path(), "mixed.toml", &body);
+    let output = tandem_run(&[path.to_str().unwrap()]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = tandem::report::Report::load(&out.join("report.json")).unwrap();
+    assert_eq!(report.summary.total, 48 + 20);
+    assert_eq!(
+        report.fidelity.as_ref().unwrap().rate,
+        1.0,
+        "tokens followed in the mix"
+    );
+    let sessions: std::collections::BTreeSet<String> = common::read_results(&out)
+        .into_iter()
+        .map(|r| r.session.split('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(sessions.into_iter().collect::<Vec<_>>(), ["1", "2"]);
+
+    // A capture recorded from the very stack it would be replayed at.
+    let header = tandem::capture::CaptureHeader::new(format!("proxy upstream={}", legacy.url()));
+    let writes = dir.path().join("writes.jsonl");
+    let mut w = tandem::capture::CaptureWriter::create(&writes, &header).unwrap();
+    w.write(&common::exchange(1, 0, "w", "POST", "/api/orders", &[]))
+        .unwrap();
+    w.finish().unwrap();
+    let body = body.replace(&format!("{browse:?}"), &format!("{writes:?}"));
+    let path = scenario(dir.path(), "unsafe.toml", &body);
+    let refused = tandem_run(&[
+        path.to_str().unwrap(),
+        "--out",
+        dir.path().join("no").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-recorded-host"));
+    assert!(!dir.path().join("no/report.json").exists());
+    legacy.stop().await;
+    new.stop().await;
+}

@@ -7,11 +7,13 @@
 //! does not grow with the size of the capture.
 
 mod body;
+mod mix;
 pub mod ordered;
 mod reader;
 mod writer;
 
 pub use body::Body;
+pub use mix::mix;
 pub use reader::{CaptureError, CaptureReader, Outline};
 pub use writer::CaptureWriter;
 

@@ -37,6 +37,9 @@ pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         job.rules = Some(path);
     }
     // Nothing runs, and nothing is sent, before every input is checked.
+    if scenario.captures.len() > 1 {
+        mix(&scenario, &mut job.plan, &job.out_dir)?;
+    }
     job.plan.check()?;
     let env = [
         ("TANDEM_LEGACY", job.plan.legacy.to_string()),
@@ -59,6 +62,31 @@ pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     finish(&outcome?, job.junit.as_deref())
+}
+
+/// Several captures: each checked as the replay checks one (writes never
+/// to the upstream it was recorded from), then mixed into one in the run
+/// directory, which the replay plays.
+fn mix(
+    scenario: &Scenario,
+    plan: &mut crate::replay::ReplayPlan,
+    out_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    for capture in &scenario.captures {
+        let mut one = plan.clone();
+        one.capture = capture.clone();
+        one.check()?;
+    }
+    std::fs::create_dir_all(out_dir)?;
+    let mixed = out_dir.join("scenario.capture.jsonl");
+    let n = crate::capture::mix(&scenario.captures, &mixed)?;
+    tracing::info!(
+        "{} captures mixed into {} ({n} exchanges)",
+        scenario.captures.len(),
+        mixed.display()
+    );
+    plan.capture = mixed;
+    Ok(())
 }
 
 /// A flag `tandem replay` refused, named where the scenario wrote it
