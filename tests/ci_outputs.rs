@@ -1,6 +1,8 @@
 //! CI outputs: JUnit XML checked against the usual schema's rules with an
 //! XML parser, its size bounds, and the GitHub step summary's 1 MiB cap.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -250,13 +252,6 @@ fn junit_is_bounded_and_marks_noise_skipped() {
 /// A report of the demo's stacks, run here.
 fn sample_report() -> Report {
     let dir = tempfile::tempdir().unwrap();
-    let options = tandem::demo::DemoOptions {
-        requests: 200,
-        capture: dir.path().join("c.jsonl"),
-        out_dir: dir.path().join("run"),
-        ..Default::default()
-    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let outcome = runtime.block_on(tandem::cli::demo::run(&options)).unwrap();
-    outcome.replay.report
+    runtime.block_on(common::demo_run(dir.path(), 200)).1
 }

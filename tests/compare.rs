@@ -3,20 +3,14 @@
 //! fixed the other, the rest still there; `--fail-on-new-groups` exits 1
 //! only when something is new.
 
-use std::process::Command;
+mod common;
 
-use tandem::demo::DemoOptions;
+use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_fixed_and_still_there() {
     let dir = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        requests: 400,
-        capture: dir.path().join("demo.jsonl"),
-        out_dir: dir.path().join("run"),
-        ..Default::default()
-    };
-    tandem::cli::demo::run(&options).await.unwrap();
+    let (options, _) = common::demo_run(dir.path(), 400).await;
     let hiding = dir.path().join("hiding.toml");
     std::fs::write(
         &hiding,

@@ -2,22 +2,16 @@
 //! operator and selector, relative latency, per route, and `--gate` on the
 //! command line of `tandem diff`.
 
+mod common;
+
 use std::time::Duration;
 
-use tandem::demo::DemoOptions;
 use tandem::gate::Gate;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gates_read_the_run_and_its_routes() {
     let dir = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        requests: 600,
-        capture: dir.path().join("demo.jsonl"),
-        out_dir: dir.path().join("run"),
-        ..Default::default()
-    };
-    let outcome = tandem::cli::demo::run(&options).await.unwrap();
-    let mut report = outcome.replay.report;
+    let (_, mut report) = common::demo_run(dir.path(), 600).await;
     let parity = report.summary.parity;
     assert!(parity > 0.5 && parity < 1.0, "{:?}", report.summary);
     let pct = |x: f64| format!("{:.4}%", x * 100.0);
@@ -76,13 +70,7 @@ fn g(expression: &str, route: Option<String>) -> Gate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_takes_gates_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        requests: 200,
-        capture: dir.path().join("demo.jsonl"),
-        out_dir: dir.path().join("run"),
-        ..Default::default()
-    };
-    tandem::cli::demo::run(&options).await.unwrap();
+    let (options, _) = common::demo_run(dir.path(), 200).await;
     let run = options.out_dir.to_str().unwrap().to_string();
     let diff = |gates: &[&str]| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));

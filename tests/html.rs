@@ -3,11 +3,11 @@
 //! chart draws, no script error, the routes table sorts, and the mismatch
 //! groups show both answers side by side.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use tandem::demo::DemoOptions;
 
 /// The page's DOM after its scripts ran, and Chromium's log.
 fn load(page: &Path, fragment: &str) -> (String, String) {
@@ -48,14 +48,7 @@ fn load(page: &Path, fragment: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_report_draws_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        requests: 600,
-        capture: dir.path().join("demo.jsonl"),
-        out_dir: dir.path().join("run"),
-        ..Default::default()
-    };
-    let outcome = tandem::cli::demo::run(&options).await.unwrap();
-    let report = outcome.replay.report;
+    let (options, report) = common::demo_run(dir.path(), 600).await;
     let page = options.out_dir.join("report.html");
     let text = std::fs::read_to_string(&page).unwrap();
     assert!(
@@ -112,13 +105,7 @@ async fn the_demo_report_draws_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_html_rewrites_the_page_from_report_json() {
     let dir = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        requests: 200,
-        capture: dir.path().join("demo.jsonl"),
-        out_dir: dir.path().join("run"),
-        ..Default::default()
-    };
-    tandem::cli::demo::run(&options).await.unwrap();
+    let (options, _) = common::demo_run(dir.path(), 200).await;
     let page = options.out_dir.join("report.html");
     let first = std::fs::read_to_string(&page).unwrap();
     std::fs::remove_file(&page).unwrap();

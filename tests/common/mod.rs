@@ -409,3 +409,19 @@ where
     .join()
     .expect("the future panicked")
 }
+
+/// The demo end to end in `dir`: `requests` recorded into `dir/demo.jsonl`,
+/// replayed into `dir/run`; its options and report.
+pub async fn demo_run(
+    dir: &std::path::Path,
+    requests: usize,
+) -> (tandem::demo::DemoOptions, tandem::report::Report) {
+    let options = tandem::demo::DemoOptions {
+        requests,
+        capture: dir.join("demo.jsonl"),
+        out_dir: dir.join("run"),
+        ..Default::default()
+    };
+    let outcome = tandem::cli::demo::run(&options).await.unwrap();
+    (options, outcome.replay.report)
+}
