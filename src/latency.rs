@@ -77,6 +77,11 @@ impl Latency {
         points
     }
 
+    /// The value at quantile `q` (0..1); `None` when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q))
+    }
+
     /// Count and percentiles.
     pub fn summary(&self) -> LatencySummary {
         let h = &self.0;

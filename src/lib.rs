@@ -43,6 +43,8 @@ pub mod gate;
 
 pub mod scenario;
 
+pub mod capacity;
+
 pub mod cli;
 pub mod demo;
 

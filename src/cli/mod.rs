@@ -3,6 +3,7 @@
 //! Exit codes: 0 pass, 1 a gate failed, 2 bad usage or input, 3 the run was
 //! interrupted (SIGINT, SIGTERM): an interrupted run never passes.
 
+mod capacity;
 pub mod demo;
 mod diff;
 mod merge;
@@ -52,6 +53,9 @@ enum Command {
     Import(record::ImportArgs),
     /// Replay a capture at the legacy and the new stack and report parity.
     Replay(replay::ReplayArgs),
+    /// Find the most each stack sustains within an SLO, answers still
+    /// correct: rates doubled, bisected, confirmed (docs/load-testing.md).
+    Capacity(capacity::CapacityArgs),
     /// Run a scenario file (docs/scenarios.md): a replay with its targets,
     /// pacing, rules, gates, setup and teardown; flags after the file
     /// replace its keys.
@@ -247,6 +251,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Import(args) => record::import(args).await,
         Command::Replay(args) => replay::command(args).await,
         Command::Run(args) => run::command(args).await,
+        Command::Capacity(args) => capacity::command(args).await,
         Command::Diff(args) => diff::command(args),
         Command::Report(merge::ReportCommand::Merge(args)) => merge::command(args),
         Command::Report(merge::ReportCommand::Html(args)) => merge::html(args),

@@ -123,6 +123,9 @@ pub struct ReplayPlan {
     /// The ids and tokens to follow on each stack (learned from the capture
     /// by [`crate::correlate::learn`]); `None`: requests go as recorded.
     pub correlation: Option<Arc<crate::correlate::Correlation>>,
+    /// Send to this stack only (0 legacy, 1 new): a capacity step measures
+    /// one stack at a time. Results mark the other as not sent.
+    pub solo: Option<usize>,
 }
 
 impl ReplayPlan {
@@ -148,6 +151,7 @@ impl ReplayPlan {
             keep_host: false,
             legacy_headers: Vec::new(),
             new_headers: Vec::new(),
+            solo: None,
             client: crate::http::ClientOptions::default(),
             warm_connections: None,
             max_connections: None,

@@ -47,6 +47,8 @@ pub struct Sender {
     max_lag: Option<Duration>,
     keep_host: bool,
     bindings: Option<Arc<Bindings>>,
+    /// The one stack sent to, if only one.
+    solo: Option<usize>,
 }
 
 /// Slots for requests in flight (`--max-in-flight`), per target, shared by
@@ -114,6 +116,7 @@ impl Sender {
             max_lag: plan.max_lag,
             keep_host: plan.keep_host,
             bindings,
+            solo: plan.solo,
         }
     }
 
@@ -160,6 +163,7 @@ impl Sender {
         order
             .into_iter()
             .filter(|&i| i != 2 || self.legacy2.is_some())
+            .filter(|&i| self.solo.is_none_or(|solo| solo == i))
             .collect()
     }
 

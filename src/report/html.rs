@@ -323,6 +323,114 @@ fn data(r: &Report) -> Value {
     })
 }
 
+/// `capacity.html`: latency and error rate against offered rate, each
+/// search a line, and every step in a table; self-contained as report.html.
+pub fn capacity_html(r: &crate::capacity::CapacityReport, out: &mut dyn Write) -> io::Result<()> {
+    let mut rates: Vec<f64> = r
+        .searches
+        .iter()
+        .flat_map(|s| s.steps.iter().map(|step| step.rate))
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let column = |s: &crate::capacity::Search,
+                  f: &dyn Fn(&crate::capacity::Step) -> f64|
+     -> Vec<Option<f64>> {
+        rates
+            .iter()
+            .map(|rate| {
+                // The last step at a rate (a confirmation, when there is one).
+                s.steps.iter().rev().find(|st| st.rate == *rate).map(f)
+            })
+            .collect()
+    };
+    let data = json!({
+        "rates": rates,
+        "names": r.searches.iter().map(|s| format!("{:?}", s.target)).collect::<Vec<_>>(),
+        "latency": r.searches.iter().map(|s| column(s, &|st| st.latency_us as f64 / 1000.0)).collect::<Vec<_>>(),
+        "errors": r.searches.iter().map(|s| column(s, &|st| st.error_rate * 100.0)).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .replace("</", "<\\/");
+    write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>tandem capacity</title>\n<style>{UPLOT_CSS}\n{STYLE}</style>\n\
+         <script>{ERRORS}</script>\n</head><body>\n<h1>Capacity within {}</h1>\n<ul>",
+        esc(&r.slo)
+    )?;
+    for s in &r.searches {
+        writeln!(
+            out,
+            "<li>{:?}: <b>{}</b>{}</li>",
+            s.target,
+            s.sustainable_rps
+                .map_or("none of the rates tried".into(), |v| format!(
+                    "{v:.0} requests/s"
+                )),
+            s.headroom
+                .map_or(String::new(), |h| format!(", {h:.2}x the projected rate"))
+        )?;
+    }
+    if let Some(ratio) = r.new_over_legacy {
+        writeln!(out, "<li>new / legacy: <b>{ratio:.2}x</b></li>")?;
+    }
+    writeln!(
+        out,
+        "</ul>\n<div class=\"charts\"><div id=\"latency\"></div><div id=\"errors\"></div></div>"
+    )?;
+    for s in &r.searches {
+        writeln!(
+            out,
+            "<h2>{:?}</h2><table><tr><th>rate</th><th></th><th>latency</th><th>errors</th>\
+             <th>divergent</th><th>achieved</th><th>why</th></tr>",
+            s.target
+        )?;
+        for st in &s.steps {
+            writeln!(
+                out,
+                "<tr class=\"{}\"><td>{:.0}{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.0}</td><td>{}</td></tr>",
+                if st.passed { "pass" } else { "fail" },
+                st.rate,
+                if st.confirmation { " (confirm)" } else { "" },
+                if st.passed { "passed" } else { "FAILED" },
+                human(st.latency_us),
+                st.error_rate * 100.0,
+                st.mismatch_rate * 100.0,
+                st.achieved_rps,
+                esc(&st.failed.join("; "))
+            )?;
+        }
+        writeln!(out, "</table>")?;
+    }
+    write!(
+        out,
+        "<script type=\"application/json\" id=\"data\">{data}</script>\n\
+         <script>{UPLOT_JS}</script>\n<script>{CAPACITY_SCRIPT}</script>\n</body></html>\n"
+    )
+}
+
+const CAPACITY_SCRIPT: &str = r#"
+(function () {
+  var d = JSON.parse(document.getElementById('data').textContent);
+  var colors = ['#1f77b4', '#ff7f0e', '#2ca02c'], drawn = 0;
+  function chart(id, title, ylabel, ys) {
+    var opts = {
+      title: title, width: 560, height: 280,
+      scales: { x: { time: false } },
+      series: [{ label: 'req/s' }].concat(d.names.map(function (n, i) {
+        return { label: n, stroke: colors[i % 3], width: 1.5, spanGaps: true, points: { show: true, size: 6 } };
+      })),
+      axes: [{ label: 'offered rate (req/s)' }, { label: ylabel }],
+      hooks: { ready: [function () { drawn += 1; if (drawn === 2) { document.body.dataset.chartsReady = '2'; } }] }
+    };
+    new uPlot(opts, [d.rates].concat(ys), document.getElementById(id));
+  }
+  chart('latency', 'Corrected latency at the SLO percentile (ms)', 'ms', d.latency);
+  chart('errors', 'Errors (%)', '%', d.errors);
+})();
+"#;
+
 /// Text made safe inside HTML elements and attributes.
 pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

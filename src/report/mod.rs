@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use html::Html;
+pub use html::{capacity_html, Html};
 pub use junit::Junit;
 pub use markdown::{step_summary, Markdown};
 pub use terminal::Terminal;

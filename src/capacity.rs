@@ -1,0 +1,521 @@
+//! Capacity search (`tandem capacity`): the most each stack sustains within
+//! an SLO, with answers still correct. The recorded mix is replayed at
+//! constant open-model rates (`--rate` semantics), one stack at a time on
+//! the same schedule, each step warmed up and then held; a step passes when
+//! corrected p99 (from the scheduled time) meets the SLO, errors and
+//! answers that diverge from the recorded ones stay under their limits, and
+//! the run was valid (tandem sent at the asked rate, latency and send lag
+//! not growing through the hold). The rate doubles until a step fails, is
+//! bisected to the precision asked, and the winner is confirmed over a
+//! longer hold. A step whose backlog grows is stopped at once by windowed
+//! abort gates rather than run out.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gate::Gate;
+use crate::judge::{Judge, JudgeOptions};
+use crate::latency::{human, Latency};
+use crate::replay::{replay, ReplayPlan};
+use crate::report::series::StackTally;
+use crate::report::{Report, RunInfo};
+use crate::results::{ExchangeResult, ResultSink};
+
+/// `capacity.json`'s format name.
+pub const FORMAT: &str = "tandem-capacity";
+/// `capacity.json`'s version.
+pub const VERSION: u32 = 1;
+
+/// What to search, and the limits a step is held to.
+#[derive(Debug, Clone)]
+pub struct CapacityPlan {
+    /// Capture, targets, connections and the links to follow: the rate,
+    /// duration and stack of each step are set per step.
+    pub replay: ReplayPlan,
+    /// Rules file for judging answers.
+    pub rules: Option<PathBuf>,
+    /// Latency objective, e.g. `p99<250ms`.
+    pub slo: Slo,
+    /// Target errors (and requests not sent) per request sent, at most.
+    pub max_error_rate: f64,
+    /// Answers diverging from the recorded ones (status, body structure),
+    /// or from legacy's when both stacks are measured together, at most.
+    pub max_mismatch_rate: f64,
+    /// Each step's warm-up, not judged.
+    pub warmup: Duration,
+    /// Each step's judged part.
+    pub hold: Duration,
+    /// The winner's confirmation hold.
+    pub confirm_hold: Duration,
+    /// First rate tried, requests/s.
+    pub start_rate: f64,
+    /// No rate above this is tried.
+    pub max_rate: f64,
+    /// Bisect until the gap between passing and failing rates is under this share.
+    pub precision: f64,
+    /// The projected (three-year) rate, requests/s, for headroom.
+    pub projected: Option<f64>,
+    /// What to measure, in order.
+    pub targets: Vec<Measured>,
+}
+
+/// What one search measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measured {
+    /// The legacy stack alone.
+    Legacy,
+    /// The new stack alone.
+    New,
+    /// Both at once, as a replay sends: a step passes when both pass.
+    Both,
+}
+
+/// A latency objective: a percentile of corrected latency under a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    /// The quantile, e.g. 0.99.
+    pub quantile: f64,
+    /// The limit, µs.
+    pub limit_us: u64,
+}
+
+impl std::str::FromStr for Slo {
+    type Err = String;
+
+    /// `p99<250ms`, `p99.9 < 1s`, `p50<20ms`.
+    fn from_str(text: &str) -> Result<Slo, String> {
+        let (stat, limit) = text
+            .split_once('<')
+            .ok_or("expected pNN<LIMIT, e.g. p99<250ms")?;
+        let stat = stat.trim();
+        let quantile: f64 = stat
+            .strip_prefix('p')
+            .and_then(|q| q.parse().ok())
+            .filter(|q| (0.0..100.0).contains(q))
+            .ok_or(format!("{stat:?} is not a percentile (p50, p99, p99.9)"))?;
+        let limit = humantime::parse_duration(limit.trim().trim_start_matches('='))
+            .map_err(|e| format!("{:?}: {e}", limit.trim()))?;
+        Ok(Slo {
+            quantile: quantile / 100.0,
+            limit_us: limit.as_micros() as u64,
+        })
+    }
+}
+
+impl std::fmt::Display for Slo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = format!("{:.3}", self.quantile * 100.0);
+        let p = p.trim_end_matches('0').trim_end_matches('.');
+        write!(f, "p{p}<{}", human(self.limit_us))
+    }
+}
+
+/// The outcome of a search: `capacity.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapacityReport {
+    /// `"tandem-capacity"`.
+    pub format: String,
+    /// 1.
+    pub version: u32,
+    /// The capture replayed.
+    pub capture: String,
+    /// The objective, as given.
+    pub slo: String,
+    /// The limits a step was held to.
+    pub max_error_rate: f64,
+    /// See [`CapacityPlan::max_mismatch_rate`].
+    pub max_mismatch_rate: f64,
+    /// The projected rate, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_rps: Option<f64>,
+    /// One search per target.
+    pub searches: Vec<Search>,
+    /// New's sustainable rate over legacy's, when both were searched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_over_legacy: Option<f64>,
+    /// True when a signal stopped the search.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// One target's search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Search {
+    /// What was measured.
+    pub target: Measured,
+    /// The highest rate that passed, confirmed, requests/s; `None` when
+    /// even the lowest rate tried failed.
+    pub sustainable_rps: Option<f64>,
+    /// Sustainable rate over the projected one, when that was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<f64>,
+    /// Every step, in the order run.
+    pub steps: Vec<Step>,
+}
+
+/// One rate, held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    /// Asked, requests/s (per stack).
+    pub rate: f64,
+    /// The winner's longer confirmation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmation: bool,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// Sent per second during the hold, per stack measured.
+    pub achieved_rps: f64,
+    /// The SLO's percentile of corrected latency during the hold, µs
+    /// (the worse stack's when both are measured).
+    pub latency_us: u64,
+    /// Target errors and requests not sent, per request, during the hold.
+    pub error_rate: f64,
+    /// Divergent answers, per answer.
+    pub mismatch_rate: f64,
+    /// p99 send lag during the hold, µs.
+    pub lag_p99_us: u64,
+    /// Requests sent during the hold.
+    pub sent: u64,
+}
+
+/// Searches every target of `plan` in turn until `stopped` is set (by a
+/// signal): the report so far.
+pub async fn search(
+    plan: &CapacityPlan,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<CapacityReport> {
+    let mut searches = Vec::new();
+    for &target in &plan.targets {
+        searches.push(search_one(plan, target, &stopped).await?);
+    }
+    let rate = |m: Measured| {
+        searches
+            .iter()
+            .find(|s| s.target == m)
+            .and_then(|s| s.sustainable_rps)
+    };
+    let new_over_legacy = match (rate(Measured::Legacy), rate(Measured::New)) {
+        (Some(l), Some(n)) if l > 0.0 => Some(n / l),
+        _ => None,
+    };
+    Ok(CapacityReport {
+        format: FORMAT.into(),
+        version: VERSION,
+        capture: plan.replay.capture.display().to_string(),
+        slo: plan.slo.to_string(),
+        max_error_rate: plan.max_error_rate,
+        max_mismatch_rate: plan.max_mismatch_rate,
+        projected_rps: plan.projected,
+        searches,
+        new_over_legacy,
+        interrupted: stopped.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// Doubles, bisects, confirms: one target's search.
+async fn search_one(
+    plan: &CapacityPlan,
+    target: Measured,
+    stopped: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Search> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut passed: Vec<f64> = Vec::new();
+    let mut failed_at: Option<f64> = None;
+    let mut confirmed = None;
+    // Bounded: doubling from 1 req/s to a million takes 20 steps.
+    for _ in 0..40 {
+        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let best = passed
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        let rate = match (best, failed_at) {
+            (None, None) => plan.start_rate,
+            (Some(lo), None) if lo * 2.0 > plan.max_rate => {
+                // Never failed below the ceiling: that is the answer.
+                if confirmed == Some(lo) {
+                    break;
+                }
+                lo
+            }
+            (Some(lo), None) => lo * 2.0,
+            (None, Some(hi)) if hi / 2.0 < 1.0 => break,
+            (None, Some(hi)) => hi / 2.0,
+            (Some(lo), Some(hi)) if (hi - lo) / lo <= plan.precision => {
+                if confirmed == Some(lo) {
+                    break;
+                }
+                lo
+            }
+            (Some(lo), Some(hi)) => (lo + hi) / 2.0,
+        };
+        let confirmation = Some(rate) == best;
+        let hold = if confirmation {
+            plan.confirm_hold
+        } else {
+            plan.hold
+        };
+        let mut step = run_step(plan, target, rate, hold).await?;
+        step.confirmation = confirmation;
+        tracing::info!(
+            "capacity {target:?} at {rate:.0} req/s{}: {} ({} {}, errors {:.2}%, divergent {:.2}%, achieved {:.0}/s)",
+            if confirmation { " (confirming)" } else { "" },
+            if step.passed { "passed" } else { "failed" },
+            plan.slo,
+            human(step.latency_us),
+            step.error_rate * 100.0,
+            step.mismatch_rate * 100.0,
+            step.achieved_rps
+        );
+        match (step.passed, confirmation) {
+            (true, true) => confirmed = Some(rate),
+            (true, false) => passed.push(rate),
+            (false, _) => {
+                passed.retain(|&r| r < rate);
+                failed_at = Some(failed_at.map_or(rate, |f: f64| f.min(rate)));
+            }
+        }
+        steps.push(step);
+    }
+    let sustainable = confirmed;
+    Ok(Search {
+        target,
+        sustainable_rps: sustainable,
+        headroom: sustainable.zip(plan.projected).map(|(s, p)| s / p),
+        steps,
+    })
+}
+
+/// Hands the judge the measured stack's attempts as legacy's, so that its
+/// fidelity, latency and series read that stack whichever it is.
+struct Measuring<S> {
+    new_as_legacy: bool,
+    inner: S,
+}
+
+impl<S: ResultSink> ResultSink for Measuring<S> {
+    fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
+        if !self.new_as_legacy {
+            return self.inner.accept(result);
+        }
+        let mut result = result.clone();
+        std::mem::swap(&mut result.legacy, &mut result.new);
+        self.inner.accept(&result)
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.inner.finish()
+    }
+}
+
+/// One step: `rate` on `target` for the warm-up and `hold`, judged.
+async fn run_step(
+    plan: &CapacityPlan,
+    target: Measured,
+    rate: f64,
+    hold: Duration,
+) -> anyhow::Result<Step> {
+    let mut replay_plan = plan.replay.clone();
+    replay_plan.rate = Some(rate);
+    replay_plan.duration = Some(plan.warmup + hold);
+    replay_plan.passes = 1;
+    replay_plan.progress = false;
+    replay_plan.solo = match target {
+        Measured::Legacy => Some(0),
+        Measured::New => Some(1),
+        Measured::Both => None,
+    };
+    // Eight intervals a hold, 100 ms to 1 s each; a backlog is caught over
+    // four of them.
+    let interval = Duration::from_millis(((hold.as_millis() / 8) as u64).clamp(100, 1_000));
+    let sides: &[&str] = match target {
+        Measured::Both => &["legacy", "new"],
+        _ => &["legacy"],
+    };
+    let far = (plan.slo.limit_us * 4).max(1_000_000);
+    let mut stop_gates = Vec::new();
+    for side in sides {
+        for check in [
+            format!("{side}.max < {far}us"),
+            format!("lag.{side}.p99 < 1s"),
+        ] {
+            stop_gates.push(Gate::parse(&check, &check, None)?.windowed(interval * 4, true)?);
+        }
+    }
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let judge = Judge::new(JudgeOptions {
+        rules: plan.rules.clone(),
+        run: RunInfo {
+            capture: replay_plan.capture.display().to_string(),
+            legacy: replay_plan.legacy.to_string(),
+            new: replay_plan.new.to_string(),
+            speed: 1.0,
+            rules: plan.rules.as_ref().map(|p| p.display().to_string()),
+            started_at_unix_us: 0,
+            duration_ms: 0,
+        },
+        correlation: replay_plan.correlation.clone(),
+        series_interval: interval,
+        abort: Some((stop_gates, stop.clone())),
+        ..Default::default()
+    })?;
+    let sink = Measuring {
+        new_as_legacy: target == Measured::New,
+        inner: judge,
+    };
+    let replayed = replay(&replay_plan, sink, async move { stop.notified().await }).await?;
+    let report = replayed.sink.inner.finish();
+    Ok(judge_step(plan, target, rate, hold, &report))
+}
+
+/// A step's figures over its hold, and whether it passed.
+fn judge_step(
+    plan: &CapacityPlan,
+    target: Measured,
+    rate: f64,
+    hold: Duration,
+    report: &Report,
+) -> Step {
+    let warmup_ms = plan.warmup.as_millis() as u64;
+    let points: Vec<_> = report
+        .series
+        .as_ref()
+        .map(|s| s.points.iter().filter(|p| p.at_ms >= warmup_ms).collect())
+        .unwrap_or_default();
+    // The judged span: from the first whole interval after the warm-up to
+    // the end of the schedule.
+    let judged_s = points.first().map_or(hold.as_secs_f64(), |p| {
+        (warmup_ms + hold.as_millis() as u64).saturating_sub(p.at_ms) as f64 / 1e3
+    });
+    let stacks: Vec<usize> = match target {
+        Measured::Both => vec![0, 1],
+        _ => vec![0],
+    };
+    let mut failed = Vec::new();
+    if let Some(why) = &report.aborted {
+        failed.push(format!("stopped early: {why}"));
+    }
+    let mut worst = (0u64, 0.0f64, f64::MAX, 0u64, 0u64);
+    for &side in &stacks {
+        let tallies: Vec<StackTally> = points
+            .iter()
+            .filter_map(|p| StackTally::of(if side == 0 { &p.legacy } else { &p.new }).ok())
+            .collect();
+        let mut all = StackTally::default();
+        for t in &tallies {
+            all.add(t);
+        }
+        let latency = quantile(&all.histograms[1], plan.slo.quantile);
+        let sent = all.sent;
+        let error_rate = (all.errors + all.dropped) as f64 / (sent + all.dropped).max(1) as f64;
+        let achieved = sent as f64 / judged_s.max(1e-3);
+        let lag = all.histograms[2].summary().p99;
+        if latency > plan.slo.limit_us {
+            failed.push(format!(
+                "{}: {} is {}",
+                side_name(target, side),
+                plan.slo,
+                human(latency)
+            ));
+        }
+        if error_rate > plan.max_error_rate {
+            failed.push(format!(
+                "{}: errors {:.2}% (max {:.2}%)",
+                side_name(target, side),
+                error_rate * 100.0,
+                plan.max_error_rate * 100.0
+            ));
+        }
+        if achieved < rate * 0.99 {
+            failed.push(format!(
+                "{}: tandem sent {achieved:.0}/s of {rate:.0}/s asked (the step is not valid)",
+                side_name(target, side)
+            ));
+        }
+        if let Some(why) = growing(&tallies) {
+            failed.push(format!("{}: {why}", side_name(target, side)));
+        }
+        worst = (
+            worst.0.max(latency),
+            worst.1.max(error_rate),
+            worst.2.min(achieved),
+            worst.3.max(lag),
+            worst.4 + sent,
+        );
+    }
+    let mismatch_rate = match target {
+        Measured::Both => report.summary.mismatched as f64 / report.summary.total.max(1) as f64,
+        _ => report
+            .fidelity
+            .as_ref()
+            .filter(|f| f.judged > 0)
+            .map_or(0.0, |f| 1.0 - f.rate),
+    };
+    if mismatch_rate > plan.max_mismatch_rate {
+        failed.push(format!(
+            "divergent answers {:.2}% (max {:.2}%)",
+            mismatch_rate * 100.0,
+            plan.max_mismatch_rate * 100.0
+        ));
+    }
+    Step {
+        rate,
+        confirmation: false,
+        passed: failed.is_empty(),
+        failed,
+        achieved_rps: if worst.2 == f64::MAX { 0.0 } else { worst.2 },
+        latency_us: worst.0,
+        error_rate: worst.1,
+        mismatch_rate,
+        lag_p99_us: worst.3,
+        sent: worst.4,
+    }
+}
+
+fn side_name(target: Measured, side: usize) -> &'static str {
+    match (target, side) {
+        (Measured::Legacy, _) | (Measured::Both, 0) => "legacy",
+        _ => "new",
+    }
+}
+
+fn quantile(latency: &Latency, q: f64) -> u64 {
+    latency.quantile(q).unwrap_or(0)
+}
+
+/// A backlog that grows through the hold: corrected p99 or send lag p99 of
+/// its last third well above its first third.
+fn growing(tallies: &[StackTally]) -> Option<String> {
+    let third = tallies.len() / 3;
+    if third == 0 {
+        return None;
+    }
+    let p99 = |part: &[StackTally], h: usize| {
+        let mut all = Latency::default();
+        for t in part {
+            all.merge(&t.histograms[h]);
+        }
+        all.summary().p99
+    };
+    let (first, last) = (&tallies[..third], &tallies[tallies.len() - third..]);
+    for (h, what) in [(1, "latency"), (2, "send lag")] {
+        let (a, b) = (p99(first, h), p99(last, h));
+        if b > 2 * a && b > 20_000 {
+            return Some(format!(
+                "{what} grew through the hold (p99 {} then {}): a growing backlog",
+                human(a),
+                human(b)
+            ));
+        }
+    }
+    None
+}

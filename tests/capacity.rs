@@ -1,0 +1,133 @@
+//! `tandem capacity` against two loopback servers of known capacity: a
+//! fixed pool of workers with a fixed service time each, so the knee is
+//! computable (4 x 4 ms = 1,000 requests/s, 3 x 5 ms = 600). The search
+//! finds each within 10% and the ratio within 15%, in bounded time.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::time::Instant;
+
+/// A server with `workers` workers, each taking `service` per request: a
+/// request waits for the first free worker. Capacity: workers / service.
+async fn pool_server(workers: usize, service: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let free_at = Arc::new(Mutex::new(vec![Instant::now(); workers]));
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        move |_req: hyper::Request<hyper::body::Incoming>, _peer| {
+            let free_at = free_at.clone();
+            async move {
+                let done = {
+                    let mut free = free_at.lock().unwrap();
+                    let (i, &earliest) = free.iter().enumerate().min_by_key(|(_, t)| **t).unwrap();
+                    let done = earliest.max(Instant::now()) + service;
+                    free[i] = done;
+                    done
+                };
+                tokio::time::sleep_until(done).await;
+                hyper::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_finds_known_capacities() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchanges = (1..=200u64).map(|i| {
+        let mut e = common::exchange(
+            i,
+            i * 1_000,
+            &format!("s{i}"),
+            "GET",
+            &format!("/item/{i}"),
+            &[],
+        );
+        e.response = Some(tandem::capture::Response {
+            status: 200,
+            headers: vec![],
+            body: tandem::capture::Body::from("{\"ok\":true}"),
+            latency_us: 100,
+        });
+        e
+    });
+    let capture = common::write_capture(&dir.path().join("c.jsonl"), exchanges);
+    let legacy = pool_server(4, Duration::from_millis(4)).await;
+    let new = pool_server(3, Duration::from_millis(5)).await;
+    let out = dir.path().join("capacity");
+    let started = std::time::Instant::now();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["capacity", capture.to_str().unwrap()])
+        .args(["--legacy", &legacy, "--new", &new, "--slo", "p99<50ms"])
+        .args([
+            "--step-hold",
+            "1s",
+            "--warmup",
+            "300ms",
+            "--confirm-hold",
+            "2s",
+        ])
+        .args([
+            "--start-rate",
+            "100",
+            "--projected-rps",
+            "500",
+            "--json",
+            "--out",
+        ])
+        .arg(&out)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(150), run)
+        .await
+        .expect("the search ends in bounded time")
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "new sustains the projected 500/s: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: tandem::capacity::CapacityReport = serde_json::from_slice(&output.stdout).unwrap();
+    let rate = |i: usize| report.searches[i].sustainable_rps.unwrap();
+    let (legacy_rps, new_rps) = (rate(0), rate(1));
+    assert!(
+        (900.0..=1_100.0).contains(&legacy_rps),
+        "legacy {legacy_rps:.0}: {report:#?}"
+    );
+    assert!(
+        (540.0..=660.0).contains(&new_rps),
+        "new {new_rps:.0}: {report:#?}"
+    );
+    let ratio = report.new_over_legacy.unwrap();
+    assert!((0.51..=0.69).contains(&ratio), "ratio {ratio:.2}");
+    // Each search doubled, failed, bisected and confirmed.
+    for s in &report.searches {
+        assert!(s.steps.iter().any(|st| !st.passed), "{s:#?}");
+        let last = s.steps.last().unwrap();
+        assert!(last.confirmation && last.passed, "{s:#?}");
+        // A failing step says why, and an overloaded one why it is so.
+        assert!(s
+            .steps
+            .iter()
+            .filter(|st| !st.passed)
+            .all(|st| !st.failed.is_empty()));
+    }
+    assert!(report.searches[1].headroom.unwrap() > 1.0);
+    assert!(out.join("capacity.md").exists() && out.join("capacity.html").exists());
+    eprintln!(
+        "capacity search took {elapsed:?}\n{}",
+        std::fs::read_to_string(out.join("capacity.md")).unwrap()
+    );
+}
