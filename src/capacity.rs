@@ -351,6 +351,9 @@ async fn run_step(
             stop_gates.push(Gate::parse(&check, &check, None)?.windowed(interval * 4, true)?);
         }
     }
+    if let Some(metrics) = &replay_plan.metrics {
+        metrics.set_offered_rate(rate);
+    }
     let stop = Arc::new(tokio::sync::Notify::new());
     let judge = Judge::new(JudgeOptions {
         rules: plan.rules.clone(),
@@ -364,6 +367,7 @@ async fn run_step(
             duration_ms: 0,
         },
         correlation: replay_plan.correlation.clone(),
+        metrics: replay_plan.metrics.clone(),
         series_interval: interval,
         abort: Some((stop_gates, stop.clone())),
         ..Default::default()

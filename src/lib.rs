@@ -52,6 +52,7 @@ pub mod encoding;
 pub mod http;
 pub mod jsonl;
 pub mod latency;
+pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod target;

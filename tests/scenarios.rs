@@ -85,6 +85,8 @@ fn every_replay_flag_is_a_scenario_key() {
         ("no-correlate", "true".into()),
         ("junit", quoted("reports/y/junit.xml")),
         ("interval", quoted("500ms")),
+        ("metrics-addr", quoted("127.0.0.1:9464")),
+        ("metrics-linger", quoted("1s")),
     ];
     let flags = flags();
     let known: Vec<&str> = flags.keys().map(String::as_str).collect();
@@ -122,6 +124,10 @@ fn every_replay_flag_is_a_scenario_key() {
     );
     assert_eq!(job.out_dir, PathBuf::from("reports/y"));
     assert!(!job.correlate);
+    assert_eq!(
+        job.metrics,
+        Some(("127.0.0.1:9464".parse().unwrap(), Duration::from_secs(1)))
+    );
     let gates: Vec<&str> = job.gates.iter().map(|g| g.expression.as_str()).collect();
     assert_eq!(
         gates,

@@ -86,6 +86,10 @@ pub(super) struct CapacityArgs {
     /// Print capacity.json on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Serve live Prometheus metrics at http://HOST:PORT/metrics during the
+    /// search (docs/metrics.md).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl CapacityArgs {
@@ -131,8 +135,13 @@ impl CapacityArgs {
 
 /// `tandem capacity`.
 pub(super) async fn command(args: CapacityArgs) -> anyhow::Result<ExitCode> {
-    let (out, json) = (args.out.clone(), args.json);
-    let plan = args.plan()?;
+    let (out, json, metrics_addr) = (args.out.clone(), args.json, args.metrics_addr);
+    let mut plan = args.plan()?;
+    let exporter = match metrics_addr {
+        Some(addr) => Some(super::replay::serve_metrics(addr, &plan.replay).await?),
+        None => None,
+    };
+    plan.replay.metrics = exporter.as_ref().map(|e| e.metrics.clone());
     let stopped = Arc::new(AtomicBool::new(false));
     // On a signal the step under way finishes and the search stops after it.
     tokio::spawn({
@@ -143,6 +152,9 @@ pub(super) async fn command(args: CapacityArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let report = search(&plan, stopped).await?;
+    if let Some(exporter) = exporter {
+        exporter.stop();
+    }
     write_files(&report, &out)?;
     let mut stdout = std::io::stdout().lock();
     if json {

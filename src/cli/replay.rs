@@ -137,6 +137,14 @@ pub(super) struct ReplayArgs {
     /// histograms per stack) [default: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     interval: Option<Duration>,
+    /// Serve live Prometheus metrics at http://HOST:PORT/metrics during the
+    /// run (docs/metrics.md).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving the metrics this long after the run, for a last scrape
+    /// [default: 0s].
+    #[arg(long, value_parser = humantime::parse_duration, requires = "metrics_addr")]
+    metrics_linger: Option<Duration>,
     /// Send each request to the legacy stack a second time (or to --legacy-2)
     /// and leave out differences two legacy answers also show.
     #[arg(long)]
@@ -171,6 +179,8 @@ pub struct ReplayJob {
     pub junit: Option<PathBuf>,
     /// Length of the report's time-series intervals.
     pub series_interval: Duration,
+    /// Where to serve live metrics, and how long after the run.
+    pub metrics: Option<(std::net::SocketAddr, Duration)>,
     /// The run directory: results and report files go here.
     pub out_dir: PathBuf,
     /// Write the learned noise and correlation links as a rules file here.
@@ -190,6 +200,7 @@ impl ReplayJob {
             gates: Vec::new(),
             junit: None,
             series_interval: Duration::from_secs(1),
+            metrics: None,
             out_dir,
             write_rules: None,
             correlate: true,
@@ -290,6 +301,9 @@ impl ReplayArgs {
             gates: self.gates.gates(),
             junit: self.junit,
             series_interval: self.interval.unwrap_or(Duration::from_secs(1)),
+            metrics: self
+                .metrics_addr
+                .map(|addr| (addr, self.metrics_linger.unwrap_or_default())),
             out_dir: self.out,
             write_rules: self.write_rules,
             correlate: !self.no_correlate,
@@ -369,6 +383,11 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     let mut plan = job.plan.clone();
     plan.correlation = correlation(job.correlate, &plan.capture, job.rules.as_deref())?;
+    let exporter = match job.metrics {
+        Some((addr, linger)) => Some((serve_metrics(addr, &plan).await?, linger)),
+        None => None,
+    };
+    plan.metrics = exporter.as_ref().map(|(e, _)| e.metrics.clone());
     let plan = &plan;
     let started_at_unix_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
     // Windowed gates with `abort` stop the run from the judge, as a signal would.
@@ -389,6 +408,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         },
         correlation: plan.correlation.clone(),
         series_interval: job.series_interval,
+        metrics: plan.metrics.clone(),
         learn_routes: Some(plan.capture.clone()),
         abort: (!aborting.is_empty()).then(|| (aborting, stop.clone())),
     })?;
@@ -413,6 +433,11 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     };
     let replayed = replay(plan, Tee(writer, judge), shutdown).await?;
     let Tee(_, mut judge) = replayed.sink;
+    if let Some((exporter, linger)) = exporter {
+        // A last scrape sees the final counts.
+        tokio::time::sleep(linger).await;
+        exporter.stop();
+    }
     judge.set_duration_ms(replayed.elapsed.as_millis() as u64);
     let mut report = judge.finish();
     if let Some(correlation) = &plan.correlation {
@@ -438,6 +463,43 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         unreadable: replayed.unreadable,
         interrupted: replayed.interrupted,
     })
+}
+
+/// Live metrics served while a run goes on.
+pub(super) struct Exporter {
+    pub(super) metrics: std::sync::Arc<crate::metrics::Metrics>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Exporter {
+    /// Stops serving.
+    pub(super) fn stop(self) {
+        let _ = self.stop.send(());
+    }
+}
+
+/// Binds `addr` (an error names it) and serves `plan`'s metrics there.
+pub(super) async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    plan: &ReplayPlan,
+) -> anyhow::Result<Exporter> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {e}"))?;
+    let metrics = crate::metrics::Metrics::new(crate::metrics::RunDescription {
+        capture: plan.capture.display().to_string(),
+        legacy: plan.legacy.to_string(),
+        new: plan.new.to_string(),
+    });
+    if let Some(rate) = plan.rate {
+        metrics.set_offered_rate(rate);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(metrics.clone().serve(listener, async {
+        let _ = stopped.await;
+    }));
+    tracing::info!("metrics at http://{addr}/metrics");
+    Ok(Exporter { metrics, stop })
 }
 
 /// The links of `capture` (learned, and `[[correlate]]` rules of the rules

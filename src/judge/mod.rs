@@ -62,6 +62,8 @@ pub struct JudgeOptions {
     pub correlation: Option<Arc<crate::correlate::Correlation>>,
     /// Length of the report's time series intervals; zero: one second.
     pub series_interval: std::time::Duration,
+    /// Live metrics to keep, exchange by exchange.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Learn route templates from the requests of this capture.
     pub learn_routes: Option<PathBuf>,
     /// Windowed gates that stop the run when a window fails (`abort`),
@@ -108,6 +110,7 @@ pub struct Judge {
     load: load::LoadTally,
     series: series::SeriesTally,
     watch: Option<Watch>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 #[derive(Default)]
@@ -176,6 +179,7 @@ impl Judge {
                 std::time::Duration::ZERO => std::time::Duration::from_secs(1),
                 interval => interval,
             }),
+            metrics: options.metrics,
             watch: options.abort.map(|(gates, stop)| Watch {
                 next: vec![0; gates.len()],
                 gates,
@@ -218,6 +222,9 @@ impl Judge {
         self.load.add(result);
         let verdict = self.judge(&route, result, differences);
         self.series.add(result, verdict);
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&route, result, verdict);
+        }
         self.watch(result.scheduled_us);
         let tally = self.routes.entry(route).or_default();
         tally.total += 1;
@@ -378,6 +385,9 @@ impl Judge {
             // An exchange counts once per group, however many elements differ.
             if !hit.contains(&index) {
                 hit.push(index);
+                if let Some(metrics) = &self.metrics {
+                    metrics.mismatch(route, mismatch.kind);
+                }
                 let group = &mut self.groups[index];
                 group.count += 1;
                 group.first = group.first.min(result.id);
@@ -669,6 +679,7 @@ pub fn judge_results(
         },
         correlation: correlation.clone(),
         series_interval: std::time::Duration::ZERO,
+        metrics: None,
         learn_routes: capture.exists().then(|| capture.clone()),
         abort: None,
     })?;

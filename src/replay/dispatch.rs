@@ -110,6 +110,9 @@ impl Dispatcher {
     /// A job is due: on each stack, send it now, or queue it behind its
     /// session there.
     pub fn dispatch(self: &Arc<Self>, job: Job) {
+        if let Some(metrics) = self.sender.metrics() {
+            metrics.offered();
+        }
         let stacks = self.sender.stacks_for(&job);
         self.pairing.lock().expect("pairing lock").partials.insert(
             key(&job),

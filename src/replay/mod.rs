@@ -126,6 +126,9 @@ pub struct ReplayPlan {
     /// Send to this stack only (0 legacy, 1 new): a capacity step measures
     /// one stack at a time. Results mark the other as not sent.
     pub solo: Option<usize>,
+    /// Live metrics to keep (`--metrics-addr`): requests in flight and
+    /// exchanges offered, here; the judge keeps the rest.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl ReplayPlan {
@@ -152,6 +155,7 @@ impl ReplayPlan {
             legacy_headers: Vec::new(),
             new_headers: Vec::new(),
             solo: None,
+            metrics: None,
             client: crate::http::ClientOptions::default(),
             warm_connections: None,
             max_connections: None,

@@ -49,6 +49,7 @@ pub struct Sender {
     bindings: Option<Arc<Bindings>>,
     /// The one stack sent to, if only one.
     solo: Option<usize>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Slots for requests in flight (`--max-in-flight`), per target, shared by
@@ -117,6 +118,7 @@ impl Sender {
             keep_host: plan.keep_host,
             bindings,
             solo: plan.solo,
+            metrics: plan.metrics.clone(),
         }
     }
 
@@ -210,6 +212,11 @@ impl Sender {
         }
     }
 
+    /// Live metrics, if kept.
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// `--max-lag`, if given.
     pub fn max_lag(&self) -> Option<Duration> {
         self.max_lag
@@ -290,6 +297,7 @@ impl Sender {
         if max_lag.is_some_and(|max| sent.saturating_duration_since(scheduled) > max) {
             return dropped(scheduled, "could not go out within --max-lag");
         }
+        let _in_flight = self.metrics.as_ref().map(|m| m.in_flight(stack.index));
         let outcome = match build(stack, request, self.keep_host) {
             Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(stack, req)).await {
                 Ok(outcome) => outcome,

@@ -1,0 +1,234 @@
+//! Live metrics against a real Prometheus (Debian's, installed by
+//! `.ci/setup`): it scrapes a replay on loopback, and its HTTP API returns
+//! tandem's series with the counts of the run's report; `promtool check
+//! metrics` accepts what tandem serves.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tandem::demo::{self, Flavor};
+
+/// Prometheus on loopback scraping `target` every 250 ms, stopped by PID.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: u16) -> Prometheus {
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\n\
+                 scrape_configs:\n  - job_name: tandem\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (.ci/setup installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "prometheus did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Prometheus { child, port }
+    }
+
+    /// The status of an instant query (`success` when Prometheus took it).
+    async fn status(&self, client: &tandem::http::Client, promql: &str) -> String {
+        let value = self.raw(client, promql).await;
+        value["status"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The value of an instant query that returns one sample.
+    async fn query(&self, client: &tandem::http::Client, promql: &str) -> Option<f64> {
+        let value = self.raw(client, promql).await;
+        value["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+    }
+
+    async fn raw(&self, client: &tandem::http::Client, promql: &str) -> serde_json::Value {
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={}",
+            self.port,
+            promql
+                .bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' =>
+                        (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        );
+        let seen = common::send(client, &url, "GET", &[], Bytes::new()).await;
+        serde_json::from_slice(&seen.body).unwrap()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    let metrics_port = free_port();
+    let prometheus = Prometheus::start(dir.path(), metrics_port);
+    let out = dir.path().join("run");
+    // 96 exchanges at 40/s: about 2.4 s, then 2 s more for a last scrape.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["replay", "captures/sample.jsonl", "--legacy", &legacy.url()])
+        .args(["--new", &new.url(), "--rate", "40", "--loop", "2"])
+        .args(["--rules", "scenarios/demo.rules.toml"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--metrics-linger", "2s", "--out"])
+        .arg(&out)
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // While it runs: what it serves passes promtool.
+    let client = tandem::http::client(Duration::from_secs(5));
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok() {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            break common::send(&client, &url, "GET", &[], Bytes::new())
+                .await
+                .body;
+        }
+        assert!(Instant::now() < deadline, "no metrics served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(
+        text.contains("tandem_exchanges_total{result=\"matched\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/api/products/1\""),
+        "routes are templates, not URLs"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (with prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let report = tandem::report::Report::load(&out.join("report.json")).unwrap();
+    let q = |promql: &'static str| prometheus.query(&client, promql);
+    assert_eq!(
+        q("sum(tandem_exchanges_total)").await,
+        Some(report.summary.total as f64)
+    );
+    assert_eq!(
+        q("tandem_exchanges_total{result=\"mismatched\"}").await,
+        Some(report.summary.mismatched as f64)
+    );
+    let answered_new: u64 = report.routes.iter().map(|r| r.latency.new.count).sum();
+    assert_eq!(
+        q("sum(tandem_requests_total{stack=\"new\",outcome=\"answered\"})").await,
+        Some(answered_new as f64)
+    );
+    assert_eq!(
+        q("sum(tandem_corrected_latency_seconds_count{stack=\"legacy\"})").await,
+        Some(report.latency_corrected.legacy.count as f64)
+    );
+    assert_eq!(
+        q("tandem_offered_requests_total").await,
+        Some(report.summary.total as f64)
+    );
+    assert_eq!(q("tandem_offered_rate").await, Some(40.0));
+    assert_eq!(
+        q("sum(tandem_mismatches_total{route=\"GET /api/products/{id}\",kind=\"missing_field\"})")
+            .await,
+        report
+            .mismatch_groups
+            .iter()
+            .find(|g| g.route == "/api/products/{id}")
+            .map(|g| g.count as f64)
+    );
+    assert_eq!(
+        q("count(tandem_run_info{capture=\"captures/sample.jsonl\"})").await,
+        Some(1.0)
+    );
+
+    // The shipped dashboard asks for series tandem exports, in queries
+    // Prometheus accepts.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/tandem.json").unwrap())
+            .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$job", ".*");
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("tandem_"))
+            {
+                assert!(text.contains(name), "{name} (in {expr}) is not exported");
+            }
+            assert_eq!(prometheus.status(&client, &expr).await, "success", "{expr}");
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10);
+    legacy.stop().await;
+    new.stop().await;
+}
