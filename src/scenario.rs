@@ -37,6 +37,9 @@ pub struct Scenario {
     pub teardown: Vec<String>,
     /// Longest a setup or teardown command may take.
     pub command_timeout: Duration,
+    /// `[capacity]`: `tandem capacity`'s own flags, when the scenario is a
+    /// capacity search rather than a replay.
+    pub capacity: Option<Vec<(OsString, Option<Origin>)>>,
 }
 
 /// Where a value was written: for errors that name the file, line and key.
@@ -112,19 +115,51 @@ const OWN_KEYS: &[&str] = &[
     "setup",
     "teardown",
     "command-timeout",
+    "capacity",
 ];
 
 impl Scenario {
     /// Reads `path`, checking every key against `flags` (those of `tandem
     /// replay`), every type, every gate and that every input file exists.
     pub fn load(path: &Path, flags: &Flags) -> Result<Scenario, ScenarioError> {
+        Scenario::load_with_capacity(path, flags, &Flags::new())
+    }
+
+    /// [`Scenario::load`], where a `[capacity]` table may hold `tandem
+    /// capacity`'s `capacity` flags.
+    pub fn load_with_capacity(
+        path: &Path,
+        flags: &Flags,
+        capacity: &Flags,
+    ) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
             file: path.to_path_buf(),
             origin: None,
             why: format!("cannot read the scenario: {e}"),
         })?;
         let reader = Reader::parse(path, &text)?;
-        reader.scenario(flags)
+        reader.scenario(flags, capacity)
+    }
+
+    /// `tandem capacity`'s arguments: the capture, the flags of the file
+    /// that `capacity` knows (targets, rules, timeouts…), `[capacity]`,
+    /// then `overrides`.
+    pub fn capacity_args(&self, capacity: &Flags, overrides: &[OsString]) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut keeping = true;
+        for (arg, _) in self.args.iter().chain(self.capacity.iter().flatten()) {
+            if let Some(flag) = arg.to_str().and_then(|a| a.strip_prefix("--")) {
+                keeping = capacity.contains_key(flag);
+            }
+            if keeping {
+                args.push(arg.clone());
+            }
+        }
+        let scenario = Scenario {
+            args: args.into_iter().map(|a| (a, None)).collect(),
+            ..self.clone()
+        };
+        scenario.replay_args(overrides)
     }
 
     /// `tandem replay`'s arguments (after `replay`): the file's, less the
@@ -156,6 +191,7 @@ impl Scenario {
     pub fn origin_of(&self, flag: &str) -> Option<&Origin> {
         self.args
             .iter()
+            .chain(self.capacity.iter().flatten())
             .find(|(a, _)| a.to_str().and_then(|a| a.strip_prefix("--")) == Some(flag))
             .and_then(|(_, o)| o.as_ref())
     }
@@ -236,7 +272,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn scenario(&self, flags: &Flags) -> Result<Scenario, ScenarioError> {
+    fn scenario(&self, flags: &Flags, capacity_flags: &Flags) -> Result<Scenario, ScenarioError> {
         let mut args: Vec<(OsString, Option<Origin>)> = Vec::new();
         let capture = self.values.get("capture").ok_or_else(|| ScenarioError {
             file: self.path.to_path_buf(),
@@ -272,13 +308,17 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let Some(takes) = flags.get(key.as_str()) else {
-                return Err(self.error(&[key], unknown_key(key, flags)));
+                return Err(self.error(&[key], unknown_key(key, flags, "tandem replay")));
             };
             self.flag(&[key], key, *takes, value, &mut args)?;
         }
         if let Some(targets) = self.values.get("targets") {
             self.targets(targets, &mut args)?;
         }
+        let capacity = match self.values.get("capacity") {
+            None => None,
+            Some(table) => Some(self.capacity(table, capacity_flags)?),
+        };
         Ok(Scenario {
             path: self.path.to_path_buf(),
             captures: captures.into_iter().map(PathBuf::from).collect(),
@@ -288,7 +328,40 @@ impl<'a> Reader<'a> {
             setup: self.commands("setup")?,
             teardown: self.commands("teardown")?,
             command_timeout: self.command_timeout()?,
+            capacity,
         })
+    }
+
+    /// `[capacity]`: `tandem capacity`'s flags, checked as the others are.
+    fn capacity(
+        &self,
+        table: &toml::Value,
+        flags: &Flags,
+    ) -> Result<Vec<(OsString, Option<Origin>)>, ScenarioError> {
+        let table = table.as_table().ok_or_else(|| {
+            self.error(
+                &["capacity"],
+                format!("expected a table, found {}", kind(table)),
+            )
+        })?;
+        if flags.is_empty() {
+            return Err(self.error(&["capacity"], "not a key here"));
+        }
+        if self.values.contains_key("gates") {
+            return Err(self.error(
+                &["gates"],
+                "a capacity search is held to its [capacity] slo and limits, not to gates",
+            ));
+        }
+        let mut args = Vec::new();
+        for (key, value) in table {
+            let keys = ["capacity", key.as_str()];
+            let Some(takes) = flags.get(key.as_str()) else {
+                return Err(self.error(&keys, unknown_key(key, flags, "tandem capacity")));
+            };
+            self.flag(&keys, key, *takes, value, &mut args)?;
+        }
+        Ok(args)
     }
 
     /// One flag from `value` at `keys`: `--flag VALUE` as many times as it has values.
@@ -561,7 +634,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn unknown_key(key: &str, flags: &Flags) -> String {
+fn unknown_key(key: &str, flags: &Flags, command: &str) -> String {
     let near = flags
         .keys()
         .map(String::as_str)
@@ -569,9 +642,9 @@ fn unknown_key(key: &str, flags: &Flags) -> String {
         .find(|f| f.starts_with(key) || key.starts_with(f) || f.replace('-', "_") == key);
     match near {
         Some(near) => format!(
-            "unknown key (not a `tandem replay` flag nor a scenario key); did you mean `{near}`?"
+            "unknown key (not a `{command}` flag nor a scenario key); did you mean `{near}`?"
         ),
-        None => "unknown key (not a `tandem replay` flag nor a scenario key)".into(),
+        None => format!("unknown key (not a `{command}` flag nor a scenario key)"),
     }
 }
 

@@ -131,3 +131,69 @@ async fn the_search_finds_known_capacities() {
         std::fs::read_to_string(out.join("capacity.md")).unwrap()
     );
 }
+
+/// A scenario with `[capacity]` runs a capacity search, its keys checked as
+/// the others (an unknown one is named with its line), between setup and
+/// teardown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_runs_a_capacity_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = common::write_capture(
+        &dir.path().join("c.jsonl"),
+        (1..=50u64).map(|i| common::exchange(i, i * 1_000, &format!("s{i}"), "GET", "/x", &[])),
+    );
+    let legacy = pool_server(4, Duration::from_millis(4)).await;
+    let new = pool_server(4, Duration::from_millis(4)).await;
+    let out = dir.path().join("cap");
+    let marks = dir.path().join("marks");
+    let body = format!(
+        "capture = {capture:?}\nsetup = \"echo setup >> {m}\"\nteardown = \"echo teardown >> {m}\"\n\
+         timeout = \"5s\"\n\
+         [targets.legacy]\nurl = \"{legacy}\"\n[targets.new]\nurl = \"{new}\"\n\
+         [capacity]\nslo = \"p99<50ms\"\nstep-hold = \"500ms\"\nwarmup = \"200ms\"\n\
+         confirm-hold = \"500ms\"\nstart-rate = 400\nmax-rate = 800\nprecision = 0.5\n\
+         out = {out:?}\njson = true\n",
+        m = marks.display()
+    );
+    let path = dir.path().join("cap.toml");
+    std::fs::write(&path, &body).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", path.to_str().unwrap()])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: tandem::capacity::CapacityReport = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report.searches[0].sustainable_rps,
+        Some(800.0),
+        "{report:#?}"
+    );
+    assert!(out.join("capacity.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap(),
+        "setup\nteardown\n"
+    );
+
+    std::fs::write(&path, body.replace("step-hold", "step_hold")).unwrap();
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains(":11: capacity.step_hold: unknown key (not a `tandem capacity` flag")
+            && stderr.contains("`step-hold`"),
+        "{stderr}"
+    );
+}

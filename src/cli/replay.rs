@@ -342,9 +342,15 @@ where
 /// Every flag of `tandem replay`, by long name, with how it takes a value:
 /// the keys a scenario file may hold.
 pub fn flags() -> crate::scenario::Flags {
+    use clap::CommandFactory;
+    flags_of(&Replay::command())
+}
+
+/// A command's flags by long name, with how each takes a value.
+pub(super) fn flags_of(command: &clap::Command) -> crate::scenario::Flags {
     use crate::scenario::Takes;
-    use clap::{ArgAction, CommandFactory};
-    Replay::command()
+    use clap::ArgAction;
+    command
         .get_arguments()
         .filter_map(|arg| {
             let takes = match arg.get_action() {

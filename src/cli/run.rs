@@ -22,7 +22,11 @@ pub(super) struct RunArgs {
 
 /// `tandem run`.
 pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::load(&args.scenario, &replay::flags())?;
+    let capacity_flags = super::capacity::flags();
+    let scenario = Scenario::load_with_capacity(&args.scenario, &replay::flags(), &capacity_flags)?;
+    if scenario.capacity.is_some() {
+        return capacity(&scenario, &capacity_flags, &args.flags).await;
+    }
     let parsed = replay::parse(scenario.replay_args(&args.flags))
         .map_err(|e| flag_error(&scenario, &args.flags, &e))?;
     let inline_rules = match (&scenario.inline_rules, parsed.has_rules()) {
@@ -62,6 +66,38 @@ pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     finish(&outcome?, job.junit.as_deref())
+}
+
+/// A scenario with `[capacity]`: a capacity search between its setup and
+/// teardown.
+async fn capacity(
+    scenario: &Scenario,
+    flags: &crate::scenario::Flags,
+    overrides: &[OsString],
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        scenario.captures.len() == 1,
+        "{}: a capacity search replays one capture",
+        scenario.path.display()
+    );
+    let parsed = super::capacity::parse(scenario.capacity_args(flags, overrides))
+        .map_err(|e| flag_error(scenario, overrides, &e))?;
+    for command in &scenario.setup {
+        if let Err(why) = sh(command, &[], scenario.command_timeout).await {
+            eprintln!(
+                "tandem: {}: setup `{command}` {why}: nothing was sent",
+                scenario.path.display()
+            );
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    }
+    let outcome = super::capacity::command(parsed).await;
+    for command in &scenario.teardown {
+        if let Err(why) = sh(command, &[], scenario.command_timeout).await {
+            tracing::error!("{}: teardown `{command}` {why}", scenario.path.display());
+        }
+    }
+    outcome
 }
 
 /// Several captures: each checked as the replay checks one (writes never
