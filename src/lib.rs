@@ -45,6 +45,8 @@ pub mod scenario;
 
 pub mod capacity;
 
+pub mod shadow;
+
 pub mod cli;
 pub mod demo;
 

@@ -10,6 +10,7 @@ mod merge;
 mod record;
 pub mod replay;
 mod run;
+mod shadow;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ enum Command {
     Import(record::ImportArgs),
     /// Replay a capture at the legacy and the new stack and report parity.
     Replay(replay::ReplayArgs),
+    /// Serve clients from legacy (recording), mirror each exchange to new,
+    /// and diff online (docs/shadow.md).
+    Shadow(shadow::ShadowArgs),
     /// Find the most each stack sustains within an SLO, answers still
     /// correct: rates doubled, bisected, confirmed (docs/load-testing.md).
     Capacity(capacity::CapacityArgs),
@@ -252,6 +256,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::command(args).await,
         Command::Run(args) => run::command(args).await,
         Command::Capacity(args) => capacity::command(args).await,
+        Command::Shadow(args) => shadow::command(args).await,
         Command::Diff(args) => diff::command(args),
         Command::Report(merge::ReportCommand::Merge(args)) => merge::command(args),
         Command::Report(merge::ReportCommand::Html(args)) => merge::html(args),

@@ -26,7 +26,6 @@ use crate::http::{self, Client, ClientOptions};
 use crate::target::Target;
 
 /// What the proxy needs to know.
-#[derive(Debug)]
 pub struct ProxyConfig {
     /// Where clients connect, bound by the caller (so that a test can bind
     /// port 0 and learn the port).
@@ -46,6 +45,27 @@ pub struct ProxyConfig {
     /// Terminate TLS for the proxy's clients with this configuration
     /// (`--tls-cert`, `--tls-key`; HTTP/2 by ALPN).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Called with each exchange the upstream answered, once the client has
+    /// its answer in hand: `tandem shadow` mirrors from here. It must not
+    /// block: the client's answer does not wait for it.
+    pub on_answered: Option<OnAnswered>,
+}
+
+/// See [`ProxyConfig::on_answered`].
+pub type OnAnswered = Arc<dyn Fn(&Exchange) + Send + Sync>;
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("listener", &self.listener)
+            .field("upstream", &self.upstream)
+            .field("session_header", &self.session_header)
+            .field("timeout", &self.timeout)
+            .field("drain", &self.drain)
+            .field("tls", &self.tls.is_some())
+            .field("on_answered", &self.on_answered.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyConfig {
@@ -64,6 +84,7 @@ impl ProxyConfig {
                 ..ClientOptions::default()
             },
             tls: None,
+            on_answered: None,
         }
     }
 
@@ -107,6 +128,7 @@ enum Event {
 
 struct Shared {
     config: Forward,
+    on_answered: Option<OnAnswered>,
     client: Client,
     started: Instant,
     next_id: AtomicU64,
@@ -136,8 +158,10 @@ pub async fn record_proxy(
         drain,
         client,
         tls,
+        on_answered,
     } = config;
     let shared = Arc::new(Shared {
+        on_answered,
         client: http::client_with(&client),
         config: Forward {
             upstream,
@@ -227,6 +251,9 @@ async fn handle(
                 body: Body(body.clone()),
                 latency_us,
             });
+            if let Some(on_answered) = &shared.on_answered {
+                on_answered(exchange);
+            }
             pending.finish();
             let mut response = Response::from_parts(head, Full::new(body));
             strip_hop_by_hop(response.headers_mut());

@@ -1,0 +1,167 @@
+//! `tandem shadow`: serve from legacy, mirror to new, diff online
+//! (src/shadow.rs).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use super::{finish, shutdown_signal, GateArgs, Outcome};
+use crate::judge::JudgeOptions;
+use crate::record::{ProxyConfig, Sink};
+use crate::report::RunInfo;
+use crate::shadow::{shadow, ShadowConfig};
+use crate::target::Target;
+
+#[derive(Debug, Args)]
+pub(super) struct ShadowArgs {
+    /// Where clients connect.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The legacy stack: it answers the clients.
+    #[arg(long)]
+    legacy: Target,
+    /// The new stack: it gets a copy of each exchange, and its answer is
+    /// compared with legacy's.
+    #[arg(long)]
+    new: Target,
+    /// A second legacy instance, also mirrored to: what two legacy answers
+    /// differ in is noise.
+    #[arg(long = "legacy-2")]
+    legacy2: Option<Target>,
+    /// Rules file (TOML, docs/rules.md).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Run directory: report.json, summary.md, report.html, and the results
+    /// of every mismatch (and one match in a hundred).
+    #[arg(long)]
+    out: PathBuf,
+    /// The recording of what was served [default: OUT/served.jsonl.gz].
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Mirror POST, PUT, PATCH, DELETE and other writes too (only for a new
+    /// stack on its own database).
+    #[arg(long)]
+    mirror_writes: bool,
+    /// The header every mirrored request carries, "Name: value", so that the
+    /// new stack can skip external side effects.
+    #[arg(long, default_value = "X-Tandem-Shadow: 1")]
+    shadow_header: String,
+    /// Share of sessions mirrored (0-100), chosen by session key so that a
+    /// mirrored flow is whole.
+    #[arg(long, default_value_t = 100.0)]
+    sample_percent: f64,
+    /// Take the session key from this request header (default: the client
+    /// connection).
+    #[arg(long)]
+    session_header: Option<String>,
+    /// Mirror copies waiting, at most; past it copies are dropped, counted.
+    #[arg(long, default_value_t = 10_000)]
+    queue: usize,
+    /// Mirrored requests in flight, at most.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+    /// Longest wait for an answer, from legacy and from the mirrors.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    timeout: Duration,
+    /// At stop, longest wait for in-flight requests and the mirror queue.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    drain: Duration,
+    #[command(flatten)]
+    gates: GateArgs,
+}
+
+/// `tandem shadow`.
+pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
+    let (name, value) = args
+        .shadow_header
+        .split_once(':')
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .context("--shadow-header: expected \"Name: value\"")?;
+    hyper::header::HeaderName::from_bytes(name.as_bytes())
+        .with_context(|| format!("--shadow-header: {name:?} is not a header name"))?;
+    anyhow::ensure!(
+        (0.0..=100.0).contains(&args.sample_percent),
+        "--sample-percent must be between 0 and 100"
+    );
+    let record = args
+        .record
+        .clone()
+        .unwrap_or_else(|| args.out.join("served.jsonl.gz"));
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create directory", args.out.display()))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let proxy = ProxyConfig {
+        session_header: args.session_header.clone(),
+        timeout: args.timeout,
+        drain: args.drain,
+        ..ProxyConfig::new(listener, args.legacy.clone())
+    };
+    let sink = Sink::create(
+        &record,
+        &proxy.source(),
+        Default::default(),
+        Default::default(),
+    )?;
+    let judge = JudgeOptions {
+        rules: args.rules.clone(),
+        legacy2: args.legacy2.as_ref().map(Target::to_string),
+        run: RunInfo {
+            capture: record.display().to_string(),
+            legacy: args.legacy.to_string(),
+            new: args.new.to_string(),
+            speed: 1.0,
+            rules: args.rules.as_ref().map(|p| p.display().to_string()),
+            started_at_unix_us: crate::capture::CaptureHeader::new("").started_at_unix_us,
+            duration_ms: 0,
+        },
+        ..Default::default()
+    };
+    tracing::info!(
+        "shadowing {} -> {}, mirrored to {}",
+        args.listen,
+        args.legacy,
+        args.new
+    );
+    let started = std::time::Instant::now();
+    let summary = shadow(
+        ShadowConfig {
+            proxy,
+            sink,
+            new: args.new,
+            legacy2: args.legacy2,
+            judge,
+            mirror_writes: args.mirror_writes,
+            header: (name, value),
+            sample_percent: args.sample_percent,
+            queue: args.queue,
+            max_in_flight: args.max_in_flight,
+            timeout: args.timeout,
+            drain: args.drain,
+            out_dir: args.out.clone(),
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    println!(
+        "served {} exchanges (recorded into {}); mirrored {}, {} dropped (queue full or stopped), \
+         {} writes not mirrored, {} outside the sample",
+        summary.recorded.exchanges,
+        record.display(),
+        summary.mirrored,
+        summary.dropped,
+        summary.writes_skipped,
+        summary.unsampled
+    );
+    let mut report = summary.report;
+    report.run.duration_ms = started.elapsed().as_millis() as u64;
+    report.apply_gates(&args.gates.gates());
+    let report_path = report.write_files(&args.out)?;
+    finish(&Outcome::of(report, report_path), None)
+}

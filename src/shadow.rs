@@ -1,0 +1,370 @@
+//! Shadow mode (`tandem shadow`): live traffic is served by legacy exactly
+//! as `tandem record` serves it (and recorded), and each answered exchange
+//! is mirrored to the new stack (and to legacy-2, for noise learning)
+//! through a bounded queue, then judged online by the same judge, rules
+//! and noise learning as a replay. The client never waits for the mirror:
+//! when the queue is full the copy is dropped and counted.
+//!
+//! Safe by default: only GET, HEAD and OPTIONS are mirrored unless
+//! `mirror_writes`, and every mirrored request carries a header
+//! (`X-Tandem-Shadow: 1`) so that the new stack can skip external side
+//! effects. Sampling is by whole session, so that mirrored flows stay
+//! causal.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
+
+use crate::capture::{Exchange, Response};
+use crate::http::{self, Client};
+use crate::judge::{Judge, JudgeOptions, Verdict};
+use crate::record::{record_proxy, ProxyConfig, RecordSummary, Sink};
+use crate::report::Report;
+use crate::results::{self, Attempt, ErrorKind, ExchangeResult, ResultSink, TargetError};
+use crate::target::Target;
+
+/// What shadowing needs beyond the recording proxy's configuration.
+pub struct ShadowConfig {
+    /// The proxy in front of legacy (its `upstream`); `on_answered` is set here.
+    pub proxy: ProxyConfig,
+    /// Where the recording of what was served goes.
+    pub sink: Sink,
+    /// The new stack, mirrored to.
+    pub new: Target,
+    /// A second legacy instance, mirrored to for noise learning.
+    pub legacy2: Option<Target>,
+    /// The judge's rules, noise thresholds and run description.
+    pub judge: JudgeOptions,
+    /// Mirror POST, PUT, PATCH, DELETE and the rest too (a new stack on its
+    /// own database).
+    pub mirror_writes: bool,
+    /// The header set on every mirrored request, name and value.
+    pub header: (String, String),
+    /// Share of sessions mirrored, 0 to 100, chosen by session key.
+    pub sample_percent: f64,
+    /// Mirror copies waiting, at most.
+    pub queue: usize,
+    /// Mirrored requests in flight, at most.
+    pub max_in_flight: usize,
+    /// Longest wait for the new stack's answer.
+    pub timeout: Duration,
+    /// At stop, longest wait for the mirror queue to empty.
+    pub drain: Duration,
+    /// The run directory: results of mismatches (and a sample of matches),
+    /// report.json, summary.md, report.html.
+    pub out_dir: PathBuf,
+}
+
+/// What a shadowing session did.
+#[derive(Debug)]
+pub struct ShadowSummary {
+    /// What was served and recorded.
+    pub recorded: RecordSummary,
+    /// Exchanges mirrored and judged.
+    pub mirrored: u64,
+    /// Copies dropped because the queue was full (or still queued at stop).
+    pub dropped: u64,
+    /// Not mirrored: writes (without `mirror_writes`).
+    pub writes_skipped: u64,
+    /// Not mirrored: sessions outside the sample.
+    pub unsampled: u64,
+    /// The report, also written to the run directory.
+    pub report: Report,
+}
+
+#[derive(Default)]
+struct Counts {
+    queued: AtomicU64,
+    dropped: AtomicU64,
+    writes_skipped: AtomicU64,
+    unsampled: AtomicU64,
+}
+
+/// One matched exchange in this many is kept in the results file beside
+/// every mismatch, so that a report can be re-diffed with other rules.
+const MATCH_SAMPLE: u64 = 100;
+
+/// Serves, records and mirrors until `shutdown` completes; then drains the
+/// mirror queue (within `drain`), and writes the report.
+pub async fn shadow(
+    config: ShadowConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ShadowSummary> {
+    let ShadowConfig {
+        mut proxy,
+        sink,
+        new,
+        legacy2,
+        judge,
+        mirror_writes,
+        header,
+        sample_percent,
+        queue,
+        max_in_flight,
+        timeout,
+        drain,
+        out_dir,
+    } = config;
+    let counts = Arc::new(Counts::default());
+    let (copies, mut incoming) = mpsc::channel::<Exchange>(queue.max(1));
+    proxy.on_answered = Some(Arc::new({
+        let counts = counts.clone();
+        move |exchange: &Exchange| offer(exchange, &copies, &counts, mirror_writes, sample_percent)
+    }));
+
+    let writer = results::ResultsWriter::create(
+        &out_dir.join(results::FILE_NAME),
+        &results::ResultsHeader {
+            format: results::FORMAT.to_string(),
+            version: results::VERSION,
+            capture: judge.run.capture.clone(),
+            legacy: judge.run.legacy.clone(),
+            new: judge.run.new.clone(),
+            speed: 1.0,
+            legacy2: judge.legacy2.clone(),
+            started_at_unix_us: judge.run.started_at_unix_us,
+        },
+    )?;
+    let mut judged = Judged {
+        judge: Judge::new(judge)?,
+        writer,
+        matched: 0,
+        mirrored: 0,
+    };
+    let (results_tx, mut results_rx) = mpsc::channel::<ExchangeResult>(1024);
+    let mirror = Mirror {
+        client: http::client(timeout),
+        new,
+        legacy2,
+        header,
+        timeout,
+        started: Instant::now(),
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
+    let deadline = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+    let mirroring = tokio::spawn({
+        let (mirror, slots, deadline, counts) = (
+            Arc::new(mirror),
+            slots.clone(),
+            deadline.clone(),
+            counts.clone(),
+        );
+        async move {
+            while let Some(exchange) = incoming.recv().await {
+                let past = deadline
+                    .lock()
+                    .expect("deadline lock")
+                    .is_some_and(|d| tokio::time::Instant::now() >= d);
+                if past {
+                    counts.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let (mirror, results) = (mirror.clone(), results_tx.clone());
+                tokio::spawn(async move {
+                    let result = mirror.send(exchange).await;
+                    let _ = results.send(result).await;
+                    drop(slot);
+                });
+            }
+        }
+    });
+    let judging = tokio::spawn(async move {
+        while let Some(result) = results_rx.recv().await {
+            judged.accept(&result)?;
+        }
+        judged.writer.finish()?;
+        anyhow::Ok(judged)
+    });
+
+    let recorded = record_proxy(proxy, sink, shutdown).await?;
+    // The proxy has drained and dropped the hook: the queue ends once empty,
+    // within `drain`; what is still queued then is dropped and counted.
+    *deadline.lock().expect("deadline lock") = Some(tokio::time::Instant::now() + drain);
+    let _ = tokio::time::timeout(drain + timeout, mirroring).await;
+    let judged = judging.await??;
+    let report = judged.judge.finish();
+    report.write_files(&out_dir)?;
+    Ok(ShadowSummary {
+        recorded,
+        mirrored: judged.mirrored,
+        dropped: counts.dropped.load(Ordering::Relaxed),
+        writes_skipped: counts.writes_skipped.load(Ordering::Relaxed),
+        unsampled: counts.unsampled.load(Ordering::Relaxed),
+        report,
+    })
+}
+
+/// Queues a copy of `exchange` for the mirror if it is to be mirrored and
+/// there is room; never waits.
+fn offer(
+    exchange: &Exchange,
+    copies: &mpsc::Sender<Exchange>,
+    counts: &Counts,
+    mirror_writes: bool,
+    sample_percent: f64,
+) {
+    let method = exchange.request.method.as_str();
+    if !mirror_writes && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
+        counts.writes_skipped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let bucket = crate::capture::session_hash(&exchange.session) % 10_000;
+    if (bucket as f64) >= sample_percent * 100.0 {
+        counts.unsampled.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    match copies.try_send(exchange.clone()) {
+        Ok(()) => counts.queued.fetch_add(1, Ordering::Relaxed),
+        Err(_) => counts.dropped.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+/// Judges mirrored exchanges and keeps the results worth re-diffing.
+struct Judged {
+    judge: Judge,
+    writer: results::ResultsWriter,
+    matched: u64,
+    mirrored: u64,
+}
+
+impl Judged {
+    fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
+        self.mirrored += 1;
+        let keep = match self.judge.add(result) {
+            Verdict::Matched => {
+                self.matched += 1;
+                self.matched % MATCH_SAMPLE == 1
+            }
+            _ => true,
+        };
+        if keep {
+            self.writer.accept(result)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends mirror copies.
+struct Mirror {
+    client: Client,
+    new: Target,
+    legacy2: Option<Target>,
+    header: (String, String),
+    timeout: Duration,
+    started: Instant,
+}
+
+impl Mirror {
+    /// Legacy's answer as served, beside the new stack's (and legacy-2's).
+    async fn send(&self, exchange: Exchange) -> ExchangeResult {
+        let served = exchange.response.clone().map(|r| Attempt {
+            lag_us: 0,
+            response: Some(r),
+            error: None,
+            unresolved: Vec::new(),
+        });
+        let (new, legacy2) = tokio::join!(self.attempt(&self.new, &exchange), async {
+            match &self.legacy2 {
+                Some(target) => Some(self.attempt(target, &exchange).await),
+                None => None,
+            }
+        });
+        ExchangeResult {
+            id: exchange.id,
+            pass: 0,
+            copy: 0,
+            session: exchange.session.clone(),
+            scheduled_us: exchange.offset_us,
+            request: Arc::new(exchange.request),
+            legacy: served.unwrap_or_else(|| failed(ErrorKind::Other, "legacy gave no answer", 0)),
+            new,
+            legacy2,
+            recorded: None,
+        }
+    }
+
+    async fn attempt(&self, target: &Target, exchange: &Exchange) -> Attempt {
+        let sent = Instant::now();
+        let lag_us = sent
+            .duration_since(self.started)
+            .as_micros()
+            .saturating_sub(u128::from(exchange.offset_us)) as u64;
+        let request = match self.request(target, exchange) {
+            Ok(request) => request,
+            Err(message) => return failed(ErrorKind::Other, &message, 0),
+        };
+        let answer = async {
+            let response = self.client.request(request).await?;
+            let (head, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((head, body))
+        };
+        let after_us = || sent.elapsed().as_micros() as u64;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok((head, body))) => Attempt {
+                lag_us,
+                response: Some(Response {
+                    status: head.status.as_u16(),
+                    headers: http::to_headers(&head.headers),
+                    body: crate::capture::Body(body),
+                    latency_us: after_us(),
+                }),
+                error: None,
+                unresolved: Vec::new(),
+            },
+            Ok(Err(e)) => failed(http::classify(&*e), &http::error_chain(&*e), after_us()),
+            Err(_) => failed(
+                ErrorKind::Timeout,
+                &format!("no complete answer within {:?}", self.timeout),
+                after_us(),
+            ),
+        }
+    }
+
+    fn request(
+        &self,
+        target: &Target,
+        exchange: &Exchange,
+    ) -> Result<hyper::Request<Full<Bytes>>, String> {
+        let uri = target
+            .uri_for(&exchange.request.target)
+            .map_err(|e| e.to_string())?;
+        let mut builder = hyper::Request::builder()
+            .method(exchange.request.method.as_str())
+            .uri(uri);
+        for crate::capture::Header(name, value) in &exchange.request.headers {
+            let hop = http::HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str());
+            if !hop
+                && !name.eq_ignore_ascii_case("host")
+                && !name.eq_ignore_ascii_case(&self.header.0)
+            {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        builder
+            .header(self.header.0.as_str(), self.header.1.as_str())
+            .body(Full::new(exchange.request.body.bytes().clone()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn failed(kind: ErrorKind, message: &str, after_us: u64) -> Attempt {
+    Attempt {
+        lag_us: 0,
+        response: None,
+        error: Some(TargetError {
+            kind,
+            message: message.to_string(),
+            after_us,
+        }),
+        unresolved: Vec::new(),
+    }
+}

@@ -1,0 +1,341 @@
+//! `tandem shadow` on loopback: clients get legacy's answers byte for byte
+//! while each read is mirrored to the new stack and judged; writes are not
+//! mirrored unless asked; mirrored requests carry the shadow header; a new
+//! stack that is down or slow does not touch the clients.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tandem::demo::{self, Flavor};
+use tandem::judge::JudgeOptions;
+use tandem::record::{ProxyConfig, Sink};
+use tandem::shadow::{shadow, ShadowConfig, ShadowSummary};
+use tandem::target::Target;
+use tokio::net::TcpListener;
+
+/// A new stack that notes what it was sent: method, path, shadow header.
+async fn witness(delay: Duration) -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        move |req: hyper::Request<hyper::body::Incoming>, _peer| {
+            let log = log.clone();
+            async move {
+                let header = req
+                    .headers()
+                    .get("x-tandem-shadow")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().unwrap().push((
+                    req.method().to_string(),
+                    req.uri().path().to_string(),
+                    header,
+                ));
+                tokio::time::sleep(delay).await;
+                hyper::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}")))
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    (format!("http://{addr}"), seen)
+}
+
+/// Shadows `legacy` to `new` while `clients` runs against the proxy.
+async fn shadowing<F, Fut>(
+    dir: &std::path::Path,
+    legacy: &str,
+    new: &str,
+    mirror_writes: bool,
+    clients: F,
+) -> ShadowSummary
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let legacy: Target = legacy.parse().unwrap();
+    let proxy = ProxyConfig {
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(2),
+        ..ProxyConfig::new(listener, legacy.clone())
+    };
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    let sink = Sink::create(
+        &out.join("served.jsonl"),
+        &proxy.source(),
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(shadow(
+        ShadowConfig {
+            proxy,
+            sink,
+            new: new.parse().unwrap(),
+            legacy2: None,
+            judge: JudgeOptions {
+                rules: Some("scenarios/demo.rules.toml".into()),
+                ..Default::default()
+            },
+            mirror_writes,
+            header: ("x-tandem-shadow".into(), "1".into()),
+            sample_percent: 100.0,
+            queue: 1_000,
+            max_in_flight: 64,
+            timeout: Duration::from_secs(5),
+            drain: Duration::from_secs(2),
+            out_dir: out,
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    clients(proxy_url).await;
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_get_legacy_and_the_report_names_new_s_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    let direct = legacy.url();
+    let summary = shadowing(
+        dir.path(),
+        &legacy.url(),
+        &new.url(),
+        false,
+        |proxy| async move {
+            let client = tandem::http::client(Duration::from_secs(5));
+            for id in 1..=20 {
+                let through = common::send(
+                    &client,
+                    &format!("{proxy}/api/products/{id}"),
+                    "GET",
+                    &[],
+                    Bytes::new(),
+                )
+                .await;
+                let straight = common::send(
+                    &client,
+                    &format!("{direct}/api/products/{id}"),
+                    "GET",
+                    &[],
+                    Bytes::new(),
+                )
+                .await;
+                assert_eq!(through.status, 200);
+                assert_eq!(
+                    through.body, straight.body,
+                    "legacy's answer, byte for byte"
+                );
+                let server = through.headers.iter().find(|(n, _)| n == "server").unwrap();
+                assert_eq!(server.1, "legacy-monolith/4.2.1");
+            }
+            // A write is served, and not mirrored.
+            let login = common::send(
+                &client,
+                &format!("{proxy}/api/login"),
+                "POST",
+                &[("content-type", "application/json")],
+                Bytes::from_static(b"{\"user\":\"u1\"}"),
+            )
+            .await;
+            assert_eq!(login.status, 200);
+        },
+    )
+    .await;
+    assert_eq!(summary.recorded.exchanges, 21);
+    assert_eq!(summary.mirrored, 20);
+    assert_eq!(summary.writes_skipped, 1);
+    assert_eq!(summary.dropped, 0);
+    let groups: Vec<String> = summary
+        .report
+        .mismatch_groups
+        .iter()
+        .map(|g| {
+            format!(
+                "{} {} {} {}",
+                g.method,
+                g.route,
+                g.kind.as_str(),
+                g.path.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(groups, ["GET /api/products/{id} missing_field $.currency"]);
+    assert_eq!(summary.report.summary.mismatched, 20);
+    // Every mismatch is kept for `tandem diff`.
+    let results = common::read_results(&dir.path().join("run"));
+    assert_eq!(results.len(), 20);
+    legacy.stop().await;
+    new.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_requests_are_marked_and_writes_need_asking() {
+    let legacy = common::Echo::start().await;
+    for mirror_writes in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, seen) = witness(Duration::ZERO).await;
+        shadowing(
+            dir.path(),
+            &legacy.url(),
+            &new,
+            mirror_writes,
+            |proxy| async move {
+                let client = tandem::http::client(Duration::from_secs(5));
+                for method in ["GET", "POST", "DELETE", "HEAD"] {
+                    let seen = common::send(
+                        &client,
+                        &format!("{proxy}/item/1"),
+                        method,
+                        &[],
+                        Bytes::new(),
+                    )
+                    .await;
+                    assert_eq!(seen.status, 200);
+                }
+            },
+        )
+        .await;
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        let methods: Vec<&str> = seen.iter().map(|(m, _, _)| m.as_str()).collect();
+        match mirror_writes {
+            false => assert_eq!(methods, ["GET", "HEAD"]),
+            true => assert_eq!(methods, ["DELETE", "GET", "HEAD", "POST"]),
+        }
+        assert!(seen.iter().all(|(_, _, h)| h == "1"), "{seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stack_down_or_slow_does_not_touch_the_clients() {
+    let legacy = common::Echo::start().await;
+    let down: SocketAddr = common::dead_port().await;
+    let (slow, _) = witness(Duration::from_secs(5)).await;
+    for new in [format!("http://{down}"), slow] {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let summary = shadowing(dir.path(), &legacy.url(), &new, false, |proxy| async move {
+            let client = tandem::http::client(Duration::from_secs(5));
+            let mut worst = Duration::ZERO;
+            for i in 0..50 {
+                let sent = Instant::now();
+                let seen = common::send(
+                    &client,
+                    &format!("{proxy}/item/{i}"),
+                    "GET",
+                    &[],
+                    Bytes::new(),
+                )
+                .await;
+                worst = worst.max(sent.elapsed());
+                assert_eq!(seen.status, 200);
+            }
+            assert!(
+                worst < Duration::from_millis(500),
+                "a client waited {worst:?}"
+            );
+        })
+        .await;
+        assert_eq!(summary.recorded.exchanges, 50);
+        // Down: every mirror failed, counted. Slow: still waiting at stop,
+        // answered within the timeout or counted as errors.
+        assert_eq!(summary.mirrored + summary.dropped, 50, "{new}");
+        assert_eq!(
+            summary.report.summary.errors
+                + summary.report.summary.matched
+                + summary.report.summary.mismatched,
+            summary.mirrored
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// The command: SIGTERM stops it, what was mirrored is judged and written,
+/// and gates apply to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_stops_on_sigterm_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    let port = common::dead_port().await.port();
+    let out = dir.path().join("shadow");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["shadow", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--legacy", &legacy.url(), "--new", &new.url()])
+        .args([
+            "--rules",
+            "scenarios/demo.rules.toml",
+            "--gate",
+            "parity >= 99%",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "shadow did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = tandem::http::client(Duration::from_secs(5));
+    for id in [3, 5, 8] {
+        let url = format!("http://127.0.0.1:{port}/api/products/{id}");
+        assert_eq!(
+            common::send(&client, &url, "GET", &[], Bytes::new())
+                .await
+                .status,
+            200
+        );
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the parity gate fails: {stdout}"
+    );
+    assert!(stdout.contains("served 3 exchanges"), "{stdout}");
+    assert!(stdout.contains("mirrored 3, 0 dropped"), "{stdout}");
+    let report = tandem::report::Report::load(&out.join("report.json")).unwrap();
+    assert_eq!(report.summary.mismatched, 3);
+    assert!(out.join("served.jsonl.gz").exists() && out.join("report.html").exists());
+    legacy.stop().await;
+    new.stop().await;
+}
