@@ -58,7 +58,26 @@ pub struct ShadowConfig {
     /// The run directory: results of mismatches (and a sample of matches),
     /// report.json, summary.md, report.html.
     pub out_dir: PathBuf,
+    /// Pause mirroring while the new stack fails too often.
+    pub kill_switch: Option<KillSwitch>,
 }
+
+/// Mirroring pauses (counted, logged) while the new stack's error rate
+/// over a window is above `max_error_rate`; meanwhile one copy in
+/// [`PROBE`] still goes, and a window of those under the bound resumes it.
+#[derive(Debug, Clone, Copy)]
+pub struct KillSwitch {
+    /// Errors per mirrored request, 0 to 1.
+    pub max_error_rate: f64,
+    /// Judged over windows this long (by answer time).
+    pub window: Duration,
+}
+
+/// While paused, one copy in this many is still mirrored, as a probe.
+pub const PROBE: u64 = 5;
+
+/// Answers a window needs before it can trip or reset the switch.
+const WINDOW_MIN: u64 = 3;
 
 /// What a shadowing session did.
 #[derive(Debug)]
@@ -73,6 +92,10 @@ pub struct ShadowSummary {
     pub writes_skipped: u64,
     /// Not mirrored: sessions outside the sample.
     pub unsampled: u64,
+    /// Not mirrored: the kill switch was open.
+    pub killed: u64,
+    /// Times the kill switch opened, and closed again.
+    pub trips: (u64, u64),
     /// The report, also written to the run directory.
     pub report: Report,
 }
@@ -83,6 +106,12 @@ struct Counts {
     dropped: AtomicU64,
     writes_skipped: AtomicU64,
     unsampled: AtomicU64,
+    killed: AtomicU64,
+    /// The kill switch is open: only probes go.
+    paused: std::sync::atomic::AtomicBool,
+    probes: AtomicU64,
+    opened: AtomicU64,
+    closed: AtomicU64,
 }
 
 /// One matched exchange in this many is kept in the results file beside
@@ -109,6 +138,7 @@ pub async fn shadow(
         timeout,
         drain,
         out_dir,
+        kill_switch,
     } = config;
     let counts = Arc::new(Counts::default());
     let (copies, mut incoming) = mpsc::channel::<Exchange>(queue.max(1));
@@ -135,6 +165,9 @@ pub async fn shadow(
         writer,
         matched: 0,
         mirrored: 0,
+        kill_switch,
+        window: Window::default(),
+        counts: counts.clone(),
     };
     let (results_tx, mut results_rx) = mpsc::channel::<ExchangeResult>(1024);
     let mirror = Mirror {
@@ -198,6 +231,11 @@ pub async fn shadow(
         dropped: counts.dropped.load(Ordering::Relaxed),
         writes_skipped: counts.writes_skipped.load(Ordering::Relaxed),
         unsampled: counts.unsampled.load(Ordering::Relaxed),
+        killed: counts.killed.load(Ordering::Relaxed),
+        trips: (
+            counts.opened.load(Ordering::Relaxed),
+            counts.closed.load(Ordering::Relaxed),
+        ),
         report,
     })
 }
@@ -221,6 +259,12 @@ fn offer(
         counts.unsampled.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    if counts.paused.load(Ordering::Relaxed)
+        && counts.probes.fetch_add(1, Ordering::Relaxed) % PROBE != 0
+    {
+        counts.killed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     match copies.try_send(exchange.clone()) {
         Ok(()) => counts.queued.fetch_add(1, Ordering::Relaxed),
         Err(_) => counts.dropped.fetch_add(1, Ordering::Relaxed),
@@ -233,11 +277,60 @@ struct Judged {
     writer: results::ResultsWriter,
     matched: u64,
     mirrored: u64,
+    kill_switch: Option<KillSwitch>,
+    window: Window,
+    counts: Arc<Counts>,
+}
+
+/// The kill switch's current window: answers and the new stack's errors.
+#[derive(Default)]
+struct Window {
+    start: Option<Instant>,
+    answers: u64,
+    errors: u64,
 }
 
 impl Judged {
+    /// Counts the new stack's answer into the window; at the window's end,
+    /// opens or closes the kill switch.
+    fn watch(&mut self, result: &ExchangeResult) {
+        let Some(switch) = self.kill_switch else {
+            return;
+        };
+        let now = Instant::now();
+        let start = *self.window.start.get_or_insert(now);
+        self.window.answers += 1;
+        if result.new.error.is_some() {
+            self.window.errors += 1;
+        }
+        if now.duration_since(start) < switch.window || self.window.answers < WINDOW_MIN {
+            return;
+        }
+        let rate = self.window.errors as f64 / self.window.answers as f64;
+        let paused = self.counts.paused.load(Ordering::Relaxed);
+        if !paused && rate > switch.max_error_rate {
+            self.counts.paused.store(true, Ordering::Relaxed);
+            self.counts.opened.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "kill switch: the new stack failed {:.0}% of {} mirrored requests; mirroring paused (1 in {PROBE} still goes, as a probe)",
+                rate * 100.0,
+                self.window.answers
+            );
+        } else if paused && rate <= switch.max_error_rate {
+            self.counts.paused.store(false, Ordering::Relaxed);
+            self.counts.closed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                "kill switch: the new stack failed {:.0}% of {} probes; mirroring resumed",
+                rate * 100.0,
+                self.window.answers
+            );
+        }
+        self.window = Window::default();
+    }
+
     fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
         self.mirrored += 1;
+        self.watch(result);
         let keep = match self.judge.add(result) {
             Verdict::Matched => {
                 self.matched += 1;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tandem::demo::{self, Flavor};
 use tandem::judge::JudgeOptions;
 use tandem::record::{ProxyConfig, Sink};
-use tandem::shadow::{shadow, ShadowConfig, ShadowSummary};
+use tandem::shadow::{shadow, KillSwitch, ShadowConfig, ShadowSummary};
 use tandem::target::Target;
 use tokio::net::TcpListener;
 
@@ -56,6 +56,7 @@ async fn shadowing<F, Fut>(
     legacy: &str,
     new: &str,
     mirror_writes: bool,
+    kill_switch: Option<KillSwitch>,
     clients: F,
 ) -> ShadowSummary
 where
@@ -98,6 +99,7 @@ where
             timeout: Duration::from_secs(5),
             drain: Duration::from_secs(2),
             out_dir: out,
+            kill_switch,
         },
         async {
             let _ = stopped.await;
@@ -121,6 +123,7 @@ async fn clients_get_legacy_and_the_report_names_new_s_differences() {
         &legacy.url(),
         &new.url(),
         false,
+        None,
         |proxy| async move {
             let client = tandem::http::client(Duration::from_secs(5));
             for id in 1..=20 {
@@ -199,6 +202,7 @@ async fn mirrored_requests_are_marked_and_writes_need_asking() {
             &legacy.url(),
             &new,
             mirror_writes,
+            None,
             |proxy| async move {
                 let client = tandem::http::client(Duration::from_secs(5));
                 for method in ["GET", "POST", "DELETE", "HEAD"] {
@@ -234,27 +238,34 @@ async fn a_new_stack_down_or_slow_does_not_touch_the_clients() {
     for new in [format!("http://{down}"), slow] {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let summary = shadowing(dir.path(), &legacy.url(), &new, false, |proxy| async move {
-            let client = tandem::http::client(Duration::from_secs(5));
-            let mut worst = Duration::ZERO;
-            for i in 0..50 {
-                let sent = Instant::now();
-                let seen = common::send(
-                    &client,
-                    &format!("{proxy}/item/{i}"),
-                    "GET",
-                    &[],
-                    Bytes::new(),
-                )
-                .await;
-                worst = worst.max(sent.elapsed());
-                assert_eq!(seen.status, 200);
-            }
-            assert!(
-                worst < Duration::from_millis(500),
-                "a client waited {worst:?}"
-            );
-        })
+        let summary = shadowing(
+            dir.path(),
+            &legacy.url(),
+            &new,
+            false,
+            None,
+            |proxy| async move {
+                let client = tandem::http::client(Duration::from_secs(5));
+                let mut worst = Duration::ZERO;
+                for i in 0..50 {
+                    let sent = Instant::now();
+                    let seen = common::send(
+                        &client,
+                        &format!("{proxy}/item/{i}"),
+                        "GET",
+                        &[],
+                        Bytes::new(),
+                    )
+                    .await;
+                    worst = worst.max(sent.elapsed());
+                    assert_eq!(seen.status, 200);
+                }
+                assert!(
+                    worst < Duration::from_millis(500),
+                    "a client waited {worst:?}"
+                );
+            },
+        )
         .await;
         assert_eq!(summary.recorded.exchanges, 50);
         // Down: every mirror failed, counted. Slow: still waiting at stop,
@@ -338,4 +349,50 @@ async fn the_command_stops_on_sigterm_and_writes_its_report() {
     assert!(out.join("served.jsonl.gz").exists() && out.join("report.html").exists());
     legacy.stop().await;
     new.stop().await;
+}
+
+/// A new stack that fails trips the kill switch: mirroring pauses, probes
+/// still go, and once the stack answers again mirroring resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_trips_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = common::Echo::start().await;
+    let down = common::dead_port().await;
+    let kill = KillSwitch {
+        max_error_rate: 0.5,
+        window: Duration::from_millis(200),
+    };
+    let summary = shadowing(
+        dir.path(),
+        &legacy.url(),
+        &format!("http://{down}"),
+        false,
+        Some(kill),
+        |proxy| async move {
+            let client = tandem::http::client(Duration::from_secs(5));
+            let mut revived = None;
+            for i in 0..200 {
+                if i == 80 {
+                    // The new stack comes back on its address.
+                    revived = Some(common::Echo::start_on(down).await);
+                }
+                let seen = common::send(
+                    &client,
+                    &format!("{proxy}/item/{i}"),
+                    "GET",
+                    &[],
+                    Bytes::new(),
+                )
+                .await;
+                assert_eq!(seen.status, 200);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            drop(revived);
+        },
+    )
+    .await;
+    assert_eq!(summary.trips.0, 1, "opened once: {summary:?}");
+    assert_eq!(summary.trips.1, 1, "closed once: {summary:?}");
+    assert!(summary.killed > 20, "{summary:?}");
+    assert_eq!(summary.mirrored + summary.killed + summary.dropped, 200);
 }

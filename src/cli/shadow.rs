@@ -14,7 +14,7 @@ use super::{finish, shutdown_signal, GateArgs, Outcome};
 use crate::judge::JudgeOptions;
 use crate::record::{ProxyConfig, Sink};
 use crate::report::RunInfo;
-use crate::shadow::{shadow, ShadowConfig};
+use crate::shadow::{shadow, KillSwitch, ShadowConfig};
 use crate::target::Target;
 
 #[derive(Debug, Args)]
@@ -71,6 +71,17 @@ pub(super) struct ShadowArgs {
     /// At stop, longest wait for in-flight requests and the mirror queue.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     drain: Duration,
+    /// Pause mirroring (counted, logged) while the new stack's error rate
+    /// over --kill-window is above this (0..1); probes resume it.
+    #[arg(long, value_parser = super::parse_rate)]
+    kill_error_rate: Option<f64>,
+    /// The kill switch's window.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    kill_window: Duration,
+    /// Serve live Prometheus metrics at http://HOST:PORT/metrics
+    /// (docs/metrics.md).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     gates: GateArgs,
 }
@@ -109,7 +120,24 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         Default::default(),
         Default::default(),
     )?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
+            let metrics = crate::metrics::Metrics::new(crate::metrics::RunDescription {
+                capture: record.display().to_string(),
+                legacy: args.legacy.to_string(),
+                new: args.new.to_string(),
+            });
+            // Served until the process ends, so that a last scrape sees the end.
+            tokio::spawn(metrics.clone().serve(listener, std::future::pending()));
+            Some(metrics)
+        }
+        None => None,
+    };
     let judge = JudgeOptions {
+        metrics,
         rules: args.rules.clone(),
         legacy2: args.legacy2.as_ref().map(Target::to_string),
         run: RunInfo {
@@ -145,19 +173,27 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
             timeout: args.timeout,
             drain: args.drain,
             out_dir: args.out.clone(),
+            kill_switch: args.kill_error_rate.map(|max_error_rate| KillSwitch {
+                max_error_rate,
+                window: args.kill_window,
+            }),
         },
         shutdown_signal(),
     )
     .await?;
     println!(
         "served {} exchanges (recorded into {}); mirrored {}, {} dropped (queue full or stopped), \
-         {} writes not mirrored, {} outside the sample",
+         {} writes not mirrored, {} outside the sample, {} while the kill switch was open \
+         (opened {} times, closed {})",
         summary.recorded.exchanges,
         record.display(),
         summary.mirrored,
         summary.dropped,
         summary.writes_skipped,
-        summary.unsampled
+        summary.unsampled,
+        summary.killed,
+        summary.trips.0,
+        summary.trips.1
     );
     let mut report = summary.report;
     report.run.duration_ms = started.elapsed().as_millis() as u64;
