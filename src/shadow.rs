@@ -60,6 +60,8 @@ pub struct ShadowConfig {
     pub out_dir: PathBuf,
     /// Pause mirroring while the new stack fails too often.
     pub kill_switch: Option<KillSwitch>,
+    /// Write the report of what was judged so far this often.
+    pub report_every: Option<Duration>,
 }
 
 /// Mirroring pauses (counted, logged) while the new stack's error rate
@@ -139,6 +141,7 @@ pub async fn shadow(
         drain,
         out_dir,
         kill_switch,
+        report_every,
     } = config;
     let counts = Arc::new(Counts::default());
     let (copies, mut incoming) = mpsc::channel::<Exchange>(queue.max(1));
@@ -209,12 +212,33 @@ pub async fn shadow(
             }
         }
     });
-    let judging = tokio::spawn(async move {
-        while let Some(result) = results_rx.recv().await {
-            judged.accept(&result)?;
+    let judging = tokio::spawn({
+        let out_dir = out_dir.clone();
+        async move {
+            let mut tick = report_every
+                .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+            loop {
+                let due = async {
+                    match tick.as_mut() {
+                        Some(tick) => drop(tick.tick().await),
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    result = results_rx.recv() => match result {
+                        Some(result) => judged.accept(&result)?,
+                        None => break,
+                    },
+                    () = due => {
+                        // What was judged so far, for a long session watched
+                        // from its run directory.
+                        judged.judge.snapshot().write_files(&out_dir)?;
+                    }
+                }
+            }
+            judged.writer.finish()?;
+            anyhow::Ok(judged)
         }
-        judged.writer.finish()?;
-        anyhow::Ok(judged)
     });
 
     let recorded = record_proxy(proxy, sink, shutdown).await?;

@@ -100,6 +100,7 @@ where
             drain: Duration::from_secs(2),
             out_dir: out,
             kill_switch,
+            report_every: Some(Duration::from_millis(200)),
         },
         async {
             let _ = stopped.await;
@@ -118,6 +119,7 @@ async fn clients_get_legacy_and_the_report_names_new_s_differences() {
         demo::start(Flavor::New).await.unwrap(),
     );
     let direct = legacy.url();
+    let report = dir.path().join("run/report.json");
     let summary = shadowing(
         dir.path(),
         &legacy.url(),
@@ -151,6 +153,10 @@ async fn clients_get_legacy_and_the_report_names_new_s_differences() {
                 let server = through.headers.iter().find(|(n, _)| n == "server").unwrap();
                 assert_eq!(server.1, "legacy-monolith/4.2.1");
             }
+            // While it runs, the report of what was judged so far.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let so_far = tandem::report::Report::load(&report).unwrap();
+            assert_eq!(so_far.summary.total, 20, "judged so far");
             // A write is served, and not mirrored.
             let login = common::send(
                 &client,

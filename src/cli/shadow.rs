@@ -82,6 +82,10 @@ pub(super) struct ShadowArgs {
     /// (docs/metrics.md).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Write report.json, summary.md and report.html of what was judged so
+    /// far this often (and whole at stop).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    report_every: Duration,
     #[command(flatten)]
     gates: GateArgs,
 }
@@ -173,6 +177,7 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
             timeout: args.timeout,
             drain: args.drain,
             out_dir: args.out.clone(),
+            report_every: Some(args.report_every),
             kill_switch: args.kill_error_rate.map(|max_error_rate| KillSwitch {
                 max_error_rate,
                 window: args.kill_window,

@@ -16,6 +16,7 @@ use crate::results::ExchangeResult;
 /// Reasons of unresolved values kept in the report.
 const REASONS: usize = 20;
 
+#[derive(Clone)]
 pub(super) struct Equivalence {
     correlation: Arc<Correlation>,
     /// Per stack (legacy, new, legacy-2): a value it issued, as JSON text,

@@ -22,6 +22,7 @@ struct Key {
     statuses: Option<(String, String)>,
 }
 
+#[derive(Clone)]
 struct Tally {
     key: Key,
     count: u64,
@@ -31,7 +32,7 @@ struct Tally {
 }
 
 /// Fidelity counts and divergence groups of a run so far.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct FidelityTally {
     /// Some result carried a recorded answer.
     seen: bool,

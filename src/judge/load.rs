@@ -5,7 +5,7 @@
 use crate::report::{Load, StackLoads};
 use crate::results::{Attempt, ExchangeResult};
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Tally {
     scheduled: u64,
     sent: u64,
@@ -15,7 +15,7 @@ struct Tally {
     last_sent: u64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct LoadTally {
     stacks: [Tally; 2],
 }

@@ -113,7 +113,7 @@ pub struct Judge {
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RouteTally {
     total: u64,
     matched: u64,
@@ -132,6 +132,7 @@ pub(crate) struct GroupKey {
     path: Option<String>,
 }
 
+#[derive(Clone)]
 struct GroupTally {
     key: GroupKey,
     count: u64,
@@ -409,6 +410,35 @@ impl Judge {
             noise.hit(route, hit);
         }
         Verdict::Mismatched(mismatches.len())
+    }
+
+    /// The report of what was judged so far, the judge going on: what
+    /// `tandem shadow` writes every `--report-every`.
+    pub fn snapshot(&self) -> Report {
+        let copy = Judge {
+            differ: Differ::new(RuleSet::default()),
+            templates: self.templates.clone(),
+            run: self.run.clone(),
+            summary: self.summary.clone(),
+            errors: self.errors.clone(),
+            routes: self.routes.clone(),
+            groups: self.groups.clone(),
+            group_index: HashMap::new(),
+            legacy: self.legacy.clone(),
+            new: self.new.clone(),
+            corrected: self.corrected.clone(),
+            lag: self.lag.clone(),
+            noise: self.noise.clone(),
+            fidelity: self.fidelity.clone(),
+            equivalence: self.equivalence.clone(),
+            load: self.load.clone(),
+            series: self.series.clone(),
+            watch: None,
+            metrics: None,
+        };
+        let mut report = copy.finish();
+        report.unused_rules = self.differ.unused_rules();
+        report
     }
 
     /// The finished report.

@@ -47,6 +47,7 @@ impl Default for NoiseThresholds {
 
 /// Legacy-vs-legacy comparisons, and what each mismatched exchange hit, so
 /// that verdicts can be revised once the noise is known.
+#[derive(Clone)]
 pub(super) struct Noise {
     legacy2: String,
     thresholds: NoiseThresholds,

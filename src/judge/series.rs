@@ -8,12 +8,13 @@ use super::Verdict;
 use crate::report::series::{Point, Series, StackTally};
 use crate::results::{Attempt, ExchangeResult};
 
+#[derive(Clone)]
 pub(super) struct SeriesTally {
     interval_us: u64,
     points: BTreeMap<u64, PointTally>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct PointTally {
     total: u64,
     matched: u64,
