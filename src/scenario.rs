@@ -37,10 +37,22 @@ pub struct Scenario {
     pub teardown: Vec<String>,
     /// Longest a setup or teardown command may take.
     pub command_timeout: Duration,
-    /// `[capacity]`: `tandem capacity`'s own flags, when the scenario is a
-    /// capacity search rather than a replay.
-    pub capacity: Option<Vec<(OsString, Option<Origin>)>>,
+    /// `[capacity]` or `[shadow]`: the command the scenario runs instead of
+    /// a replay, and that command's own flags from the section.
+    pub section: Option<Section>,
 }
+
+/// A scenario section that runs another command than `tandem replay`.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// `capacity` or `shadow`.
+    pub name: &'static str,
+    /// Its flags, as written in the section.
+    pub args: Vec<(OsString, Option<Origin>)>,
+}
+
+/// The sections a scenario may hold: name, and its command's flags.
+pub type Sections<'a> = &'a [(&'static str, Flags)];
 
 /// Where a value was written: for errors that name the file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,21 +128,22 @@ const OWN_KEYS: &[&str] = &[
     "teardown",
     "command-timeout",
     "capacity",
+    "shadow",
 ];
 
 impl Scenario {
     /// Reads `path`, checking every key against `flags` (those of `tandem
     /// replay`), every type, every gate and that every input file exists.
     pub fn load(path: &Path, flags: &Flags) -> Result<Scenario, ScenarioError> {
-        Scenario::load_with_capacity(path, flags, &Flags::new())
+        Scenario::load_with_sections(path, flags, &[])
     }
 
-    /// [`Scenario::load`], where a `[capacity]` table may hold `tandem
-    /// capacity`'s `capacity` flags.
-    pub fn load_with_capacity(
+    /// [`Scenario::load`], where a section (`[capacity]`, `[shadow]`) may
+    /// hold that command's flags.
+    pub fn load_with_sections(
         path: &Path,
         flags: &Flags,
-        capacity: &Flags,
+        sections: Sections,
     ) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
             file: path.to_path_buf(),
@@ -138,18 +151,24 @@ impl Scenario {
             why: format!("cannot read the scenario: {e}"),
         })?;
         let reader = Reader::parse(path, &text)?;
-        reader.scenario(flags, capacity)
+        reader.scenario(flags, sections)
     }
 
-    /// `tandem capacity`'s arguments: the capture, the flags of the file
-    /// that `capacity` knows (targets, rules, timeouts…), `[capacity]`,
-    /// then `overrides`.
-    pub fn capacity_args(&self, capacity: &Flags, overrides: &[OsString]) -> Vec<OsString> {
+    /// The section's command's arguments: the capture when it takes one,
+    /// the flags of the file that the command knows (targets, rules,
+    /// timeouts…), the section's, then `overrides`.
+    pub fn section_args(
+        &self,
+        flags: &Flags,
+        with_capture: bool,
+        overrides: &[OsString],
+    ) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
-        let mut keeping = true;
-        for (arg, _) in self.args.iter().chain(self.capacity.iter().flatten()) {
+        let mut keeping = with_capture;
+        let section = self.section.iter().flat_map(|s| &s.args);
+        for (arg, _) in self.args.iter().chain(section) {
             if let Some(flag) = arg.to_str().and_then(|a| a.strip_prefix("--")) {
-                keeping = capacity.contains_key(flag);
+                keeping = flags.contains_key(flag);
             }
             if keeping {
                 args.push(arg.clone());
@@ -191,7 +210,7 @@ impl Scenario {
     pub fn origin_of(&self, flag: &str) -> Option<&Origin> {
         self.args
             .iter()
-            .chain(self.capacity.iter().flatten())
+            .chain(self.section.iter().flat_map(|s| &s.args))
             .find(|(a, _)| a.to_str().and_then(|a| a.strip_prefix("--")) == Some(flag))
             .and_then(|(_, o)| o.as_ref())
     }
@@ -272,18 +291,29 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn scenario(&self, flags: &Flags, capacity_flags: &Flags) -> Result<Scenario, ScenarioError> {
+    fn scenario(&self, flags: &Flags, sections: Sections) -> Result<Scenario, ScenarioError> {
         let mut args: Vec<(OsString, Option<Origin>)> = Vec::new();
-        let capture = self.values.get("capture").ok_or_else(|| ScenarioError {
-            file: self.path.to_path_buf(),
-            origin: None,
-            why: "no `capture`: the capture file to replay".into(),
-        })?;
+        let section = self.section(sections)?;
+        let shadow = section.as_ref().is_some_and(|s| s.name == "shadow");
+        // Shadowing serves live traffic: it has no capture to replay.
+        let none = toml::Value::Array(Vec::new());
+        let capture = match self.values.get("capture") {
+            Some(capture) => capture,
+            None if shadow => &none,
+            None => {
+                return Err(ScenarioError {
+                    file: self.path.to_path_buf(),
+                    origin: None,
+                    why: "no `capture`: the capture file to replay".into(),
+                })
+            }
+        };
         let captures = match capture {
             toml::Value::Array(list) if !list.is_empty() => list
                 .iter()
                 .map(|c| self.string(&["capture"], c))
                 .collect::<Result<Vec<_>, _>>()?,
+            toml::Value::Array(_) if shadow => Vec::new(),
             toml::Value::Array(_) => {
                 return Err(self.error(&["capture"], "an empty list: name a capture file"))
             }
@@ -294,7 +324,9 @@ impl<'a> Reader<'a> {
         }
         // The first stands for all on the replay's command line; `tandem
         // run` mixes them into one capture first.
-        args.push((captures[0].clone().into(), Some(self.origin(&["capture"]))));
+        if let Some(first) = captures.first() {
+            args.push((first.clone().into(), Some(self.origin(&["capture"]))));
+        }
         let mut inline_rules = None;
         for (key, value) in &self.values {
             if OWN_KEYS.contains(&key.as_str()) {
@@ -315,10 +347,6 @@ impl<'a> Reader<'a> {
         if let Some(targets) = self.values.get("targets") {
             self.targets(targets, &mut args)?;
         }
-        let capacity = match self.values.get("capacity") {
-            None => None,
-            Some(table) => Some(self.capacity(table, capacity_flags)?),
-        };
         Ok(Scenario {
             path: self.path.to_path_buf(),
             captures: captures.into_iter().map(PathBuf::from).collect(),
@@ -328,40 +356,48 @@ impl<'a> Reader<'a> {
             setup: self.commands("setup")?,
             teardown: self.commands("teardown")?,
             command_timeout: self.command_timeout()?,
-            capacity,
+            section,
         })
     }
 
-    /// `[capacity]`: `tandem capacity`'s flags, checked as the others are.
-    fn capacity(
-        &self,
-        table: &toml::Value,
-        flags: &Flags,
-    ) -> Result<Vec<(OsString, Option<Origin>)>, ScenarioError> {
-        let table = table.as_table().ok_or_else(|| {
-            self.error(
-                &["capacity"],
-                format!("expected a table, found {}", kind(table)),
-            )
-        })?;
-        if flags.is_empty() {
-            return Err(self.error(&["capacity"], "not a key here"));
-        }
-        if self.values.contains_key("gates") {
-            return Err(self.error(
-                &["gates"],
-                "a capacity search is held to its [capacity] slo and limits, not to gates",
-            ));
-        }
-        let mut args = Vec::new();
-        for (key, value) in table {
-            let keys = ["capacity", key.as_str()];
-            let Some(takes) = flags.get(key.as_str()) else {
-                return Err(self.error(&keys, unknown_key(key, flags, "tandem capacity")));
+    /// `[capacity]` or `[shadow]`: that command's flags, checked as the
+    /// others are. One section at most.
+    fn section(&self, sections: Sections) -> Result<Option<Section>, ScenarioError> {
+        let mut found: Option<Section> = None;
+        for name in ["capacity", "shadow"] {
+            let Some(table) = self.values.get(name) else {
+                continue;
             };
-            self.flag(&keys, key, *takes, value, &mut args)?;
+            let Some((name, flags)) = sections.iter().find(|(n, _)| *n == name) else {
+                return Err(self.error(&[name], "not a key here"));
+            };
+            if let Some(first) = &found {
+                return Err(self.error(
+                    &[name],
+                    format!("a scenario is a [{}] or a [{name}], not both", first.name),
+                ));
+            }
+            let table = table.as_table().ok_or_else(|| {
+                self.error(&[name], format!("expected a table, found {}", kind(table)))
+            })?;
+            if *name == "capacity" && self.values.contains_key("gates") {
+                return Err(self.error(
+                    &["gates"],
+                    "a capacity search is held to its [capacity] slo and limits, not to gates",
+                ));
+            }
+            let mut args = Vec::new();
+            for (key, value) in table {
+                let keys = [*name, key.as_str()];
+                let Some(takes) = flags.get(key.as_str()) else {
+                    let command = format!("tandem {name}");
+                    return Err(self.error(&keys, unknown_key(key, flags, &command)));
+                };
+                self.flag(&keys, key, *takes, value, &mut args)?;
+            }
+            found = Some(Section { name, args });
         }
-        Ok(args)
+        Ok(found)
     }
 
     /// One flag from `value` at `keys`: `--flag VALUE` as many times as it has values.

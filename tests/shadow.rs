@@ -291,10 +291,17 @@ async fn a_new_stack_down_or_slow_does_not_touch_the_clients() {
     }
 }
 
-/// The command: SIGTERM stops it, what was mirrored is judged and written,
-/// and gates apply to it.
+/// The command, from its flags and from a scenario's `[shadow]`: SIGTERM
+/// stops it, what was mirrored is judged and written, and gates (the
+/// flag's, the scenario's `[gates]`) apply to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_stops_on_sigterm_and_writes_its_report() {
+    for scenario in [false, true] {
+        stops_on_sigterm(scenario).await;
+    }
+}
+
+async fn stops_on_sigterm(scenario: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (legacy, new) = (
         demo::start(Flavor::Legacy).await.unwrap(),
@@ -302,17 +309,27 @@ async fn the_command_stops_on_sigterm_and_writes_its_report() {
     );
     let port = common::dead_port().await.port();
     let out = dir.path().join("shadow");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["shadow", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--legacy", &legacy.url(), "--new", &new.url()])
-        .args([
-            "--rules",
-            "scenarios/demo.rules.toml",
-            "--gate",
-            "parity >= 99%",
-        ])
-        .arg("--out")
-        .arg(&out)
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    if scenario {
+        let file = dir.path().join("shadow.toml");
+        let body = format!(
+            "rules = \"scenarios/demo.rules.toml\"\nout = {out:?}\n\
+             [targets.legacy]\nurl = \"{}\"\n[targets.new]\nurl = \"{}\"\n\
+             [shadow]\nlisten = \"127.0.0.1:{port}\"\n[gates]\nparity = \"parity >= 99%\"\n",
+            legacy.url(),
+            new.url()
+        );
+        std::fs::write(&file, body).unwrap();
+        command.args(["run", file.to_str().unwrap()]);
+    } else {
+        command
+            .args(["shadow", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--legacy", &legacy.url(), "--new", &new.url()])
+            .args(["--rules", "scenarios/demo.rules.toml"])
+            .args(["--gate", "parity >= 99%", "--out"])
+            .arg(&out);
+    }
+    let child = command
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())
         .spawn()

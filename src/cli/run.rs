@@ -22,10 +22,18 @@ pub(super) struct RunArgs {
 
 /// `tandem run`.
 pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let capacity_flags = super::capacity::flags();
-    let scenario = Scenario::load_with_capacity(&args.scenario, &replay::flags(), &capacity_flags)?;
-    if scenario.capacity.is_some() {
-        return capacity(&scenario, &capacity_flags, &args.flags).await;
+    let sections = [
+        ("capacity", super::capacity::flags()),
+        ("shadow", super::shadow::flags()),
+    ];
+    let scenario = Scenario::load_with_sections(&args.scenario, &replay::flags(), &sections)?;
+    if let Some(section) = &scenario.section {
+        let flags = &sections
+            .iter()
+            .find(|(n, _)| *n == section.name)
+            .expect("known")
+            .1;
+        return other_command(&scenario, section.name, flags, &args.flags).await;
     }
     let parsed = replay::parse(scenario.replay_args(&args.flags))
         .map_err(|e| flag_error(&scenario, &args.flags, &e))?;
@@ -68,20 +76,32 @@ pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
     finish(&outcome?, job.junit.as_deref())
 }
 
-/// A scenario with `[capacity]`: a capacity search between its setup and
-/// teardown.
-async fn capacity(
+/// A scenario with `[capacity]` or `[shadow]`: that command between the
+/// scenario's setup and teardown.
+async fn other_command(
     scenario: &Scenario,
+    name: &str,
     flags: &crate::scenario::Flags,
     overrides: &[OsString],
 ) -> anyhow::Result<ExitCode> {
+    let shadow = name == "shadow";
     anyhow::ensure!(
-        scenario.captures.len() == 1,
+        shadow || scenario.captures.len() == 1,
         "{}: a capacity search replays one capture",
         scenario.path.display()
     );
-    let parsed = super::capacity::parse(scenario.capacity_args(flags, overrides))
-        .map_err(|e| flag_error(scenario, overrides, &e))?;
+    let args = scenario.section_args(flags, !shadow, overrides);
+    let run: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>>>> =
+        if shadow {
+            let mut parsed =
+                super::shadow::parse(args).map_err(|e| flag_error(scenario, overrides, &e))?;
+            parsed.add_gates(scenario.gates.clone());
+            Box::pin(super::shadow::command(parsed))
+        } else {
+            let parsed =
+                super::capacity::parse(args).map_err(|e| flag_error(scenario, overrides, &e))?;
+            Box::pin(super::capacity::command(parsed))
+        };
     for command in &scenario.setup {
         if let Err(why) = sh(command, &[], scenario.command_timeout).await {
             eprintln!(
@@ -91,7 +111,7 @@ async fn capacity(
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     }
-    let outcome = super::capacity::command(parsed).await;
+    let outcome = run.await;
     for command in &scenario.teardown {
         if let Err(why) = sh(command, &[], scenario.command_timeout).await {
             tracing::error!("{}: teardown `{command}` {why}", scenario.path.display());

@@ -88,6 +88,42 @@ pub(super) struct ShadowArgs {
     report_every: Duration,
     #[command(flatten)]
     gates: GateArgs,
+    /// Gates from a scenario's `[gates]`.
+    #[arg(skip)]
+    extra_gates: Vec<crate::gate::Gate>,
+}
+
+/// `tandem shadow` on its own, to parse a scenario's `[shadow]`.
+#[derive(clap::Parser)]
+#[command(name = "tandem shadow")]
+struct Shadow {
+    #[command(flatten)]
+    args: ShadowArgs,
+}
+
+/// `tandem shadow`'s arguments (after `shadow`), parsed.
+pub(super) fn parse<I, T>(args: I) -> Result<ShadowArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    let argv =
+        std::iter::once(std::ffi::OsString::from("shadow")).chain(args.into_iter().map(Into::into));
+    Ok(Shadow::try_parse_from(argv)?.args)
+}
+
+/// Every flag of `tandem shadow`: the keys of a scenario's `[shadow]`.
+pub fn flags() -> crate::scenario::Flags {
+    use clap::CommandFactory;
+    super::replay::flags_of(&Shadow::command())
+}
+
+impl ShadowArgs {
+    /// A scenario's `[gates]`, beside the command line's.
+    pub(super) fn add_gates(&mut self, gates: Vec<crate::gate::Gate>) {
+        self.extra_gates.extend(gates);
+    }
 }
 
 /// `tandem shadow`.
@@ -202,7 +238,9 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     );
     let mut report = summary.report;
     report.run.duration_ms = started.elapsed().as_millis() as u64;
-    report.apply_gates(&args.gates.gates());
+    let mut gates = args.gates.gates();
+    gates.extend(args.extra_gates.iter().cloned());
+    report.apply_gates(&gates);
     let report_path = report.write_files(&args.out)?;
     finish(&Outcome::of(report, report_path), None)
 }
