@@ -1,6 +1,7 @@
 //! `tandem run SCENARIO [FLAGS]`: a scenario file as `tandem replay`
 //! arguments, with its gates, inline rules, and setup and teardown
-//! commands around the replay.
+//! commands around the replay; or, with a `[capacity]` or `[shadow]`
+//! section, as that command's arguments.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -88,6 +89,11 @@ async fn other_command(
     anyhow::ensure!(
         shadow || scenario.captures.len() == 1,
         "{}: a capacity search replays one capture",
+        scenario.path.display()
+    );
+    anyhow::ensure!(
+        scenario.inline_rules.is_none(),
+        "{}: a [{name}] scenario takes its rules from a file (rules = \"FILE\"), not inline",
         scenario.path.display()
     );
     let args = scenario.section_args(flags, !shadow, overrides);
