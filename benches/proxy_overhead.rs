@@ -171,6 +171,7 @@ async fn shadow_proxy(
         out_dir: out,
         kill_switch: None,
         report_every: None,
+        results_max_bytes: u64::MAX,
     };
     let run = tokio::spawn(tandem::shadow::shadow(config, async {
         let _ = stopped.await;

@@ -54,6 +54,11 @@ impl ResultsWriter {
         lines.write(header)?;
         Ok(ResultsWriter { lines: Some(lines) })
     }
+
+    /// Bytes written so far, before any compression.
+    pub fn bytes(&self) -> u64 {
+        self.lines.as_ref().map_or(0, LineWriter::bytes)
+    }
 }
 
 impl ResultSink for ResultsWriter {

@@ -62,7 +62,13 @@ pub struct ShadowConfig {
     pub kill_switch: Option<KillSwitch>,
     /// Write the report of what was judged so far this often.
     pub report_every: Option<Duration>,
+    /// Past this size the results file is set aside (`results.1.jsonl`,
+    /// the older ones shifted, [`RESULTS_KEPT`] kept) and a new one begun.
+    pub results_max_bytes: u64,
 }
+
+/// Results files set aside by size, at most (besides the current one).
+pub const RESULTS_KEPT: u32 = 4;
 
 /// Mirroring pauses (counted, logged) while the new stack's error rate
 /// over a window is above `max_error_rate`; meanwhile one copy in
@@ -142,6 +148,7 @@ pub async fn shadow(
         out_dir,
         kill_switch,
         report_every,
+        results_max_bytes,
     } = config;
     let counts = Arc::new(Counts::default());
     let (copies, mut incoming) = mpsc::channel::<Exchange>(queue.max(1));
@@ -150,19 +157,18 @@ pub async fn shadow(
         move |exchange: &Exchange| offer(exchange, &copies, &counts, mirror_writes, sample_percent)
     }));
 
-    let writer = results::ResultsWriter::create(
-        &out_dir.join(results::FILE_NAME),
-        &results::ResultsHeader {
-            format: results::FORMAT.to_string(),
-            version: results::VERSION,
-            capture: judge.run.capture.clone(),
-            legacy: judge.run.legacy.clone(),
-            new: judge.run.new.clone(),
-            speed: 1.0,
-            legacy2: judge.legacy2.clone(),
-            started_at_unix_us: judge.run.started_at_unix_us,
-        },
-    )?;
+    let results_header = results::ResultsHeader {
+        format: results::FORMAT.to_string(),
+        version: results::VERSION,
+        capture: judge.run.capture.clone(),
+        legacy: judge.run.legacy.clone(),
+        new: judge.run.new.clone(),
+        speed: 1.0,
+        legacy2: judge.legacy2.clone(),
+        started_at_unix_us: judge.run.started_at_unix_us,
+    };
+    let writer =
+        results::ResultsWriter::create(&out_dir.join(results::FILE_NAME), &results_header)?;
     let mut judged = Judged {
         judge: Judge::new(judge)?,
         writer,
@@ -171,6 +177,11 @@ pub async fn shadow(
         kill_switch,
         window: Window::default(),
         counts: counts.clone(),
+        rotation: Rotation {
+            dir: out_dir.clone(),
+            header: results_header,
+            max_bytes: results_max_bytes.max(1),
+        },
     };
     let (results_tx, mut results_rx) = mpsc::channel::<ExchangeResult>(1024);
     let mirror = Mirror {
@@ -304,6 +315,35 @@ struct Judged {
     kill_switch: Option<KillSwitch>,
     window: Window,
     counts: Arc<Counts>,
+    rotation: Rotation,
+}
+
+/// The results file set aside by size: a shadowing session runs for days.
+struct Rotation {
+    dir: PathBuf,
+    header: results::ResultsHeader,
+    max_bytes: u64,
+}
+
+impl Rotation {
+    /// After a write: when the file has grown past the limit, it becomes
+    /// `results.1.jsonl` (the older shifted, the oldest dropped) and a new
+    /// one is begun.
+    fn after_write(&mut self, writer: &mut results::ResultsWriter) -> anyhow::Result<()> {
+        if writer.bytes() < self.max_bytes {
+            return Ok(());
+        }
+        let current = self.dir.join(results::FILE_NAME);
+        writer.finish()?;
+        let aside = |n: u32| self.dir.join(format!("results.{n}.jsonl"));
+        let _ = std::fs::remove_file(aside(RESULTS_KEPT));
+        for n in (1..RESULTS_KEPT).rev() {
+            let _ = std::fs::rename(aside(n), aside(n + 1));
+        }
+        std::fs::rename(&current, aside(1))?;
+        *writer = results::ResultsWriter::create(&current, &self.header)?;
+        Ok(())
+    }
 }
 
 /// The kill switch's current window: answers and the new stack's errors.
@@ -364,6 +404,7 @@ impl Judged {
         };
         if keep {
             self.writer.accept(result)?;
+            self.rotation.after_write(&mut self.writer)?;
         }
         Ok(())
     }

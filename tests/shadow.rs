@@ -57,6 +57,7 @@ async fn shadowing<F, Fut>(
     new: &str,
     mirror_writes: bool,
     kill_switch: Option<KillSwitch>,
+    results_max_bytes: u64,
     clients: F,
 ) -> ShadowSummary
 where
@@ -101,6 +102,7 @@ where
             out_dir: out,
             kill_switch,
             report_every: Some(Duration::from_millis(200)),
+            results_max_bytes,
         },
         async {
             let _ = stopped.await;
@@ -126,6 +128,7 @@ async fn clients_get_legacy_and_the_report_names_new_s_differences() {
         &new.url(),
         false,
         None,
+        u64::MAX,
         |proxy| async move {
             let client = tandem::http::client(Duration::from_secs(5));
             for id in 1..=20 {
@@ -209,6 +212,7 @@ async fn mirrored_requests_are_marked_and_writes_need_asking() {
             &new,
             mirror_writes,
             None,
+            u64::MAX,
             |proxy| async move {
                 let client = tandem::http::client(Duration::from_secs(5));
                 for method in ["GET", "POST", "DELETE", "HEAD"] {
@@ -250,6 +254,7 @@ async fn a_new_stack_down_or_slow_does_not_touch_the_clients() {
             &new,
             false,
             None,
+            u64::MAX,
             |proxy| async move {
                 let client = tandem::http::client(Duration::from_secs(5));
                 let mut worst = Duration::ZERO;
@@ -391,6 +396,7 @@ async fn the_kill_switch_trips_and_recovers() {
         &format!("http://{down}"),
         false,
         Some(kill),
+        u64::MAX,
         |proxy| async move {
             let client = tandem::http::client(Duration::from_secs(5));
             let mut revived = None;
@@ -418,4 +424,54 @@ async fn the_kill_switch_trips_and_recovers() {
     assert_eq!(summary.trips.1, 1, "closed once: {summary:?}");
     assert!(summary.killed > 20, "{summary:?}");
     assert_eq!(summary.mirrored + summary.killed + summary.dropped, 200);
+}
+
+/// A long session sets its results file aside by size and begins a new one,
+/// keeping the last few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_rotated_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = common::Echo::start().await;
+    let (new, _) = witness(Duration::ZERO).await;
+    let summary = shadowing(
+        dir.path(),
+        &legacy.url(),
+        &new,
+        false,
+        None,
+        150_000,
+        |proxy| async move {
+            let client = tandem::http::client(Duration::from_secs(5));
+            for i in 0..600 {
+                let url = format!("{proxy}/item/{i}");
+                assert_eq!(
+                    common::send(&client, &url, "GET", &[], Bytes::new())
+                        .await
+                        .status,
+                    200
+                );
+            }
+        },
+    )
+    .await;
+    assert_eq!(summary.report.summary.mismatched, 600);
+    let run = dir.path().join("run");
+    let lines = |name: &str| {
+        std::fs::read_to_string(run.join(name))
+            .map(|t| t.lines().count() - 1)
+            .unwrap_or(0)
+    };
+    // Past 150 kB a file is set aside; together they hold every result.
+    let aside: Vec<usize> = (1..=4)
+        .map(|n| lines(&format!("results.{n}.jsonl")))
+        .take_while(|&n| n > 0)
+        .collect();
+    assert!(aside.len() >= 2, "{aside:?}");
+    assert_eq!(aside.iter().sum::<usize>() + lines("results.jsonl"), 600);
+    for n in 1..=aside.len() {
+        let size = std::fs::metadata(run.join(format!("results.{n}.jsonl")))
+            .unwrap()
+            .len();
+        assert!(size >= 150_000, "results.{n}.jsonl: {size}");
+    }
 }

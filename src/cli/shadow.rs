@@ -82,6 +82,10 @@ pub(super) struct ShadowArgs {
     /// (docs/metrics.md).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Set the results file aside past this many MiB (results.1.jsonl …
+    /// results.4.jsonl kept) and begin a new one.
+    #[arg(long, default_value_t = 256)]
+    results_max_mb: u64,
     /// Write report.json, summary.md and report.html of what was judged so
     /// far this often (and whole at stop).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
@@ -214,6 +218,7 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
             drain: args.drain,
             out_dir: args.out.clone(),
             report_every: Some(args.report_every),
+            results_max_bytes: args.results_max_mb * 1024 * 1024,
             kill_switch: args.kill_error_rate.map(|max_error_rate| KillSwitch {
                 max_error_rate,
                 window: args.kill_window,
