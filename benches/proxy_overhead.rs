@@ -172,6 +172,7 @@ async fn shadow_proxy(
         kill_switch: None,
         report_every: None,
         results_max_bytes: u64::MAX,
+        follow: None,
     };
     let run = tokio::spawn(tandem::shadow::shadow(config, async {
         let _ = stopped.await;

@@ -62,6 +62,10 @@ pub struct ShadowConfig {
     pub kill_switch: Option<KillSwitch>,
     /// Write the report of what was judged so far this often.
     pub report_every: Option<Duration>,
+    /// Links between answers and later requests (learned from an earlier
+    /// capture, and the rules' `[[correlate]]`): the new stack's own ids
+    /// and tokens are then followed, and each session mirrored in order.
+    pub follow: Option<Arc<crate::correlate::Correlation>>,
     /// Past this size the results file is set aside (`results.1.jsonl`,
     /// the older ones shifted, [`RESULTS_KEPT`] kept) and a new one begun.
     pub results_max_bytes: u64,
@@ -149,6 +153,7 @@ pub async fn shadow(
         kill_switch,
         report_every,
         results_max_bytes,
+        follow,
     } = config;
     let counts = Arc::new(Counts::default());
     let (copies, mut incoming) = mpsc::channel::<Exchange>(queue.max(1));
@@ -191,6 +196,7 @@ pub async fn shadow(
         header,
         timeout,
         started: Instant::now(),
+        follow: follow.map(Follow::new),
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
     let deadline = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
@@ -202,6 +208,7 @@ pub async fn shadow(
             counts.clone(),
         );
         async move {
+            let mut sessions = Sessions::default();
             while let Some(exchange) = incoming.recv().await {
                 let past = deadline
                     .lock()
@@ -209,6 +216,12 @@ pub async fn shadow(
                     .is_some_and(|d| tokio::time::Instant::now() >= d);
                 if past {
                     counts.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if mirror.follow.is_some() {
+                    // In order within each session: a request goes once
+                    // the answers it may carry values of are in.
+                    sessions.send(exchange, &mirror, &slots, &results_tx);
                     continue;
                 }
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -418,6 +431,130 @@ struct Mirror {
     header: (String, String),
     timeout: Duration,
     started: Instant,
+    follow: Option<Follow>,
+}
+
+/// A session's mirror copies are sent one after another by a worker of its
+/// own, which ends after [`SESSION_IDLE`] without one.
+#[derive(Default)]
+struct Sessions {
+    workers: std::collections::HashMap<String, mpsc::UnboundedSender<Exchange>>,
+}
+
+const SESSION_IDLE: Duration = Duration::from_secs(10);
+
+impl Sessions {
+    fn send(
+        &mut self,
+        exchange: Exchange,
+        mirror: &Arc<Mirror>,
+        slots: &Arc<tokio::sync::Semaphore>,
+        results: &mpsc::Sender<ExchangeResult>,
+    ) {
+        let exchange = match self.workers.get(&exchange.session) {
+            Some(worker) => match worker.send(exchange) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(exchange)) => exchange,
+            },
+            None => exchange,
+        };
+        if self.workers.len() > 1_000 {
+            self.workers.retain(|_, w| !w.is_closed());
+        }
+        let (worker, mut queue) = mpsc::unbounded_channel::<Exchange>();
+        let session = exchange.session.clone();
+        worker.send(exchange).expect("just opened");
+        self.workers.insert(session, worker);
+        let (mirror, slots, results) = (mirror.clone(), slots.clone(), results.clone());
+        tokio::spawn(async move {
+            let one = |exchange: Exchange| {
+                let (mirror, slots, results) = (&mirror, &slots, &results);
+                async move {
+                    let Ok(_slot) = slots.acquire().await else {
+                        return;
+                    };
+                    let _ = results.send(mirror.send(exchange).await).await;
+                }
+            };
+            while let Ok(Some(exchange)) = tokio::time::timeout(SESSION_IDLE, queue.recv()).await {
+                one(exchange).await;
+            }
+            // Idle: no more may come in; what slipped in meanwhile goes too.
+            queue.close();
+            while let Ok(exchange) = queue.try_recv() {
+                one(exchange).await;
+            }
+        });
+    }
+}
+
+/// The new stack's own ids and tokens, followed by value: what legacy's
+/// answer gave at a link's producer place stands for what new's gave
+/// there, and later requests carrying it are sent to new with new's.
+struct Follow {
+    correlation: Arc<crate::correlate::Correlation>,
+    values: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
+}
+
+/// Values followed, at most: past it the map starts afresh (a shadowing
+/// session runs for days; old ids are rarely read again).
+const FOLLOWED: usize = 1_000_000;
+
+impl Follow {
+    fn new(correlation: Arc<crate::correlate::Correlation>) -> Follow {
+        Follow {
+            correlation,
+            values: Default::default(),
+        }
+    }
+
+    /// Notes what new's answer gave where legacy's gave a value later
+    /// requests carry.
+    fn learn(&self, route: &str, legacy: &Response, new: &Response) {
+        use crate::correlate::places::{answer_value, key_of};
+        let mut values = self.values.lock().expect("followed values");
+        for link in self
+            .correlation
+            .links
+            .iter()
+            .filter(|l| l.producer == route)
+        {
+            let theirs = answer_value(&legacy.headers, &legacy.body, &link.from);
+            let ours = answer_value(&new.headers, &new.body, &link.from);
+            if let (Some(key), Some(ours)) = (theirs.as_ref().and_then(key_of), ours) {
+                if values.len() >= FOLLOWED {
+                    values.clear();
+                }
+                values.insert(key, ours);
+            }
+        }
+    }
+
+    /// `request` with the values legacy issued replaced by new's, if any.
+    fn rewrite(
+        &self,
+        route: &str,
+        request: &crate::capture::Request,
+    ) -> Option<crate::capture::Request> {
+        use crate::correlate::places::{key_of, request_values, rewritten};
+        let places: Vec<_> = self
+            .correlation
+            .links
+            .iter()
+            .filter(|l| l.consumer == route)
+            .map(|l| &l.to)
+            .collect();
+        if places.is_empty() {
+            return None;
+        }
+        let values = self.values.lock().expect("followed values");
+        let swaps: Vec<_> = request_values(request)
+            .into_iter()
+            .filter(|(place, _)| places.contains(&place))
+            .filter_map(|(place, value)| Some((place, values.get(&key_of(&value)?)?.clone())))
+            .collect();
+        (!swaps.is_empty()).then(|| rewritten(request, &swaps))
+    }
 }
 
 impl Mirror {
@@ -429,12 +566,28 @@ impl Mirror {
             error: None,
             unresolved: Vec::new(),
         });
-        let (new, legacy2) = tokio::join!(self.attempt(&self.new, &exchange), async {
-            match &self.legacy2 {
-                Some(target) => Some(self.attempt(target, &exchange).await),
-                None => None,
-            }
-        });
+        let route =
+            crate::route::Route::of(&exchange.request.method, &exchange.request.target).to_string();
+        let followed = self
+            .follow
+            .as_ref()
+            .and_then(|f| f.rewrite(&route, &exchange.request));
+        let to_new = followed.as_ref().unwrap_or(&exchange.request);
+        let (new, legacy2) =
+            tokio::join!(self.attempt(&self.new, to_new, exchange.offset_us), async {
+                match &self.legacy2 {
+                    Some(target) => Some(
+                        self.attempt(target, &exchange.request, exchange.offset_us)
+                            .await,
+                    ),
+                    None => None,
+                }
+            });
+        if let (Some(follow), Some(served), Some(theirs)) =
+            (&self.follow, &exchange.response, &new.response)
+        {
+            follow.learn(&route, served, theirs);
+        }
         ExchangeResult {
             id: exchange.id,
             pass: 0,
@@ -449,13 +602,18 @@ impl Mirror {
         }
     }
 
-    async fn attempt(&self, target: &Target, exchange: &Exchange) -> Attempt {
+    async fn attempt(
+        &self,
+        target: &Target,
+        request: &crate::capture::Request,
+        offset_us: u64,
+    ) -> Attempt {
         let sent = Instant::now();
         let lag_us = sent
             .duration_since(self.started)
             .as_micros()
-            .saturating_sub(u128::from(exchange.offset_us)) as u64;
-        let request = match self.request(target, exchange) {
+            .saturating_sub(u128::from(offset_us)) as u64;
+        let request = match self.request(target, request) {
             Ok(request) => request,
             Err(message) => return failed(ErrorKind::Other, &message, 0),
         };
@@ -490,15 +648,13 @@ impl Mirror {
     fn request(
         &self,
         target: &Target,
-        exchange: &Exchange,
+        request: &crate::capture::Request,
     ) -> Result<hyper::Request<Full<Bytes>>, String> {
-        let uri = target
-            .uri_for(&exchange.request.target)
-            .map_err(|e| e.to_string())?;
+        let uri = target.uri_for(&request.target).map_err(|e| e.to_string())?;
         let mut builder = hyper::Request::builder()
-            .method(exchange.request.method.as_str())
+            .method(request.method.as_str())
             .uri(uri);
-        for crate::capture::Header(name, value) in &exchange.request.headers {
+        for crate::capture::Header(name, value) in &request.headers {
             let hop = http::HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str());
             if !hop
                 && !name.eq_ignore_ascii_case("host")
@@ -509,7 +665,7 @@ impl Mirror {
         }
         builder
             .header(self.header.0.as_str(), self.header.1.as_str())
-            .body(Full::new(exchange.request.body.bytes().clone()))
+            .body(Full::new(request.body.bytes().clone()))
             .map_err(|e| e.to_string())
     }
 }

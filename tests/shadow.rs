@@ -64,6 +64,35 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    shadowing_with(
+        dir,
+        legacy,
+        new,
+        mirror_writes,
+        kill_switch,
+        results_max_bytes,
+        None,
+        clients,
+    )
+    .await
+}
+
+/// [`shadowing`], following the new stack's ids and tokens with `follow`.
+#[allow(clippy::too_many_arguments)]
+async fn shadowing_with<F, Fut>(
+    dir: &std::path::Path,
+    legacy: &str,
+    new: &str,
+    mirror_writes: bool,
+    kill_switch: Option<KillSwitch>,
+    results_max_bytes: u64,
+    follow: Option<std::sync::Arc<tandem::correlate::Correlation>>,
+    clients: F,
+) -> ShadowSummary
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_url = format!("http://{}", listener.local_addr().unwrap());
     let legacy: Target = legacy.parse().unwrap();
@@ -103,6 +132,7 @@ where
             kill_switch,
             report_every: Some(Duration::from_millis(200)),
             results_max_bytes,
+            follow,
         },
         async {
             let _ = stopped.await;
@@ -473,5 +503,97 @@ async fn results_are_rotated_by_size() {
             .unwrap()
             .len();
         assert!(size >= 150_000, "results.{n}.jsonl: {size}");
+    }
+}
+
+/// With links learned from an earlier capture, the mirror follows the new
+/// stack's own token and order ids: a read of the order the client created
+/// reaches new's copy of it. Without them, new refuses legacy's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_stack_s_own_ids_and_tokens_are_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let learn_from = dir.path().join("earlier.jsonl");
+    tandem::demo::record(&tandem::demo::DemoOptions {
+        requests: 400,
+        capture: learn_from.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let links = tandem::correlate::learn(&learn_from, &Default::default()).unwrap();
+    let links = std::sync::Arc::new(links);
+    for follow in [Some(links), None] {
+        let (legacy, new) = (
+            demo::start(Flavor::Legacy).await.unwrap(),
+            demo::start(Flavor::New).await.unwrap(),
+        );
+        let run = dir
+            .path()
+            .join(if follow.is_some() { "followed" } else { "not" });
+        std::fs::create_dir_all(&run).unwrap();
+        let following = follow.is_some();
+        shadowing_with(
+            &run,
+            &legacy.url(),
+            &new.url(),
+            true,
+            None,
+            u64::MAX,
+            follow,
+            |proxy| async move {
+                let client = tandem::http::client(Duration::from_secs(5));
+                let json = [("content-type", "application/json")];
+                let login = common::send(
+                    &client,
+                    &format!("{proxy}/api/login"),
+                    "POST",
+                    &json,
+                    Bytes::from_static(b"{\"user\":\"u1\"}"),
+                )
+                .await;
+                let token: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
+                let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+                let auth = [
+                    ("content-type", "application/json"),
+                    ("authorization", bearer.as_str()),
+                ];
+                let order = br#"{"customer":"guest7","items":[{"product_id":3,"qty":2}]}"#;
+                let created = common::send(
+                    &client,
+                    &format!("{proxy}/api/orders"),
+                    "POST",
+                    &auth,
+                    Bytes::from_static(order),
+                )
+                .await;
+                assert_eq!(created.status, 201);
+                let id: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+                let read = common::send(
+                    &client,
+                    &format!("{proxy}/api/orders/{}", id["id"]),
+                    "GET",
+                    &auth,
+                    Bytes::new(),
+                )
+                .await;
+                assert_eq!(
+                    read.status, 200,
+                    "the client reads legacy's order either way"
+                );
+            },
+        )
+        .await;
+        let results = common::read_results(&run.join("run"));
+        let read = results
+            .iter()
+            .find(|r| r.request.method == "GET" && r.request.target.starts_with("/api/orders/"))
+            .expect("the read differs from legacy's (ids, the planted total), so it is kept");
+        let status = read.new.response.as_ref().unwrap().status;
+        match following {
+            true => assert_eq!(status, 200, "new's own order, with new's token"),
+            false => assert_eq!(status, 401, "legacy's token means nothing to new"),
+        }
+        legacy.stop().await;
+        new.stop().await;
     }
 }

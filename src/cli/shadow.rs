@@ -82,6 +82,12 @@ pub(super) struct ShadowArgs {
     /// (docs/metrics.md).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Follow the new stack's own ids and tokens, with the links between
+    /// answers and later requests learned from this earlier capture (a
+    /// recording, or an earlier session's served.jsonl.gz) and the rules'
+    /// [[correlate]]; each session is then mirrored in order.
+    #[arg(long)]
+    learn_from: Option<PathBuf>,
     /// Set the results file aside past this many MiB (results.1.jsonl …
     /// results.4.jsonl kept) and begin a new one.
     #[arg(long, default_value_t = 256)]
@@ -180,6 +186,10 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let follow = match &args.learn_from {
+        Some(capture) => super::replay::correlation(true, capture, args.rules.as_deref())?,
+        None => None,
+    };
     let judge = JudgeOptions {
         metrics,
         rules: args.rules.clone(),
@@ -218,6 +228,7 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
             drain: args.drain,
             out_dir: args.out.clone(),
             report_every: Some(args.report_every),
+            follow,
             results_max_bytes: args.results_max_mb * 1024 * 1024,
             kill_switch: args.kill_error_rate.map(|max_error_rate| KillSwitch {
                 max_error_rate,
