@@ -266,6 +266,28 @@ impl Metrics {
             .inc();
     }
 
+    /// An exchange the recording proxy's upstream answered (`tandem record
+    /// --metrics-addr`): a request of stack `upstream`, and its latency.
+    pub fn recorded(&self, exchange: &crate::capture::Exchange) {
+        let route = Route::of(&exchange.request.method, &exchange.request.target).to_string();
+        let stack = "upstream";
+        if let Some(response) = &exchange.response {
+            self.latency
+                .get_or_create(&RouteLabels {
+                    stack,
+                    route: route.clone(),
+                })
+                .observe(response.latency_us as f64 / 1e6);
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                stack,
+                route,
+                outcome: "answered",
+            })
+            .inc();
+    }
+
     /// An exchange showed a mismatch of `kind` on `route`.
     pub fn mismatch(&self, route: &Route, kind: MismatchKind) {
         self.mismatches

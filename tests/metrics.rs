@@ -232,3 +232,52 @@ async fn prometheus_scrapes_a_replay() {
     legacy.stop().await;
     new.stop().await;
 }
+
+/// `tandem record --metrics-addr`: what the upstream answered, per route
+/// template, while the proxy records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_serves_metrics_of_what_it_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = common::Echo::start().await;
+    let (listen, metrics) = (free_port(), free_port());
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["record", "--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--upstream", &upstream.url()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}"), "--out"])
+        .arg(dir.path().join("rec.jsonl"))
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        assert!(Instant::now() < deadline, "record did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = tandem::http::client(Duration::from_secs(5));
+    for i in 1..=3 {
+        let url = format!("http://127.0.0.1:{listen}/item/{i}");
+        assert_eq!(
+            common::send(&client, &url, "GET", &[], Bytes::new())
+                .await
+                .status,
+            200
+        );
+    }
+    let url = format!("http://127.0.0.1:{metrics}/metrics");
+    let text = common::send(&client, &url, "GET", &[], Bytes::new())
+        .await
+        .body;
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(
+        text.contains(
+            "tandem_requests_total{stack=\"upstream\",route=\"GET /item/{id}\",outcome=\"answered\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(text
+        .contains("tandem_latency_seconds_count{stack=\"upstream\",route=\"GET /item/{id}\"} 3"));
+    let pid = child.id().unwrap().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = child.wait_with_output().await;
+}

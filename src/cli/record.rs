@@ -66,6 +66,10 @@ pub(super) struct RecordArgs {
     /// Proxy mode: the private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Proxy mode: serve live Prometheus metrics (requests and latency per
+    /// route of what the upstream answered) at http://HOST:PORT/metrics.
+    #[arg(long, requires = "listen")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +186,20 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
     };
     config.client.insecure_tls = args.trust.insecure;
     config.client.trust = trust;
+    if let Some(addr) = args.metrics_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
+        let metrics = crate::metrics::Metrics::new(crate::metrics::RunDescription {
+            capture: args.out.display().to_string(),
+            legacy: config.upstream.to_string(),
+            new: String::new(),
+        });
+        tokio::spawn(metrics.clone().serve(listener, std::future::pending()));
+        config.on_answered = Some(std::sync::Arc::new(
+            move |exchange: &crate::capture::Exchange| metrics.recorded(exchange),
+        ));
+    }
     let rotation = args.rotation();
     let sink = Sink::create(
         &args.out,
