@@ -178,6 +178,8 @@ pub struct Templates {
     /// Written (`[[route]] template`), tried first.
     written: Vec<Vec<String>>,
     root: Node,
+    /// Learning named some position `{id}`: the tree is worth walking.
+    learned_any: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -200,6 +202,7 @@ impl Templates {
         Templates {
             written: templates.iter().map(|t| segments(t)).collect(),
             root: Node::default(),
+            learned_any: false,
         }
     }
 
@@ -215,11 +218,17 @@ impl Templates {
             node.ends += 1;
         }
         self.root.collapse();
+        self.learned_any = !self.learned().is_empty();
     }
 
     /// The route of a request: a written template it fits, else the learned
     /// ones, else each segment by its shape.
     pub fn route(&self, method: &str, target: &str) -> Route {
+        // The judge names every exchange's route: most captures learn
+        // nothing, and then a segment's shape alone names it.
+        if self.written.is_empty() && !self.learned_any {
+            return Route::of(method, target);
+        }
         let shaped = segments(&template(target));
         let named = match self.written.iter().find(|t| fits(t, &shaped)) {
             Some(written) => written.clone(),
