@@ -174,6 +174,13 @@ pub async fn shadow(
     };
     let writer =
         results::ResultsWriter::create(&out_dir.join(results::FILE_NAME), &results_header)?;
+    // Followed ids and tokens are equal for the differ when they stand for
+    // the same value of legacy's: legacy's served answer plays the
+    // recorded one.
+    let mut judge = judge;
+    if follow.is_some() {
+        judge.correlation = follow.clone();
+    }
     let mut judged = Judged {
         judge: Judge::new(judge)?,
         writer,
@@ -196,7 +203,7 @@ pub async fn shadow(
         header,
         timeout,
         started: Instant::now(),
-        follow: follow.map(Follow::new),
+        follow: follow.clone().map(Follow::new),
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
     let deadline = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
@@ -256,7 +263,7 @@ pub async fn shadow(
                     () = due => {
                         // What was judged so far, for a long session watched
                         // from its run directory.
-                        judged.judge.snapshot().write_files(&out_dir)?;
+                        shadow_report(judged.judge.snapshot()).write_files(&out_dir)?;
                     }
                 }
             }
@@ -271,7 +278,7 @@ pub async fn shadow(
     *deadline.lock().expect("deadline lock") = Some(tokio::time::Instant::now() + drain);
     let _ = tokio::time::timeout(drain + timeout, mirroring).await;
     let judged = judging.await??;
-    let report = judged.judge.finish();
+    let report = shadow_report(judged.judge.finish());
     report.write_files(&out_dir)?;
     Ok(ShadowSummary {
         recorded,
@@ -286,6 +293,13 @@ pub async fn shadow(
         ),
         report,
     })
+}
+
+/// The judge's report as shadowing means it: no fidelity, since legacy's
+/// served answer is the only one recorded (it would hold itself to itself).
+fn shadow_report(mut report: Report) -> Report {
+    report.fidelity = None;
+    report
 }
 
 /// Queues a copy of `exchange` for the mirror if it is to be mirrored and
@@ -598,7 +612,14 @@ impl Mirror {
             legacy: served.unwrap_or_else(|| failed(ErrorKind::Other, "legacy gave no answer", 0)),
             new,
             legacy2,
-            recorded: None,
+            // With following on, legacy's served answer is the value the
+            // others stand for (see `shadow`).
+            recorded: self
+                .follow
+                .as_ref()
+                .and(exchange.response.as_ref())
+                .and_then(|r| serde_json::value::to_raw_value(r).ok())
+                .map(Arc::from),
         }
     }
 
