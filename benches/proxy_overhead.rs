@@ -173,6 +173,7 @@ async fn shadow_proxy(
         report_every: None,
         results_max_bytes: u64::MAX,
         follow: None,
+        gates: Vec::new(),
     };
     let run = tokio::spawn(tandem::shadow::shadow(config, async {
         let _ = stopped.await;

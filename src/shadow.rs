@@ -66,6 +66,9 @@ pub struct ShadowConfig {
     /// capture, and the rules' `[[correlate]]`): the new stack's own ids
     /// and tokens are then followed, and each session mirrored in order.
     pub follow: Option<Arc<crate::correlate::Correlation>>,
+    /// The gates every report (periodic and final) is held to; windowed
+    /// ones read the session's series so far.
+    pub gates: Vec<crate::gate::Gate>,
     /// Past this size the results file is set aside (`results.1.jsonl`,
     /// the older ones shifted, [`RESULTS_KEPT`] kept) and a new one begun.
     pub results_max_bytes: u64,
@@ -154,7 +157,9 @@ pub async fn shadow(
         report_every,
         results_max_bytes,
         follow,
+        gates,
     } = config;
+    let gates = Arc::new(gates);
     let counts = Arc::new(Counts::default());
     let (copies, mut incoming) = mpsc::channel::<Exchange>(queue.max(1));
     proxy.on_answered = Some(Arc::new({
@@ -244,7 +249,7 @@ pub async fn shadow(
         }
     });
     let judging = tokio::spawn({
-        let out_dir = out_dir.clone();
+        let (out_dir, gates) = (out_dir.clone(), gates.clone());
         async move {
             let mut tick = report_every
                 .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
@@ -263,7 +268,7 @@ pub async fn shadow(
                     () = due => {
                         // What was judged so far, for a long session watched
                         // from its run directory.
-                        shadow_report(judged.judge.snapshot()).write_files(&out_dir)?;
+                        shadow_report(judged.judge.snapshot(), &gates).write_files(&out_dir)?;
                     }
                 }
             }
@@ -278,7 +283,7 @@ pub async fn shadow(
     *deadline.lock().expect("deadline lock") = Some(tokio::time::Instant::now() + drain);
     let _ = tokio::time::timeout(drain + timeout, mirroring).await;
     let judged = judging.await??;
-    let report = shadow_report(judged.judge.finish());
+    let report = shadow_report(judged.judge.finish(), &gates);
     report.write_files(&out_dir)?;
     Ok(ShadowSummary {
         recorded,
@@ -296,9 +301,11 @@ pub async fn shadow(
 }
 
 /// The judge's report as shadowing means it: no fidelity, since legacy's
-/// served answer is the only one recorded (it would hold itself to itself).
-fn shadow_report(mut report: Report) -> Report {
+/// served answer is the only one recorded (it would hold itself to
+/// itself), and held to the gates.
+fn shadow_report(mut report: Report, gates: &[crate::gate::Gate]) -> Report {
     report.fidelity = None;
+    report.apply_gates(gates);
     report
 }
 

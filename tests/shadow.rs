@@ -133,6 +133,7 @@ where
             report_every: Some(Duration::from_millis(200)),
             results_max_bytes,
             follow,
+            gates: vec![tandem::gate::Gate::parse("p", "parity >= 0%", None).unwrap()],
         },
         async {
             let _ = stopped.await;
@@ -190,6 +191,8 @@ async fn clients_get_legacy_and_the_report_names_new_s_differences() {
             tokio::time::sleep(Duration::from_millis(600)).await;
             let so_far = tandem::report::Report::load(&report).unwrap();
             assert_eq!(so_far.summary.total, 20, "judged so far");
+            assert_eq!(so_far.gates.len(), 1, "gates held on every report");
+            assert!(so_far.gates[0].passed);
             // A write is served, and not mirrored.
             let login = common::send(
                 &client,

@@ -229,6 +229,11 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
             out_dir: args.out.clone(),
             report_every: Some(args.report_every),
             follow,
+            gates: {
+                let mut gates = args.gates.gates();
+                gates.extend(args.extra_gates.iter().cloned());
+                gates
+            },
             results_max_bytes: args.results_max_mb * 1024 * 1024,
             kill_switch: args.kill_error_rate.map(|max_error_rate| KillSwitch {
                 max_error_rate,
@@ -254,9 +259,6 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     );
     let mut report = summary.report;
     report.run.duration_ms = started.elapsed().as_millis() as u64;
-    let mut gates = args.gates.gates();
-    gates.extend(args.extra_gates.iter().cloned());
-    report.apply_gates(&gates);
     let report_path = report.write_files(&args.out)?;
     finish(&Outcome::of(report, report_path), None)
 }
