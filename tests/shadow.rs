@@ -274,11 +274,16 @@ async fn mirrored_requests_are_marked_and_writes_need_asking() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_stack_down_or_slow_does_not_touch_the_clients() {
+async fn a_new_stack_down_slow_or_resetting_does_not_touch_the_clients() {
     let legacy = common::Echo::start().await;
     let down: SocketAddr = common::dead_port().await;
     let (slow, _) = witness(Duration::from_secs(5)).await;
-    for new in [format!("http://{down}"), slow] {
+    let resetting = common::resetting_server().await;
+    for new in [
+        format!("http://{down}"),
+        slow,
+        format!("http://{resetting}"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         let summary = shadowing(
