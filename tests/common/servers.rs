@@ -112,7 +112,9 @@ impl Server {
 
     /// The server's error log.
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        // What the server said before its own log was open goes to stderr.
+        read("error.log") + &read("stderr.log")
     }
 
     /// Waits until every port accepts, or panics with the error log.
@@ -140,12 +142,14 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free ports: all bound at once, then released, so that the
+/// kernel cannot hand the same one out twice (a server told to listen twice
+/// on one port exits at once).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// Lets the servers' unprivileged workers (www-data, nobody) reach `dir`.
@@ -166,7 +170,7 @@ pub fn nginx(dir: &Path, pki: &Pki) -> Server {
     let dir = dir.join("nginx");
     std::fs::create_dir_all(&dir).unwrap();
     open_to_workers(&dir);
-    let (tls_h1, tls_h2, h2c, mtls) = (free_port(), free_port(), free_port(), free_port());
+    let [tls_h1, tls_h2, h2c, mtls] = free_ports();
     let answer = r#"location / { default_type application/json; return 200 '{"method":"$request_method","target":"$request_uri"}\n'; }"#;
     let tls = format!(
         "ssl_certificate {}; ssl_certificate_key {};",
@@ -195,7 +199,7 @@ pub fn nginx(dir: &Path, pki: &Pki) -> Server {
     let child = Command::new("nginx")
         .args(["-c", path.to_str().unwrap(), "-g", "daemon off;"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
         .spawn()
         .expect("nginx (.ci/setup installs it)");
     Server {
@@ -216,7 +220,7 @@ pub fn apache(dir: &Path, pki: &Pki) -> Server {
     std::fs::create_dir_all(&www).unwrap();
     open_to_workers(&www);
     std::fs::write(www.join("ok.json"), "{\"ok\":true}\n").unwrap();
-    let (tls_h1, tls_h2, h2c) = (free_port(), free_port(), free_port());
+    let [tls_h1, tls_h2, h2c] = free_ports();
     let modules = "/usr/lib/apache2/modules";
     let d = dir.display();
     let tls = format!(
@@ -254,7 +258,7 @@ pub fn apache(dir: &Path, pki: &Pki) -> Server {
     let child = Command::new("apache2")
         .args(["-f", path.to_str().unwrap(), "-DFOREGROUND"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
         .spawn()
         .expect("apache2 (.ci/setup installs it)");
     Server {
