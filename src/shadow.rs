@@ -587,12 +587,14 @@ impl Mirror {
             error: None,
             unresolved: Vec::new(),
         });
-        let route =
-            crate::route::Route::of(&exchange.request.method, &exchange.request.target).to_string();
-        let followed = self
-            .follow
+        // The route is only needed to follow ids: most sessions do not.
+        let follow = self.follow.as_ref().map(|f| {
+            let route = crate::route::Route::of(&exchange.request.method, &exchange.request.target);
+            (f, route.to_string())
+        });
+        let followed = follow
             .as_ref()
-            .and_then(|f| f.rewrite(&route, &exchange.request));
+            .and_then(|(f, route)| f.rewrite(route, &exchange.request));
         let to_new = followed.as_ref().unwrap_or(&exchange.request);
         let (new, legacy2) =
             tokio::join!(self.attempt(&self.new, to_new, exchange.offset_us), async {
@@ -605,9 +607,10 @@ impl Mirror {
                 }
             });
         if let (Some(follow), Some(served), Some(theirs)) =
-            (&self.follow, &exchange.response, &new.response)
+            (&follow, &exchange.response, &new.response)
         {
-            follow.learn(&route, served, theirs);
+            let (follow, route) = follow;
+            follow.learn(route, served, theirs);
         }
         ExchangeResult {
             id: exchange.id,

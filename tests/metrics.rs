@@ -89,15 +89,6 @@ impl Drop for Prometheus {
     }
 }
 
-/// `N` distinct free ports, bound at once and then released, so that the
-/// kernel cannot hand one out twice.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_replay() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +96,7 @@ async fn prometheus_scrapes_a_replay() {
         demo::start(Flavor::Legacy).await.unwrap(),
         demo::start(Flavor::New).await.unwrap(),
     );
-    let [metrics_port, prometheus_port] = free_ports();
+    let [metrics_port, prometheus_port] = common::free_ports();
     let prometheus = Prometheus::start(dir.path(), metrics_port, prometheus_port);
     let out = dir.path().join("run");
     // 96 exchanges at 40/s: about 2.4 s, then 2 s more for a last scrape.
@@ -239,7 +230,7 @@ async fn prometheus_scrapes_a_replay() {
 async fn record_serves_metrics_of_what_it_records() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = common::Echo::start().await;
-    let [listen, metrics] = free_ports();
+    let [listen, metrics] = common::free_ports();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["record", "--listen", &format!("127.0.0.1:{listen}")])
         .args(["--upstream", &upstream.url()])

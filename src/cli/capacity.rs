@@ -92,30 +92,18 @@ pub(super) struct CapacityArgs {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
-/// `tandem capacity` on its own, to parse a scenario's `[capacity]`.
-#[derive(clap::Parser)]
-#[command(name = "tandem capacity")]
-struct Capacity {
-    #[command(flatten)]
-    args: CapacityArgs,
-}
-
 /// `tandem capacity`'s arguments (after `capacity`), parsed.
 pub(super) fn parse<I, T>(args: I) -> Result<CapacityArgs, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    use clap::Parser;
-    let argv = std::iter::once(std::ffi::OsString::from("capacity"))
-        .chain(args.into_iter().map(Into::into));
-    Ok(Capacity::try_parse_from(argv)?.args)
+    super::parse_alone("tandem capacity", args)
 }
 
 /// Every flag of `tandem capacity`: the keys of a scenario's `[capacity]`.
 pub fn flags() -> crate::scenario::Flags {
-    use clap::CommandFactory;
-    super::replay::flags_of(&Capacity::command())
+    super::flags_alone::<CapacityArgs>()
 }
 
 impl CapacityArgs {

@@ -179,6 +179,48 @@ fn parse_gate(text: &str) -> Result<crate::gate::Gate, String> {
     gate.windowed(over, abort).map_err(|e| e.why)
 }
 
+/// One command's arguments on their own: a scenario's, or a test's.
+#[derive(Parser)]
+struct Alone<A: Args> {
+    #[command(flatten)]
+    args: A,
+}
+
+/// `command`'s arguments (what follows `tandem NAME`), parsed alone.
+fn parse_alone<A, I, T>(command: &'static str, args: I) -> Result<A, clap::Error>
+where
+    A: Args + clap::FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let argv =
+        std::iter::once(std::ffi::OsString::from(command)).chain(args.into_iter().map(Into::into));
+    let matches = Alone::<A>::command()
+        .name(command)
+        .try_get_matches_from(argv)?;
+    Ok(Alone::<A>::from_arg_matches(&matches)?.args)
+}
+
+/// Every flag of a command, by long name, with how it takes a value: the
+/// keys a scenario (or its section) may hold.
+fn flags_alone<A: Args>() -> crate::scenario::Flags {
+    use crate::scenario::Takes;
+    use clap::{ArgAction, CommandFactory};
+    Alone::<A>::command()
+        .get_arguments()
+        .filter_map(|arg| {
+            let takes = match arg.get_action() {
+                ArgAction::SetTrue => Takes::Switch,
+                ArgAction::Append => Takes::Many,
+                ArgAction::Set => Takes::One,
+                _ => return None,
+            };
+            Some((arg.get_long()?.to_string(), takes))
+        })
+        .collect()
+}
+
 /// A rate between 0 and 1, e.g. for `--max-mismatch-rate`.
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
@@ -206,8 +248,6 @@ pub struct Outcome {
     /// Lines of the capture that could not be read, in line order; each
     /// names the file and line.
     pub unreadable: Vec<crate::capture::CaptureError>,
-    /// True when the replay was stopped early by the shutdown signal.
-    pub interrupted: bool,
 }
 
 impl Outcome {
@@ -217,7 +257,6 @@ impl Outcome {
             report,
             report_path,
             unreadable: Vec::new(),
-            interrupted: false,
         }
     }
 

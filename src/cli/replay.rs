@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::Args;
 
 use super::{finish, shutdown_signal, GateArgs, NoiseArgs, Outcome, TrustArgs};
 use crate::judge::{noise, Judge, JudgeOptions, NoiseThresholds};
@@ -311,14 +311,6 @@ impl ReplayArgs {
     }
 }
 
-/// `tandem replay` on its own, to parse its arguments apart from the rest.
-#[derive(Parser)]
-#[command(name = "tandem replay")]
-struct Replay {
-    #[command(flatten)]
-    args: ReplayArgs,
-}
-
 /// The job `tandem replay ARGS…` would run, from its arguments (after
 /// `replay`), without running it.
 pub fn job_from_args<I, T>(args: I) -> anyhow::Result<ReplayJob>
@@ -334,34 +326,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let argv =
-        std::iter::once(std::ffi::OsString::from("replay")).chain(args.into_iter().map(Into::into));
-    Ok(Replay::try_parse_from(argv)?.args)
+    super::parse_alone("tandem replay", args)
 }
 
 /// Every flag of `tandem replay`, by long name, with how it takes a value:
 /// the keys a scenario file may hold.
 pub fn flags() -> crate::scenario::Flags {
-    use clap::CommandFactory;
-    flags_of(&Replay::command())
-}
-
-/// A command's flags by long name, with how each takes a value.
-pub(super) fn flags_of(command: &clap::Command) -> crate::scenario::Flags {
-    use crate::scenario::Takes;
-    use clap::ArgAction;
-    command
-        .get_arguments()
-        .filter_map(|arg| {
-            let takes = match arg.get_action() {
-                ArgAction::SetTrue => Takes::Switch,
-                ArgAction::Append => Takes::Many,
-                ArgAction::Set => Takes::One,
-                _ => return None,
-            };
-            Some((arg.get_long()?.to_string(), takes))
-        })
-        .collect()
+    super::flags_alone::<ReplayArgs>()
 }
 
 /// `tandem replay`.
@@ -467,7 +438,6 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         report,
         report_path,
         unreadable: replayed.unreadable,
-        interrupted: replayed.interrupted,
     })
 }
 

@@ -103,30 +103,18 @@ pub(super) struct ShadowArgs {
     extra_gates: Vec<crate::gate::Gate>,
 }
 
-/// `tandem shadow` on its own, to parse a scenario's `[shadow]`.
-#[derive(clap::Parser)]
-#[command(name = "tandem shadow")]
-struct Shadow {
-    #[command(flatten)]
-    args: ShadowArgs,
-}
-
 /// `tandem shadow`'s arguments (after `shadow`), parsed.
 pub(super) fn parse<I, T>(args: I) -> Result<ShadowArgs, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    use clap::Parser;
-    let argv =
-        std::iter::once(std::ffi::OsString::from("shadow")).chain(args.into_iter().map(Into::into));
-    Ok(Shadow::try_parse_from(argv)?.args)
+    super::parse_alone("tandem shadow", args)
 }
 
 /// Every flag of `tandem shadow`: the keys of a scenario's `[shadow]`.
 pub fn flags() -> crate::scenario::Flags {
-    use clap::CommandFactory;
-    super::replay::flags_of(&Shadow::command())
+    super::flags_alone::<ShadowArgs>()
 }
 
 impl ShadowArgs {

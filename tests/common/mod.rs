@@ -425,3 +425,13 @@ pub async fn demo_run(
     let outcome = tandem::cli::demo::run(&options).await.unwrap();
     (options, outcome.replay.report)
 }
+
+/// `N` distinct free ports: all bound at once, then released, so that the
+/// kernel cannot hand the same one out twice (a server told to listen twice
+/// on one port exits at once).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}

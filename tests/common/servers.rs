@@ -142,16 +142,6 @@ impl Drop for Server {
     }
 }
 
-/// `N` distinct free ports: all bound at once, then released, so that the
-/// kernel cannot hand the same one out twice (a server told to listen twice
-/// on one port exits at once).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
-}
-
 /// Lets the servers' unprivileged workers (www-data, nobody) reach `dir`.
 fn open_to_workers(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -170,7 +160,7 @@ pub fn nginx(dir: &Path, pki: &Pki) -> Server {
     let dir = dir.join("nginx");
     std::fs::create_dir_all(&dir).unwrap();
     open_to_workers(&dir);
-    let [tls_h1, tls_h2, h2c, mtls] = free_ports();
+    let [tls_h1, tls_h2, h2c, mtls] = super::free_ports();
     let answer = r#"location / { default_type application/json; return 200 '{"method":"$request_method","target":"$request_uri"}\n'; }"#;
     let tls = format!(
         "ssl_certificate {}; ssl_certificate_key {};",
@@ -220,7 +210,7 @@ pub fn apache(dir: &Path, pki: &Pki) -> Server {
     std::fs::create_dir_all(&www).unwrap();
     open_to_workers(&www);
     std::fs::write(www.join("ok.json"), "{\"ok\":true}\n").unwrap();
-    let [tls_h1, tls_h2, h2c] = free_ports();
+    let [tls_h1, tls_h2, h2c] = super::free_ports();
     let modules = "/usr/lib/apache2/modules";
     let d = dir.display();
     let tls = format!(
