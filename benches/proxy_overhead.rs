@@ -172,7 +172,7 @@ async fn shadow_proxy(
         kill_switch: None,
         report_every: None,
         results_max_bytes: u64::MAX,
-        follow: None,
+        follow: tandem::shadow::Following::Off,
         gates: Vec::new(),
     };
     let run = tokio::spawn(tandem::shadow::shadow(config, async {

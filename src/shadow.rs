@@ -62,16 +62,42 @@ pub struct ShadowConfig {
     pub kill_switch: Option<KillSwitch>,
     /// Write the report of what was judged so far this often.
     pub report_every: Option<Duration>,
-    /// Links between answers and later requests (learned from an earlier
-    /// capture, and the rules' `[[correlate]]`): the new stack's own ids
-    /// and tokens are then followed, and each session mirrored in order.
-    pub follow: Option<Arc<crate::correlate::Correlation>>,
+    /// Whether and by which links the new stack's (and legacy-2's) own ids
+    /// and tokens are followed.
+    pub follow: Following,
     /// The gates every report (periodic and final) is held to; windowed
     /// ones read the session's series so far.
     pub gates: Vec<crate::gate::Gate>,
     /// Past this size the results file is set aside (`results.1.jsonl`,
     /// the older ones shifted, [`RESULTS_KEPT`] kept) and a new one begun.
     pub results_max_bytes: u64,
+}
+
+/// How the mirror follows each stack's own ids and tokens: what a stack
+/// answered at a link's producer place stands for what legacy answered
+/// there, and later requests carrying legacy's value go to that stack with
+/// its own. Each session is then mirrored in order.
+pub enum Following {
+    /// Requests go to the mirror targets as served.
+    Off,
+    /// By these links (learned from an earlier capture, with the rules'
+    /// `[[correlate]]`).
+    Links(Arc<crate::correlate::Correlation>),
+    /// By links learned from the first exchanges served: the warm-up, which
+    /// is not mirrored, nor are later exchanges of its sessions (they would
+    /// carry values the mirror targets never issued).
+    Learn(Warmup),
+}
+
+/// How long shadowing learns links before it mirrors.
+pub struct Warmup {
+    /// Exchanges served, at most.
+    pub exchanges: usize,
+    /// Time, at most: a quiet service still starts mirroring.
+    pub longest: Duration,
+    /// The rules' `[[correlate]]` and `[[time_shift]]`, added to what is
+    /// learned.
+    pub written: crate::correlate::Written,
 }
 
 /// Results files set aside by size, at most (besides the current one).
@@ -109,6 +135,8 @@ pub struct ShadowSummary {
     pub unsampled: u64,
     /// Not mirrored: the kill switch was open.
     pub killed: u64,
+    /// Not mirrored: served in the warm-up, or of a session that began in it.
+    pub warmup: u64,
     /// Times the kill switch opened, and closed again.
     pub trips: (u64, u64),
     /// The report, also written to the run directory.
@@ -122,6 +150,7 @@ struct Counts {
     writes_skipped: AtomicU64,
     unsampled: AtomicU64,
     killed: AtomicU64,
+    warmup: AtomicU64,
     /// The kill switch is open: only probes go.
     paused: std::sync::atomic::AtomicBool,
     probes: AtomicU64,
@@ -162,10 +191,34 @@ pub async fn shadow(
     let gates = Arc::new(gates);
     let counts = Arc::new(Counts::default());
     let (copies, mut incoming) = mpsc::channel::<Exchange>(queue.max(1));
+    let links = Arc::new(std::sync::OnceLock::new());
+    let (warm, warmup) = match follow {
+        Following::Off => (None, None),
+        Following::Links(correlation) => {
+            let _ = links.set(correlation);
+            (None, None)
+        }
+        Following::Learn(warmup) => (Some(Arc::new(Warm::new(warmup.exchanges))), Some(warmup)),
+    };
+    let following = !matches!((&warm, links.get()), (None, None));
     proxy.on_answered = Some(Arc::new({
-        let counts = counts.clone();
-        move |exchange: &Exchange| offer(exchange, &copies, &counts, mirror_writes, sample_percent)
+        let (counts, warm) = (counts.clone(), warm.clone());
+        move |exchange: &Exchange| {
+            if warm.as_ref().is_some_and(|w| w.holds(exchange)) {
+                counts.warmup.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            offer(exchange, &copies, &counts, mirror_writes, sample_percent)
+        }
     }));
+    let learning = match (warm, warmup) {
+        (Some(warm), Some(warmup)) => Some(tokio::spawn(warm.learn(
+            warmup,
+            links.clone(),
+            judge.run.started_at_unix_us,
+        ))),
+        _ => None,
+    };
 
     let results_header = results::ResultsHeader {
         format: results::FORMAT.to_string(),
@@ -182,10 +235,6 @@ pub async fn shadow(
     // Followed ids and tokens are equal for the differ when they stand for
     // the same value of legacy's: legacy's served answer plays the
     // recorded one.
-    let mut judge = judge;
-    if follow.is_some() {
-        judge.correlation = follow.clone();
-    }
     let mut judged = Judged {
         judge: Judge::new(judge)?,
         writer,
@@ -194,6 +243,7 @@ pub async fn shadow(
         kill_switch,
         window: Window::default(),
         counts: counts.clone(),
+        links: following.then(|| links.clone()),
         rotation: Rotation {
             dir: out_dir.clone(),
             header: results_header,
@@ -208,7 +258,7 @@ pub async fn shadow(
         header,
         timeout,
         started: Instant::now(),
-        follow: follow.clone().map(Follow::new),
+        follow: following.then(|| Follow::new(links.clone())),
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
     let deadline = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
@@ -278,6 +328,10 @@ pub async fn shadow(
     });
 
     let recorded = record_proxy(proxy, sink, shutdown).await?;
+    if let Some(learning) = learning {
+        // Stopped in the warm-up: nothing was mirrored.
+        learning.abort();
+    }
     // The proxy has drained and dropped the hook: the queue ends once empty,
     // within `drain`; what is still queued then is dropped and counted.
     *deadline.lock().expect("deadline lock") = Some(tokio::time::Instant::now() + drain);
@@ -292,6 +346,7 @@ pub async fn shadow(
         writes_skipped: counts.writes_skipped.load(Ordering::Relaxed),
         unsampled: counts.unsampled.load(Ordering::Relaxed),
         killed: counts.killed.load(Ordering::Relaxed),
+        warmup: counts.warmup.load(Ordering::Relaxed),
         trips: (
             counts.opened.load(Ordering::Relaxed),
             counts.closed.load(Ordering::Relaxed),
@@ -349,8 +404,13 @@ struct Judged {
     kill_switch: Option<KillSwitch>,
     window: Window,
     counts: Arc<Counts>,
+    /// The links followed, once known: the judge settles by them.
+    links: Option<Links>,
     rotation: Rotation,
 }
+
+/// Links followed, set once: at start, or at the warm-up's end.
+type Links = Arc<std::sync::OnceLock<Arc<crate::correlate::Correlation>>>;
 
 /// The results file set aside by size: a shadowing session runs for days.
 struct Rotation {
@@ -427,6 +487,10 @@ impl Judged {
     }
 
     fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
+        if let Some(correlation) = self.links.as_ref().and_then(|l| l.get()).cloned() {
+            self.judge.follow(correlation);
+            self.links = None;
+        }
         self.mirrored += 1;
         self.watch(result);
         let keep = match self.judge.add(result) {
@@ -509,57 +573,69 @@ impl Sessions {
     }
 }
 
-/// The new stack's own ids and tokens, followed by value: what legacy's
-/// answer gave at a link's producer place stands for what new's gave
-/// there, and later requests carrying it are sent to new with new's.
+/// The mirror targets' own ids and tokens, followed by value: what
+/// legacy's answer gave at a link's producer place stands for what a mirror
+/// target's gave there, and later requests carrying it are sent to that
+/// target with its own.
 struct Follow {
-    correlation: Arc<crate::correlate::Correlation>,
-    values: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
+    links: Links,
+    /// Per mirror target (new, legacy-2): legacy's value, as JSON text, to
+    /// the target's.
+    values: [std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>; 2],
 }
 
-/// Values followed, at most: past it the map starts afresh (a shadowing
-/// session runs for days; old ids are rarely read again).
+/// The mirror targets, as [`Follow`] indexes them.
+#[derive(Clone, Copy)]
+enum Mirrored {
+    New = 0,
+    Legacy2 = 1,
+}
+
+/// Values followed per target, at most: past it the map starts afresh (a
+/// shadowing session runs for days; old ids are rarely read again).
 const FOLLOWED: usize = 1_000_000;
 
 impl Follow {
-    fn new(correlation: Arc<crate::correlate::Correlation>) -> Follow {
+    fn new(links: Links) -> Follow {
         Follow {
-            correlation,
+            links,
             values: Default::default(),
         }
     }
 
-    /// Notes what new's answer gave where legacy's gave a value later
-    /// requests carry.
-    fn learn(&self, route: &str, legacy: &Response, new: &Response) {
+    /// Notes what `target` answered where legacy's answer gave a value
+    /// later requests carry.
+    fn learn(&self, target: Mirrored, route: &str, legacy: &Response, theirs: &Response) {
         use crate::correlate::places::{answer_value, key_of};
-        let mut values = self.values.lock().expect("followed values");
-        for link in self
-            .correlation
-            .links
-            .iter()
-            .filter(|l| l.producer == route)
-        {
-            let theirs = answer_value(&legacy.headers, &legacy.body, &link.from);
-            let ours = answer_value(&new.headers, &new.body, &link.from);
-            if let (Some(key), Some(ours)) = (theirs.as_ref().and_then(key_of), ours) {
+        let Some(correlation) = self.links.get() else {
+            return;
+        };
+        let mut values = self.values[target as usize]
+            .lock()
+            .expect("followed values");
+        for link in correlation.links.iter().filter(|l| l.producer == route) {
+            let legacy = answer_value(&legacy.headers, &legacy.body, &link.from);
+            let theirs = answer_value(&theirs.headers, &theirs.body, &link.from);
+            if let (Some(key), Some(theirs)) = (legacy.as_ref().and_then(key_of), theirs) {
                 if values.len() >= FOLLOWED {
                     values.clear();
                 }
-                values.insert(key, ours);
+                values.insert(key, theirs);
             }
         }
     }
 
-    /// `request` with the values legacy issued replaced by new's, if any.
+    /// `request` with the values legacy issued replaced by `target`'s, if
+    /// any.
     fn rewrite(
         &self,
+        target: Mirrored,
         route: &str,
         request: &crate::capture::Request,
     ) -> Option<crate::capture::Request> {
         use crate::correlate::places::{key_of, request_values, rewritten};
-        let places: Vec<_> = self
-            .correlation
+        let correlation = self.links.get()?;
+        let places: Vec<_> = correlation
             .links
             .iter()
             .filter(|l| l.consumer == route)
@@ -568,13 +644,120 @@ impl Follow {
         if places.is_empty() {
             return None;
         }
-        let values = self.values.lock().expect("followed values");
+        let values = self.values[target as usize]
+            .lock()
+            .expect("followed values");
         let swaps: Vec<_> = request_values(request)
             .into_iter()
             .filter(|(place, _)| places.contains(&place))
             .filter_map(|(place, value)| Some((place, values.get(&key_of(&value)?)?.clone())))
             .collect();
         (!swaps.is_empty()).then(|| rewritten(request, &swaps))
+    }
+}
+
+/// The warm-up of [`Following::Learn`]: what is served is kept for
+/// learning, and its sessions are noted, until enough is kept or time is
+/// up; then links are learned and mirroring begins, for new sessions only.
+struct Warm {
+    phase: std::sync::atomic::AtomicU8,
+    kept: std::sync::Mutex<WarmKept>,
+    /// Sessions of the warm-up, fixed at its end.
+    sessions: std::sync::OnceLock<std::collections::HashSet<String>>,
+    limit: usize,
+    full: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct WarmKept {
+    exchanges: Vec<Exchange>,
+    sessions: std::collections::HashSet<String>,
+}
+
+/// [`Warm`]'s phases: keeping exchanges, learning from them, following.
+const KEEPING: u8 = 0;
+const LEARNING: u8 = 1;
+const FOLLOWING: u8 = 2;
+
+impl Warm {
+    fn new(limit: usize) -> Warm {
+        Warm {
+            phase: KEEPING.into(),
+            kept: Default::default(),
+            sessions: Default::default(),
+            limit: limit.max(1),
+            full: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether `exchange` is held back from the mirror: it is served in
+    /// the warm-up (and kept for learning) or belongs to a session that
+    /// began in it.
+    fn holds(&self, exchange: &Exchange) -> bool {
+        let of_warmup = || {
+            self.sessions
+                .get()
+                .is_some_and(|s| s.contains(&exchange.session))
+        };
+        if self.phase.load(Ordering::Acquire) == FOLLOWING {
+            return of_warmup();
+        }
+        let mut kept = self.kept.lock().expect("warm-up");
+        match self.phase.load(Ordering::Acquire) {
+            FOLLOWING => {
+                drop(kept);
+                return of_warmup();
+            }
+            KEEPING if kept.exchanges.len() < self.limit => {
+                kept.exchanges.push(exchange.clone());
+                if kept.exchanges.len() == self.limit {
+                    self.full.notify_one();
+                }
+            }
+            _ => {}
+        }
+        if !kept.sessions.contains(&exchange.session) {
+            kept.sessions.insert(exchange.session.clone());
+        }
+        true
+    }
+
+    /// Waits for the warm-up's end, learns links from what it kept (off the
+    /// async threads: the proxy serves on), and starts following.
+    async fn learn(self: Arc<Self>, warmup: Warmup, links: Links, started_at_unix_us: u64) {
+        tokio::select! {
+            () = self.full.notified() => {}
+            () = tokio::time::sleep(warmup.longest) => {}
+        }
+        let exchanges = {
+            let mut kept = self.kept.lock().expect("warm-up");
+            self.phase.store(LEARNING, Ordering::Release);
+            std::mem::take(&mut kept.exchanges)
+        };
+        let served = exchanges.len();
+        let learned = tokio::task::spawn_blocking(move || {
+            crate::correlate::learn_exchanges(exchanges, started_at_unix_us, &warmup.written)
+        })
+        .await;
+        let correlation = match learned {
+            Ok(Ok(correlation)) => correlation,
+            Ok(Err(e)) => {
+                tracing::error!("following: no links learned: {e:#}");
+                crate::correlate::Correlation::default()
+            }
+            Err(e) => {
+                tracing::error!("following: learning failed: {e}");
+                crate::correlate::Correlation::default()
+            }
+        };
+        tracing::info!(
+            "following: {} links learned from the {served} exchanges of the warm-up; mirroring new sessions",
+            correlation.links.len()
+        );
+        let _ = links.set(Arc::new(correlation));
+        let mut kept = self.kept.lock().expect("warm-up");
+        let _ = self.sessions.set(std::mem::take(&mut kept.sessions));
+        self.phase.store(FOLLOWING, Ordering::Release);
     }
 }
 
@@ -592,25 +775,36 @@ impl Mirror {
             let route = crate::route::Route::of(&exchange.request.method, &exchange.request.target);
             (f, route.to_string())
         });
-        let followed = follow
-            .as_ref()
-            .and_then(|(f, route)| f.rewrite(route, &exchange.request));
-        let to_new = followed.as_ref().unwrap_or(&exchange.request);
+        let rewritten = |target| {
+            follow
+                .as_ref()
+                .and_then(|(f, route)| f.rewrite(target, route, &exchange.request))
+        };
+        let (for_new, for_legacy2) = (rewritten(Mirrored::New), rewritten(Mirrored::Legacy2));
+        let to_new = for_new.as_ref().unwrap_or(&exchange.request);
+        let to_legacy2 = for_legacy2.as_ref().unwrap_or(&exchange.request);
         let (new, legacy2) =
             tokio::join!(self.attempt(&self.new, to_new, exchange.offset_us), async {
                 match &self.legacy2 {
-                    Some(target) => Some(
-                        self.attempt(target, &exchange.request, exchange.offset_us)
-                            .await,
-                    ),
+                    Some(target) => {
+                        Some(self.attempt(target, to_legacy2, exchange.offset_us).await)
+                    }
                     None => None,
                 }
             });
-        if let (Some(follow), Some(served), Some(theirs)) =
-            (&follow, &exchange.response, &new.response)
-        {
-            let (follow, route) = follow;
-            follow.learn(route, served, theirs);
+        if let (Some((follow, route)), Some(served)) = (&follow, &exchange.response) {
+            let answers = [
+                (Mirrored::New, new.response.as_ref()),
+                (
+                    Mirrored::Legacy2,
+                    legacy2.as_ref().and_then(|a| a.response.as_ref()),
+                ),
+            ];
+            for (target, answer) in answers {
+                if let Some(theirs) = answer {
+                    follow.learn(target, route, served, theirs);
+                }
+            }
         }
         ExchangeResult {
             id: exchange.id,

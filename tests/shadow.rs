@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tandem::demo::{self, Flavor};
 use tandem::judge::JudgeOptions;
 use tandem::record::{ProxyConfig, Sink};
-use tandem::shadow::{shadow, KillSwitch, ShadowConfig, ShadowSummary};
+use tandem::shadow::{shadow, Following, KillSwitch, ShadowConfig, ShadowSummary, Warmup};
 use tandem::target::Target;
 use tokio::net::TcpListener;
 
@@ -71,13 +71,14 @@ where
         mirror_writes,
         kill_switch,
         results_max_bytes,
-        None,
+        (Following::Off, None),
         clients,
     )
     .await
 }
 
-/// [`shadowing`], following the new stack's ids and tokens with `follow`.
+/// [`shadowing`], following the new stack's ids and tokens by `follow`, and
+/// mirroring to a second legacy instance if one is named.
 #[allow(clippy::too_many_arguments)]
 async fn shadowing_with<F, Fut>(
     dir: &std::path::Path,
@@ -86,7 +87,7 @@ async fn shadowing_with<F, Fut>(
     mirror_writes: bool,
     kill_switch: Option<KillSwitch>,
     results_max_bytes: u64,
-    follow: Option<std::sync::Arc<tandem::correlate::Correlation>>,
+    (follow, legacy2): (Following, Option<&str>),
     clients: F,
 ) -> ShadowSummary
 where
@@ -116,9 +117,10 @@ where
             proxy,
             sink,
             new: new.parse().unwrap(),
-            legacy2: None,
+            legacy2: legacy2.map(|l| l.parse().unwrap()),
             judge: JudgeOptions {
                 rules: Some("scenarios/demo.rules.toml".into()),
+                legacy2: legacy2.map(str::to_string),
                 ..Default::default()
             },
             mirror_writes,
@@ -530,16 +532,14 @@ async fn the_new_stack_s_own_ids_and_tokens_are_followed() {
     .unwrap();
     let links = tandem::correlate::learn(&learn_from, &Default::default()).unwrap();
     let links = std::sync::Arc::new(links);
-    for follow in [Some(links), None] {
+    for follow in [Following::Links(links), Following::Off] {
         let (legacy, new) = (
             demo::start(Flavor::Legacy).await.unwrap(),
             demo::start(Flavor::New).await.unwrap(),
         );
-        let run = dir
-            .path()
-            .join(if follow.is_some() { "followed" } else { "not" });
+        let following = matches!(follow, Following::Links(_));
+        let run = dir.path().join(if following { "followed" } else { "not" });
         std::fs::create_dir_all(&run).unwrap();
-        let following = follow.is_some();
         let summary = shadowing_with(
             &run,
             &legacy.url(),
@@ -547,48 +547,8 @@ async fn the_new_stack_s_own_ids_and_tokens_are_followed() {
             true,
             None,
             u64::MAX,
-            follow,
-            |proxy| async move {
-                let client = tandem::http::client(Duration::from_secs(5));
-                let json = [("content-type", "application/json")];
-                let login = common::send(
-                    &client,
-                    &format!("{proxy}/api/login"),
-                    "POST",
-                    &json,
-                    Bytes::from_static(b"{\"user\":\"u1\"}"),
-                )
-                .await;
-                let token: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
-                let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
-                let auth = [
-                    ("content-type", "application/json"),
-                    ("authorization", bearer.as_str()),
-                ];
-                let order = br#"{"customer":"guest7","items":[{"product_id":3,"qty":2}]}"#;
-                let created = common::send(
-                    &client,
-                    &format!("{proxy}/api/orders"),
-                    "POST",
-                    &auth,
-                    Bytes::from_static(order),
-                )
-                .await;
-                assert_eq!(created.status, 201);
-                let id: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
-                let read = common::send(
-                    &client,
-                    &format!("{proxy}/api/orders/{}", id["id"]),
-                    "GET",
-                    &auth,
-                    Bytes::new(),
-                )
-                .await;
-                assert_eq!(
-                    read.status, 200,
-                    "the client reads legacy's order either way"
-                );
-            },
+            (follow, None),
+            |proxy| async move { order_flow(&proxy).await },
         )
         .await;
         let groups: Vec<String> = summary
@@ -627,4 +587,133 @@ async fn the_new_stack_s_own_ids_and_tokens_are_followed() {
         legacy.stop().await;
         new.stop().await;
     }
+}
+
+/// One client's order flow through the proxy, on a connection of its own
+/// (the proxy's session key): log in, create an order, read it back.
+async fn order_flow(proxy: &str) {
+    let client = tandem::http::client(Duration::from_secs(5));
+    let json = [("content-type", "application/json")];
+    let login = common::send(
+        &client,
+        &format!("{proxy}/api/login"),
+        "POST",
+        &json,
+        Bytes::from_static(b"{\"user\":\"u1\"}"),
+    )
+    .await;
+    let token: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    order_and_read(proxy, &client, &bearer).await;
+}
+
+/// Creates an order with `bearer` and reads it back.
+async fn order_and_read(proxy: &str, client: &tandem::http::Client, bearer: &str) {
+    let auth = [
+        ("content-type", "application/json"),
+        ("authorization", bearer),
+    ];
+    let order = br#"{"customer":"guest7","items":[{"product_id":3,"qty":2}]}"#;
+    let created = common::send(
+        client,
+        &format!("{proxy}/api/orders"),
+        "POST",
+        &auth,
+        Bytes::from_static(order),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let id: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+    let read = common::send(
+        client,
+        &format!("{proxy}/api/orders/{}", id["id"]),
+        "GET",
+        &auth,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        read.status, 200,
+        "the client reads legacy's order either way"
+    );
+}
+
+/// With `--follow`, links are learned from the warm-up's served traffic;
+/// sessions that begin after it are mirrored with new's and legacy-2's own
+/// tokens and order ids (each instance issues its own), and a session that
+/// began in the warm-up is not mirrored at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_learned_from_the_live_traffic_are_followed_on_new_and_legacy_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, legacy2, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    // One straddling login, then four whole flows: 13 exchanges.
+    let warmup = Warmup {
+        exchanges: 13,
+        longest: Duration::from_secs(60),
+        written: Default::default(),
+    };
+    let summary = shadowing_with(
+        dir.path(),
+        &legacy.url(),
+        &new.url(),
+        true,
+        None,
+        u64::MAX,
+        (Following::Learn(warmup), Some(&legacy2.url())),
+        |proxy| async move {
+            let straddler = tandem::http::client(Duration::from_secs(5));
+            let login = common::send(
+                &straddler,
+                &format!("{proxy}/api/login"),
+                "POST",
+                &[("content-type", "application/json")],
+                Bytes::from_static(b"{\"user\":\"u9\"}"),
+            )
+            .await;
+            let token: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
+            for _ in 0..4 {
+                order_flow(&proxy).await;
+            }
+            // Links are learned off the async threads; mirroring begins then.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for _ in 0..3 {
+                order_flow(&proxy).await;
+            }
+            let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+            order_and_read(&proxy, &straddler, &bearer).await;
+        },
+    )
+    .await;
+    assert_eq!(summary.warmup, 15, "13 kept, then the straddler's 2");
+    assert_eq!(summary.mirrored, 9, "three flows after the warm-up");
+    let report = &summary.report;
+    let links = &report.correlation.as_ref().expect("links followed").links;
+    assert!(
+        links
+            .iter()
+            .any(|l| l.to == tandem::correlate::places::Place::Bearer),
+        "the token's link: {links:?}"
+    );
+    assert!(
+        report.mismatch_groups.is_empty(),
+        "{:?}",
+        report.mismatch_groups
+    );
+    assert_eq!(report.summary.matched, 9);
+    let noise = report.learned_noise.as_ref().expect("legacy-2 mirrored");
+    let evidence = noise.evidence.as_ref().expect("counts kept");
+    let compared: u64 = evidence.compared.iter().map(|c| c.count).sum();
+    assert_eq!(compared, 9);
+    assert!(
+        evidence.legacy_differences.is_empty(),
+        "legacy-2 got its own token and order ids: {:?}",
+        evidence.legacy_differences
+    );
+    legacy.stop().await;
+    legacy2.stop().await;
+    new.stop().await;
 }

@@ -14,7 +14,7 @@ use super::{finish, shutdown_signal, GateArgs, Outcome};
 use crate::judge::JudgeOptions;
 use crate::record::{ProxyConfig, Sink};
 use crate::report::RunInfo;
-use crate::shadow::{shadow, KillSwitch, ShadowConfig};
+use crate::shadow::{shadow, Following, KillSwitch, ShadowConfig, Warmup};
 use crate::target::Target;
 
 #[derive(Debug, Args)]
@@ -86,8 +86,20 @@ pub(super) struct ShadowArgs {
     /// answers and later requests learned from this earlier capture (a
     /// recording, or an earlier session's served.jsonl.gz) and the rules'
     /// [[correlate]]; each session is then mirrored in order.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     learn_from: Option<PathBuf>,
+    /// Follow the new stack's (and legacy-2's) own ids and tokens, with links
+    /// learned from the live traffic: the first --warmup-exchanges served
+    /// (or what --warmup-time serves) are kept, not mirrored, and learned
+    /// from; then sessions that began after the warm-up are mirrored.
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: exchanges served in the warm-up, at most.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    warmup_exchanges: u64,
+    /// With --follow: the warm-up's length, at most.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    warmup_time: Duration,
     /// Set the results file aside past this many MiB (results.1.jsonl …
     /// results.4.jsonl kept) and begin a new one.
     #[arg(long, default_value_t = 256)]
@@ -174,9 +186,20 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let follow = match &args.learn_from {
-        Some(capture) => super::replay::correlation(true, capture, args.rules.as_deref())?,
-        None => None,
+    let follow = match (&args.learn_from, args.follow) {
+        (Some(capture), _) => Following::Links(
+            super::replay::correlation(true, capture, args.rules.as_deref())?
+                .context("links are learned when asked")?,
+        ),
+        (None, true) => Following::Learn(Warmup {
+            exchanges: args.warmup_exchanges as usize,
+            longest: args.warmup_time,
+            written: match &args.rules {
+                Some(path) => crate::correlate::rules_in(path)?,
+                None => Default::default(),
+            },
+        }),
+        (None, false) => Following::Off,
     };
     let judge = JudgeOptions {
         metrics,
@@ -233,14 +256,15 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     .await?;
     println!(
         "served {} exchanges (recorded into {}); mirrored {}, {} dropped (queue full or stopped), \
-         {} writes not mirrored, {} outside the sample, {} while the kill switch was open \
-         (opened {} times, closed {})",
+         {} writes not mirrored, {} outside the sample, {} of the warm-up, {} while the kill \
+         switch was open (opened {} times, closed {})",
         summary.recorded.exchanges,
         record.display(),
         summary.mirrored,
         summary.dropped,
         summary.writes_skipped,
         summary.unsampled,
+        summary.warmup,
         summary.killed,
         summary.trips.0,
         summary.trips.1

@@ -297,6 +297,19 @@ struct Pending {
 /// whole capture once; lines that cannot be read are left out here (the
 /// replay reports them).
 pub fn learn(capture: &Path, written: &Written) -> anyhow::Result<Correlation> {
+    let reader = CaptureReader::open(capture)?;
+    let recorded_at_us = reader.header().started_at_unix_us;
+    learn_exchanges(reader.flatten(), recorded_at_us, written)
+}
+
+/// Learns the links of `exchanges`, in recorded order, with the written
+/// rules added: [`learn`] over a capture, or shadowing over what it served
+/// in its warm-up. `recorded_at_us` is when they began (Unix µs).
+pub fn learn_exchanges(
+    exchanges: impl IntoIterator<Item = crate::capture::Exchange>,
+    recorded_at_us: u64,
+    written: &Written,
+) -> anyhow::Result<Correlation> {
     let rules = &written.correlate[..];
     let time_shifts = written
         .time_shift
@@ -325,9 +338,7 @@ pub fn learn(capture: &Path, written: &Written) -> anyhow::Result<Correlation> {
     let mut pending: Vec<Pending> = Vec::new();
     let mut routes: HashMap<String, (Arc<str>, Route)> = HashMap::new();
     let mut rule_used = vec![false; rules.len()];
-    let reader = CaptureReader::open(capture)?;
-    let recorded_at_us = reader.header().started_at_unix_us;
-    for exchange in reader.flatten() {
+    for exchange in exchanges {
         let request = &exchange.request;
         let template = crate::route::template(&request.target);
         let key = format!("{} {template}", request.method);

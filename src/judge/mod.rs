@@ -412,6 +412,15 @@ impl Judge {
         Verdict::Mismatched(mismatches.len())
     }
 
+    /// Judges from now on with `correlation` (links learned while the
+    /// results came, as shadowing learns them in its warm-up), unless it
+    /// already has links.
+    pub fn follow(&mut self, correlation: Arc<crate::correlate::Correlation>) {
+        if self.equivalence.is_none() {
+            self.equivalence = Some(correlation::Equivalence::new(correlation));
+        }
+    }
+
     /// The report of what was judged so far, the judge going on: what
     /// `tandem shadow` writes every `--report-every`.
     pub fn snapshot(&self) -> Report {
