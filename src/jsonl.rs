@@ -53,6 +53,8 @@ pub struct LineReader {
     lines: Box<dyn BufRead + Send>,
     line_no: u64,
     buf: String,
+    /// The line's bytes, before they are checked to be UTF-8.
+    raw: Vec<u8>,
     /// Set after a read failure: the stream cannot be trusted past it.
     failed: bool,
 }
@@ -82,6 +84,7 @@ impl LineReader {
             lines,
             line_no: 0,
             buf: String::new(),
+            raw: Vec::new(),
             failed: false,
         })
     }
@@ -151,11 +154,14 @@ impl LineReader {
         }
     }
 
+    /// Reads the next non-blank line into `buf`. A line that is not UTF-8
+    /// is an error of that line alone: reading goes on after it.
     fn next_line(&mut self) -> Result<bool, LineError> {
         loop {
             self.buf.clear();
+            self.raw.clear();
             self.line_no += 1;
-            let read = self.lines.read_line(&mut self.buf);
+            let read = self.lines.read_until(b'\n', &mut self.raw);
             let n = read.map_err(|cause| {
                 self.failed = true;
                 LineError::Read {
@@ -167,6 +173,15 @@ impl LineReader {
             if n == 0 {
                 return Ok(false);
             }
+            match std::str::from_utf8(&self.raw) {
+                Ok(text) => self.buf.push_str(text),
+                Err(e) => {
+                    return Err(self.malformed(format!(
+                        "not UTF-8 (an invalid byte at column {}); the line is skipped",
+                        e.valid_up_to() + 1
+                    )))
+                }
+            }
             if !self.buf.trim().is_empty() {
                 return Ok(true);
             }
@@ -174,13 +189,21 @@ impl LineReader {
     }
 }
 
+/// Lines are pushed to the file at least this often while they come.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Writes JSON Lines, gzip-compressed when the name ends in `.gz`.
 ///
-/// Call [`LineWriter::finish`]: a gzip stream that is not finished lacks its
-/// trailer.
+/// The file is written as `NAME.partial` and renamed to NAME by
+/// [`LineWriter::finish`], so that an existing NAME stays whole until the
+/// new one is, and a killed run leaves its lines in the partial file: they
+/// are pushed to it at least once a second while lines come.
 pub struct LineWriter {
     path: PathBuf,
-    sink: Sink,
+    partial: PathBuf,
+    flushed: std::time::Instant,
+    /// `None` once finished.
+    sink: Option<Sink>,
     lines: u64,
     bytes: u64,
     /// One line is serialized here, then written in one call: serde_json
@@ -201,8 +224,9 @@ impl LineWriter {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("{}: cannot create directory", dir.display()))?;
         }
-        let file =
-            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let partial = crate::output::partial_name(&path);
+        let file = File::create(&partial)
+            .with_context(|| format!("{}: cannot create", partial.display()))?;
         let buffered = BufWriter::with_capacity(256 * 1024, file);
         let sink = if path.extension().is_some_and(|e| e == "gz") {
             Sink::Gzip(GzEncoder::new(buffered, flate2::Compression::fast()))
@@ -211,7 +235,9 @@ impl LineWriter {
         };
         Ok(LineWriter {
             path,
-            sink,
+            partial,
+            flushed: std::time::Instant::now(),
+            sink: Some(sink),
             lines: 0,
             bytes: 0,
             line: Vec::with_capacity(4096),
@@ -225,21 +251,24 @@ impl LineWriter {
             .with_context(|| format!("{}: cannot serialize a line", self.path.display()))?;
         self.line.push(b'\n');
         self.sink
+            .as_mut()
+            .expect("not finished")
             .as_write()
             .write_all(&self.line)
             .with_context(|| format!("{}: write failed", self.path.display()))?;
         self.bytes += self.line.len() as u64;
         self.lines += 1;
+        if self.flushed.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
         Ok(())
     }
 
     /// Pushes buffered lines to the file, so that a crash loses little.
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        let path = &self.path;
-        self.sink
-            .as_write()
-            .flush()
-            .with_context(|| format!("{}: flush failed", path.display()))
+        self.flushed = std::time::Instant::now();
+        let result = self.sink().flush();
+        result.with_context(|| format!("{}: flush failed", self.partial.display()))
     }
 
     /// Bytes written so far, before compression.
@@ -252,18 +281,43 @@ impl LineWriter {
         self.lines
     }
 
-    /// The file being written.
+    /// The file being written, by the name it has once finished.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Flushes and closes the file, completing the gzip stream.
-    pub fn finish(self) -> anyhow::Result<()> {
-        let result = match self.sink {
+    /// Flushes and closes the file, completing the gzip stream, and gives
+    /// it its name.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let result = match self.sink.take().expect("finished once") {
             Sink::Plain(mut w) => w.flush(),
             Sink::Gzip(w) => w.finish().and_then(|mut inner| inner.flush()),
         };
-        result.with_context(|| format!("{}: closing failed", self.path.display()))
+        result.with_context(|| format!("{}: closing failed", self.partial.display()))?;
+        std::fs::rename(&self.partial, &self.path).with_context(|| {
+            format!(
+                "{}: cannot rename to {}",
+                self.partial.display(),
+                self.path.display()
+            )
+        })
+    }
+}
+
+impl LineWriter {
+    fn sink(&mut self) -> &mut dyn Write {
+        self.sink.as_mut().expect("not finished").as_write()
+    }
+}
+
+impl Drop for LineWriter {
+    /// Unfinished (an error stopped the writing): a partial file holding
+    /// only its header line is removed; one with more is kept, for what it
+    /// holds.
+    fn drop(&mut self) {
+        if self.sink.is_some() && self.lines <= 1 {
+            let _ = std::fs::remove_file(&self.partial);
+        }
     }
 }
 

@@ -55,6 +55,7 @@ pub mod http;
 pub mod jsonl;
 pub mod latency;
 pub mod metrics;
+pub mod output;
 pub mod route;
 pub mod server;
 pub mod target;

@@ -124,7 +124,12 @@ async fn corrupt_capture_line_is_named_and_exits_2() {
         .map(str::to_string)
         .collect();
     lines[7].truncate(40);
-    std::fs::write(&capture, lines.join("\n") + "\n").unwrap();
+    // Line 12: one byte that is not UTF-8, inside a JSON string.
+    let mut bytes = (lines.join("\n") + "\n").into_bytes();
+    let line_12: usize = lines[..11].iter().map(|l| l.len() + 1).sum();
+    let quote = line_12 + lines[11].find("\"method\"").unwrap() + 1;
+    bytes[quote] = 0xff;
+    std::fs::write(&capture, bytes).unwrap();
     let legacy = demo::start(Flavor::Legacy).await.unwrap();
     let out_dir = dir.path().join("run");
     let out = tandem(&[
@@ -147,12 +152,54 @@ async fn corrupt_capture_line_is_named_and_exits_2() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("1 capture lines could not be read"),
+        stderr.contains(&format!("{}: line 12: not UTF-8", capture.display())),
         "{stderr}"
     );
-    // The rest was replayed and reported.
+    assert!(
+        stderr.contains("2 input lines could not be read and were skipped"),
+        "{stderr}"
+    );
+    // The rest was replayed, and the skipped lines are in the report.
     let report = tandem::report::Report::load(&out_dir.join("report.json")).unwrap();
-    assert_eq!(report.summary.total, 199);
+    assert_eq!(report.summary.total, 198);
+    let unreadable = report.unreadable.expect("skipped lines reported");
+    assert_eq!(unreadable.lines, 2);
+    assert!(unreadable.examples[1].contains("line 12"), "{unreadable:?}");
+    let summary = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("2 input lines could not be read and were skipped"),
+        "{summary}"
+    );
+
+    // `tandem diff` skips a bad results line the same way, and goes on.
+    let results = out_dir.join("results.jsonl");
+    let mut bytes = std::fs::read(&results).unwrap();
+    let third = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(2)
+        .unwrap()
+        .0;
+    bytes[third + 3] = 0xfe;
+    std::fs::write(&results, bytes).unwrap();
+    let rejudged = dir.path().join("rejudged");
+    let out = tandem(&[
+        "diff",
+        out_dir.to_str().unwrap(),
+        "--out",
+        rejudged.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("{}: line 4: not UTF-8", results.display())),
+        "{}",
+        text(&out.stderr)
+    );
+    let report = tandem::report::Report::load(&rejudged.join("report.json")).unwrap();
+    assert_eq!(report.summary.total, 197);
+    assert_eq!(report.unreadable.unwrap().lines, 1);
     legacy.stop().await;
 }
 

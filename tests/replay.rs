@@ -11,7 +11,6 @@ use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::demo::{self, DemoOptions, Flavor};
 use tandem::diff::MismatchKind;
 use tandem::gate::Gate;
-use tandem::jsonl::LineError;
 use tandem::replay::{ReplayError, ReplayPlan};
 use tandem::report::Report;
 use tandem::results::ErrorKind;
@@ -256,15 +255,12 @@ async fn unreadable_requests_are_reported_once_whichever_engine_owns_them() {
     };
     for threads in [1, 2] {
         let outcome = replay(&run(threads), std::future::pending()).await.unwrap();
-        let unreadable = &outcome.unreadable;
-        let lines: Vec<u64> = unreadable.iter().map(|e| e.line()).collect();
-        assert_eq!(lines, [4, 5, 8], "{unreadable:?}");
-        assert!(
-            unreadable
-                .iter()
-                .all(|e| matches!(e, LineError::Malformed { path, .. } if *path == capture)),
-            "{unreadable:?}"
-        );
+        let unreadable = outcome.report.unreadable.as_ref().expect("reported");
+        assert_eq!(unreadable.lines, 3);
+        for (example, line) in unreadable.examples.iter().zip([4, 5, 8]) {
+            let named = format!("{}: line {line}: expected an exchange", capture.display());
+            assert!(example.starts_with(&named), "{unreadable:?}");
+        }
         assert_eq!(outcome.report.summary.total, 5, "threads {threads}");
     }
 }

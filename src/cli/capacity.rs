@@ -195,14 +195,14 @@ pub(super) async fn command(args: CapacityArgs) -> anyhow::Result<ExitCode> {
 
 fn write_files(report: &CapacityReport, out: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("capacity.json"),
+    crate::output::write(
+        &out.join("capacity.json"),
         serde_json::to_string_pretty(report)? + "\n",
     )?;
-    std::fs::write(out.join("capacity.md"), markdown(report))?;
+    crate::output::write(&out.join("capacity.md"), markdown(report))?;
     let mut page = Vec::new();
     crate::report::capacity_html(report, &mut page)?;
-    std::fs::write(out.join("capacity.html"), page)?;
+    crate::output::write(&out.join("capacity.html"), page)?;
     Ok(())
 }
 

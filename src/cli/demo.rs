@@ -79,7 +79,7 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         None => {
             let path = options.out_dir.join("demo.rules.toml");
             std::fs::create_dir_all(&options.out_dir)?;
-            std::fs::write(&path, demo::RULES)?;
+            crate::output::write(&path, demo::RULES)?;
             path
         }
     };

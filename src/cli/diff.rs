@@ -36,6 +36,18 @@ pub(super) struct DiffArgs {
 /// `tandem diff`.
 pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let results = args.run.join(crate::results::FILE_NAME);
+    let out = args.out.clone().unwrap_or(args.run.clone());
+    let mut inputs = vec![results.as_path()];
+    inputs.extend(args.rules.as_deref());
+    let outputs: Vec<PathBuf> = crate::report::FILE_NAMES
+        .iter()
+        .map(|name| out.join(name))
+        .chain(args.junit.clone())
+        .collect();
+    crate::output::refuse_overwriting(
+        &inputs,
+        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+    )?;
     let mut report = judge_results(
         &results,
         args.rules.as_deref(),
@@ -43,7 +55,5 @@ pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
         !args.no_correlate,
     )?;
     report.apply_gates(&args.gates.gates());
-    let out = args.out.unwrap_or(args.run);
-    let report_path = report.write_files(&out)?;
-    finish(&Outcome::of(report, report_path), args.junit.as_deref())
+    finish(&Outcome::write(report, &out), args.junit.as_deref())
 }

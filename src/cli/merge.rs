@@ -47,10 +47,10 @@ pub(super) fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&out)?;
     let mut markdown = Vec::new();
     comparison.markdown(&mut markdown)?;
-    std::fs::write(out.join("compare.md"), &markdown)?;
+    crate::output::write(&out.join("compare.md"), &markdown)?;
     let mut html = Vec::new();
     comparison.html(&mut html)?;
-    std::fs::write(out.join("compare.html"), html)?;
+    crate::output::write(&out.join("compare.html"), html)?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&markdown)?;
     writeln!(
@@ -82,8 +82,7 @@ pub(super) fn html(args: HtmlArgs) -> anyhow::Result<ExitCode> {
     let path = args.out.unwrap_or_else(|| args.run.join("report.html"));
     let mut page = Vec::new();
     crate::report::Html.render(&report, &mut page)?;
-    std::fs::write(&path, page)
-        .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
+    crate::output::write(&path, page)?;
     writeln!(std::io::stdout(), "report: {}", path.display())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -105,6 +104,12 @@ pub(super) struct MergeArgs {
 
 /// `tandem report merge`.
 pub(super) fn command(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let inputs: Vec<PathBuf> = args.runs.iter().map(|r| r.join("report.json")).collect();
+    let outputs = [args.out.join("report.json")];
+    crate::output::refuse_overwriting(
+        &inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &[&outputs[0]],
+    )?;
     let reports = args
         .runs
         .iter()
@@ -112,6 +117,5 @@ pub(super) fn command(args: MergeArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut report = merge(reports)?;
     report.apply_gates(&args.gates.gates());
-    let report_path = report.write_files(&args.out)?;
-    finish(&Outcome::of(report, report_path), args.junit.as_deref())
+    finish(&Outcome::write(report, &args.out), args.junit.as_deref())
 }

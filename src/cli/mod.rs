@@ -243,21 +243,17 @@ fn show_progress(no_progress: bool) -> bool {
 pub struct Outcome {
     /// The report, also written to `report_path`.
     pub report: Report,
-    /// Path of `report.json`.
-    pub report_path: PathBuf,
-    /// Lines of the capture that could not be read, in line order; each
-    /// names the file and line.
-    pub unreadable: Vec<crate::capture::CaptureError>,
+    /// Path of `report.json`, or why the report files could not be
+    /// written (the terminal summary is then all there is).
+    pub written: Result<PathBuf, anyhow::Error>,
 }
 
 impl Outcome {
-    /// A report written to `report_path`, from no replay.
-    fn of(report: Report, report_path: PathBuf) -> Outcome {
-        Outcome {
-            report,
-            report_path,
-            unreadable: Vec::new(),
-        }
+    /// `report`, written into `dir` if it can be: a full disk still leaves
+    /// the terminal summary, from memory.
+    fn write(report: Report, dir: &std::path::Path) -> Outcome {
+        let written = report.write_files(dir);
+        Outcome { report, written }
     }
 
     /// True when the run was not interrupted and every gate held.
@@ -310,7 +306,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 fn finish(outcome: &Outcome, junit: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     Terminal.render(&outcome.report, &mut out)?;
-    writeln!(out, "report: {}", outcome.report_path.display())?;
+    let report_path = match &outcome.written {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!(
+                "tandem: {e:#}; the report was not written (any earlier one is left whole), \
+                 and the summary above is all there is of it"
+            );
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    writeln!(out, "report: {}", report_path.display())?;
     if let Some(path) = junit {
         write_junit(&outcome.report, path)?;
         writeln!(out, "junit: {}", path.display())?;
@@ -318,13 +324,13 @@ fn finish(outcome: &Outcome, junit: Option<&std::path::Path>) -> anyhow::Result<
     if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
         append_step_summary(outcome, std::path::Path::new(&path))?;
     }
-    if !outcome.unreadable.is_empty() {
-        for line in &outcome.unreadable {
+    if let Some(unreadable) = &outcome.report.unreadable {
+        for line in &unreadable.examples {
             eprintln!("tandem: {line}");
         }
         eprintln!(
-            "tandem: {} capture lines could not be read and were not replayed",
-            outcome.unreadable.len()
+            "tandem: {} input lines could not be read and were skipped",
+            unreadable.lines
         );
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }
@@ -338,16 +344,7 @@ fn finish(outcome: &Outcome, junit: Option<&std::path::Path>) -> anyhow::Result<
 }
 
 fn write_junit(report: &Report, path: &std::path::Path) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
-    }
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("{}: cannot write", path.display()))?,
-    );
-    crate::report::Junit.render(report, &mut file)?;
-    file.flush()
-        .with_context(|| format!("{}: cannot write", path.display()))
+    crate::output::write_with(path, |out| Ok(crate::report::Junit.render(report, out)?))
 }
 
 /// GitHub's limit for one step's summary.
@@ -358,12 +355,12 @@ const STEP_SUMMARY_LIMIT: usize = 1 << 20;
 fn append_step_summary(outcome: &Outcome, path: &std::path::Path) -> anyhow::Result<()> {
     let used = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
     let room = STEP_SUMMARY_LIMIT.saturating_sub(used + 1);
-    let artifact = outcome
-        .report_path
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .display()
-        .to_string();
+    let artifact = match &outcome.written {
+        Ok(path) => path.parent().unwrap_or(std::path::Path::new(".")),
+        Err(_) => std::path::Path::new("(not written)"),
+    }
+    .display()
+    .to_string();
     let text = crate::report::step_summary(&outcome.report, &artifact, room);
     let mut file = std::fs::OpenOptions::new()
         .append(true)

@@ -257,6 +257,10 @@ pub(super) async fn packets(args: RecordArgs) -> anyhow::Result<ExitCode> {
 
 /// `tandem import`.
 pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    // The input is checked before the output is begun; the output replaces
+    // an existing file only when complete.
+    crate::output::refuse_overwriting(&[&args.file], &[&args.out])?;
+    crate::record::check_pcap(&args.file)?;
     let config = ImportConfig {
         file: args.file,
         assembly: AssemblyOptions {

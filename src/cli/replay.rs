@@ -4,7 +4,7 @@
 //! that they replay as a user does.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -191,6 +191,23 @@ pub struct ReplayJob {
 }
 
 impl ReplayJob {
+    /// Refuses a job whose outputs would overwrite its inputs (a capture
+    /// named `results.jsonl` in the run directory, the rules file as
+    /// `--write-rules`).
+    fn refuse_overwriting(&self) -> anyhow::Result<()> {
+        let mut inputs = vec![self.plan.capture.as_path()];
+        inputs.extend(self.rules.as_deref());
+        let outputs: Vec<PathBuf> = crate::report::FILE_NAMES
+            .iter()
+            .chain([&crate::results::FILE_NAME])
+            .map(|name| self.out_dir.join(name))
+            .chain(self.junit.clone())
+            .chain(self.write_rules.clone())
+            .collect();
+        let outputs: Vec<&Path> = outputs.iter().map(PathBuf::as_path).collect();
+        crate::output::refuse_overwriting(&inputs, &outputs)
+    }
+
     /// A job with no rules, no gate and default noise thresholds.
     pub fn new(plan: ReplayPlan, out_dir: PathBuf) -> ReplayJob {
         ReplayJob {
@@ -348,6 +365,7 @@ pub(super) async fn command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow::Result<Outcome> {
     // Everything is checked before a file is written or a request sent.
     job.plan.check()?;
+    job.refuse_overwriting()?;
     for gate in &job.gates {
         if let Some(over) = gate.over {
             anyhow::ensure!(
@@ -433,12 +451,8 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             .unwrap_or_default();
         noise::write_rules(path, report.learned_noise.as_ref(), &links, &plan.capture)?;
     }
-    let report_path = report.write_files(&job.out_dir)?;
-    Ok(Outcome {
-        report,
-        report_path,
-        unreadable: replayed.unreadable,
-    })
+    report.unreadable = crate::report::Unreadable::of(&replayed.unreadable);
+    Ok(Outcome::write(report, &job.out_dir))
 }
 
 /// Live metrics served while a run goes on.

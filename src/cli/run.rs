@@ -46,7 +46,7 @@ pub(super) async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
     job.gates.extend(scenario.gates.iter().cloned());
     if let Some((path, rules)) = inline_rules {
         std::fs::create_dir_all(&job.out_dir)?;
-        std::fs::write(&path, rules)?;
+        crate::output::write(&path, rules)?;
         job.rules = Some(path);
     }
     // Nothing runs, and nothing is sent, before every input is checked.

@@ -271,6 +271,5 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     );
     let mut report = summary.report;
     report.run.duration_ms = started.elapsed().as_millis() as u64;
-    let report_path = report.write_files(&args.out)?;
-    finish(&Outcome::of(report, report_path), None)
+    finish(&Outcome::write(report, &args.out), None)
 }

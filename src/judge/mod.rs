@@ -541,6 +541,7 @@ impl Judge {
             gates: Vec::new(),
             interrupted: false,
             aborted: watch.and_then(|w| w.aborted),
+            unreadable: None,
         }
     }
 }
@@ -722,10 +723,19 @@ pub fn judge_results(
         learn_routes: capture.exists().then(|| capture.clone()),
         abort: None,
     })?;
+    // A line that cannot be read is skipped and named, as the replay skips
+    // a capture's; a read failure (a truncated gzip stream) ends the file.
+    let mut unreadable = Vec::new();
     while let Some(result) = reader.next_result() {
-        judge.add(&result?);
+        match result {
+            Ok(result) => {
+                judge.add(&result);
+            }
+            Err(e) => unreadable.push(e),
+        }
     }
     let mut report = judge.finish();
+    report.unreadable = crate::report::Unreadable::of(&unreadable);
     if let Some(correlation) = &correlation {
         report
             .unused_rules

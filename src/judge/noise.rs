@@ -237,7 +237,7 @@ pub fn write_rules(
         text.push_str("\n# Links between answers and later requests that the replay followed.\n");
         text.push_str(&toml::to_string(&file).context("learned links cannot be written as TOML")?);
     }
-    std::fs::write(path, text)
+    crate::output::write(path, text)
         .with_context(|| format!("{}: cannot write the learned rules", path.display()))
 }
 

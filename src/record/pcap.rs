@@ -103,19 +103,28 @@ async fn blocking_until(
     })
 }
 
+/// Opens `path` as a pcap or pcapng file and closes it again: checked
+/// before an output is begun.
+pub fn check_pcap(path: &Path) -> anyhow::Result<()> {
+    open_file(path).map(drop)
+}
+
+fn open_file(path: &Path) -> anyhow::Result<pcap::Capture<pcap::Offline>> {
+    pcap::Capture::from_file_with_precision(path, pcap::Precision::Micro).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a readable pcap or pcapng file: {e}",
+            path.display()
+        )
+    })
+}
+
 fn read_file(
     path: &Path,
     options: AssemblyOptions,
     sink: &mut Sink,
     stop: &AtomicBool,
 ) -> anyhow::Result<Read> {
-    let mut capture = pcap::Capture::from_file_with_precision(path, pcap::Precision::Micro)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a readable pcap or pcapng file: {e}",
-                path.display()
-            )
-        })?;
+    let mut capture = open_file(path)?;
     let linktype = capture.get_datalink().0;
     let mut assembler = Assembler::new(options);
     let mut stopped_by = None;

@@ -205,6 +205,9 @@ fn verdict_and_gates(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if let Some(verdict) = super::verdict(r) {
         writeln!(out, "**Verdict {verdict}**.\n")?;
     }
+    if let Some(line) = super::unreadable_line(r) {
+        writeln!(out, "**{line}.**\n")?;
+    }
     if !r.gates.is_empty() {
         writeln!(out, "| | gate | observed |\n|---|---|---|")?;
         for g in &r.gates {

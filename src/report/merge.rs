@@ -71,6 +71,9 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         gates: Vec::new(),
         interrupted: reports.iter().any(|r| r.interrupted),
         aborted: reports.iter().find_map(|r| r.aborted.clone()),
+        unreadable: reports.iter().fold(None, |sum, r| {
+            super::Unreadable::add(sum.as_ref(), r.unreadable.as_ref())
+        }),
     };
     for r in &reports {
         for (kind, n) in &r.errors.legacy {

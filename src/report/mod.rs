@@ -97,6 +97,48 @@ pub struct Report {
     /// Why a windowed gate with `abort` stopped the run early, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// Input lines (of the capture, or of the results re-judged) that could
+    /// not be read: skipped, named, counted, never silently dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<Unreadable>,
+}
+
+/// Input lines that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unreadable {
+    /// How many.
+    pub lines: u64,
+    /// The first [`Unreadable::KEPT`], each naming file, line and what is
+    /// wrong.
+    pub examples: Vec<String>,
+}
+
+impl Unreadable {
+    /// Examples kept.
+    pub const KEPT: usize = 20;
+
+    /// From the errors of the lines, in line order; `None` when there are none.
+    pub fn of<E: std::fmt::Display>(errors: &[E]) -> Option<Unreadable> {
+        (!errors.is_empty()).then(|| Unreadable {
+            lines: errors.len() as u64,
+            examples: errors
+                .iter()
+                .take(Self::KEPT)
+                .map(ToString::to_string)
+                .collect(),
+        })
+    }
+
+    /// Both counts, the examples of `a` first.
+    pub fn add(a: Option<&Unreadable>, b: Option<&Unreadable>) -> Option<Unreadable> {
+        let mut sum = a.cloned().or_else(|| b.cloned())?;
+        if let (Some(_), Some(b)) = (a, b) {
+            sum.lines += b.lines;
+            sum.examples.extend(b.examples.iter().cloned());
+            sum.examples.truncate(Self::KEPT);
+        }
+        Some(sum)
+    }
 }
 
 /// Where a run came from.
@@ -537,6 +579,9 @@ pub(crate) fn sort_groups(groups: &mut [MismatchGroup]) {
     });
 }
 
+/// The files a report is written as, in its run directory.
+pub const FILE_NAMES: [&str; 3] = ["report.json", "summary.md", "report.html"];
+
 impl Report {
     /// Holds the run to `gates`: their verdicts go into the report.
     pub fn apply_gates(&mut self, gates: &[crate::gate::Gate]) {
@@ -564,20 +609,20 @@ impl Report {
         Ok(report)
     }
 
-    /// Writes `report.json`, `summary.md` and `report.html` into `dir`;
+    /// Writes [`FILE_NAMES`] into `dir`;
     /// returns the JSON's path.
     pub fn write_files(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create directory", dir.display()))?;
         let json_path = dir.join("report.json");
-        write_with(&json_path, |out| {
+        crate::output::write_with(&json_path, |out| {
             serde_json::to_writer_pretty(&mut *out, self)?;
             Ok(out.write_all(b"\n")?)
         })?;
-        write_with(&dir.join("summary.md"), |out| {
+        crate::output::write_with(&dir.join("summary.md"), |out| {
             Ok(Markdown.render(self, out)?)
         })?;
-        write_with(&dir.join("report.html"), |out| Ok(Html.render(self, out)?))?;
+        crate::output::write_with(&dir.join("report.html"), |out| Ok(Html.render(self, out)?))?;
         Ok(json_path)
     }
 }
@@ -588,16 +633,14 @@ pub trait Render {
     fn render(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()>;
 }
 
-fn write_with(
-    path: &Path,
-    body: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    body(&mut out).with_context(|| format!("{}: write failed", path.display()))?;
-    out.flush()
-        .with_context(|| format!("{}: write failed", path.display()))
+/// Input lines skipped, said for people, with the first of them.
+fn unreadable_line(r: &Report) -> Option<String> {
+    let u = r.unreadable.as_ref()?;
+    Some(format!(
+        "{} input lines could not be read and were skipped (the first: {})",
+        u.lines,
+        u.examples.first().map_or("", String::as_str)
+    ))
 }
 
 /// The verdict line: `PASSED`, or `FAILED` with why.

@@ -159,6 +159,9 @@ impl Render for Terminal {
             let verdict = if gate.passed { "passed" } else { "FAILED" };
             writeln!(out, "gate {verdict}: {}", super::gate_line(gate))?;
         }
+        if let Some(line) = super::unreadable_line(r) {
+            writeln!(out, "{line}")?;
+        }
         if let Some(verdict) = super::verdict(r) {
             writeln!(out, "verdict {verdict}")?;
         }
