@@ -888,6 +888,13 @@ impl Mirror {
                 builder = builder.header(name.as_str(), value.as_str());
             }
         }
+        let has_credentials = request
+            .headers
+            .iter()
+            .any(|h| h.0.eq_ignore_ascii_case("authorization"));
+        if let Some(credentials) = target.basic_auth().filter(|_| !has_credentials) {
+            builder = builder.header(hyper::header::AUTHORIZATION, credentials);
+        }
         builder
             .header(self.header.0.as_str(), self.header.1.as_str())
             .body(Full::new(request.body.bytes().clone()))

@@ -9,11 +9,15 @@ use hyper::Uri;
 
 /// The base URL of a stack: scheme, authority and an optional path prefix
 /// that every request target is appended to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     scheme: String,
+    /// Host and port, without userinfo.
     authority: String,
     prefix: String,
+    /// `user:password` from the URL: sent as Basic credentials to a request
+    /// without its own Authorization, never printed.
+    userinfo: Option<String>,
 }
 
 impl Target {
@@ -44,6 +48,14 @@ impl Target {
         }
     }
 
+    /// `Authorization: Basic` from the URL's userinfo, if it has one.
+    pub fn basic_auth(&self) -> Option<HeaderValue> {
+        use base64::Engine;
+        let userinfo = percent_decoded(self.userinfo.as_deref()?);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(userinfo);
+        HeaderValue::from_str(&format!("Basic {encoded}")).ok()
+    }
+
     /// The value of a Host header naming this target.
     pub fn host_header(&self) -> HeaderValue {
         HeaderValue::from_str(&self.authority).expect("authority was validated when parsed")
@@ -71,25 +83,89 @@ impl FromStr for Target {
         if uri.query().is_some() {
             bail!("{text:?}: a target URL cannot have a query");
         }
-        HeaderValue::from_str(authority.as_str())
-            .with_context(|| format!("{text:?}: invalid host"))?;
+        // The error names the URL as written, secrets and all: it is the
+        // user's own input, shown back to them.
+        let (userinfo, host) = match authority.as_str().rsplit_once('@') {
+            Some((userinfo, host)) => (Some(userinfo.to_string()), host),
+            None => (None, authority.as_str()),
+        };
+        HeaderValue::from_str(host).with_context(|| format!("{text:?}: invalid host"))?;
         Ok(Target {
             scheme: scheme.to_string(),
-            authority: authority.as_str().to_string(),
+            authority: host.to_string(),
             prefix: uri.path().trim_end_matches('/').to_string(),
+            userinfo,
         })
     }
 }
 
+/// The URL with its password redacted: what every report, log line and
+/// summary shows.
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+        let user = match self.userinfo.as_deref().map(|u| u.split_once(':')) {
+            None => String::new(),
+            Some(Some((user, _))) => format!("{user}:***@"),
+            Some(None) => format!("{}@", self.userinfo.as_deref().unwrap_or_default()),
+        };
+        write!(
+            f,
+            "{}://{user}{}{}",
+            self.scheme, self.authority, self.prefix
+        )
     }
+}
+
+/// As shown: the password redacted (arguments are logged with `{:?}`).
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Target({self})")
+    }
+}
+
+/// `%XX` escapes decoded; anything else kept as it is.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_sent_as_basic_credentials_and_never_shown() {
+        let t: Target = "http://ops:s%40cret@127.0.0.1:9000/v1".parse().unwrap();
+        assert_eq!(t.to_string(), "http://ops:***@127.0.0.1:9000/v1");
+        assert_eq!(t.host_header(), "127.0.0.1:9000");
+        assert_eq!(t.endpoint(), ("127.0.0.1".to_string(), 9000));
+        assert_eq!(
+            t.uri_for("/x").unwrap().to_string(),
+            "http://127.0.0.1:9000/v1/x"
+        );
+        // base64("ops:s@cret")
+        assert_eq!(t.basic_auth().unwrap(), "Basic b3BzOnNAY3JldA==");
+        let plain: Target = "http://127.0.0.1:9000".parse().unwrap();
+        assert!(plain.basic_auth().is_none());
+    }
 
     #[test]
     fn joins_prefix_and_target() {

@@ -215,3 +215,46 @@ async fn a_report_that_cannot_be_written_leaves_the_summary_and_the_old_report()
     );
     assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
 }
+
+/// A target URL's password is sent (as Basic credentials where a request
+/// has none) but never printed: not in the report files, the results, the
+/// terminal or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_s_password_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, _) = common::demo_run(dir.path(), 100).await;
+    let (legacy, new) = (
+        demo::start(Flavor::Legacy).await.unwrap(),
+        demo::start(Flavor::New).await.unwrap(),
+    );
+    let with_password = |url: String| url.replace("http://", "http://ops:topsecret@");
+    let run = dir.path().join("secret-run");
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "replay",
+            options.capture.to_str().unwrap(),
+            "--legacy",
+            &with_password(legacy.url()),
+            "--new",
+            &with_password(new.url()),
+            "--out",
+            run.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .env("RUST_LOG", "tandem=debug")
+        .output()
+        .await
+        .unwrap();
+    let printed = text(&out.stdout) + &text(&out.stderr);
+    assert!(printed.contains("ops:***@127.0.0.1"), "{printed}");
+    assert!(!printed.contains("topsecret"), "{printed}");
+    let report = tandem::report::Report::load(&run.join("report.json")).unwrap();
+    assert!(report.summary.total > 0);
+    for file in ["report.json", "summary.md", "report.html", "results.jsonl"] {
+        let written = std::fs::read_to_string(run.join(file)).unwrap();
+        assert!(!written.contains("topsecret"), "{file} holds the password");
+    }
+    assert!(report.run.legacy.starts_with("http://ops:***@"));
+    legacy.stop().await;
+    new.stop().await;
+}

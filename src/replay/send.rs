@@ -508,6 +508,12 @@ fn build(
             *req.uri_mut() = uri;
         }
     }
+    if let Some(credentials) = stack.target.basic_auth() {
+        if !req.headers().contains_key(hyper::header::AUTHORIZATION) {
+            req.headers_mut()
+                .insert(hyper::header::AUTHORIZATION, credentials);
+        }
+    }
     for (name, value) in &stack.headers {
         req.headers_mut().insert(name, value.clone());
     }
