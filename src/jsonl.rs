@@ -94,6 +94,11 @@ impl LineReader {
         &self.path
     }
 
+    /// The number of the line last read, from 1.
+    pub fn line_number(&self) -> u64 {
+        self.line_no
+    }
+
     /// The next non-blank line parsed as `T`, `None` at the end of the file.
     /// `what` names the expected value in the error message. A malformed line
     /// is an error and reading goes on after it; a read failure (such as a

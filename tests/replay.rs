@@ -377,3 +377,65 @@ async fn a_broken_replay_never_reads_as_a_green_report() {
     .unwrap();
     assert_eq!(rejudged.fidelity, report.fidelity);
 }
+
+/// A schedule that would never finish, or flood, is refused up front with
+/// what is wrong: a corrupt offset, a rate or speed so small that the next
+/// send is years away, `--duration` over a capture with no span.
+#[tokio::test]
+async fn a_schedule_that_would_never_finish_or_flood_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, offsets: &[u64]| {
+        let exchanges = offsets
+            .iter()
+            .enumerate()
+            .map(|(i, o)| common::exchange(i as u64 + 1, *o, "s", "GET", "/", &[]));
+        common::write_capture(&dir.path().join(name), exchanges)
+    };
+    let normal = write("normal.jsonl", &[0, 1_000, 2_000]);
+    let corrupt = write("corrupt.jsonl", &[0, 1_000, u64::MAX]);
+    let flat = write("flat.jsonl", &[5_000, 5_000, 5_000]);
+    let refused = |capture: std::path::PathBuf, change: fn(ReplayPlan) -> ReplayPlan| {
+        let job = plan(
+            capture,
+            "http://127.0.0.1:1".into(),
+            "http://127.0.0.1:2".into(),
+            dir.path().join("run"),
+        )
+        .map_plan(change);
+        async move {
+            match replay(&job, std::future::pending()).await {
+                Err(e) => match e.downcast_ref() {
+                    Some(ReplayError::Plan(why)) => why.clone(),
+                    _ => panic!("not a plan error: {e:?}"),
+                },
+                Ok(_) => panic!("the plan was run"),
+            }
+        }
+    };
+    let why = refused(corrupt.clone(), |p| p).await;
+    assert!(
+        why.contains("corrupt.jsonl: line 4: offset 18446744073709551615"),
+        "{why}"
+    );
+    let why = refused(normal.clone(), |p| ReplayPlan {
+        rate: Some(1e-9),
+        ..p
+    })
+    .await;
+    assert!(
+        why.contains("--rate 0.000000001: one request every"),
+        "{why}"
+    );
+    let why = refused(normal.clone(), |p| ReplayPlan { speed: 1e-300, ..p }).await;
+    assert!(
+        why.contains("line 3") && why.contains("refusing waits over 1day"),
+        "{why}"
+    );
+    let why = refused(flat, |p| ReplayPlan {
+        duration: Some(Duration::from_secs(1)),
+        ..p
+    })
+    .await;
+    assert!(why.contains("under a microsecond"), "{why}");
+    assert!(!dir.path().join("run").exists());
+}

@@ -88,6 +88,11 @@ pub struct Outline<'a> {
 }
 
 impl Outline<'_> {
+    /// Its line in the capture file.
+    pub fn line(&self) -> u64 {
+        self.lines.line_number()
+    }
+
     /// The exchange's request; an error names the file and line.
     pub fn request(&self) -> Result<Request, CaptureError> {
         self.lines

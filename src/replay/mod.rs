@@ -204,10 +204,81 @@ impl ReplayPlan {
         let reader =
             CaptureReader::open(&self.capture).map_err(|e| ReplayError::Capture(e.into()))?;
         let shape = self.shape()?;
+        self.refuse_endless(&shape)?;
         if !self.allow_recorded_host {
             self.refuse_writes_to_the_recording(reader)?;
         }
         Ok(shape)
+    }
+
+    /// Refuses a schedule that would never finish, or flood: a send more
+    /// than [`LONGEST_WAIT`] after the one before it (a corrupt offset, a
+    /// tiny `--rate` or `--speed`), and `--duration` over a capture whose
+    /// span, at the speed asked, is under a microsecond (each loop would
+    /// start where the last began).
+    fn refuse_endless(&self, shape: &Shape) -> Result<(), ReplayError> {
+        let day = LONGEST_WAIT.as_secs_f64();
+        let speed = match shape.pacing {
+            Pacing::Rate { per_second, .. } if 1.0 / per_second > day => {
+                return Err(ReplayError::Plan(format!(
+                    "--rate {}: one request every {}; refusing a schedule with waits over {}",
+                    self.rate.unwrap_or(per_second),
+                    wait_text(1.0 / per_second),
+                    humantime::format_duration(LONGEST_WAIT)
+                )))
+            }
+            Pacing::Rate { .. } => return Ok(()),
+            Pacing::Recorded { speed } => speed,
+        };
+        let mut reader =
+            CaptureReader::open(&self.capture).map_err(|e| ReplayError::Capture(e.into()))?;
+        let (mut first, mut last, mut count) = (None::<u64>, 0u64, 0u64);
+        while let Some(outline) = reader.next_outline() {
+            let Ok(outline) = outline else { continue };
+            let gap = outline.offset_us.saturating_sub(last);
+            if first.is_some() && gap as f64 / speed / 1e6 > day {
+                return Err(ReplayError::Plan(format!(
+                    "{}: line {}: offset {} µs comes {} after the one before; at --speed {} \
+                     the replay would wait {}: refusing waits over {} (is the offset \
+                     corrupt? --rate paces by rate instead)",
+                    self.capture.display(),
+                    outline.line(),
+                    outline.offset_us,
+                    humantime::format_duration(Duration::from_micros(gap)),
+                    self.speed,
+                    wait_text(gap as f64 / speed / 1e6),
+                    humantime::format_duration(LONGEST_WAIT)
+                )));
+            }
+            first.get_or_insert(outline.offset_us);
+            last = last.max(outline.offset_us);
+            count += 1;
+        }
+        let span_us = last.saturating_sub(first.unwrap_or(0)) as f64;
+        let mean_gap = if count > 1 {
+            span_us / (count - 1) as f64
+        } else {
+            1_000.0
+        };
+        let looped = self.duration.is_some() || self.passes > 1;
+        if looped && (span_us + mean_gap) / speed / 1e6 > day {
+            return Err(ReplayError::Plan(format!(
+                "{}: at --speed {} one loop takes {}: refusing waits over {}",
+                self.capture.display(),
+                self.speed,
+                wait_text((span_us + mean_gap) / speed / 1e6),
+                humantime::format_duration(LONGEST_WAIT)
+            )));
+        }
+        if self.duration.is_some() && count > 0 && (span_us + mean_gap) / speed < 1.0 {
+            return Err(ReplayError::Plan(format!(
+                "--duration over {}: its span at --speed {} is under a microsecond, so each \
+                 loop would start where the last began and flood the targets; use --rate",
+                self.capture.display(),
+                self.speed
+            )));
+        }
+        Ok(())
     }
 
     /// A replay of writes is never pointed at production by accident: when
@@ -300,6 +371,18 @@ impl ReplayPlan {
             amplify: self.amplify,
             shard: self.shard,
         })
+    }
+}
+
+/// The longest wait between two sends a schedule may hold.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A wait in seconds, readable whatever its size (up to years).
+fn wait_text(seconds: f64) -> String {
+    if seconds < 1e15 {
+        humantime::format_duration(Duration::from_secs(seconds as u64)).to_string()
+    } else {
+        format!("{seconds:.1e} s")
     }
 }
 
