@@ -364,7 +364,7 @@ async fn run_step(
             speed: 1.0,
             rules: plan.rules.as_ref().map(|p| p.display().to_string()),
             started_at_unix_us: 0,
-            duration_ms: 0,
+            ..RunInfo::default()
         },
         correlation: replay_plan.correlation.clone(),
         metrics: replay_plan.metrics.clone(),

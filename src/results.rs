@@ -139,6 +139,9 @@ pub struct ResultsHeader {
     pub legacy2: Option<String>,
     /// Wall-clock start of the replay, microseconds since the Unix epoch.
     pub started_at_unix_us: u64,
+    /// The shard replayed, `[index, count]`, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<(u32, u32)>,
 }
 
 /// The outcome of one exchange of the capture, replayed at both targets.

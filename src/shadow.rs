@@ -229,6 +229,7 @@ pub async fn shadow(
         speed: 1.0,
         legacy2: judge.legacy2.clone(),
         started_at_unix_us: judge.run.started_at_unix_us,
+        shard: None,
     };
     let writer =
         results::ResultsWriter::create(&out_dir.join(results::FILE_NAME), &results_header)?;

@@ -186,6 +186,70 @@ async fn merged_shards_equal_the_single_run() {
     // Every exchange went out exactly once, across the shards.
     ids.sort();
     assert_eq!(ids, (1..=900).collect::<Vec<u64>>());
+    merge_refusals(dir.path());
+}
+
+/// `tandem report merge` on the shard directories: what is not the shards
+/// of one run is refused, each case with what is wrong; `--allow-partial`
+/// merges what is there, marked partial.
+fn merge_refusals(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["report", "merge"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let refused = |args: &[&str], why: &str| {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    };
+    refused(
+        &["shard-0", "shard-1", "shard-0", "--out", "m"],
+        "shard 0/3 is given twice: shard-0 and shard-0",
+    );
+    refused(&["shard-0", "shard-1", "--out", "m"], "shards 2/3 missing");
+    refused(
+        &["single", "shard-1", "--out", "m"],
+        "single is a whole run, not a shard",
+    );
+    let edited = |name: &str, edit: fn(&mut Report)| {
+        let mut report = Report::load(&dir.join("shard-2/report.json")).unwrap();
+        edit(&mut report);
+        report.write_files(&dir.join(name)).unwrap();
+    };
+    edited("other-count", |r| r.run.shard = Some((2, 4)));
+    refused(
+        &["shard-0", "shard-1", "other-count", "--out", "m"],
+        "mixed shard counts",
+    );
+    edited("other-capture", |r| {
+        r.run.capture_sha256 = Some("0".repeat(64));
+    });
+    refused(
+        &["shard-0", "shard-1", "other-capture", "--out", "m"],
+        "replayed another capture",
+    );
+    let (code, stderr) = run(&["shard-0", "shard-1", "--allow-partial", "--out", "m"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let merged = Report::load(&dir.join("m/report.json")).unwrap();
+    assert_eq!(merged.partial.as_deref(), Some("shards 2/3 missing"));
+    let summary = std::fs::read_to_string(dir.join("m/summary.md")).unwrap();
+    assert!(
+        summary.contains("partial merge: shards 2/3 missing"),
+        "{summary}"
+    );
+    let (code, stderr) = run(&["shard-0", "shard-1", "shard-2", "--out", "all"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let all = Report::load(&dir.join("all/report.json")).unwrap();
+    assert!(all.partial.is_none() && all.run.shard.is_none());
+    assert_eq!(all.run.capture_sha256.as_ref().map(String::len), Some(64));
 }
 
 #[test]

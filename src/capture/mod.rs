@@ -137,3 +137,17 @@ pub fn header_value<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
         .find(|h| h.0.eq_ignore_ascii_case(name))
         .map(|h| h.1.as_str())
 }
+
+/// SHA-256 of the file at `path`, as lower-case hex: a capture's identity
+/// in reports, so that shards of different captures are not merged.
+pub fn sha256_of(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}

@@ -100,6 +100,10 @@ pub(super) struct MergeArgs {
     /// Also write JUnit XML here: a testcase per gate and per mismatch group.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Merge the shards given when some are missing; the report is marked
+    /// partial.
+    #[arg(long)]
+    allow_partial: bool,
 }
 
 /// `tandem report merge`.
@@ -115,7 +119,15 @@ pub(super) fn command(args: MergeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|dir| Report::load(&dir.join("report.json")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let named: Vec<(String, &Report)> = args
+        .runs
+        .iter()
+        .map(|dir| dir.display().to_string())
+        .zip(&reports)
+        .collect();
+    let partial = crate::report::merge::check_shards(&named, args.allow_partial)?;
     let mut report = merge(reports)?;
+    report.partial = partial;
     report.apply_gates(&args.gates.gates());
     finish(&Outcome::write(report, &args.out), args.junit.as_deref())
 }

@@ -400,6 +400,8 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             rules: job.rules.as_ref().map(|p| p.display().to_string()),
             started_at_unix_us,
             duration_ms: 0,
+            capture_sha256: None,
+            shard: plan.shard,
         },
         correlation: plan.correlation.clone(),
         series_interval: job.series_interval,
@@ -418,8 +420,14 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             speed: plan.speed,
             legacy2: plan.legacy2.as_ref().map(Target::to_string),
             started_at_unix_us,
+            shard: plan.shard,
         },
     )?;
+    // The capture's identity for merge, read beside the replay.
+    let hashing = tokio::task::spawn_blocking({
+        let capture = plan.capture.clone();
+        move || crate::capture::sha256_of(&capture).ok()
+    });
     let shutdown = async {
         tokio::select! {
             () = shutdown => {}
@@ -435,6 +443,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     judge.set_duration_ms(replayed.elapsed.as_millis() as u64);
     let mut report = judge.finish();
+    report.run.capture_sha256 = hashing.await.ok().flatten();
     if let Some(correlation) = &plan.correlation {
         report
             .unused_rules

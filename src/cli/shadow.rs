@@ -212,7 +212,7 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
             speed: 1.0,
             rules: args.rules.as_ref().map(|p| p.display().to_string()),
             started_at_unix_us: crate::capture::CaptureHeader::new("").started_at_unix_us,
-            duration_ms: 0,
+            ..RunInfo::default()
         },
         ..Default::default()
     };

@@ -542,6 +542,7 @@ impl Judge {
             interrupted: false,
             aborted: watch.and_then(|w| w.aborted),
             unreadable: None,
+            partial: None,
         }
     }
 }
@@ -716,6 +717,11 @@ pub fn judge_results(
             rules: rules.map(|p| p.display().to_string()),
             started_at_unix_us: header.started_at_unix_us,
             duration_ms: 0,
+            capture_sha256: capture
+                .exists()
+                .then(|| crate::capture::sha256_of(&capture).ok())
+                .flatten(),
+            shard: header.shard,
         },
         correlation: correlation.clone(),
         series_interval: std::time::Duration::ZERO,

@@ -63,7 +63,7 @@ fn header(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         }
         None => writeln!(out, "<p class=\"verdict\">No gates.</p>")?,
     }
-    if let Some(line) = super::unreadable_line(r) {
+    for line in super::warnings(r) {
         writeln!(out, "<p class=\"warning\">{}.</p>", esc(&line))?;
     }
     if let Some(f) = r.fidelity.as_ref().filter(|f| f.is_low()) {

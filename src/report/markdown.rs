@@ -205,7 +205,7 @@ fn verdict_and_gates(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if let Some(verdict) = super::verdict(r) {
         writeln!(out, "**Verdict {verdict}**.\n")?;
     }
-    if let Some(line) = super::unreadable_line(r) {
+    for line in super::warnings(r) {
         writeln!(out, "**{line}.**\n")?;
     }
     if !r.gates.is_empty() {

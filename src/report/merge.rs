@@ -16,14 +16,82 @@ use crate::latency::Latency;
 
 mod noise;
 
+/// Checks that `runs` (each named, e.g. by its directory) are the shards of
+/// one run: the same capture, the same shard count, each shard once, and
+/// all of them unless `allow_partial`. Returns what is missing, when a
+/// partial merge is allowed.
+pub fn check_shards(
+    runs: &[(String, &Report)],
+    allow_partial: bool,
+) -> anyhow::Result<Option<String>> {
+    let Some((first_name, first)) = runs.first() else {
+        bail!("nothing to merge");
+    };
+    if runs.len() == 1 {
+        return Ok(None);
+    }
+    for (name, r) in runs {
+        if let (Some(a), Some(b)) = (&r.run.capture_sha256, &first.run.capture_sha256) {
+            if a != b {
+                bail!(
+                    "{name} replayed another capture than {first_name} ({} sha256 {a:.12}…, {} sha256 {b:.12}…): \
+                     shards of different captures do not merge",
+                    r.run.capture,
+                    first.run.capture
+                );
+            }
+        }
+    }
+    let mut seen: std::collections::BTreeMap<u32, &str> = Default::default();
+    let mut count = None;
+    for (name, r) in runs {
+        let Some((index, n)) = r.run.shard else {
+            bail!(
+                "{name} is a whole run, not a shard (--shard I/N): merged with others its \
+                 exchanges would be counted twice"
+            );
+        };
+        match count {
+            None => count = Some((n, name)),
+            Some((m, other)) if m != n => {
+                bail!("mixed shard counts: {name} is shard {index}/{n}, {other} one of {m}")
+            }
+            Some(_) => {}
+        }
+        if let Some(other) = seen.insert(index, name) {
+            bail!("shard {index}/{n} is given twice: {other} and {name}");
+        }
+    }
+    let n = count.map_or(0, |(n, _)| n);
+    let missing: Vec<String> = (0..n)
+        .filter(|i| !seen.contains_key(i))
+        .map(|i| format!("{i}/{n}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let missing = format!("shards {} missing", missing.join(", "));
+    if !allow_partial {
+        bail!("{missing}; --allow-partial merges the shards given, marked partial");
+    }
+    Ok(Some(missing))
+}
+
 /// Merges shard reports of one capture into one report.
 pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
     let Some(first) = reports.first() else {
         bail!("nothing to merge");
     };
     let mut run = first.run.clone();
+    run.shard = None;
     for r in &reports[1..] {
-        if r.run.capture != run.capture {
+        // By content where both reports know it (pods may mount one
+        // capture at different paths), else by path.
+        let same = match (&r.run.capture_sha256, &run.capture_sha256) {
+            (Some(a), Some(b)) => a == b,
+            _ => r.run.capture == run.capture,
+        };
+        if !same {
             bail!(
                 "shards replayed different captures: {} and {}",
                 run.capture,
@@ -71,6 +139,7 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         gates: Vec::new(),
         interrupted: reports.iter().any(|r| r.interrupted),
         aborted: reports.iter().find_map(|r| r.aborted.clone()),
+        partial: None,
         unreadable: reports.iter().fold(None, |sum, r| {
             super::Unreadable::add(sum.as_ref(), r.unreadable.as_ref())
         }),

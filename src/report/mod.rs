@@ -101,6 +101,10 @@ pub struct Report {
     /// not be read: skipped, named, counted, never silently dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<Unreadable>,
+    /// Set by `tandem report merge --allow-partial` when shards are
+    /// missing: which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
 }
 
 /// Input lines that could not be read.
@@ -158,6 +162,14 @@ pub struct RunInfo {
     pub started_at_unix_us: u64,
     /// Wall-clock length of the replay in milliseconds.
     pub duration_ms: u64,
+    /// SHA-256 of the capture file (hex), when it was there to read: merge
+    /// refuses shards of different captures by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_sha256: Option<String>,
+    /// The shard replayed, `[index, count]` (`--shard I/N`); absent for a
+    /// whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<(u32, u32)>,
 }
 
 /// Counts over all exchanges. `total = matched + mismatched + errors + dropped`.
@@ -633,14 +645,21 @@ pub trait Render {
     fn render(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()>;
 }
 
-/// Input lines skipped, said for people, with the first of them.
-fn unreadable_line(r: &Report) -> Option<String> {
-    let u = r.unreadable.as_ref()?;
-    Some(format!(
-        "{} input lines could not be read and were skipped (the first: {})",
-        u.lines,
-        u.examples.first().map_or("", String::as_str)
-    ))
+/// What people must know before reading the figures: input lines
+/// skipped (with the first of them), shards missing from a merge.
+fn warnings(r: &Report) -> Vec<String> {
+    let unreadable = r.unreadable.as_ref().map(|u| {
+        format!(
+            "{} input lines could not be read and were skipped (the first: {})",
+            u.lines,
+            u.examples.first().map_or("", String::as_str)
+        )
+    });
+    let partial = r
+        .partial
+        .as_ref()
+        .map(|missing| format!("partial merge: {missing}; the figures cover the shards given"));
+    unreadable.into_iter().chain(partial).collect()
 }
 
 /// The verdict line: `PASSED`, or `FAILED` with why.

@@ -159,7 +159,7 @@ impl Render for Terminal {
             let verdict = if gate.passed { "passed" } else { "FAILED" };
             writeln!(out, "gate {verdict}: {}", super::gate_line(gate))?;
         }
-        if let Some(line) = super::unreadable_line(r) {
+        for line in super::warnings(r) {
             writeln!(out, "{line}")?;
         }
         if let Some(verdict) = super::verdict(r) {
