@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,6 +22,24 @@ use tokio::net::TcpListener;
 
 /// Longest wait for a client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How connections are served beyond the defaults.
+#[derive(Clone, Default)]
+pub struct Connections {
+    /// Close an HTTP/1 connection whose request head has not fully arrived
+    /// within this (a slow or stuck client holds no connection for ever;
+    /// an idle keep-alive connection is closed after it too).
+    pub header_timeout: Option<Duration>,
+    /// Where requests refused before they reach the handler are counted.
+    pub refused: Option<Arc<Refused>>,
+}
+
+/// Requests refused before the handler saw them.
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// Malformed requests, answered 400, 414 or 431 by hyper.
+    pub malformed: AtomicU64,
+}
 
 /// Serves connections from `listener` until `shutdown` completes, then lets
 /// in-flight requests finish for at most `drain`. With `tls`, each
@@ -32,6 +51,29 @@ pub async fn serve<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    serve_with(
+        listener,
+        tls,
+        handler,
+        shutdown,
+        drain,
+        Connections::default(),
+    )
+    .await;
+}
+
+/// [`serve`], with `connections`' header timeout and counts.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    connections: Connections,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -59,13 +101,15 @@ pub async fn serve<H, F>(
             async move { Ok::<_, Infallible>(fut.await) }
         });
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let (tls, connections) = (tls.clone(), connections.clone());
         tokio::spawn(async move {
             let Some(tls) = tls else {
-                return serve_connection(stream, service, watcher, peer).await;
+                return serve_connection(stream, service, watcher, peer, &connections).await;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, service, watcher, peer).await,
+                Ok(Ok(stream)) => {
+                    serve_connection(stream, service, watcher, peer, &connections).await
+                }
                 Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
                 Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
             }
@@ -81,8 +125,13 @@ pub async fn serve<H, F>(
 }
 
 /// Serves one connection, HTTP/1 or HTTP/2 as the client speaks.
-async fn serve_connection<I, S>(io: I, service: S, watcher: Watcher, peer: SocketAddr)
-where
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    watcher: Watcher,
+    peer: SocketAddr,
+    connections: &Connections,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             Request<Incoming>,
@@ -92,9 +141,34 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    if let Some(timeout) = connections.header_timeout {
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout);
+    }
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!("connection from {peer}: {e}");
+        if let Some(refused) = &connections.refused {
+            count_refusal(&*e, refused);
+        }
+    }
+}
+
+/// Counts a connection's error if hyper refused a request with it.
+fn count_refusal(error: &(dyn std::error::Error + 'static), refused: &Refused) {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        // A header timeout is not counted: hyper reports an idle
+        // keep-alive connection closed by it the same way as a slow head.
+        if let Some(e) = e.downcast_ref::<hyper::Error>() {
+            if e.is_parse() || e.is_parse_too_large() {
+                refused.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        source = e.source();
     }
 }

@@ -196,3 +196,144 @@ async fn selection_and_rotation_apply_to_the_proxy() {
     let ids: Vec<u64> = kept.iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=15).collect::<Vec<_>>());
 }
+
+/// Proxy manners: an upstream timeout is 504 (not 502); a malformed request
+/// is answered 400 by the server and counted; a client whose request head
+/// takes longer than the header timeout is disconnected.
+#[tokio::test]
+async fn timeouts_and_malformed_requests_are_answered_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let silent = common::silent_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ProxyConfig {
+        timeout: Duration::from_millis(300),
+        header_timeout: Duration::from_millis(500),
+        ..config(listener, &format!("http://{silent}"))
+    };
+    let sink = sink(&config, &dir.path().join("cap.jsonl"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let recording = tokio::spawn(record_proxy(config, sink, async {
+        let _ = stopped.await;
+    }));
+    let client = tandem::http::client(Duration::from_secs(5));
+    let answer = common::send(
+        &client,
+        &format!("http://{addr}/slow"),
+        "GET",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(answer.status, 504);
+    // Raw bytes: a request line hyper cannot parse.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"NOT A REQUEST\x01\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut got)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // A head begun and never finished: closed after the header timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the slow client was disconnected");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    stop.send(()).unwrap();
+    let summary = recording.await.unwrap().unwrap();
+    assert_eq!(summary.upstream_errors, 1);
+    assert_eq!(summary.malformed_requests, 1);
+    assert_eq!(summary.exchanges, 1, "the timed-out exchange is recorded");
+}
+
+/// A capture that cannot be written (the file size limit stands in for a
+/// full disk): the proxy goes on serving every client, and at the end
+/// counts what it served but could not record, exit 2; with
+/// `--on-write-error stop` it stops accepting instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_that_cannot_be_written_is_counted_and_said() {
+    let upstream = common::Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for stop_on_error in [false, true] {
+        let [port] = common::free_ports::<1>();
+        let out = dir.path().join(format!("cap-{stop_on_error}.jsonl"));
+        let policy = if stop_on_error { "stop" } else { "serve" };
+        let script = format!(
+            "ulimit -f 24; trap '' XFSZ; exec '{}' record --listen 127.0.0.1:{port} --upstream '{}' --out '{}' --on-write-error {policy}",
+            env!("CARGO_BIN_EXE_tandem"),
+            upstream.url(),
+            out.display()
+        );
+        let child = tokio::process::Command::new("bash")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let proxy = format!("http://127.0.0.1:{port}");
+        let client = tandem::http::client(Duration::from_secs(5));
+        let (mut served, mut refused) = (0u64, 0u64);
+        for i in 0..450u32 {
+            if served == 400 {
+                break;
+            }
+            let request = hyper::Request::post(format!("{proxy}/orders/{i}"))
+                .body(http_body_util::Full::new(Bytes::from(vec![b'x'; 1024])))
+                .unwrap();
+            match client.request(request).await {
+                Ok(answer) if answer.status() == 200 => served += 1,
+                Ok(answer) => panic!("answered {}", answer.status()),
+                Err(_) if served == 0 && refused < 50 => {
+                    // Not listening yet.
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => break,
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if !stop_on_error {
+            assert_eq!(served, 400, "every client was served");
+            let pid = child.id().unwrap() as i32;
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        } else {
+            assert!(
+                served < 400,
+                "the proxy stopped accepting after the failure"
+            );
+        }
+        let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .expect("the proxy ended")
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+        let number = |text: &str, before: &str| -> u64 {
+            let end = text
+                .find(before)
+                .unwrap_or_else(|| panic!("{before:?} in {text}"));
+            text[..end]
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let unrecorded = number(&stderr, " exchanges were served but not recorded");
+        let recorded = number(&stdout, " exchanges into");
+        assert!(unrecorded > 0, "{stderr}");
+        assert_eq!(recorded + unrecorded, served, "{stdout}{stderr}");
+    }
+}

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use super::{shutdown_signal, TrustArgs, EXIT_BAD_INPUT};
 use crate::record::packets::AssemblyOptions;
+use crate::record::proxy::OnWriteError;
 use crate::record::{
     import_file, record_live, record_proxy, ImportConfig, LiveConfig, PacketRecording, ProxyConfig,
     Rotation, Selection, Sink,
@@ -42,9 +43,19 @@ pub(super) struct RecordArgs {
     /// Proxy mode: take the session key from this request header (default: the client connection).
     #[arg(long, requires = "listen")]
     session_header: Option<String>,
-    /// Proxy mode: longest wait for the upstream's complete answer.
+    /// Proxy mode: longest wait for the upstream's complete answer (then
+    /// the client gets 504).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Proxy mode: longest wait for a client's request head; a slower
+    /// client is disconnected.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Proxy mode: when the capture cannot be written (disk full), keep
+    /// serving clients unrecorded, or stop accepting. Either way the
+    /// exchanges not recorded are counted and the exit code is 2.
+    #[arg(long, value_enum, default_value_t = OnWriteError::Serve)]
+    on_write_error: OnWriteError,
     #[command(flatten)]
     selection: SelectionArgs,
     /// Start a new file after this many bytes (e.g. 500MB).
@@ -181,6 +192,8 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut config = ProxyConfig {
         session_header: args.session_header.clone(),
         timeout: args.timeout,
+        header_timeout: args.header_timeout,
+        on_write_error: args.on_write_error,
         tls,
         ..ProxyConfig::new(listener, upstream)
     };
@@ -215,16 +228,43 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     let summary = record_proxy(config, sink, shutdown_signal()).await?;
-    println!(
-        "recorded {} exchanges into {} ({} without upstream answer, {} abandoned by the client, {} incomplete requests, {} left out by the selection)",
+    println!("{}", recorded_line(&summary, &args.out));
+    Ok(write_failure(&summary))
+}
+
+/// What a proxy recording kept, and what it could not.
+pub(super) fn recorded_line(
+    summary: &crate::record::RecordSummary,
+    out: &std::path::Path,
+) -> String {
+    let files = match summary.files.is_empty() {
+        true => out.display().to_string(),
+        false => joined(&summary.files),
+    };
+    format!(
+        "recorded {} exchanges into {files} ({} without upstream answer, {} abandoned by the client, \
+         {} incomplete requests, {} malformed requests, {} left out by the selection)",
         summary.exchanges,
-        joined(&summary.files),
         summary.upstream_errors,
         summary.abandoned,
         summary.incomplete_requests,
+        summary.malformed_requests,
         summary.filtered
-    );
-    Ok(ExitCode::SUCCESS)
+    )
+}
+
+/// Exit 2, naming the count, when the capture could not be written.
+pub(super) fn write_failure(summary: &crate::record::RecordSummary) -> ExitCode {
+    match &summary.write_error {
+        Some(why) => {
+            eprintln!(
+                "tandem: the capture could not be written ({why}): {} exchanges were served but not recorded",
+                summary.unrecorded
+            );
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        None => ExitCode::SUCCESS,
+    }
 }
 
 /// `tandem record --interface --port`.

@@ -68,6 +68,14 @@ pub(super) struct ShadowArgs {
     /// Longest wait for an answer, from legacy and from the mirrors.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     timeout: Duration,
+    /// Longest wait for a client's request head; a slower client is
+    /// disconnected (an idle keep-alive connection too).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    header_timeout: Duration,
+    /// When the recording of what was served cannot be written: keep
+    /// serving (and mirroring), or stop accepting; either way counted, exit 2.
+    #[arg(long, value_enum, default_value_t = crate::record::proxy::OnWriteError::Serve)]
+    on_write_error: crate::record::proxy::OnWriteError,
     /// At stop, longest wait for in-flight requests and the mirror queue.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     drain: Duration,
@@ -162,6 +170,8 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         session_header: args.session_header.clone(),
         timeout: args.timeout,
         drain: args.drain,
+        header_timeout: args.header_timeout,
+        on_write_error: args.on_write_error,
         ..ProxyConfig::new(listener, args.legacy.clone())
     };
     let sink = Sink::create(
@@ -269,7 +279,15 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         summary.trips.0,
         summary.trips.1
     );
+    println!(
+        "{}",
+        super::record::recorded_line(&summary.recorded, &record)
+    );
     let mut report = summary.report;
     report.run.duration_ms = started.elapsed().as_millis() as u64;
-    finish(&Outcome::write(report, &args.out), None)
+    let code = finish(&Outcome::write(report, &args.out), None)?;
+    Ok(match summary.recorded.write_error {
+        Some(_) => super::record::write_failure(&summary.recorded),
+        None => code,
+    })
 }

@@ -39,16 +39,34 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
+    /// Longest wait for a client's request head (HTTP/1): a client that
+    /// sends its headers slower than this is disconnected (an idle keep-alive connection too).
+    pub header_timeout: Duration,
     /// How the proxy connects upstream: TLS trust (`--ca-cert`,
     /// `--insecure`), client certificate, HTTP/2.
     pub client: ClientOptions,
     /// Terminate TLS for the proxy's clients with this configuration
     /// (`--tls-cert`, `--tls-key`; HTTP/2 by ALPN).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// When the capture cannot be written: keep serving clients (the
+    /// default: the proxy's job is not to break production), or stop
+    /// accepting.
+    pub on_write_error: OnWriteError,
     /// Called with each exchange the upstream answered, once the client has
     /// its answer in hand: `tandem shadow` mirrors from here. It must not
     /// block: the client's answer does not wait for it.
     pub on_answered: Option<OnAnswered>,
+}
+
+/// What the proxy does when the capture cannot be written. Either way
+/// every exchange it could not record is counted, and said at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnWriteError {
+    /// Go on forwarding, unrecorded.
+    #[default]
+    Serve,
+    /// Stop accepting, answer what is in flight, and end.
+    Stop,
 }
 
 /// See [`ProxyConfig::on_answered`].
@@ -62,6 +80,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("session_header", &self.session_header)
             .field("timeout", &self.timeout)
             .field("drain", &self.drain)
+            .field("header_timeout", &self.header_timeout)
             .field("tls", &self.tls.is_some())
             .field("on_answered", &self.on_answered.is_some())
             .finish_non_exhaustive()
@@ -70,7 +89,8 @@ impl std::fmt::Debug for ProxyConfig {
 
 impl ProxyConfig {
     /// A cleartext proxy on `listener` to `upstream`, sessions by client
-    /// connection, 30 s upstream timeout, 10 s drain.
+    /// connection, 30 s upstream timeout, 10 s drain, 10 s for a request
+    /// head.
     pub fn new(listener: TcpListener, upstream: Target) -> ProxyConfig {
         let timeout = Duration::from_secs(30);
         ProxyConfig {
@@ -79,11 +99,13 @@ impl ProxyConfig {
             session_header: None,
             timeout,
             drain: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             client: ClientOptions {
                 connect_timeout: timeout,
                 ..ClientOptions::default()
             },
             tls: None,
+            on_write_error: OnWriteError::Serve,
             on_answered: None,
         }
     }
@@ -116,6 +138,15 @@ pub struct RecordSummary {
     pub abandoned: u64,
     /// Requests whose body never fully arrived: nothing to record but the count.
     pub incomplete_requests: u64,
+    /// Malformed requests, answered 400 (or 414, 431) before they could be
+    /// forwarded: nothing to record but the count.
+    pub malformed_requests: u64,
+    /// Why the capture could not be written, if it could not: what was
+    /// recorded before is in the file.
+    pub write_error: Option<String>,
+    /// Exchanges served but not recorded because of it (those the writer
+    /// had not yet flushed when it failed, and all after).
+    pub unrecorded: u64,
 }
 
 enum Event {
@@ -143,12 +174,22 @@ pub async fn record_proxy(
     sink: Sink,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RecordSummary> {
+    let write_failed = Arc::new(tokio::sync::Notify::new());
     let recorder = Arc::new(Mutex::new(Recorder {
         selection: sink.selection().clone(),
         sink: Some(sink),
         summary: RecordSummary::default(),
         failed: None,
+        write_failed: (config.on_write_error == OnWriteError::Stop).then(|| write_failed.clone()),
     }));
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = write_failed.notified() => {
+                tracing::error!("the capture cannot be written: stopped accepting (--on-write-error stop)");
+            }
+        }
+    };
     let flushes = tokio::spawn(flush_every(recorder.clone()));
     let ProxyConfig {
         listener,
@@ -156,9 +197,11 @@ pub async fn record_proxy(
         session_header,
         timeout,
         drain,
+        header_timeout,
         client,
         tls,
         on_answered,
+        on_write_error: _,
     } = config;
     let shared = Arc::new(Shared {
         on_answered,
@@ -176,14 +219,21 @@ pub async fn record_proxy(
         let shared = shared.clone();
         move |req, peer| handle(shared.clone(), req, peer)
     };
-    crate::server::serve(listener, tls, handler, shutdown, drain).await;
+    let refused = Arc::new(crate::server::Refused::default());
+    let connections = crate::server::Connections {
+        header_timeout: Some(header_timeout),
+        refused: Some(refused.clone()),
+    };
+    crate::server::serve_with(listener, tls, handler, shutdown, drain, connections).await;
     // Every connection task has ended, so every in-flight exchange has been
     // handed over.
     flushes.abort();
     drop(shared);
-    tokio::task::spawn_blocking(move || lock(&recorder).finish())
+    let mut summary = tokio::task::spawn_blocking(move || lock(&recorder).finish())
         .await
-        .context("capture writer lost")?
+        .context("capture writer lost")??;
+    summary.malformed_requests = refused.malformed.load(Ordering::Relaxed);
+    Ok(summary)
 }
 
 /// The recorder, even after a panic elsewhere while holding it: each change
@@ -259,11 +309,31 @@ async fn handle(
             strip_hop_by_hop(response.headers_mut());
             response
         }
-        Err(message) => {
+        Err(failure) => {
+            let message = &failure.message;
             tracing::warn!("upstream failed for exchange {}: {message}", exchange.id);
             exchange.error = Some(format!("upstream: {message}"));
             pending.finish();
-            plain(StatusCode::BAD_GATEWAY, "tandem: upstream failed\n")
+            match failure.timed_out {
+                true => plain(StatusCode::GATEWAY_TIMEOUT, "tandem: upstream timed out\n"),
+                false => plain(StatusCode::BAD_GATEWAY, "tandem: upstream failed\n"),
+            }
+        }
+    }
+}
+
+/// Why the upstream gave no answer: a timeout is told to the client as 504,
+/// anything else as 502.
+struct UpstreamFailure {
+    message: String,
+    timed_out: bool,
+}
+
+impl From<String> for UpstreamFailure {
+    fn from(message: String) -> UpstreamFailure {
+        UpstreamFailure {
+            message,
+            timed_out: false,
         }
     }
 }
@@ -274,7 +344,7 @@ async fn forward(
     parts: hyper::http::request::Parts,
     target: &str,
     body: Bytes,
-) -> Result<(hyper::http::response::Parts, Bytes), String> {
+) -> Result<(hyper::http::response::Parts, Bytes), UpstreamFailure> {
     let upstream = &shared.config.upstream;
     let uri: Uri = upstream.uri_for(target).map_err(|e| e.to_string())?;
     let mut req = Request::builder().method(parts.method).uri(uri);
@@ -285,7 +355,21 @@ async fn forward(
     // HTTP/1.1; over HTTP/2 `:authority` names it, and a `host` beside it
     // is refused by nginx (RFC 9113 §8.3.1).
     headers.remove(HOST);
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let mut req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    if let Some(credentials) = upstream.basic_auth() {
+        if !req.headers().contains_key(hyper::header::AUTHORIZATION) {
+            req.headers_mut()
+                .insert(hyper::header::AUTHORIZATION, credentials);
+        }
+    }
+    send(shared, req).await
+}
+
+/// Sends `req` upstream and reads the whole answer, within the timeout.
+async fn send(
+    shared: &Shared,
+    req: Request<Full<Bytes>>,
+) -> Result<(hyper::http::response::Parts, Bytes), UpstreamFailure> {
     let exchange = async {
         let response = shared
             .client
@@ -294,14 +378,14 @@ async fn forward(
             .map_err(|e| http::error_chain(&e))?;
         let (head, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| http::error_chain(&e))?;
-        Ok((head, body.to_bytes()))
+        Ok::<_, String>((head, body.to_bytes()))
     };
     match tokio::time::timeout(shared.config.timeout, exchange).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "no complete answer within {:?}",
-            shared.config.timeout
-        )),
+        Ok(result) => result.map_err(UpstreamFailure::from),
+        Err(_) => Err(UpstreamFailure {
+            message: format!("no complete answer within {:?}", shared.config.timeout),
+            timed_out: true,
+        }),
     }
 }
 
@@ -391,6 +475,8 @@ struct Recorder {
     summary: RecordSummary,
     /// The first failure to write; the rest of the run is not recorded.
     failed: Option<anyhow::Error>,
+    /// Told of that failure, with `--on-write-error stop`.
+    write_failed: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Recorder {
@@ -399,6 +485,9 @@ impl Recorder {
             Event::Done(exchange) => {
                 if self.selection.keeps(&exchange) {
                     tally(&mut self.summary, &exchange);
+                    if self.failed.is_some() {
+                        self.summary.unrecorded += 1;
+                    }
                 }
                 (exchange.id, Some(*exchange))
             }
@@ -421,23 +510,42 @@ impl Recorder {
             return;
         };
         if let Err(e) = f(sink) {
-            tracing::error!("recording stopped: {e:#}");
+            // The clients are still served; what is not recorded is counted.
+            tracing::error!("recording stopped: {e:#}; exchanges are forwarded but not recorded");
+            self.summary.exchanges = sink.confirmed();
+            self.summary.unrecorded += sink.unconfirmed();
             self.failed = Some(e);
             self.sink = None;
+            if let Some(stop) = &self.write_failed {
+                stop.notify_one();
+            }
         }
     }
 
     /// Writes what still waits, closes the file and says what was recorded.
+    /// A write failure is part of the summary (the count of what was not
+    /// recorded is what the caller must say), not an error.
     fn finish(&mut self) -> anyhow::Result<RecordSummary> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
+        if self.failed.is_none() {
+            let sink = self.sink.take().context("the capture was already closed")?;
+            let (confirmed, unconfirmed) = (sink.confirmed(), sink.unconfirmed());
+            match sink.finish() {
+                Ok(written) => {
+                    let mut summary = std::mem::take(&mut self.summary);
+                    summary.exchanges = written.written;
+                    summary.filtered = written.filtered;
+                    summary.files = written.files;
+                    return Ok(summary);
+                }
+                Err(e) => {
+                    self.summary.exchanges = confirmed;
+                    self.summary.unrecorded += unconfirmed;
+                    self.failed = Some(e);
+                }
+            }
         }
-        let sink = self.sink.take().context("the capture was already closed")?;
-        let written = sink.finish()?;
         let mut summary = std::mem::take(&mut self.summary);
-        summary.exchanges = written.written;
-        summary.filtered = written.filtered;
-        summary.files = written.files;
+        summary.write_error = self.failed.take().map(|e| format!("{e:#}"));
         Ok(summary)
     }
 }

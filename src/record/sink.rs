@@ -2,7 +2,9 @@
 //! sampled, numbered, and written to a capture file that may rotate.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -91,6 +93,9 @@ pub struct Sink {
     filtered: u64,
     jobs: Option<SyncSender<Job>>,
     files: Option<JoinHandle<anyhow::Result<Vec<PathBuf>>>>,
+    /// Exchanges the writer has flushed to the file: all before them are
+    /// on disk.
+    confirmed: Arc<AtomicU64>,
 }
 
 enum Job {
@@ -108,6 +113,7 @@ impl Sink {
         selection: Selection,
         rotation: Rotation,
     ) -> anyhow::Result<Sink> {
+        let confirmed = Arc::new(AtomicU64::new(0));
         let mut files = Files {
             out: out.to_path_buf(),
             source: source.to_string(),
@@ -115,6 +121,8 @@ impl Sink {
             writer: None,
             opened: Instant::now(),
             paths: Vec::new(),
+            lines: 0,
+            confirmed: confirmed.clone(),
         };
         files.open_next()?;
         let (jobs, queue) = sync_channel(4096);
@@ -128,7 +136,19 @@ impl Sink {
             filtered: 0,
             jobs: Some(jobs),
             files: Some(thread),
+            confirmed,
         })
+    }
+
+    /// Exchanges the writer has flushed to the file.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed.load(Ordering::Relaxed)
+    }
+
+    /// Exchanges handed to the writer that it has not confirmed on disk
+    /// (after a write failure: those lost with it).
+    pub fn unconfirmed(&self) -> u64 {
+        self.written.saturating_sub(self.confirmed())
     }
 
     /// Which exchanges it keeps.
@@ -206,6 +226,9 @@ struct Files {
     writer: Option<CaptureWriter>,
     opened: Instant,
     paths: Vec<PathBuf>,
+    /// Exchanges written (into buffers at least).
+    lines: u64,
+    confirmed: Arc<AtomicU64>,
 }
 
 impl Files {
@@ -220,16 +243,19 @@ impl Files {
                         .as_mut()
                         .expect("a file is open")
                         .write(&exchange)?;
+                    self.lines += 1;
                 }
                 Job::Flush => {
                     if let Some(writer) = self.writer.as_mut() {
                         writer.flush()?;
+                        self.confirmed.store(self.lines, Ordering::Relaxed);
                     }
                 }
             }
         }
         if let Some(writer) = self.writer.take() {
             writer.finish()?;
+            self.confirmed.store(self.lines, Ordering::Relaxed);
         }
         Ok(self.paths)
     }
@@ -252,6 +278,7 @@ impl Files {
     fn open_next(&mut self) -> anyhow::Result<()> {
         if let Some(writer) = self.writer.take() {
             writer.finish()?;
+            self.confirmed.store(self.lines, Ordering::Relaxed);
         }
         let path = if self.rotation.enabled() {
             part_path(&self.out, self.paths.len() + 1)
