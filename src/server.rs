@@ -80,6 +80,10 @@ pub async fn serve_with<H, F>(
 {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so that those still open after the drain are
+    // ended here (their in-flight requests dropped, which the handler can
+    // account for) rather than left running after `serve` returns.
+    let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -102,7 +106,8 @@ pub async fn serve_with<H, F>(
         });
         let watcher = graceful.watcher();
         let (tls, connections) = (tls.clone(), connections.clone());
-        tokio::spawn(async move {
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             let Some(tls) = tls else {
                 return serve_connection(stream, service, watcher, peer, &connections).await;
             };
@@ -120,8 +125,13 @@ pub async fn serve_with<H, F>(
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {drain:?}; closing them");
+        tracing::warn!(
+            "{} connections still open after {drain:?}; closing them",
+            tasks.len()
+        );
     }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Serves one connection, HTTP/1 or HTTP/2 as the client speaks.

@@ -337,3 +337,57 @@ async fn a_capture_that_cannot_be_written_is_counted_and_said() {
         assert_eq!(recorded + unrecorded, served, "{stdout}{stderr}");
     }
 }
+
+/// Stopped while an upstream hangs: the exchange still in flight at the
+/// drain deadline is written (its request, no answer) and counted.
+#[tokio::test]
+async fn an_exchange_cut_off_at_stop_is_written_and_counted() {
+    let silent = common::silent_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap.jsonl");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ProxyConfig {
+        timeout: Duration::from_secs(30),
+        drain: Duration::from_millis(300),
+        ..config(listener, &format!("http://{silent}"))
+    };
+    let sink = sink(&config, &out);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let recording = tokio::spawn(record_proxy(config, sink, async {
+        let _ = stopped.await;
+    }));
+    let client = tandem::http::client(Duration::from_secs(10));
+    let waiting = tokio::spawn(async move {
+        let request = hyper::Request::post(format!("http://{addr}/pay"))
+            .body(http_body_util::Full::new(Bytes::from_static(
+                b"{\"amount\":5}",
+            )))
+            .unwrap();
+        client.request(request).await.map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(5), recording)
+        .await
+        .expect("stopped within the drain, not the upstream timeout")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(summary.abandoned_at_stop, 1, "{summary:?}");
+    assert_eq!(summary.exchanges, 1);
+    let kept: Vec<Exchange> = CaptureReader::open(&out)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(kept[0].request.target, "/pay");
+    assert_eq!(kept[0].request.body.bytes().as_ref(), b"{\"amount\":5}");
+    assert!(kept[0].response.is_none());
+    assert!(kept[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("abandoned at stop"));
+    let _ = waiting.await;
+}

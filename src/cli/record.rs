@@ -47,6 +47,10 @@ pub(super) struct RecordArgs {
     /// the client gets 504).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Proxy mode: at stop, longest wait for in-flight exchanges; those
+    /// still waiting then are written unanswered, counted.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain: Duration,
     /// Proxy mode: longest wait for a client's request head; a slower
     /// client is disconnected.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -194,6 +198,7 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         header_timeout: args.header_timeout,
         on_write_error: args.on_write_error,
+        drain: args.drain,
         tls,
         ..ProxyConfig::new(listener, upstream)
     };
@@ -242,11 +247,12 @@ pub(super) fn recorded_line(
         false => joined(&summary.files),
     };
     format!(
-        "recorded {} exchanges into {files} ({} without upstream answer, {} abandoned by the client, \
+        "recorded {} exchanges into {files} ({} without upstream answer, {} abandoned by the client, {} cut off at stop, \
          {} incomplete requests, {} malformed requests, {} left out by the selection)",
         summary.exchanges,
         summary.upstream_errors,
         summary.abandoned,
+        summary.abandoned_at_stop,
         summary.incomplete_requests,
         summary.malformed_requests,
         summary.filtered

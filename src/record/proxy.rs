@@ -136,6 +136,9 @@ pub struct RecordSummary {
     pub upstream_errors: u64,
     /// Of which the client went away before the answer (recorded with `response: null`).
     pub abandoned: u64,
+    /// Of which the proxy stopped before the upstream answered (recorded
+    /// with the request and `response: null`).
+    pub abandoned_at_stop: u64,
     /// Requests whose body never fully arrived: nothing to record but the count.
     pub incomplete_requests: u64,
     /// Malformed requests, answered 400 (or 414, 431) before they could be
@@ -180,14 +183,21 @@ pub async fn record_proxy(
         sink: Some(sink),
         summary: RecordSummary::default(),
         failed: None,
+        stopping: false,
         write_failed: (config.on_write_error == OnWriteError::Stop).then(|| write_failed.clone()),
     }));
-    let shutdown = async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = write_failed.notified() => {
-                tracing::error!("the capture cannot be written: stopped accepting (--on-write-error stop)");
+    let shutdown = {
+        let recorder = recorder.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = write_failed.notified() => {
+                    tracing::error!("the capture cannot be written: stopped accepting (--on-write-error stop)");
+                }
             }
+            // What is still in flight now and never answered was abandoned
+            // by the stop, not by its client.
+            lock(&recorder).stopping = true;
         }
     };
     let flushes = tokio::spawn(flush_every(recorder.clone()));
@@ -450,14 +460,19 @@ impl Drop for Pending {
         if self.id == 0 {
             return;
         }
+        let mut recorder = lock(&self.recorder);
         let event = match self.exchange.take() {
             Some(mut exchange) => {
-                exchange.error = Some("client went away before the answer".to_string());
+                exchange.error = Some(if recorder.stopping {
+                    "abandoned at stop: no answer within the drain".to_string()
+                } else {
+                    "client went away before the answer".to_string()
+                });
                 Event::Done(Box::new(exchange))
             }
             None => Event::Vanished(self.id),
         };
-        self.record(event);
+        recorder.record(event);
     }
 }
 
@@ -477,6 +492,9 @@ struct Recorder {
     failed: Option<anyhow::Error>,
     /// Told of that failure, with `--on-write-error stop`.
     write_failed: Option<Arc<tokio::sync::Notify>>,
+    /// The proxy is stopping: an exchange dropped unanswered now was cut
+    /// off at the drain deadline.
+    stopping: bool,
 }
 
 impl Recorder {
@@ -553,6 +571,7 @@ impl Recorder {
 fn tally(summary: &mut RecordSummary, exchange: &Exchange) {
     match &exchange.error {
         Some(e) if e.starts_with("client") => summary.abandoned += 1,
+        Some(e) if e.starts_with("abandoned at stop") => summary.abandoned_at_stop += 1,
         Some(_) => summary.upstream_errors += 1,
         None => {}
     }
