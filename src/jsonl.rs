@@ -94,6 +94,11 @@ impl LineReader {
         &self.path
     }
 
+    /// The line last read, without its line break.
+    pub fn current(&self) -> &str {
+        self.buf.trim_end()
+    }
+
     /// The number of the line last read, from 1.
     pub fn line_number(&self) -> u64 {
         self.line_no

@@ -56,6 +56,7 @@ pub mod jsonl;
 pub mod latency;
 pub mod metrics;
 pub mod output;
+pub mod redact;
 pub mod route;
 pub mod server;
 pub mod target;

@@ -37,6 +37,22 @@ pub struct CaptureHeader {
     pub source: String,
 }
 
+/// The last line of a capture, when its recorder had something to say that
+/// it could only know at the end: `{"trailer": {...}}`. Readers skip it as
+/// an exchange and keep it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureTrailer {
+    /// Values replaced by each redaction rule (counts, never values).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub redacted: std::collections::BTreeMap<String, u64>,
+}
+
+/// How the trailer line is written: one key, `trailer`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TrailerLine {
+    pub(crate) trailer: CaptureTrailer,
+}
+
 impl CaptureHeader {
     /// A v1 header stamped with the current time.
     pub fn new(source: impl Into<String>) -> Self {

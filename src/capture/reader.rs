@@ -4,7 +4,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{CaptureHeader, Exchange, Request, FORMAT, VERSION};
+use super::{CaptureHeader, CaptureTrailer, Exchange, Request, FORMAT, VERSION};
 use crate::jsonl::{LineError, LineReader};
 
 /// Errors reading a capture name the file and the line.
@@ -14,6 +14,7 @@ pub type CaptureError = LineError;
 pub struct CaptureReader {
     lines: LineReader,
     header: CaptureHeader,
+    trailer: Option<CaptureTrailer>,
 }
 
 impl CaptureReader {
@@ -38,7 +39,36 @@ impl CaptureReader {
             );
             return Err(lines.malformed(msg));
         }
-        Ok(CaptureReader { lines, header })
+        Ok(CaptureReader {
+            lines,
+            header,
+            trailer: None,
+        })
+    }
+
+    /// The capture's trailer line, once read past (at the end).
+    pub fn trailer(&self) -> Option<&CaptureTrailer> {
+        self.trailer.as_ref()
+    }
+
+    /// Moves to the next exchange's line, keeping a trailer line aside;
+    /// `None` at the end.
+    fn advance(&mut self) -> Option<Result<(), CaptureError>> {
+        loop {
+            if let Err(e) = self.lines.advance()? {
+                return Some(Err(e));
+            }
+            if !self.lines.current().starts_with("{\"trailer\"") {
+                return Some(Ok(()));
+            }
+            match self
+                .lines
+                .parse_current::<super::TrailerLine>("the capture's trailer")
+            {
+                Ok(line) => self.trailer = Some(line.trailer),
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 
     /// The capture's header line.
@@ -55,7 +85,7 @@ impl CaptureReader {
     /// and only needs the others' place on the timeline (a replay engine, a
     /// shard): `None` at the end of the file.
     pub fn next_outline(&mut self) -> Option<Result<Outline<'_>, CaptureError>> {
-        if let Err(e) = self.lines.advance()? {
+        if let Err(e) = self.advance()? {
             return Some(Err(e));
         }
         let lines = &self.lines;
@@ -122,6 +152,9 @@ impl Iterator for CaptureReader {
     type Item = Result<Exchange, CaptureError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.lines.next("an exchange")
+        if let Err(e) = self.advance()? {
+            return Some(Err(e));
+        }
+        Some(self.lines.parse_current("an exchange"))
     }
 }

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use super::{CaptureHeader, Exchange};
+use super::{CaptureHeader, CaptureTrailer, Exchange};
 use crate::jsonl::LineWriter;
 
 /// Writes a capture file; gzip when the name ends in `.gz`.
@@ -36,6 +36,14 @@ impl CaptureWriter {
     /// How many exchanges were written.
     pub fn written(&self) -> u64 {
         self.lines.lines().saturating_sub(1)
+    }
+
+    /// Writes `trailer` as the last line, then finishes the file.
+    pub fn finish_with(mut self, trailer: CaptureTrailer) -> anyhow::Result<u64> {
+        let written = self.written();
+        self.lines.write(&super::TrailerLine { trailer })?;
+        self.lines.finish()?;
+        Ok(written)
     }
 
     /// Flushes and closes the file; returns the number of exchanges written.

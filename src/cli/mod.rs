@@ -52,6 +52,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Import a pcap or pcapng file into a capture file.
     Import(record::ImportArgs),
+    /// Redact an existing capture into a new one (docs/redaction.md).
+    Redact(record::RedactCommandArgs),
     /// Replay a capture at the legacy and the new stack and report parity.
     Replay(replay::ReplayArgs),
     /// Serve clients from legacy (recording), mirror each exchange to new,
@@ -288,6 +290,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Record(args) if args.packet_mode() => record::packets(args).await,
         Command::Record(args) => record::proxy(args).await,
         Command::Import(args) => record::import(args).await,
+        Command::Redact(args) => record::redact(args),
         Command::Replay(args) => replay::command(args).await,
         Command::Run(args) => run::command(args).await,
         Command::Capacity(args) => capacity::command(args).await,

@@ -62,6 +62,8 @@ pub(super) struct RecordArgs {
     on_write_error: OnWriteError,
     #[command(flatten)]
     selection: SelectionArgs,
+    #[command(flatten)]
+    redact: RedactArgs,
     /// Start a new file after this many bytes (e.g. 500MB).
     #[arg(long, value_parser = parse_size)]
     rotate_size: Option<u64>,
@@ -99,9 +101,99 @@ pub(super) struct ImportArgs {
     ports: Vec<u16>,
     #[command(flatten)]
     selection: SelectionArgs,
+    #[command(flatten)]
+    redact: RedactArgs,
     /// Body bytes kept at most per message; longer bodies are cut and marked incomplete.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     max_body: u64,
+}
+
+/// Redaction of what is recorded (docs/redaction.md).
+#[derive(Debug, Args)]
+struct RedactArgs {
+    /// Redact with the `[redact]` table of this file: headers, JSONPath
+    /// fields, query, form and cookie keys, detectors.
+    #[arg(long)]
+    redact: Option<PathBuf>,
+    /// The redaction key (at least 16 bytes) [default: $TANDEM_REDACT_KEY].
+    #[arg(long, requires = "redact")]
+    redact_key_file: Option<PathBuf>,
+}
+
+impl RedactArgs {
+    fn redactor(&self) -> anyhow::Result<Option<crate::redact::Redactor>> {
+        let Some(rules) = &self.redact else {
+            return Ok(None);
+        };
+        let key = crate::redact::Redactor::key(self.redact_key_file.as_deref())?;
+        Ok(Some(crate::redact::Redactor::load(rules, key)?))
+    }
+}
+
+/// `tandem redact`'s arguments.
+#[derive(Debug, Args)]
+pub(super) struct RedactCommandArgs {
+    /// The capture to redact.
+    capture: PathBuf,
+    /// The redacted capture to write (.gz for gzip).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    redact: RedactArgs,
+}
+
+/// `tandem redact IN --out OUT`: an existing capture redacted; a count per
+/// rule in its trailer and on the terminal. A line that cannot be read is
+/// not copied (it may hold what should be redacted): named, counted, exit 2.
+pub(super) fn redact(args: RedactCommandArgs) -> anyhow::Result<ExitCode> {
+    crate::output::refuse_overwriting(&[&args.capture], &[&args.out])?;
+    let mut redactor = args
+        .redact
+        .redactor()?
+        .context("tandem redact needs --redact FILE")?;
+    let mut reader = crate::capture::CaptureReader::open(&args.capture)?;
+    let mut header = reader.header().clone();
+    header.source = format!("{} (redacted)", header.source);
+    let mut writer = crate::capture::CaptureWriter::create(&args.out, &header)?;
+    let mut unreadable = 0u64;
+    for exchange in reader.by_ref() {
+        match exchange {
+            Ok(mut exchange) => {
+                redactor.apply(&mut exchange);
+                writer.write(&exchange)?;
+            }
+            Err(e) => {
+                eprintln!("tandem: {e}; not copied");
+                unreadable += 1;
+            }
+        }
+    }
+    let counts = redactor.take_counts();
+    let written = writer.finish_with(crate::capture::CaptureTrailer {
+        redacted: counts.clone(),
+    })?;
+    println!(
+        "wrote {written} exchanges to {}; redacted: {}",
+        args.out.display(),
+        redaction_counts(&counts)
+    );
+    if unreadable > 0 {
+        eprintln!("tandem: {unreadable} lines could not be read and were not copied");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rule N, rule M`, or `nothing`.
+fn redaction_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    match counts.is_empty() {
+        true => "nothing".to_string(),
+        false => counts
+            .iter()
+            .map(|(rule, n)| format!("{rule} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// Which exchanges a recording keeps.
@@ -219,11 +311,12 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let rotation = args.rotation();
-    let sink = Sink::create(
+    let sink = Sink::create_with(
         &args.out,
         &config.source(),
         args.selection.selection()?,
         rotation,
+        args.redact.redactor()?,
     )?;
     tracing::info!(
         "recording {}{} -> {} into {}",
@@ -234,6 +327,9 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
     );
     let summary = record_proxy(config, sink, shutdown_signal()).await?;
     println!("{}", recorded_line(&summary, &args.out));
+    if args.redact.redact.is_some() {
+        println!("redacted: {}", redaction_counts(&summary.redacted));
+    }
     Ok(write_failure(&summary))
 }
 
@@ -285,11 +381,12 @@ pub(super) async fn packets(args: RecordArgs) -> anyhow::Result<ExitCode> {
             ..AssemblyOptions::default()
         },
     };
-    let sink = Sink::create(
+    let sink = Sink::create_with(
         &args.out,
         &config.source(),
         args.selection.selection()?,
         rotation,
+        args.redact.redactor()?,
     )?;
     tracing::info!(
         "capturing {} port {} into {}",
@@ -315,11 +412,12 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             ..AssemblyOptions::default()
         },
     };
-    let sink = Sink::create(
+    let sink = Sink::create_with(
         &args.out,
         &config.source(),
         args.selection.selection()?,
         Rotation::default(),
+        args.redact.redactor()?,
     )?;
     let recording = import_file(config, sink, shutdown_signal()).await?;
     report_packets(&recording)
@@ -337,6 +435,9 @@ fn report_packets(recording: &PacketRecording) -> anyhow::Result<ExitCode> {
         written.filtered,
         joined(&written.files)
     )?;
+    if !written.redacted.is_empty() {
+        writeln!(out, "redacted: {}", redaction_counts(&written.redacted))?;
+    }
     if let Some(error) = &recording.stopped_by {
         eprintln!("tandem: {error}; everything before it was written");
         return Ok(ExitCode::from(EXIT_BAD_INPUT));

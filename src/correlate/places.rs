@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::capture::{header_value, Body, Header, Request};
+use crate::capture::{header_value, Body, Header, Request, Response};
 
 /// Decoded bodies larger than this are not searched for values.
 const MAX_BODY: usize = 8 << 20;
@@ -269,6 +269,57 @@ pub fn rewritten(request: &Request, values: &[(Place, Value)]) -> Request {
     out
 }
 
+/// `response` with each place set to its value: JSON leaves of the body,
+/// Set-Cookie values. A body that changes loses its recorded
+/// Content-Length and Content-Encoding (it is kept plain).
+pub fn rewritten_answer(response: &Response, values: &[(Place, Value)]) -> Response {
+    let mut out = response.clone();
+    let mut json = None;
+    for (place, value) in values {
+        let plain = key_of(value).unwrap_or_else(|| value.to_string());
+        match place {
+            Place::Json(path) => {
+                let doc = json.get_or_insert_with(|| json_body(&response.headers, &response.body));
+                if let (Some(doc), Some(pointer)) = (doc.as_mut(), pointer(path)) {
+                    if let Some(slot) = doc.pointer_mut(&pointer) {
+                        *slot = value.clone();
+                    }
+                }
+            }
+            Place::Cookie(name) => {
+                for header in out
+                    .headers
+                    .iter_mut()
+                    .filter(|h| h.0.eq_ignore_ascii_case("set-cookie"))
+                {
+                    let (cookie, attributes) =
+                        header.1.split_once(';').unwrap_or((header.1.as_str(), ""));
+                    if cookie
+                        .split_once('=')
+                        .is_some_and(|(n, _)| n.trim() == name)
+                    {
+                        header.1 = match attributes.is_empty() {
+                            true => format!("{name}={plain}"),
+                            false => format!("{name}={plain};{attributes}"),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(Some(doc)) = json {
+        out.body = Body::from(bytes::Bytes::from(
+            serde_json::to_vec(&doc).unwrap_or_default(),
+        ));
+        out.headers.retain(|h| {
+            !h.0.eq_ignore_ascii_case("content-length")
+                && !h.0.eq_ignore_ascii_case("content-encoding")
+        });
+    }
+    out
+}
+
 fn text(s: &str) -> Value {
     Value::String(s.to_string())
 }
@@ -335,7 +386,7 @@ fn is_form(headers: &[Header]) -> bool {
 }
 
 /// The body as JSON, decoded by its Content-Encoding; `None` if it is not JSON.
-fn json_body(headers: &[Header], body: &Body) -> Option<Value> {
+pub fn json_body(headers: &[Header], body: &Body) -> Option<Value> {
     let bytes = body.bytes();
     if bytes.is_empty() {
         return None;
@@ -394,7 +445,7 @@ fn is_name(key: &str) -> bool {
 }
 
 /// A concrete path (`$.items[0].id`, `$["a b"]`) as a JSON pointer.
-fn pointer(path: &str) -> Option<String> {
+pub fn pointer(path: &str) -> Option<String> {
     let mut out = String::new();
     let mut rest = path.strip_prefix('$')?;
     while !rest.is_empty() {

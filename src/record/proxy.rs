@@ -150,6 +150,8 @@ pub struct RecordSummary {
     /// Exchanges served but not recorded because of it (those the writer
     /// had not yet flushed when it failed, and all after).
     pub unrecorded: u64,
+    /// Values replaced by each redaction rule.
+    pub redacted: std::collections::BTreeMap<String, u64>,
 }
 
 enum Event {
@@ -553,6 +555,7 @@ impl Recorder {
                     summary.exchanges = written.written;
                     summary.filtered = written.filtered;
                     summary.files = written.files;
+                    summary.redacted = written.redacted;
                     return Ok(summary);
                 }
                 Err(e) => {

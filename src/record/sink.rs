@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use regex::Regex;
 
 use crate::capture::ordered::InOrder;
-use crate::capture::{CaptureHeader, CaptureWriter, Exchange};
+use crate::capture::{CaptureHeader, CaptureTrailer, CaptureWriter, Exchange};
+use crate::redact::Redactor;
 
 /// Which exchanges are kept.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +84,8 @@ pub struct SinkSummary {
     pub filtered: u64,
     /// The files written, in order.
     pub files: Vec<PathBuf>,
+    /// Values replaced by each redaction rule, over all files.
+    pub redacted: BTreeMap<String, u64>,
 }
 
 /// The recording end of a source. Ordering, selection and numbering happen
@@ -92,7 +97,7 @@ pub struct Sink {
     written: u64,
     filtered: u64,
     jobs: Option<SyncSender<Job>>,
-    files: Option<JoinHandle<anyhow::Result<Vec<PathBuf>>>>,
+    files: Option<JoinHandle<anyhow::Result<Written>>>,
     /// Exchanges the writer has flushed to the file: all before them are
     /// on disk.
     confirmed: Arc<AtomicU64>,
@@ -113,6 +118,18 @@ impl Sink {
         selection: Selection,
         rotation: Rotation,
     ) -> anyhow::Result<Sink> {
+        Sink::create_with(out, source, selection, rotation, None)
+    }
+
+    /// [`Sink::create`], redacting each exchange with `redactor` (on the
+    /// writer's thread) and writing its counts in each file's trailer.
+    pub fn create_with(
+        out: &Path,
+        source: &str,
+        selection: Selection,
+        rotation: Rotation,
+        redactor: Option<Redactor>,
+    ) -> anyhow::Result<Sink> {
         let confirmed = Arc::new(AtomicU64::new(0));
         let mut files = Files {
             out: out.to_path_buf(),
@@ -123,6 +140,8 @@ impl Sink {
             paths: Vec::new(),
             lines: 0,
             confirmed: confirmed.clone(),
+            redactor,
+            redacted: BTreeMap::new(),
         };
         files.open_next()?;
         let (jobs, queue) = sync_channel(4096);
@@ -174,11 +193,12 @@ impl Sink {
     pub fn finish(mut self) -> anyhow::Result<SinkSummary> {
         let rest = self.order.drain();
         self.write(rest)?;
-        let files = self.stop_writer()?;
+        let Written { paths, redacted } = self.stop_writer()?;
         Ok(SinkSummary {
             written: self.written,
             filtered: self.filtered,
-            files,
+            files: paths,
+            redacted,
         })
     }
 
@@ -207,7 +227,7 @@ impl Sink {
         }
     }
 
-    fn stop_writer(&mut self) -> anyhow::Result<Vec<PathBuf>> {
+    fn stop_writer(&mut self) -> anyhow::Result<Written> {
         drop(self.jobs.take());
         match self.files.take() {
             Some(thread) => thread
@@ -229,13 +249,25 @@ struct Files {
     /// Exchanges written (into buffers at least).
     lines: u64,
     confirmed: Arc<AtomicU64>,
+    redactor: Option<Redactor>,
+    /// Redaction counts of the files already finished.
+    redacted: BTreeMap<String, u64>,
+}
+
+/// What the writer wrote: its files, and what redaction replaced.
+struct Written {
+    paths: Vec<PathBuf>,
+    redacted: BTreeMap<String, u64>,
 }
 
 impl Files {
-    fn run(mut self, queue: Receiver<Job>) -> anyhow::Result<Vec<PathBuf>> {
+    fn run(mut self, queue: Receiver<Job>) -> anyhow::Result<Written> {
         for job in queue {
             match job {
-                Job::Write(exchange) => {
+                Job::Write(mut exchange) => {
+                    if let Some(redactor) = self.redactor.as_mut() {
+                        redactor.apply(&mut exchange);
+                    }
                     if self.due_for_rotation() {
                         self.open_next()?;
                     }
@@ -253,11 +285,33 @@ impl Files {
                 }
             }
         }
-        if let Some(writer) = self.writer.take() {
-            writer.finish()?;
-            self.confirmed.store(self.lines, Ordering::Relaxed);
+        self.finish_file()?;
+        Ok(Written {
+            paths: self.paths,
+            redacted: self.redacted,
+        })
+    }
+
+    /// Finishes the current file, with a trailer of what redaction
+    /// replaced in it.
+    fn finish_file(&mut self) -> anyhow::Result<()> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        match self.redactor.as_mut() {
+            Some(redactor) => {
+                let counts = redactor.take_counts();
+                for (rule, n) in &counts {
+                    *self.redacted.entry(rule.clone()).or_default() += n;
+                }
+                writer.finish_with(CaptureTrailer { redacted: counts })?;
+            }
+            None => {
+                writer.finish()?;
+            }
         }
-        Ok(self.paths)
+        self.confirmed.store(self.lines, Ordering::Relaxed);
+        Ok(())
     }
 
     fn due_for_rotation(&self) -> bool {
@@ -276,10 +330,7 @@ impl Files {
     }
 
     fn open_next(&mut self) -> anyhow::Result<()> {
-        if let Some(writer) = self.writer.take() {
-            writer.finish()?;
-            self.confirmed.store(self.lines, Ordering::Relaxed);
-        }
+        self.finish_file()?;
         let path = if self.rotation.enabled() {
             part_path(&self.out, self.paths.len() + 1)
         } else {
