@@ -97,9 +97,12 @@ where
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_url = format!("http://{}", listener.local_addr().unwrap());
     let legacy: Target = legacy.parse().unwrap();
+    // Sessions by the flows' user header where they send one: a pooled
+    // client may open a second connection mid-flow.
     let proxy = ProxyConfig {
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
+        session_header: Some("x-demo-user".into()),
         ..ProxyConfig::new(listener, legacy.clone())
     };
     let out = dir.join("run");
@@ -592,8 +595,16 @@ async fn the_new_stack_s_own_ids_and_tokens_are_followed() {
 /// One client's order flow through the proxy, on a connection of its own
 /// (the proxy's session key): log in, create an order, read it back.
 async fn order_flow(proxy: &str) {
+    static USERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let who = format!(
+        "u{}",
+        USERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let client = tandem::http::client(Duration::from_secs(5));
-    let json = [("content-type", "application/json")];
+    let json = [
+        ("content-type", "application/json"),
+        ("x-demo-user", who.as_str()),
+    ];
     let login = common::send(
         &client,
         &format!("{proxy}/api/login"),
@@ -604,14 +615,15 @@ async fn order_flow(proxy: &str) {
     .await;
     let token: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
     let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
-    order_and_read(proxy, &client, &bearer).await;
+    order_and_read(proxy, &client, &bearer, &who).await;
 }
 
-/// Creates an order with `bearer` and reads it back.
-async fn order_and_read(proxy: &str, client: &tandem::http::Client, bearer: &str) {
+/// Creates an order with `bearer` as user `who` and reads it back.
+async fn order_and_read(proxy: &str, client: &tandem::http::Client, bearer: &str, who: &str) {
     let auth = [
         ("content-type", "application/json"),
         ("authorization", bearer),
+        ("x-demo-user", who),
     ];
     let order = br#"{"customer":"guest7","items":[{"product_id":3,"qty":2}]}"#;
     let created = common::send(
@@ -670,7 +682,10 @@ async fn links_learned_from_the_live_traffic_are_followed_on_new_and_legacy_2() 
                 &straddler,
                 &format!("{proxy}/api/login"),
                 "POST",
-                &[("content-type", "application/json")],
+                &[
+                    ("content-type", "application/json"),
+                    ("x-demo-user", "straddler"),
+                ],
                 Bytes::from_static(b"{\"user\":\"u9\"}"),
             )
             .await;
@@ -684,7 +699,7 @@ async fn links_learned_from_the_live_traffic_are_followed_on_new_and_legacy_2() 
                 order_flow(&proxy).await;
             }
             let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
-            order_and_read(&proxy, &straddler, &bearer).await;
+            order_and_read(&proxy, &straddler, &bearer, "straddler").await;
         },
     )
     .await;

@@ -6,6 +6,7 @@
 mod capacity;
 pub mod demo;
 mod diff;
+mod formats;
 mod merge;
 mod record;
 pub mod replay;
@@ -54,6 +55,8 @@ enum Command {
     Import(record::ImportArgs),
     /// Redact an existing capture into a new one (docs/redaction.md).
     Redact(record::RedactCommandArgs),
+    /// Export a capture, or a run's results, as HAR or GoReplay .gor.
+    Export(formats::ExportArgs),
     /// Replay a capture at the legacy and the new stack and report parity.
     Replay(replay::ReplayArgs),
     /// Serve clients from legacy (recording), mirror each exchange to new,
@@ -291,6 +294,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Record(args) => record::proxy(args).await,
         Command::Import(args) => record::import(args).await,
         Command::Redact(args) => record::redact(args),
+        Command::Export(args) => formats::export(args),
         Command::Replay(args) => replay::command(args).await,
         Command::Run(args) => run::command(args).await,
         Command::Capacity(args) => capacity::command(args).await,

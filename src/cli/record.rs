@@ -91,8 +91,16 @@ pub(super) struct RecordArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct ImportArgs {
-    /// The pcap or pcapng file.
+    /// The file: pcap or pcapng, HAR 1.2 (browser devtools, proxies) or
+    /// GoReplay .gor.
     file: PathBuf,
+    /// The file's format [default: by its name (.har, .gor), else pcap].
+    #[arg(long, value_enum)]
+    format: Option<super::formats::ImportFormat>,
+    /// HAR and .gor: take the session key from this request header when
+    /// present (default: HAR's connection id, else one session).
+    #[arg(long)]
+    session_header: Option<String>,
     /// Capture file to write (.gz for gzip).
     #[arg(long)]
     out: PathBuf,
@@ -185,7 +193,7 @@ pub(super) fn redact(args: RedactCommandArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `rule N, rule M`, or `nothing`.
-fn redaction_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
+pub(super) fn redaction_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
     match counts.is_empty() {
         true => "nothing".to_string(),
         false => counts
@@ -403,6 +411,22 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     // The input is checked before the output is begun; the output replaces
     // an existing file only when complete.
     crate::output::refuse_overwriting(&[&args.file], &[&args.out])?;
+    let format = args
+        .format
+        .unwrap_or_else(|| super::formats::ImportFormat::of(&args.file));
+    if format != super::formats::ImportFormat::Pcap {
+        return super::formats::import(
+            format,
+            &args.file,
+            &args.out,
+            super::formats::ImportOptions {
+                max_body: args.max_body as usize,
+                session_header: args.session_header.clone(),
+                selection: args.selection.selection()?,
+                redactor: args.redact.redactor()?,
+            },
+        );
+    }
     crate::record::check_pcap(&args.file)?;
     let config = ImportConfig {
         file: args.file,

@@ -5,6 +5,8 @@
 //! ordering, rotation) until its input ends or `shutdown` completes, so
 //! that tests and the command layer call each the same way.
 
+pub mod gor;
+pub mod har;
 pub mod packets;
 pub mod pcap;
 pub mod proxy;
