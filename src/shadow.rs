@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio::sync::mpsc;
 
 use crate::capture::{Exchange, Response};
@@ -253,6 +253,7 @@ pub async fn shadow(
     };
     let (results_tx, mut results_rx) = mpsc::channel::<ExchangeResult>(1024);
     let mirror = Mirror {
+        max_body: proxy.max_body,
         client: http::client(timeout),
         new,
         legacy2,
@@ -511,6 +512,8 @@ impl Judged {
 
 /// Sends mirror copies.
 struct Mirror {
+    /// Answer bytes kept at most, as the proxy records them.
+    max_body: usize,
     client: Client,
     new: Target,
     legacy2: Option<Target>,
@@ -846,18 +849,19 @@ impl Mirror {
         let answer = async {
             let response = self.client.request(request).await?;
             let (head, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
+            let body = http::read_bounded(body, self.max_body).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((head, body))
         };
         let after_us = || sent.elapsed().as_micros() as u64;
         match tokio::time::timeout(self.timeout, answer).await {
-            Ok(Ok((head, body))) => Attempt {
+            Ok(Ok((head, (body, truncated)))) => Attempt {
                 lag_us,
                 response: Some(Response {
                     status: head.status.as_u16(),
                     headers: http::to_headers(&head.headers),
                     body: crate::capture::Body(body),
                     latency_us: after_us(),
+                    truncated,
                 }),
                 error: None,
                 unresolved: Vec::new(),

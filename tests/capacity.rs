@@ -58,6 +58,7 @@ async fn the_search_finds_known_capacities() {
             headers: vec![],
             body: tandem::capture::Body::from("{\"ok\":true}"),
             latency_us: 100,
+            truncated: None,
         });
         e
     });

@@ -26,6 +26,7 @@ fn exchange(id: u64, body: Bytes) -> Exchange {
             headers: vec![Header("x".into(), "ü".into())],
             body: Body(body),
             latency_us: 812,
+            truncated: None,
         }),
         error: (id % 5 == 0).then(|| "upstream: refused".to_string()),
         incomplete: (id % 7 == 0).then(|| "3 bytes lost from the capture".to_string()),

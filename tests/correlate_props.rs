@@ -52,6 +52,7 @@ fn answer(body: serde_json::Value) -> Option<Response> {
         headers: vec![Header("content-type".into(), "application/json".into())],
         body: Body::from(body.to_string().as_str()),
         latency_us: 50,
+        truncated: None,
     })
 }
 

@@ -49,6 +49,7 @@ fn response(body: String) -> Response {
         headers: vec![Header("content-type".into(), "application/json".into())],
         body: Body::from(body.as_str()),
         latency_us: 0,
+        truncated: None,
     }
 }
 

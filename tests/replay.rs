@@ -317,6 +317,7 @@ async fn a_broken_replay_never_reads_as_a_green_report() {
             headers: Vec::new(),
             body: tandem::capture::Body::default(),
             latency_us: 100,
+            truncated: None,
         });
         e
     });

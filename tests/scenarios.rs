@@ -73,6 +73,7 @@ fn every_replay_flag_is_a_scenario_key() {
         ("http2", "true".into()),
         ("rules", quoted("scenarios/demo.rules.toml")),
         ("timeout", quoted("3s")),
+        ("max-body", quoted("2MiB")),
         ("gate", format!("[{}]", quoted("parity >= 99%"))),
         ("max-mismatch-rate", "0.01".into()),
         ("min-fidelity", "0.9".into()),
@@ -114,6 +115,7 @@ fn every_replay_flag_is_a_scenario_key() {
     assert_eq!(plan.duration, Some(Duration::from_secs(60)));
     assert_eq!(plan.max_lag, Some(Duration::from_millis(250)));
     assert_eq!(plan.shard, Some((1, 4)));
+    assert_eq!(plan.max_body, 2 << 20);
     assert!(!plan.ordered_sessions && plan.keep_host && plan.allow_recorded_host);
     assert_eq!(plan.legacy_headers, [("x-a".to_string(), "1".to_string())]);
     assert_eq!(plan.new_headers, [("x-b".to_string(), "2".to_string())]);

@@ -283,6 +283,7 @@ fn login_capture_after(path: &Path, slow_first: Option<u64>) -> std::path::PathB
             headers: vec![Header("content-type".into(), "application/json".into())],
             body: Body::from(body),
             latency_us: 100,
+            truncated: None,
         })
     };
     let token = "tok-recorded-00000000000000000001";

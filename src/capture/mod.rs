@@ -117,6 +117,20 @@ pub struct Response {
     pub body: Body,
     /// From the request's arrival to the last byte of the response, in microseconds.
     pub latency_us: u64,
+    /// Set when the body was longer than the limit kept (`--max-body`):
+    /// `body` holds its first bytes, and this the whole body's length and
+    /// hash, which the differ compares instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncated>,
+}
+
+/// A body longer than what was kept of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncated {
+    /// The whole body's length in bytes.
+    pub len: u64,
+    /// SHA-256 of the whole body, lower-case hex.
+    pub sha256: String,
 }
 
 /// A header as a `[name, value]` pair. Values that are not UTF-8 are kept as
@@ -154,6 +168,16 @@ pub fn header_value<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
         .map(|h| h.1.as_str())
 }
 
+/// SHA-256 of `bytes`, as lower-case hex.
+pub fn sha256_of_bytes(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// SHA-256 of the file at `path`, as lower-case hex: a capture's identity
 /// in reports, so that shards of different captures are not merged.
 pub fn sha256_of(path: &std::path::Path) -> std::io::Result<String> {
@@ -161,9 +185,5 @@ pub fn sha256_of(path: &std::path::Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }

@@ -70,7 +70,9 @@ pub(super) struct RecordArgs {
     /// Start a new file after this long (e.g. 1h).
     #[arg(long, value_parser = humantime::parse_duration)]
     rotate_time: Option<Duration>,
-    /// Packet mode: body bytes kept at most per message; longer bodies are cut and marked incomplete.
+    /// Body bytes kept at most per message; longer bodies are cut and
+    /// marked (the proxy forwards them whole, and records an answer's length
+    /// and hash).
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     max_body: u64,
     /// Proxy mode: TLS towards the upstream.
@@ -239,7 +241,7 @@ impl SelectionArgs {
 }
 
 /// `16MiB`, `500MB`, `1g`, `4096`: a size in bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(super) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -299,6 +301,7 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
         header_timeout: args.header_timeout,
         on_write_error: args.on_write_error,
         drain: args.drain,
+        max_body: args.max_body as usize,
         tls,
         ..ProxyConfig::new(listener, upstream)
     };

@@ -128,6 +128,11 @@ pub(super) struct ReplayArgs {
     /// Longest wait for one complete answer [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
+    /// Answer bytes kept at most (e.g. 16MiB, the default); a longer body
+    /// keeps its first bytes, its length and hash, and is compared by
+    /// those.
+    #[arg(long, value_parser = super::record::parse_size)]
+    max_body: Option<u64>,
     #[command(flatten)]
     gates: GateArgs,
     /// Also write JUnit XML here: a testcase per gate and per mismatch group.
@@ -256,6 +261,9 @@ impl ReplayArgs {
         }
         given!(speed, passes, amplify, threads, timeout);
         plan.rate = self.rate;
+        if let Some(max) = self.max_body {
+            plan.max_body = max as usize;
+        }
         plan.duration = self.duration;
         plan.max_in_flight = self.max_in_flight;
         plan.max_lag = self.max_lag;

@@ -68,6 +68,11 @@ pub(super) struct ShadowArgs {
     /// Longest wait for an answer, from legacy and from the mirrors.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     timeout: Duration,
+    /// Body bytes recorded and compared at most per message (e.g. 16MiB);
+    /// longer ones are kept cut, with their length and hash, and compared
+    /// by those.
+    #[arg(long, default_value = "16MiB", value_parser = super::record::parse_size)]
+    max_body: u64,
     /// Longest wait for a client's request head; a slower client is
     /// disconnected (an idle keep-alive connection too).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
@@ -172,6 +177,7 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         drain: args.drain,
         header_timeout: args.header_timeout,
         on_write_error: args.on_write_error,
+        max_body: args.max_body as usize,
         ..ProxyConfig::new(listener, args.legacy.clone())
     };
     let sink = Sink::create(

@@ -181,9 +181,44 @@ impl Differ {
         for (other, out) in others.iter().zip(&mut outs) {
             compare_headers(&legacy.headers, &other.headers, &rules, out);
         }
-        compare_bodies(legacy, &others, &rules, &mut self.scratch, &mut outs);
+        let truncated = |o: &&Response| legacy.truncated.is_some() || o.truncated.is_some();
+        if others.iter().any(truncated) {
+            self.compare_some_by_hash(legacy, &others, &rules, &mut outs);
+        } else {
+            compare_bodies(legacy, &others, &rules, &mut self.scratch, &mut outs);
+        }
         self.scratch.trim();
         outs
+    }
+
+    /// Bodies too long to keep whole are compared by length and hash; the
+    /// others as usual.
+    fn compare_some_by_hash(
+        &mut self,
+        legacy: &Response,
+        others: &[&Response],
+        rules: &RouteRules,
+        outs: &mut [Vec<Mismatch>],
+    ) {
+        let mut whole = Vec::new();
+        for (i, other) in others.iter().enumerate() {
+            match legacy.truncated.is_some() || other.truncated.is_some() {
+                true => compare_by_hash(legacy, other, &mut outs[i]),
+                false => whole.push(i),
+            }
+        }
+        if whole.is_empty() {
+            return;
+        }
+        let subset: Vec<&Response> = whole.iter().map(|&i| others[i]).collect();
+        let mut found: Vec<Vec<Mismatch>> = whole
+            .iter()
+            .map(|&i| std::mem::take(&mut outs[i]))
+            .collect();
+        compare_bodies(legacy, &subset, rules, &mut self.scratch, &mut found);
+        for (i, found) in whole.into_iter().zip(found) {
+            outs[i] = found;
+        }
     }
 }
 
@@ -369,6 +404,28 @@ fn compare_bodies(
     }
 }
 
+/// Bodies of which one was too long to keep whole: equal when their length
+/// and SHA-256 are.
+fn compare_by_hash(legacy: &Response, other: &Response, out: &mut Vec<Mismatch>) {
+    let whole = |r: &Response| match &r.truncated {
+        Some(t) => (t.len, t.sha256.clone()),
+        None => (
+            r.body.bytes().len() as u64,
+            crate::capture::sha256_of_bytes(r.body.bytes()),
+        ),
+    };
+    let (l, n) = (whole(legacy), whole(other));
+    if l != n {
+        out.push(Mismatch {
+            kind: MismatchKind::Body,
+            path: Some("sha256".to_string()),
+            legacy: Some(format!("{} bytes, sha256 {:.16}", l.0, l.1)),
+            new: Some(format!("{} bytes, sha256 {:.16}", n.0, n.1)),
+            diff: None,
+        });
+    }
+}
+
 fn looks_like_json(body: &[u8]) -> bool {
     matches!(
         body.iter().find(|b| !b.is_ascii_whitespace()),
@@ -437,6 +494,7 @@ mod tests {
                 .collect(),
             body: Body::from(body),
             latency_us: 0,
+            truncated: None,
         }
     }
 

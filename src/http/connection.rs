@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
@@ -38,6 +38,7 @@ pub struct Pool {
     max: Option<usize>,
     warned: Arc<AtomicBool>,
     connect_timeout: Duration,
+    max_body: usize,
 }
 
 /// An answer: its head, its whole body, and when the request's first byte
@@ -45,8 +46,10 @@ pub struct Pool {
 pub struct Answer {
     /// Status, version and headers.
     pub head: hyper::http::response::Parts,
-    /// The whole body.
+    /// The body, or its first `max_body` bytes.
     pub body: Bytes,
+    /// The whole body's length and hash, when it was cut.
+    pub truncated: Option<crate::capture::Truncated>,
     /// When the request began to go out on its connection.
     pub sent: Instant,
 }
@@ -83,7 +86,14 @@ impl Pool {
             max,
             warned,
             connect_timeout,
+            max_body: super::MAX_BODY,
         })
+    }
+
+    /// Keeps at most `n` bytes of an answer's body.
+    pub fn with_max_body(mut self, n: usize) -> Pool {
+        self.max_body = n;
+        self
     }
 
     /// Opens up to `n` connections (never past the limit) ahead of the
@@ -130,13 +140,18 @@ impl Pool {
                 Some(conn) => (conn, true),
                 None => (connect(&self.address, self.connect_timeout).await?, false),
             };
-            match round_trip(&mut conn, req).await {
-                Ok((head, body, reusable)) => {
+            match round_trip(&mut conn, req, self.max_body).await {
+                Ok((head, (body, truncated), reusable)) => {
                     let sent = conn.clock.sent();
                     if reusable {
                         self.idle.lock().expect("pool lock").push(conn);
                     }
-                    return Ok(Answer { head, body, sent });
+                    return Ok(Answer {
+                        head,
+                        body,
+                        truncated,
+                        sent,
+                    });
                 }
                 Err(Failure::Unsent(unsent, _)) if reused && !retried => {
                     retried = true;
@@ -178,12 +193,16 @@ async fn connect(address: &str, timeout: Duration) -> Result<Conn, BoxError> {
     Ok(Conn { send, io, clock })
 }
 
+/// A body, or its first bytes with the whole one's length and hash.
+type Bounded = (Bytes, Option<crate::capture::Truncated>);
+
 /// Sends `req` on `conn`, driving the connection from this task until the
 /// answer's body is in; says whether the connection can carry another.
 async fn round_trip(
     conn: &mut Conn,
     req: Request<Full<Bytes>>,
-) -> Result<(hyper::http::response::Parts, Bytes, bool), Failure> {
+    max_body: usize,
+) -> Result<(hyper::http::response::Parts, Bounded, bool), Failure> {
     let response = conn.send.try_send_request(req);
     let mut answer = pin!(async move {
         let response = response.await.map_err(|mut e| match e.take_message() {
@@ -191,11 +210,10 @@ async fn round_trip(
             None => Failure::Failed(e.into_error().into()),
         })?;
         let (head, body) = response.into_parts();
-        let body = body
-            .collect()
+        let body = super::read_bounded(body, max_body)
             .await
             .map_err(|e| Failure::Failed(e.into()))?;
-        Ok((head, body.to_bytes()))
+        Ok((head, body))
     });
     let Conn { send, io, .. } = conn;
     let mut done = false;

@@ -285,3 +285,62 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Bodies longer than this are kept truncated unless told otherwise
+/// (`--max-body`): a target answering 50 MB bodies must not make a replay
+/// hold them all.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// `body` read to its end, keeping at most `max` bytes: a longer one keeps
+/// its first `max` bytes, with the whole body's length and SHA-256 (which
+/// the differ compares instead). One frame is kept as it came, uncopied.
+pub async fn read_bounded<B>(
+    mut body: B,
+    max: usize,
+) -> Result<(Bytes, Option<crate::capture::Truncated>), B::Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    use sha2::Digest;
+    let mut first: Option<Bytes> = None;
+    let mut kept = bytes::BytesMut::new();
+    let mut hasher: Option<sha2::Sha256> = None;
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame?.into_data() else {
+            continue;
+        };
+        len += chunk.len() as u64;
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(&chunk);
+            continue;
+        }
+        let held = first.as_ref().map_or(0, Bytes::len) + kept.len();
+        if held + chunk.len() <= max {
+            match first.take() {
+                None if kept.is_empty() => first = Some(chunk),
+                taken => {
+                    if let Some(taken) = taken {
+                        kept.extend_from_slice(&taken);
+                    }
+                    kept.extend_from_slice(&chunk);
+                }
+            }
+            continue;
+        }
+        if let Some(taken) = first.take() {
+            kept.extend_from_slice(&taken);
+        }
+        let mut started = sha2::Sha256::new();
+        started.update(&kept);
+        started.update(&chunk);
+        kept.extend_from_slice(&chunk[..max - kept.len()]);
+        hasher = Some(started);
+    }
+    let truncated = hasher.map(|h| crate::capture::Truncated {
+        len,
+        sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    });
+    Ok((first.unwrap_or_else(|| kept.freeze()), truncated))
+}

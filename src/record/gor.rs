@@ -201,6 +201,7 @@ fn response(
             headers: m.headers,
             body: Body::from(bytes::Bytes::from(m.body)),
             latency_us: latency_ns / 1000,
+            truncated: None,
         },
         m.incomplete,
     ))

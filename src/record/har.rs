@@ -161,6 +161,7 @@ fn response(har: &v1_2::Response, latency_us: u64) -> anyhow::Result<(Response, 
             headers,
             body: Body::from(bytes::Bytes::from(body)),
             latency_us,
+            truncated: None,
         },
         whole,
     ))

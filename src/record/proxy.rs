@@ -39,6 +39,9 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
+    /// Body bytes recorded at most per message; a longer body is recorded
+    /// cut, with its length and hash (and forwarded whole).
+    pub max_body: usize,
     /// Longest wait for a client's request head (HTTP/1): a client that
     /// sends its headers slower than this is disconnected (an idle keep-alive connection too).
     pub header_timeout: Duration,
@@ -100,6 +103,7 @@ impl ProxyConfig {
             timeout,
             drain: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            max_body: crate::http::MAX_BODY,
             client: ClientOptions {
                 connect_timeout: timeout,
                 ..ClientOptions::default()
@@ -121,6 +125,7 @@ struct Forward {
     upstream: Target,
     session_header: Option<String>,
     timeout: Duration,
+    max_body: usize,
 }
 
 /// What a recording session produced.
@@ -214,6 +219,7 @@ pub async fn record_proxy(
         tls,
         on_answered,
         on_write_error: _,
+        max_body,
     } = config;
     let shared = Arc::new(Shared {
         on_answered,
@@ -222,6 +228,7 @@ pub async fn record_proxy(
             upstream,
             session_header,
             timeout,
+            max_body,
         },
         started: Instant::now(),
         next_id: AtomicU64::new(1),
@@ -297,11 +304,17 @@ async fn handle(
             target: target.clone(),
             version: http::version_name(parts.version).to_string(),
             headers,
-            body: Body(body.clone()),
+            body: Body(cut(&body, shared.config.max_body)),
         },
         response: None,
         error: None,
-        incomplete: None,
+        incomplete: (body.len() > shared.config.max_body).then(|| {
+            format!(
+                "request body of {} bytes cut to --max-body ({})",
+                body.len(),
+                shared.config.max_body
+            )
+        }),
     });
     let upstream = forward(&shared, parts, &target, body).await;
     let latency_us = arrived.elapsed().as_micros() as u64;
@@ -310,8 +323,12 @@ async fn handle(
             exchange.response = Some(capture::Response {
                 status: head.status.as_u16(),
                 headers: http::to_headers(&head.headers),
-                body: Body(body.clone()),
+                body: Body(cut(&body, shared.config.max_body)),
                 latency_us,
+                truncated: (body.len() > shared.config.max_body).then(|| capture::Truncated {
+                    len: body.len() as u64,
+                    sha256: capture::sha256_of_bytes(&body),
+                }),
             });
             if let Some(on_answered) = &shared.on_answered {
                 on_answered(exchange);
@@ -399,6 +416,11 @@ async fn send(
             timed_out: true,
         }),
     }
+}
+
+/// The first `max` bytes of `body` (a cheap slice of it).
+fn cut(body: &Bytes, max: usize) -> Bytes {
+    body.slice(..body.len().min(max))
 }
 
 fn session_key(config: &Forward, headers: &[capture::Header], peer: SocketAddr) -> String {

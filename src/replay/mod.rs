@@ -107,6 +107,9 @@ pub struct ReplayPlan {
     pub progress: bool,
     /// Longest wait for one complete answer, connecting included.
     pub timeout: Duration,
+    /// Answer bytes kept at most; a longer body keeps its first bytes, its
+    /// length and hash, and is compared by those (`--max-body`).
+    pub max_body: usize,
     /// Longest wait for in-flight requests once the schedule is stopped.
     pub drain: Duration,
     /// Send non-idempotent requests (POST, PUT, PATCH, DELETE) even to the
@@ -162,6 +165,7 @@ impl ReplayPlan {
             threads: 0,
             progress: false,
             timeout: Duration::from_secs(10),
+            max_body: crate::http::MAX_BODY,
             drain: Duration::from_secs(10),
             allow_recorded_host: false,
             legacy_trust: None,

@@ -104,6 +104,7 @@ mod tests {
                 headers: vec![],
                 body: Body::default(),
                 latency_us: us,
+                truncated: None,
             }),
             error: None,
             unresolved: Vec::new(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::header::HOST;
 use hyper::Request;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -44,6 +44,7 @@ pub struct Sender {
     legacy2: Option<Stack>,
     timeout: Duration,
     connect_timeout: Duration,
+    max_body: usize,
     max_lag: Option<Duration>,
     keep_host: bool,
     bindings: Option<Arc<Bindings>>,
@@ -114,6 +115,7 @@ impl Sender {
             legacy2,
             timeout: plan.timeout,
             connect_timeout: plan.client.connect_timeout,
+            max_body: plan.max_body,
             max_lag: plan.max_lag,
             keep_host: plan.keep_host,
             bindings,
@@ -310,7 +312,7 @@ impl Sender {
         };
         let elapsed_us = sent.elapsed().as_micros() as u64;
         match outcome {
-            Ok((status, headers, body, on_wire)) => {
+            Ok((status, headers, (body, truncated), on_wire)) => {
                 // The actual send is when the request went out on its
                 // connection, after any wait for one; the task's own time
                 // where the connection could not tell (HTTP/2, or writes
@@ -325,6 +327,7 @@ impl Sender {
                         headers,
                         body: Body(body),
                         latency_us: sent.elapsed().as_micros() as u64,
+                        truncated,
                     }),
                     error: None,
                     unresolved: Vec::new(),
@@ -357,7 +360,7 @@ impl Sender {
             return Ok((
                 answer.head.status.as_u16(),
                 headers,
-                answer.body,
+                (answer.body, answer.truncated),
                 Some(answer.sent),
             ));
         }
@@ -371,7 +374,9 @@ impl Sender {
             .filter(|_| response.version() < hyper::Version::HTTP_2)
             .map(http::SendClock::sent);
         let (head, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| fail(&e))?.to_bytes();
+        let body = http::read_bounded(body, self.max_body)
+            .await
+            .map_err(|e| fail(&e))?;
         Ok((
             head.status.as_u16(),
             http::to_headers(&head.headers),
@@ -381,8 +386,14 @@ impl Sender {
     }
 }
 
-/// Status, headers, body, and when the request went out on the wire.
-type Answer = (u16, Vec<capture::Header>, Bytes, Option<Instant>);
+/// Status, headers, body (with its length and hash when cut), and when the
+/// request went out on the wire.
+type Answer = (
+    u16,
+    Vec<capture::Header>,
+    (Bytes, Option<capture::Truncated>),
+    Option<Instant>,
+);
 
 /// An attempt the harness did not make: counted apart, never hidden.
 pub fn dropped(scheduled: Instant, why: &str) -> Attempt {
@@ -415,12 +426,15 @@ fn own_pool(
     if let Some(pool) = pools.by_endpoint.get(&key) {
         return Some(pool.clone());
     }
-    let pool = Arc::new(connection::Pool::new(
-        &uri,
-        plan.client.max_connections,
-        plan.client.connect_timeout,
-        pools.warned.clone(),
-    )?);
+    let pool = Arc::new(
+        connection::Pool::new(
+            &uri,
+            plan.client.max_connections,
+            plan.client.connect_timeout,
+            pools.warned.clone(),
+        )?
+        .with_max_body(plan.max_body),
+    );
     pools.by_endpoint.insert(key, pool.clone());
     Some(pool)
 }

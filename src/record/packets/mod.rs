@@ -393,6 +393,7 @@ impl Assembler {
                 headers: r.headers,
                 body: Body(Bytes::from(r.body)),
                 latency_us: r.last_us.saturating_sub(started),
+                truncated: None,
             }),
             incomplete,
         }

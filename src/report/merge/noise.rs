@@ -254,6 +254,7 @@ mod tests {
                 headers: vec![Header("content-type".into(), "application/json".into())],
                 body: Body::from(format!("{{\"v\":{v}}}").as_str()),
                 latency_us: 100,
+                truncated: None,
             }),
             error: None,
             unresolved: Vec::new(),
