@@ -53,6 +53,7 @@ fn response(body: Vec<u8>) -> Response {
         headers: vec![Header("content-type".into(), "application/json".into())],
         body: Body(body.into()),
         latency_us: 0,
+        truncated: None,
     }
 }
 
