@@ -196,6 +196,11 @@ pub struct Attempt {
     /// the recorded value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// Sent a second time, on a new connection: an idempotent request whose
+    /// reused connection closed before any byte of an answer (the server's
+    /// keep-alive timeout met it). The answer or error is the second one's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
 }
 
 /// A request that got no answer.

@@ -773,6 +773,7 @@ impl Mirror {
             response: Some(r),
             error: None,
             unresolved: Vec::new(),
+            retried: false,
         });
         // The route is only needed to follow ids: most sessions do not.
         let follow = self.follow.as_ref().map(|f| {
@@ -865,6 +866,7 @@ impl Mirror {
                 }),
                 error: None,
                 unresolved: Vec::new(),
+                retried: false,
             },
             Ok(Err(e)) => failed(http::classify(&*e), &http::error_chain(&*e), after_us()),
             Err(_) => failed(
@@ -917,5 +919,6 @@ fn failed(kind: ErrorKind, message: &str, after_us: u64) -> Attempt {
             after_us,
         }),
         unresolved: Vec::new(),
+        retried: false,
     }
 }

@@ -215,3 +215,85 @@ async fn connections_closed_after_an_answer_are_not_used_again() {
         "one connection each"
     );
 }
+
+/// A server whose keep-alive timeout meets the next request on the way: it
+/// answers the first request of each connection and closes the connection
+/// when the second arrives, without a byte of answer. Counts connections
+/// and requests.
+async fn closes_on_second_request() -> (SocketAddr, Arc<Connections>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Connections::default());
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counts.accepted.fetch_add(1, Ordering::SeqCst);
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let (mut buf, mut heads) = (Vec::new(), 0);
+                let mut chunk = [0u8; 4096];
+                // Requests without bodies: each ends at its blank line.
+                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        counts.requests.fetch_add(1, Ordering::SeqCst);
+                        heads += 1;
+                        if heads > 1 {
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A GET whose reused connection closes before any byte of its answer goes
+/// out once more on a new connection and is answered, counted as retried;
+/// a POST in the same plight is not sent twice (it may have taken effect):
+/// its error stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_on_a_connection_closed_unanswered_is_sent_once_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, seen) = closes_on_second_request().await;
+    let (new, _) = closes_on_second_request().await;
+    let exchanges = [
+        common::exchange(1, 0, "s", "GET", "/a", &[]),
+        common::exchange(2, 20_000, "s", "GET", "/b", &[]),
+        common::exchange(3, 40_000, "s", "POST", "/c", &[]),
+    ];
+    let capture = common::write_capture(&dir.path().join("session.jsonl"), exchanges);
+    let out = dir.path().join("run");
+    let plan = plan_for(capture, legacy, new, out.clone()).map_plan(|p| ReplayPlan {
+        warm_connections: Some(0),
+        threads: 1,
+        ..p
+    });
+    let outcome = replay(&plan, std::future::pending()).await.unwrap();
+    let report = &outcome.report;
+    assert_eq!(report.summary.matched, 2, "{:?}", report.errors);
+    assert_eq!(report.summary.errors, 1);
+    let load = report.load.as_ref().expect("load");
+    assert_eq!((load.legacy.retried, load.new.retried), (1, 1));
+
+    let results = common::read_results(&out);
+    let by_id = |id| results.iter().find(|r| r.id == id).unwrap();
+    let get = &by_id(2).legacy;
+    assert!(get.retried && get.response.as_ref().unwrap().status == 200);
+    let post = &by_id(3).legacy;
+    assert!(!post.retried, "a POST is never sent twice");
+    assert_eq!(
+        post.error.as_ref().map(|e| e.kind),
+        Some(tandem::results::ErrorKind::Reset)
+    );
+    // a, b twice (the second time on a new connection), c.
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 2);
+}

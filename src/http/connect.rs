@@ -249,7 +249,15 @@ pub(super) async fn acquire(
 /// the replay measures the actual send, after any wait for a connection
 /// (meaningful for HTTP/1, one request at a time per connection).
 #[derive(Clone, Debug)]
-pub struct SendClock(Arc<AtomicU64>);
+pub struct SendClock(Arc<Marks>);
+
+#[derive(Debug, Default)]
+struct Marks {
+    /// Nanoseconds from [`epoch`] to the current request's first write.
+    sent: AtomicU64,
+    /// Whether any byte came back since.
+    heard: AtomicBool,
+}
 
 /// What [`SendClock`]s count from.
 fn epoch() -> Instant {
@@ -259,17 +267,29 @@ fn epoch() -> Instant {
 
 impl SendClock {
     fn new() -> SendClock {
-        SendClock(Arc::new(AtomicU64::new(0)))
+        SendClock(Arc::default())
     }
 
     fn mark(&self) {
         let nanos = epoch().elapsed().as_nanos() as u64;
-        self.0.store(nanos, Ordering::Relaxed);
+        self.0.sent.store(nanos, Ordering::Relaxed);
+        self.0.heard.store(false, Ordering::Relaxed);
+    }
+
+    fn hear(&self) {
+        self.0.heard.store(true, Ordering::Relaxed);
     }
 
     /// When the current request's first byte was written.
     pub fn sent(&self) -> Instant {
-        epoch() + Duration::from_nanos(self.0.load(Ordering::Relaxed))
+        epoch() + Duration::from_nanos(self.0.sent.load(Ordering::Relaxed))
+    }
+
+    /// Whether any byte of an answer arrived since the current request
+    /// began to go out: a request whose connection closed before that was
+    /// never processed as far as the client can tell.
+    pub fn heard_back(&self) -> bool {
+        self.0.heard.load(Ordering::Relaxed)
     }
 }
 
@@ -322,6 +342,7 @@ impl AsyncRead for Counted {
         if buf.filled().len() > before {
             // An answer is coming: the next write is the next request.
             self.writing = false;
+            self.clock.hear();
         }
         read
     }

@@ -52,6 +52,26 @@ pub struct Answer {
     pub truncated: Option<crate::capture::Truncated>,
     /// When the request began to go out on its connection.
     pub sent: Instant,
+    /// Whether it went out a second time, on a new connection: the reused
+    /// one closed before any byte of an answer.
+    pub retried: bool,
+}
+
+/// The error of a request sent a second time (see [`Answer::retried`]) that
+/// failed again: its source is the second failure.
+#[derive(Debug)]
+pub struct RetriedError(pub BoxError);
+
+impl std::fmt::Display for RetriedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sent again on a new connection after the reused one closed unanswered")
+    }
+}
+
+impl std::error::Error for RetriedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
 }
 
 struct Conn {
@@ -118,7 +138,11 @@ impl Pool {
 
     /// Sends `req` (its URI in origin form, with a Host header) and reads the
     /// whole answer. A connection found closed before the request was
-    /// written is replaced once.
+    /// written is replaced once. An idempotent request whose reused
+    /// connection closed after it went out but before any byte of an answer
+    /// (the server's keep-alive timeout met it on the way) is sent once more
+    /// on a new connection, as browsers and hyper's pool do; the answer says
+    /// so.
     pub async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<Answer, BoxError> {
         // Held until the connection is back in the pool.
         let _permit = match &self.slots {
@@ -134,12 +158,13 @@ impl Pool {
             ),
             None => None,
         };
-        let mut retried = false;
+        let (mut replaced, mut resent) = (false, false);
         loop {
-            let (mut conn, reused) = match self.take() {
+            let (mut conn, reused) = match self.take().filter(|_| !resent) {
                 Some(conn) => (conn, true),
                 None => (connect(&self.address, self.connect_timeout).await?, false),
             };
+            let again = (reused && !resent && is_idempotent(req.method())).then(|| copy(&req));
             match round_trip(&mut conn, req, self.max_body).await {
                 Ok((head, (body, truncated), reusable)) => {
                     let sent = conn.clock.sent();
@@ -151,13 +176,22 @@ impl Pool {
                         body,
                         truncated,
                         sent,
+                        retried: resent,
                     });
                 }
-                Err(Failure::Unsent(unsent, _)) if reused && !retried => {
-                    retried = true;
+                Err(Failure::Unsent(unsent, _)) if reused && !replaced => {
+                    replaced = true;
                     req = *unsent;
                 }
+                Err(Failure::Unsent(_, error)) if resent => {
+                    return Err(RetriedError(error.into()).into())
+                }
                 Err(Failure::Unsent(_, error)) => return Err(error.into()),
+                Err(Failure::Failed(_)) if again.is_some() && !conn.clock.heard_back() => {
+                    resent = true;
+                    req = again.expect("a copy of an idempotent request");
+                }
+                Err(Failure::Failed(error)) if resent => return Err(RetriedError(error).into()),
                 Err(Failure::Failed(error)) => return Err(error),
             }
         }
@@ -176,6 +210,32 @@ impl Pool {
         }
         None
     }
+}
+
+/// Methods whose request may go out twice with the effect of once (RFC 9110
+/// §9.2.2).
+fn is_idempotent(method: &hyper::Method) -> bool {
+    use hyper::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// A request as it will go out again: method, target, version, headers and
+/// body (a `Full` body is cheap to clone).
+fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 async fn connect(address: &str, timeout: Duration) -> Result<Conn, BoxError> {

@@ -9,6 +9,7 @@ use crate::results::{Attempt, ExchangeResult};
 struct Tally {
     scheduled: u64,
     sent: u64,
+    retried: u64,
     first_due: u64,
     last_due: u64,
     first_sent: u64,
@@ -53,6 +54,7 @@ impl Tally {
             self.first_sent = sent_us;
         }
         self.sent += 1;
+        self.retried += u64::from(attempt.retried);
         self.first_sent = self.first_sent.min(sent_us);
         self.last_sent = self.last_sent.max(sent_us);
     }
@@ -70,6 +72,7 @@ impl Tally {
             sent: self.sent,
             scheduled_per_s: rate(self.scheduled, self.first_due, self.last_due),
             achieved_per_s: rate(self.sent, self.first_sent, self.last_sent),
+            retried: self.retried,
         }
     }
 }

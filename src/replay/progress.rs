@@ -108,6 +108,7 @@ mod tests {
             }),
             error: None,
             unresolved: Vec::new(),
+            retried: false,
         };
         let failed = Attempt {
             lag_us: 0,
@@ -118,6 +119,7 @@ mod tests {
                 after_us: 0,
             }),
             unresolved: Vec::new(),
+            retried: false,
         };
         let result = |new| ExchangeResult {
             id: 1,

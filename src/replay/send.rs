@@ -303,16 +303,22 @@ impl Sender {
         let outcome = match build(stack, request, self.keep_host) {
             Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(stack, req)).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err((
+                Err(_) => Err(Failed::new(
                     ErrorKind::Timeout,
                     format!("no complete answer within {:?}", self.timeout),
                 )),
             },
-            Err(message) => Err((ErrorKind::Other, message)),
+            Err(message) => Err(Failed::new(ErrorKind::Other, message)),
         };
         let elapsed_us = sent.elapsed().as_micros() as u64;
         match outcome {
-            Ok((status, headers, (body, truncated), on_wire)) => {
+            Ok(Answer {
+                status,
+                headers,
+                body: (body, truncated),
+                on_wire,
+                retried,
+            }) => {
                 // The actual send is when the request went out on its
                 // connection, after any wait for one; the task's own time
                 // where the connection could not tell (HTTP/2, or writes
@@ -331,9 +337,14 @@ impl Sender {
                     }),
                     error: None,
                     unresolved: Vec::new(),
+                    retried,
                 }
             }
-            Err((kind, message)) => Attempt {
+            Err(Failed {
+                kind,
+                message,
+                retried,
+            }) => Attempt {
                 lag_us,
                 response: None,
                 error: Some(TargetError {
@@ -342,6 +353,7 @@ impl Sender {
                     after_us: elapsed_us,
                 }),
                 unresolved: Vec::new(),
+                retried,
             },
         }
     }
@@ -350,19 +362,22 @@ impl Sender {
         &self,
         stack: &Stack,
         mut req: Request<Full<Bytes>>,
-    ) -> Result<Answer, (ErrorKind, String)> {
-        let fail =
-            |e: &(dyn std::error::Error + 'static)| (http::classify(e), http::error_chain(e));
+    ) -> Result<Answer, Failed> {
+        let fail = |e: &(dyn std::error::Error + 'static)| Failed {
+            kind: http::classify(e),
+            message: http::error_chain(e),
+            retried: was_retried(e),
+        };
         if let Some(pool) = &stack.pool {
             *req.uri_mut() = connection::origin_form(req.uri());
             let answer = pool.request(req).await.map_err(|e| fail(&*e))?;
-            let headers = http::to_headers(&answer.head.headers);
-            return Ok((
-                answer.head.status.as_u16(),
-                headers,
-                (answer.body, answer.truncated),
-                Some(answer.sent),
-            ));
+            return Ok(Answer {
+                status: answer.head.status.as_u16(),
+                headers: http::to_headers(&answer.head.headers),
+                body: (answer.body, answer.truncated),
+                on_wire: Some(answer.sent),
+                retried: answer.retried,
+            });
         }
         let client = stack.client.as_ref().unwrap_or(&self.client);
         let response = client.request(req).await.map_err(|e| fail(&e))?;
@@ -377,23 +392,57 @@ impl Sender {
         let body = http::read_bounded(body, self.max_body)
             .await
             .map_err(|e| fail(&e))?;
-        Ok((
-            head.status.as_u16(),
-            http::to_headers(&head.headers),
+        Ok(Answer {
+            status: head.status.as_u16(),
+            headers: http::to_headers(&head.headers),
             body,
             on_wire,
-        ))
+            retried: false,
+        })
     }
 }
 
-/// Status, headers, body (with its length and hash when cut), and when the
-/// request went out on the wire.
-type Answer = (
-    u16,
-    Vec<capture::Header>,
-    (Bytes, Option<capture::Truncated>),
-    Option<Instant>,
-);
+/// An answer as a stack gave it.
+struct Answer {
+    status: u16,
+    headers: Vec<capture::Header>,
+    /// The body, with its whole length and hash when cut.
+    body: (Bytes, Option<capture::Truncated>),
+    /// When the request went out on the wire, where the connection knows.
+    on_wire: Option<Instant>,
+    /// Sent a second time on a new connection (see [`Attempt::retried`]).
+    retried: bool,
+}
+
+/// Why a stack gave no answer.
+struct Failed {
+    kind: ErrorKind,
+    message: String,
+    /// It failed again after a second send on a new connection.
+    retried: bool,
+}
+
+impl Failed {
+    fn new(kind: ErrorKind, message: String) -> Failed {
+        Failed {
+            kind,
+            message,
+            retried: false,
+        }
+    }
+}
+
+/// Whether `error` is that of a request sent a second time.
+fn was_retried(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<connection::RetriedError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
 
 /// An attempt the harness did not make: counted apart, never hidden.
 pub fn dropped(scheduled: Instant, why: &str) -> Attempt {
@@ -408,6 +457,7 @@ pub fn dropped(scheduled: Instant, why: &str) -> Attempt {
             after_us: 0,
         }),
         unresolved: Vec::new(),
+        retried: false,
     }
 }
 

@@ -185,6 +185,7 @@ fn merge_load(reports: &[Report]) -> Option<StackLoads> {
         sent: all.iter().map(|l| pick(l).sent).sum(),
         scheduled_per_s: all.iter().map(|l| pick(l).scheduled_per_s).sum(),
         achieved_per_s: all.iter().map(|l| pick(l).achieved_per_s).sum(),
+        retried: all.iter().map(|l| pick(l).retried).sum(),
     };
     Some(StackLoads {
         legacy: sum(|l| &l.legacy),

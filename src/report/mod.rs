@@ -218,6 +218,10 @@ pub struct Load {
     pub scheduled_per_s: f64,
     /// Requests per second it received, over the span of the actual sends.
     pub achieved_per_s: f64,
+    /// Of the sent, those sent a second time on a new connection: the
+    /// reused connection closed before any byte of an answer.
+    #[serde(default)]
+    pub retried: u64,
 }
 
 impl Load {
@@ -228,16 +232,20 @@ impl Load {
 
     /// E.g. `398.1/s of 400.0/s scheduled (fell behind)`.
     pub fn describe(&self) -> String {
-        format!(
-            "{:.1}/s of {:.1}/s scheduled{}",
-            self.achieved_per_s,
-            self.scheduled_per_s,
-            if self.fell_behind() {
-                " (fell behind)"
-            } else {
-                ""
-            }
-        )
+        let mut text = format!(
+            "{:.1}/s of {:.1}/s scheduled",
+            self.achieved_per_s, self.scheduled_per_s
+        );
+        if self.fell_behind() {
+            text.push_str(" (fell behind)");
+        }
+        if self.retried > 0 {
+            text.push_str(&format!(
+                " ({} sent again on a new connection: the reused one closed unanswered)",
+                self.retried
+            ));
+        }
+        text
     }
 }
 

@@ -258,6 +258,7 @@ mod tests {
             }),
             error: None,
             unresolved: Vec::new(),
+            retried: false,
         }
     }
 
