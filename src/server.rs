@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -45,7 +44,7 @@ pub struct Refused {
 /// in-flight requests finish for at most `drain`. With `tls`, each
 /// connection is a TLS one. `handler` gets each request with the client's
 /// address.
-pub async fn serve<H, F>(
+pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
@@ -53,7 +52,8 @@ pub async fn serve<H, F>(
     drain: Duration,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     serve_with(
         listener,
@@ -67,7 +67,7 @@ pub async fn serve<H, F>(
 }
 
 /// [`serve`], with `connections`' header timeout and counts.
-pub async fn serve_with<H, F>(
+pub async fn serve_with<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
@@ -76,7 +76,8 @@ pub async fn serve_with<H, F>(
     connections: Connections,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
@@ -134,8 +135,25 @@ pub async fn serve_with<H, F>(
     while tasks.join_next().await.is_some() {}
 }
 
+/// What a handler may answer with: a whole body, or one passed on as it
+/// arrives.
+pub trait ResponseBody:
+    hyper::body::Body<Data = Bytes, Error = Self::Failure> + Send + 'static
+{
+    /// The body's error.
+    type Failure: Into<Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<B> ResponseBody for B
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Failure = B::Error;
+}
+
 /// Serves one connection, HTTP/1 or HTTP/2 as the client speaks.
-async fn serve_connection<I, S>(
+async fn serve_connection<I, S, B>(
     io: I,
     service: S,
     watcher: Watcher,
@@ -143,13 +161,11 @@ async fn serve_connection<I, S>(
     connections: &Connections,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<Full<Bytes>>,
-            Error = Infallible,
-        > + Send
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
         + 'static,
     S::Future: Send + 'static,
+    B: ResponseBody,
 {
     let mut builder = Builder::new(TokioExecutor::new());
     if let Some(timeout) = connections.header_timeout {

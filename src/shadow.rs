@@ -131,6 +131,9 @@ pub struct ShadowSummary {
     pub dropped: u64,
     /// Not mirrored: writes (without `mirror_writes`).
     pub writes_skipped: u64,
+    /// Not mirrored: the request's body was not kept whole (over
+    /// `--max-body`, or cut off by its client), so a copy would differ.
+    pub uncopyable: u64,
     /// Not mirrored: sessions outside the sample.
     pub unsampled: u64,
     /// Not mirrored: the kill switch was open.
@@ -148,6 +151,7 @@ struct Counts {
     queued: AtomicU64,
     dropped: AtomicU64,
     writes_skipped: AtomicU64,
+    uncopyable: AtomicU64,
     unsampled: AtomicU64,
     killed: AtomicU64,
     warmup: AtomicU64,
@@ -346,6 +350,7 @@ pub async fn shadow(
         mirrored: judged.mirrored,
         dropped: counts.dropped.load(Ordering::Relaxed),
         writes_skipped: counts.writes_skipped.load(Ordering::Relaxed),
+        uncopyable: counts.uncopyable.load(Ordering::Relaxed),
         unsampled: counts.unsampled.load(Ordering::Relaxed),
         killed: counts.killed.load(Ordering::Relaxed),
         warmup: counts.warmup.load(Ordering::Relaxed),
@@ -378,6 +383,14 @@ fn offer(
     let method = exchange.request.method.as_str();
     if !mirror_writes && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
         counts.writes_skipped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if exchange
+        .incomplete
+        .as_deref()
+        .is_some_and(|what| what.starts_with("request body"))
+    {
+        counts.uncopyable.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let bucket = crate::capture::session_hash(&exchange.session) % 10_000;

@@ -247,11 +247,38 @@ async fn timeouts_and_malformed_requests_are_answered_and_counted() {
     let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the slow client was disconnected");
     assert!(started.elapsed() >= Duration::from_millis(400));
+    // A body cut off by its client: 10 of 100 bytes, then the client is gone.
+    let mut cut = tokio::net::TcpStream::connect(addr).await.unwrap();
+    cut.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    cut.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), cut.read_to_end(&mut rest)).await;
     stop.send(()).unwrap();
     let summary = recording.await.unwrap().unwrap();
     assert_eq!(summary.upstream_errors, 1);
     assert_eq!(summary.malformed_requests, 1);
-    assert_eq!(summary.exchanges, 1, "the timed-out exchange is recorded");
+    assert_eq!(summary.incomplete_requests, 1);
+    assert_eq!(
+        summary.exchanges, 2,
+        "the timed-out and the cut-off exchanges are recorded"
+    );
+    let exchanges: Vec<Exchange> = CaptureReader::open(dir.path().join("cap.jsonl"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let upload = &exchanges[1];
+    assert_eq!(
+        upload.request.body.bytes().as_ref(),
+        b"0123456789",
+        "what arrived is kept"
+    );
+    let error = upload.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("request body cut off after 10 bytes"),
+        "{error}"
+    );
 }
 
 /// A capture that cannot be written (the file size limit stands in for a

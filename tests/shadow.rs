@@ -244,7 +244,7 @@ async fn mirrored_requests_are_marked_and_writes_need_asking() {
     for mirror_writes in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let (new, seen) = witness(Duration::ZERO).await;
-        shadowing(
+        let summary = shadowing(
             dir.path(),
             &legacy.url(),
             &new,
@@ -264,9 +264,16 @@ async fn mirrored_requests_are_marked_and_writes_need_asking() {
                     .await;
                     assert_eq!(seen.status, 200);
                 }
+                // A body over --max-body (16 MiB): served whole, recorded
+                // cut, so never mirrored (a copy would carry the cut body).
+                let big = Bytes::from(vec![b'x'; (16 << 20) + 1]);
+                let served =
+                    common::send(&client, &format!("{proxy}/item/2"), "PUT", &[], big).await;
+                assert_eq!((served.status, served.body.len()), (200, (16 << 20) + 1));
             },
         )
         .await;
+        assert_eq!(summary.uncopyable, u64::from(mirror_writes));
         let mut seen = seen.lock().unwrap().clone();
         seen.sort();
         let methods: Vec<&str> = seen.iter().map(|(m, _, _)| m.as_str()).collect();

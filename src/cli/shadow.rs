@@ -272,13 +272,14 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     .await?;
     println!(
         "served {} exchanges (recorded into {}); mirrored {}, {} dropped (queue full or stopped), \
-         {} writes not mirrored, {} outside the sample, {} of the warm-up, {} while the kill \
+         {} writes not mirrored, {} with a request body not kept whole (--max-body), {} outside the sample, {} of the warm-up, {} while the kill \
          switch was open (opened {} times, closed {})",
         summary.recorded.exchanges,
         record.display(),
         summary.mirrored,
         summary.dropped,
         summary.writes_skipped,
+        summary.uncopyable,
         summary.unsampled,
         summary.warmup,
         summary.killed,

@@ -18,13 +18,17 @@ use crate::results::ErrorKind;
 
 mod connect;
 pub mod connection;
+pub mod tee;
 pub mod tls;
 
 pub use connect::{Connector, SendClock, WarmConnections};
 pub use tls::{Trust, TrustFiles};
 
 /// A pooled keep-alive client for http:// and https:// targets.
-pub type Client = HyperClient<HttpsConnector<Connector>, Full<Bytes>>;
+pub type Client = ClientOf<Full<Bytes>>;
+
+/// A pooled keep-alive client for requests with bodies of type `B`.
+pub type ClientOf<B> = HyperClient<HttpsConnector<Connector>, B>;
 
 /// How a client connects.
 #[derive(Debug, Clone)]
@@ -101,6 +105,17 @@ pub fn client_with(options: &ClientOptions) -> Client {
 /// before it opens new ones, and opens at most `options.max_connections` to
 /// each host and port.
 pub fn client_warmed(options: &ClientOptions, warm: WarmConnections) -> Client {
+    client_of(options, warm)
+}
+
+/// A client as [`client_warmed`] makes, for requests with bodies of type
+/// `B` (the recording proxy passes request bodies on as they arrive).
+pub fn client_of<B>(options: &ClientOptions, warm: WarmConnections) -> ClientOf<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(options.connect_timeout));
@@ -302,45 +317,11 @@ where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
     use http_body_util::BodyExt;
-    use sha2::Digest;
-    let mut first: Option<Bytes> = None;
-    let mut kept = bytes::BytesMut::new();
-    let mut hasher: Option<sha2::Sha256> = None;
-    let mut len = 0u64;
+    let mut kept = tee::Kept::new(max);
     while let Some(frame) = body.frame().await {
-        let Ok(chunk) = frame?.into_data() else {
-            continue;
-        };
-        len += chunk.len() as u64;
-        if let Some(hasher) = hasher.as_mut() {
-            hasher.update(&chunk);
-            continue;
+        if let Ok(chunk) = frame?.into_data() {
+            kept.add(&chunk);
         }
-        let held = first.as_ref().map_or(0, Bytes::len) + kept.len();
-        if held + chunk.len() <= max {
-            match first.take() {
-                None if kept.is_empty() => first = Some(chunk),
-                taken => {
-                    if let Some(taken) = taken {
-                        kept.extend_from_slice(&taken);
-                    }
-                    kept.extend_from_slice(&chunk);
-                }
-            }
-            continue;
-        }
-        if let Some(taken) = first.take() {
-            kept.extend_from_slice(&taken);
-        }
-        let mut started = sha2::Sha256::new();
-        started.update(&kept);
-        started.update(&chunk);
-        kept.extend_from_slice(&chunk[..max - kept.len()]);
-        hasher = Some(started);
     }
-    let truncated = hasher.map(|h| crate::capture::Truncated {
-        len,
-        sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-    });
-    Ok((first.unwrap_or_else(|| kept.freeze()), truncated))
+    Ok(kept.finish())
 }

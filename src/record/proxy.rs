@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::HOST;
 use hyper::{Request, Response, StatusCode, Uri};
@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 
 use super::sink::{Selection, Sink};
 use crate::capture::{self, Body, Exchange};
-use crate::http::{self, Client, ClientOptions};
+use crate::http::tee::{CutOff, Tee, Teed};
+use crate::http::{self, ClientOptions};
 use crate::target::Target;
 
 /// What the proxy needs to know.
@@ -40,7 +41,8 @@ pub struct ProxyConfig {
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
     /// Body bytes recorded at most per message; a longer body is recorded
-    /// cut, with its length and hash (and forwarded whole).
+    /// cut, with its length and hash; every body is passed on whole, as it
+    /// arrives, so a large one never sits in memory.
     pub max_body: usize,
     /// Longest wait for a client's request head (HTTP/1): a client that
     /// sends its headers slower than this is disconnected (an idle keep-alive connection too).
@@ -144,7 +146,8 @@ pub struct RecordSummary {
     /// Of which the proxy stopped before the upstream answered (recorded
     /// with the request and `response: null`).
     pub abandoned_at_stop: u64,
-    /// Requests whose body never fully arrived: nothing to record but the count.
+    /// Requests whose body the client cut off (recorded with what arrived,
+    /// answered 400).
     pub incomplete_requests: u64,
     /// Malformed requests, answered 400 (or 414, 431) before they could be
     /// forwarded: nothing to record but the count.
@@ -162,15 +165,12 @@ pub struct RecordSummary {
 enum Event {
     /// An exchange is finished, with or without a response.
     Done(Box<Exchange>),
-    /// The client went away before its request was even read: nothing to keep
-    /// but the id, which must not hold up the exchanges after it.
-    Vanished(u64),
 }
 
 struct Shared {
     config: Forward,
     on_answered: Option<OnAnswered>,
-    client: Client,
+    client: http::ClientOf<Upload>,
     started: Instant,
     next_id: AtomicU64,
     recorder: Arc<Mutex<Recorder>>,
@@ -223,7 +223,7 @@ pub async fn record_proxy(
     } = config;
     let shared = Arc::new(Shared {
         on_answered,
-        client: http::client_with(&client),
+        client: http::client_of(&client, http::WarmConnections::default()),
         config: Forward {
             upstream,
             session_header,
@@ -270,76 +270,64 @@ async fn flush_every(recorder: Arc<Mutex<Recorder>>) {
     }
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+/// What a client gets: the proxy's own short answers whole, the
+/// upstream's passed on as it arrives.
+type Answer = Either<Full<Bytes>, Tee<Incoming>>;
+
+/// A request body passed upstream as it arrives from the client.
+type Upload = Tee<Incoming>;
+
+/// What of a request body was passed on, once it was.
+type Uploaded = Arc<Mutex<Option<Teed>>>;
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Answer> {
     let arrived = Instant::now();
-    let mut pending = Pending {
-        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-        recorder: shared.recorder.clone(),
-        exchange: None,
-    };
     let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            tracing::debug!("request body from {peer} failed: {e}");
-            return plain(StatusCode::BAD_REQUEST, "tandem: incomplete request body\n");
-        }
-    };
     let target = parts
         .uri
         .path_and_query()
         .map_or("/".to_string(), |pq| pq.as_str().to_string());
     let headers = http::to_headers(&parts.headers);
     let session = session_key(&shared.config, &headers, peer);
-    let exchange = pending.exchange.insert(Exchange {
-        id: pending.id,
-        offset_us: arrived.duration_since(shared.started).as_micros() as u64,
-        session,
-        request: capture::Request {
-            method: parts.method.to_string(),
-            target: target.clone(),
-            version: http::version_name(parts.version).to_string(),
-            headers,
-            body: Body(cut(&body, shared.config.max_body)),
-        },
-        response: None,
-        error: None,
-        incomplete: (body.len() > shared.config.max_body).then(|| {
-            format!(
-                "request body of {} bytes cut to --max-body ({})",
-                body.len(),
-                shared.config.max_body
-            )
-        }),
+    let uploaded = Uploaded::default();
+    let upload = Tee::new(body, shared.config.max_body, {
+        let uploaded = uploaded.clone();
+        move |teed| *uploaded.lock().expect("upload lock") = Some(teed)
     });
-    let upstream = forward(&shared, parts, &target, body).await;
-    let latency_us = arrived.elapsed().as_micros() as u64;
-    match upstream {
-        Ok((head, body)) => {
-            exchange.response = Some(capture::Response {
-                status: head.status.as_u16(),
-                headers: http::to_headers(&head.headers),
-                body: Body(cut(&body, shared.config.max_body)),
-                latency_us,
-                truncated: (body.len() > shared.config.max_body).then(|| capture::Truncated {
-                    len: body.len() as u64,
-                    sha256: capture::sha256_of_bytes(&body),
-                }),
-            });
-            if let Some(on_answered) = &shared.on_answered {
-                on_answered(exchange);
-            }
-            pending.finish();
-            let mut response = Response::from_parts(head, Full::new(body));
-            strip_hop_by_hop(response.headers_mut());
-            response
-        }
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut pending = Pending {
+        id,
+        recorder: shared.recorder.clone(),
+        uploaded: Some(uploaded),
+        max_body: shared.config.max_body,
+        exchange: Some(Exchange {
+            id,
+            offset_us: arrived.duration_since(shared.started).as_micros() as u64,
+            session,
+            request: capture::Request {
+                method: parts.method.to_string(),
+                target: target.clone(),
+                version: http::version_name(parts.version).to_string(),
+                headers,
+                body: Body::default(),
+            },
+            response: None,
+            error: None,
+            incomplete: None,
+        }),
+    };
+    match forward(&shared, parts, &target, upload).await {
+        Ok(response) => pass_on(shared, pending, response, arrived),
         Err(failure) => {
             let message = &failure.message;
+            let client_failed = pending.take_request();
+            let exchange = pending.exchange.as_mut().expect("recorded at the end");
+            if let Some(reason) = client_failed {
+                tracing::debug!("request body from {peer} was cut off: {reason}");
+                exchange.error = Some(format!("request body {reason}"));
+                pending.finish();
+                return plain(StatusCode::BAD_REQUEST, "tandem: incomplete request body\n");
+            }
             tracing::warn!("upstream failed for exchange {}: {message}", exchange.id);
             exchange.error = Some(format!("upstream: {message}"));
             pending.finish();
@@ -349,6 +337,54 @@ async fn handle(
             }
         }
     }
+}
+
+/// The upstream's answer passed on to the client as it arrives; the
+/// exchange is recorded when its body has gone by (its first `--max-body`
+/// bytes, with the whole one's length and hash), failed, or was left unread.
+fn pass_on(
+    shared: Arc<Shared>,
+    pending: Pending,
+    response: Response<Incoming>,
+    arrived: Instant,
+) -> Response<Answer> {
+    let (mut head, body) = response.into_parts();
+    let (status, headers) = (head.status.as_u16(), http::to_headers(&head.headers));
+    strip_hop_by_hop(&mut head.headers);
+    let (max_body, timeout) = (shared.config.max_body, shared.config.timeout);
+    let body = Tee::new(body, max_body, move |teed| {
+        let mut pending = pending;
+        pending.take_request();
+        let exchange = pending.exchange.as_mut().expect("recorded at the end");
+        let (body, truncated) = teed.body;
+        match teed.cut_off {
+            None => {
+                exchange.response = Some(capture::Response {
+                    status,
+                    headers,
+                    body: Body(body),
+                    latency_us: arrived.elapsed().as_micros() as u64,
+                    truncated,
+                });
+                if let Some(on_answered) = &shared.on_answered {
+                    on_answered(exchange);
+                }
+                pending.finish();
+            }
+            Some(CutOff {
+                reason,
+                source: true,
+            }) => {
+                tracing::warn!("upstream answer to exchange {} {reason}", exchange.id);
+                exchange.error = Some(format!("upstream: answer {reason}"));
+                pending.finish();
+            }
+            // Dropped unfinished: the client went away, or the proxy stopped.
+            Some(CutOff { source: false, .. }) => drop(pending),
+        }
+    })
+    .within(timeout.saturating_sub(arrived.elapsed()));
+    Response::from_parts(head, Either::Right(body))
 }
 
 /// Why the upstream gave no answer: a timeout is told to the client as 504,
@@ -367,13 +403,14 @@ impl From<String> for UpstreamFailure {
     }
 }
 
-/// Sends the request upstream and reads the whole answer.
+/// Sends the request upstream, its body passed on as it arrives, and waits
+/// for the answer's head.
 async fn forward(
     shared: &Shared,
     parts: hyper::http::request::Parts,
     target: &str,
-    body: Bytes,
-) -> Result<(hyper::http::response::Parts, Bytes), UpstreamFailure> {
+    body: Upload,
+) -> Result<Response<Incoming>, UpstreamFailure> {
     let upstream = &shared.config.upstream;
     let uri: Uri = upstream.uri_for(target).map_err(|e| e.to_string())?;
     let mut req = Request::builder().method(parts.method).uri(uri);
@@ -384,43 +421,21 @@ async fn forward(
     // HTTP/1.1; over HTTP/2 `:authority` names it, and a `host` beside it
     // is refused by nginx (RFC 9113 §8.3.1).
     headers.remove(HOST);
-    let mut req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let mut req = req.body(body).map_err(|e| e.to_string())?;
     if let Some(credentials) = upstream.basic_auth() {
         if !req.headers().contains_key(hyper::header::AUTHORIZATION) {
             req.headers_mut()
                 .insert(hyper::header::AUTHORIZATION, credentials);
         }
     }
-    send(shared, req).await
-}
-
-/// Sends `req` upstream and reads the whole answer, within the timeout.
-async fn send(
-    shared: &Shared,
-    req: Request<Full<Bytes>>,
-) -> Result<(hyper::http::response::Parts, Bytes), UpstreamFailure> {
-    let exchange = async {
-        let response = shared
-            .client
-            .request(req)
-            .await
-            .map_err(|e| http::error_chain(&e))?;
-        let (head, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| http::error_chain(&e))?;
-        Ok::<_, String>((head, body.to_bytes()))
-    };
-    match tokio::time::timeout(shared.config.timeout, exchange).await {
-        Ok(result) => result.map_err(UpstreamFailure::from),
+    let answer = shared.client.request(req);
+    match tokio::time::timeout(shared.config.timeout, answer).await {
+        Ok(result) => result.map_err(|e| UpstreamFailure::from(http::error_chain(&e))),
         Err(_) => Err(UpstreamFailure {
             message: format!("no complete answer within {:?}", shared.config.timeout),
             timed_out: true,
         }),
     }
-}
-
-/// The first `max` bytes of `body` (a cheap slice of it).
-fn cut(body: &Bytes, max: usize) -> Bytes {
-    body.slice(..body.len().min(max))
 }
 
 fn session_key(config: &Forward, headers: &[capture::Header], peer: SocketAddr) -> String {
@@ -451,8 +466,9 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: StatusCode, text: &'static str) -> Response<Answer> {
+    let body = Full::new(Bytes::from_static(text.as_bytes()));
+    let mut response = Response::new(Either::Left(body));
     *response.status_mut() = status;
     response
 }
@@ -463,10 +479,41 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 struct Pending {
     id: u64,
     recorder: Arc<Mutex<Recorder>>,
+    /// What of the request body went upstream, once it has; `None` once
+    /// taken into the exchange.
+    uploaded: Option<Uploaded>,
+    max_body: usize,
     exchange: Option<Exchange>,
 }
 
 impl Pending {
+    /// Puts what of the request body went upstream into the exchange;
+    /// returns why, if the client cut it off.
+    fn take_request(&mut self) -> Option<String> {
+        let exchange = self.exchange.as_mut()?;
+        let uploaded = self.uploaded.take()?;
+        let Some(teed) = uploaded.lock().expect("upload lock").take() else {
+            exchange.incomplete =
+                Some("request body still arriving when the exchange ended".into());
+            return None;
+        };
+        let (body, truncated) = teed.body;
+        exchange.request.body = Body(body);
+        if let Some(whole) = truncated {
+            exchange.incomplete = Some(format!(
+                "request body of {} bytes cut to --max-body ({})",
+                whole.len, self.max_body
+            ));
+        }
+        match teed.cut_off {
+            None => None,
+            Some(CutOff { reason, source }) => {
+                exchange.incomplete = Some(format!("request body {reason}"));
+                source.then_some(reason)
+            }
+        }
+    }
+
     fn finish(&mut self) {
         if let Some(exchange) = self.exchange.take() {
             self.record(Event::Done(Box::new(exchange)));
@@ -484,19 +531,17 @@ impl Drop for Pending {
         if self.id == 0 {
             return;
         }
-        let mut recorder = lock(&self.recorder);
-        let event = match self.exchange.take() {
-            Some(mut exchange) => {
-                exchange.error = Some(if recorder.stopping {
-                    "abandoned at stop: no answer within the drain".to_string()
-                } else {
-                    "client went away before the answer".to_string()
-                });
-                Event::Done(Box::new(exchange))
-            }
-            None => Event::Vanished(self.id),
+        let cut_by_client = self.take_request();
+        let Some(mut exchange) = self.exchange.take() else {
+            return;
         };
-        recorder.record(event);
+        let mut recorder = lock(&self.recorder);
+        exchange.error = Some(match cut_by_client {
+            Some(reason) => format!("request body {reason}"),
+            None if recorder.stopping => "abandoned at stop: no answer within the drain".into(),
+            None => "client went away before the end of the answer".into(),
+        });
+        recorder.record(Event::Done(Box::new(exchange)));
     }
 }
 
@@ -523,21 +568,14 @@ struct Recorder {
 
 impl Recorder {
     fn record(&mut self, event: Event) {
-        let produced = match event {
-            Event::Done(exchange) => {
-                if self.selection.keeps(&exchange) {
-                    tally(&mut self.summary, &exchange);
-                    if self.failed.is_some() {
-                        self.summary.unrecorded += 1;
-                    }
-                }
-                (exchange.id, Some(*exchange))
+        let Event::Done(exchange) = event;
+        if self.selection.keeps(&exchange) {
+            tally(&mut self.summary, &exchange);
+            if self.failed.is_some() {
+                self.summary.unrecorded += 1;
             }
-            Event::Vanished(id) => {
-                self.summary.incomplete_requests += 1;
-                (id, None)
-            }
-        };
+        }
+        let produced = (exchange.id, Some(*exchange));
         // The sink waits when its writer is far behind: the disk sets the
         // pace rather than memory growing without bound.
         self.apply(|sink| sink.take(vec![produced]));
@@ -597,6 +635,7 @@ fn tally(summary: &mut RecordSummary, exchange: &Exchange) {
     match &exchange.error {
         Some(e) if e.starts_with("client") => summary.abandoned += 1,
         Some(e) if e.starts_with("abandoned at stop") => summary.abandoned_at_stop += 1,
+        Some(e) if e.starts_with("request body") => summary.incomplete_requests += 1,
         Some(_) => summary.upstream_errors += 1,
         None => {}
     }
