@@ -64,6 +64,7 @@ enum Op {
     Le,
     Gt,
     Ge,
+    Eq,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,12 +80,15 @@ enum Quantity {
     Share(f64),
     /// Microseconds.
     Time(f64),
+    /// A number of things.
+    Count(f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Share,
     Time,
+    Count,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +106,8 @@ enum Metric {
     Dropped(Stack),
     Latency(Stack, Stat),
     Lag(Stack, Stat),
+    /// Differences in the stacks' side effects, over the whole run.
+    EffectsMismatched,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +202,14 @@ impl Gate {
         {
             return Err(error("fidelity is not kept per window; gate the whole run"));
         }
+        if [&self.check.left, &self.check.right]
+            .iter()
+            .any(|s| matches!(s, Side::Metric(_, Metric::EffectsMismatched)))
+        {
+            return Err(error(
+                "effects are judged once the run is over; gate the whole run",
+            ));
+        }
         self.over = Some(over);
         self.abort = abort;
         Ok(self)
@@ -254,6 +268,7 @@ impl Gate {
         match self.check.op {
             Op::Lt | Op::Le => held.right - held.left,
             Op::Gt | Op::Ge => held.left - held.right,
+            Op::Eq => -(held.left - held.right).abs(),
         }
     }
 
@@ -360,6 +375,7 @@ fn show(kind: Kind, value: f64) -> String {
     match kind {
         Kind::Share => format!("{:.2}%", value * 100.0),
         Kind::Time => crate::latency::human(value.round().max(0.0) as u64),
+        Kind::Count => decimal(value),
     }
 }
 
@@ -371,6 +387,8 @@ pub struct Figures {
     failed: u64,
     /// Judged and faithful share, where kept.
     fidelity: Option<(u64, f64)>,
+    /// Effect differences, where effects were collected (the whole run).
+    effects: Option<u64>,
     /// Per stack (legacy, new); kept for the run and its windows.
     errors: [u64; 2],
     dropped: [u64; 2],
@@ -395,6 +413,7 @@ impl Figures {
             matched: s.matched,
             failed: s.mismatched + s.errors + s.dropped,
             fidelity: report.fidelity.as_ref().map(|f| (f.judged, f.rate)),
+            effects: report.effects.as_ref().map(|e| e.mismatched),
             errors: per_stack(false),
             dropped: per_stack(true),
             latency: [
@@ -423,6 +442,7 @@ impl Figures {
             // A route's errors count its dropped exchanges too.
             failed: route.mismatched + route.errors,
             fidelity: fidelity.or(Some((0, 0.0))),
+            effects: None,
             // Not kept per route: refused when the gate is read.
             errors: [0; 2],
             dropped: [0; 2],
@@ -449,6 +469,7 @@ impl Figures {
             matched: counts.matched,
             failed: counts.failed,
             fidelity: None,
+            effects: None,
             errors: [stacks[0].errors, stacks[1].errors],
             dropped: [stacks[0].dropped, stacks[1].dropped],
             latency: [
@@ -464,7 +485,7 @@ impl Figures {
 
     fn value(&self, side: &Side) -> Result<f64, String> {
         match *side {
-            Side::Quantity(Quantity::Share(v) | Quantity::Time(v)) => Ok(v),
+            Side::Quantity(Quantity::Share(v) | Quantity::Time(v) | Quantity::Count(v)) => Ok(v),
             Side::Metric(factor, metric) => Ok(factor * self.metric(metric)?),
         }
     }
@@ -488,6 +509,11 @@ impl Figures {
             Metric::Dropped(stack) => share(self.dropped[stack as usize]),
             Metric::Latency(stack, stat) => stat.of(&self.latency[stack as usize]),
             Metric::Lag(stack, stat) => stat.of(&self.lag[stack as usize]),
+            Metric::EffectsMismatched => self.effects.map(|n| n as f64).ok_or_else(|| {
+                "no effects collected (--legacy-webhook-sink and --new-webhook-sink), or a \
+                 route or window asked: effects are judged for the whole run"
+                    .to_string()
+            }),
         }
     }
 }
@@ -546,6 +572,7 @@ impl Metric {
     fn kind(self) -> Kind {
         match self {
             Metric::Latency(..) | Metric::Lag(..) => Kind::Time,
+            Metric::EffectsMismatched => Kind::Count,
             _ => Kind::Share,
         }
     }
@@ -566,6 +593,7 @@ impl Metric {
             ["parity"] => Metric::Parity,
             ["mismatch_rate"] => Metric::MismatchRate,
             ["fidelity"] => Metric::Fidelity,
+            ["effects", "mismatched"] => Metric::EffectsMismatched,
             ["errors", s] => Metric::Errors(stack(s)?),
             ["dropped", s] => Metric::Dropped(stack(s)?),
             ["lag", rest] => {
@@ -578,7 +606,8 @@ impl Metric {
             _ => {
                 return Err(format!(
                     "{text:?} is not a metric (parity, mismatch_rate, fidelity, errors.STACK, \
-                     dropped.STACK, STACK.p99 and other percentiles, lag.STACK.p99)"
+                     dropped.STACK, STACK.p99 and other percentiles, lag.STACK.p99, \
+                     effects.mismatched)"
                 ))
             }
         })
@@ -593,6 +622,7 @@ impl Metric {
             Metric::Parity => "parity".into(),
             Metric::MismatchRate => "mismatch_rate".into(),
             Metric::Fidelity => "fidelity".into(),
+            Metric::EffectsMismatched => "effects.mismatched".into(),
             Metric::Errors(s) => format!("errors.{}", stack(s)),
             Metric::Dropped(s) => format!("dropped.{}", stack(s)),
             Metric::Latency(s, st) => format!("{}.{}", stack(s), st.name()),
@@ -607,6 +637,7 @@ impl Side {
             Side::Metric(_, m) => m.kind(),
             Side::Quantity(Quantity::Share(_)) => Kind::Share,
             Side::Quantity(Quantity::Time(_)) => Kind::Time,
+            Side::Quantity(Quantity::Count(_)) => Kind::Count,
         }
     }
 }
@@ -618,6 +649,7 @@ impl Op {
             Op::Le => left <= right,
             Op::Gt => left > right,
             Op::Ge => left >= right,
+            Op::Eq => (left - right).abs() < 1e-9,
         }
     }
 }
@@ -629,6 +661,7 @@ impl fmt::Display for Op {
             Op::Le => "<=",
             Op::Gt => ">",
             Op::Ge => ">=",
+            Op::Eq => "==",
         })
     }
 }
@@ -640,6 +673,7 @@ impl fmt::Display for Check {
             Side::Metric(factor, m) => format!("{factor} * {}", m.name()),
             Side::Quantity(Quantity::Share(v)) => format!("{}%", decimal(v * 100.0)),
             Side::Quantity(Quantity::Time(us)) => format!("{}us", decimal(*us)),
+            Side::Quantity(Quantity::Count(n)) => decimal(*n),
         };
         write!(f, "{} {} {}", side(&self.left), self.op, side(&self.right))
     }
@@ -653,18 +687,32 @@ fn decimal(x: f64) -> String {
 }
 
 fn parse_check(text: &str) -> Result<Check, String> {
-    let ops = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)];
+    let ops = [
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("==", Op::Eq),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
     let (at, len, op) = ops
         .iter()
         .filter_map(|(s, op)| text.find(s).map(|at| (at, s.len(), *op)))
         .min_by_key(|(at, len, _)| (*at, usize::MAX - len))
-        .ok_or("expected a comparison: <, <=, > or >=")?;
-    let (left, right) = (parse_side(&text[..at])?, parse_side(&text[at + len..])?);
+        .ok_or("expected a comparison: <, <=, >, >= or ==")?;
+    let (left, mut right) = (parse_side(&text[..at])?, parse_side(&text[at + len..])?);
+    // A bare number beside a count is a count, not a share.
+    if let (Kind::Count, Side::Quantity(Quantity::Share(v))) = (left.kind(), &right) {
+        if !text[at + len..].contains('%') {
+            right = Side::Quantity(Quantity::Count(*v));
+        }
+    }
     if matches!(left, Side::Quantity(_)) {
         return Err("the left side must be a metric, e.g. parity >= 99.9%".into());
     }
     match (left.kind(), right.kind()) {
         (a, b) if a == b => Ok(Check { left, op, right }),
+        (Kind::Count, _) => Err("the left side is a count, the right is not (write 0)".into()),
+        (_, Kind::Count) => Err("the right side is a count, the left is not".into()),
         (Kind::Share, _) => Err("the left side is a share, the right a time".into()),
         (Kind::Time, _) => {
             Err("the left side is a time, the right a share (write 250ms, not 250)".into())
@@ -769,5 +817,18 @@ mod tests {
         assert_eq!(g.expression, "mismatch_rate <= 1%");
         assert_eq!(gate(&g.expression).unwrap().check, g.check);
         assert_eq!(Gate::min_fidelity(0.98).expression, "fidelity >= 98%");
+    }
+
+    #[test]
+    fn effect_differences_are_a_count() {
+        let g = gate("effects.mismatched == 0").unwrap();
+        assert_eq!(g.check.right, Side::Quantity(Quantity::Count(0.0)));
+        assert_eq!(g.check.op, Op::Eq);
+        assert!(gate("effects.mismatched <= 2").is_ok());
+        assert!(gate("effects.mismatched <= 10ms").is_err());
+        let windowed = gate("effects.mismatched == 0")
+            .unwrap()
+            .windowed(std::time::Duration::from_secs(1), false);
+        assert!(windowed.is_err(), "judged once the run is over");
     }
 }

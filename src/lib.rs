@@ -36,6 +36,8 @@ pub mod results;
 pub mod judge;
 
 pub mod diff;
+/// Side effects of each stack (webhooks it called), tied to exchanges and compared.
+pub mod effects;
 
 pub mod report;
 

@@ -166,6 +166,19 @@ pub(super) struct ReplayArgs {
     /// Send every request as recorded: follow no ids or tokens.
     #[arg(long)]
     no_correlate: bool,
+    /// Collect the legacy stack's webhook calls: listen here (point its
+    /// webhook base URL at it), answer each 200 and compare them with the
+    /// new stack's (docs/effects.md).
+    #[arg(long, value_name = "ADDR", requires = "new_webhook_sink")]
+    legacy_webhook_sink: Option<std::net::SocketAddr>,
+    /// Collect the new stack's webhook calls: listen here.
+    #[arg(long, value_name = "ADDR", requires = "legacy_webhook_sink")]
+    new_webhook_sink: Option<std::net::SocketAddr>,
+    /// How long no effect must arrive after the last answer before effects
+    /// are judged; an effect later than this after its exchange's answer is
+    /// counted late [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    effects_quiet: Option<Duration>,
 }
 
 /// Everything `tandem replay` was asked to do: the replay stage's plan,
@@ -193,6 +206,9 @@ pub struct ReplayJob {
     /// Learn from the capture which answers feed which requests, and follow
     /// each stack's own ids and tokens (off: `--no-correlate`).
     pub correlate: bool,
+    /// Collect each stack's side effects and compare them (`--legacy-webhook-sink`
+    /// and the like): the sources are collecting when the job starts.
+    pub effects: Option<crate::effects::Collection>,
 }
 
 impl ReplayJob {
@@ -226,6 +242,7 @@ impl ReplayJob {
             out_dir,
             write_rules: None,
             correlate: true,
+            effects: None,
         }
     }
 
@@ -332,6 +349,14 @@ impl ReplayArgs {
             out_dir: self.out,
             write_rules: self.write_rules,
             correlate: !self.no_correlate,
+            effects: match (self.legacy_webhook_sink, self.new_webhook_sink) {
+                (Some(legacy), Some(new)) => Some(crate::effects::Collection {
+                    sources: Vec::new(),
+                    webhook_sinks: vec![(0, legacy), (1, new)],
+                    quiet: self.effects_quiet.unwrap_or(crate::effects::QUIET),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -384,7 +409,12 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
             );
         }
     }
+    let effects = match &job.effects {
+        Some(collection) => Some(collection.started(job.plan.max_body).await?),
+        None => None,
+    };
     let mut plan = job.plan.clone();
+    plan.trace_effects = effects.is_some();
     plan.correlation = correlation(job.correlate, &plan.capture, job.rules.as_deref())?;
     let exporter = match job.metrics {
         Some((addr, linger)) => Some((serve_metrics(addr, &plan).await?, linger)),
@@ -459,6 +489,9 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     // Stopped by a gate, the run failed that gate; it was not interrupted.
     report.interrupted = replayed.interrupted && report.aborted.is_none();
+    if let Some(collection) = &effects {
+        report.effects = Some(judge_effects(collection, job, started_at_unix_us).await?);
+    }
     report.apply_gates(&job.gates);
     if let Some(path) = &job.write_rules {
         let links = plan
@@ -470,6 +503,34 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     report.unreadable = crate::report::Unreadable::of(&replayed.unreadable);
     Ok(Outcome::write(report, &job.out_dir))
+}
+
+/// The effects collected during the run, once late ones are in, tied to
+/// the exchanges of the results file and compared under the run's rules.
+async fn judge_effects(
+    collection: &crate::effects::Collection,
+    job: &ReplayJob,
+    started_at_unix_us: u64,
+) -> anyhow::Result<crate::effects::EffectsReport> {
+    let effects = collection.gather().await;
+    let rules = match &job.rules {
+        Some(path) => crate::diff::rules::RuleSet::load(path)?,
+        None => crate::diff::rules::RuleSet::default(),
+    };
+    let results_path = job.out_dir.join(results::FILE_NAME);
+    let mut lines = crate::jsonl::LineReader::open(&results_path)?;
+    let _ = lines.next::<ResultsHeader>("header");
+    let results = std::iter::from_fn(move || lines.next::<results::ExchangeResult>("result"))
+        .filter_map(Result::ok);
+    let mut report = crate::effects::judge(
+        effects,
+        results,
+        started_at_unix_us,
+        rules,
+        collection.quiet,
+    );
+    report.sources = collection.sources.iter().map(|s| s.describe()).collect();
+    Ok(report)
 }
 
 /// Live metrics served while a run goes on.

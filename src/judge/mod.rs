@@ -543,6 +543,7 @@ impl Judge {
             aborted: watch.and_then(|w| w.aborted),
             unreadable: None,
             partial: None,
+            effects: None,
         }
     }
 }

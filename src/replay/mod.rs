@@ -132,6 +132,10 @@ pub struct ReplayPlan {
     /// Live metrics to keep (`--metrics-addr`): requests in flight and
     /// exchanges offered, here; the judge keeps the rest.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Send each request with a W3C `traceparent` naming its exchange and
+    /// stack, so that the effects a stack passes it on with are tied to
+    /// the exchange (set when effects are collected).
+    pub trace_effects: bool,
 }
 
 impl ReplayPlan {
@@ -159,6 +163,7 @@ impl ReplayPlan {
             new_headers: Vec::new(),
             solo: None,
             metrics: None,
+            trace_effects: false,
             client: crate::http::ClientOptions::default(),
             warm_connections: None,
             max_connections: None,

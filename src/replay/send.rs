@@ -47,6 +47,9 @@ pub struct Sender {
     max_body: usize,
     max_lag: Option<Duration>,
     keep_host: bool,
+    /// Send each request with a `traceparent` naming its exchange and
+    /// stack, that effects passed it on with are tied to it.
+    trace_effects: bool,
     bindings: Option<Arc<Bindings>>,
     /// The one stack sent to, if only one.
     solo: Option<usize>,
@@ -118,6 +121,7 @@ impl Sender {
             max_body: plan.max_body,
             max_lag: plan.max_lag,
             keep_host: plan.keep_host,
+            trace_effects: plan.trace_effects,
             bindings,
             solo: plan.solo,
             metrics: plan.metrics.clone(),
@@ -275,7 +279,12 @@ impl Sender {
             None => (None, Vec::new()),
         };
         let request = rewritten.as_ref().unwrap_or(recorded);
-        let mut attempt = self.send_to(stack, request, scheduled, max_lag).await;
+        let trace = self
+            .trace_effects
+            .then(|| crate::effects::traceparent(job.pass, job.copy, job.exchange.id, stack.index));
+        let mut attempt = self
+            .send_to(stack, request, trace, scheduled, max_lag)
+            .await;
         if let Some(bindings) = &self.bindings {
             let answer = attempt
                 .response
@@ -291,6 +300,7 @@ impl Sender {
         &self,
         stack: &Stack,
         request: &capture::Request,
+        trace: Option<String>,
         scheduled: Instant,
         max_lag: Option<Duration>,
     ) -> Attempt {
@@ -301,13 +311,18 @@ impl Sender {
         }
         let _in_flight = self.metrics.as_ref().map(|m| m.in_flight(stack.index));
         let outcome = match build(stack, request, self.keep_host) {
-            Ok(req) => match tokio::time::timeout(self.timeout, self.exchange(stack, req)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(Failed::new(
-                    ErrorKind::Timeout,
-                    format!("no complete answer within {:?}", self.timeout),
-                )),
-            },
+            Ok(mut req) => {
+                if let Some(value) = trace.and_then(|t| t.parse().ok()) {
+                    req.headers_mut().insert("traceparent", value);
+                }
+                match tokio::time::timeout(self.timeout, self.exchange(stack, req)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Failed::new(
+                        ErrorKind::Timeout,
+                        format!("no complete answer within {:?}", self.timeout),
+                    )),
+                }
+            }
             Err(message) => Err(Failed::new(ErrorKind::Other, message)),
         };
         let elapsed_us = sent.elapsed().as_micros() as u64;

@@ -67,6 +67,7 @@ impl Render for Markdown {
         }
         verdict_and_gates(r, out)?;
         fidelity(r, out)?;
+        effects(r, out)?;
         correlation(r, out)?;
         mismatch_groups(r, out)?;
         noise_and_rules(r, out)?;
@@ -81,6 +82,40 @@ fn capitalized(text: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+fn effects(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let Some(e) = &r.effects else {
+        return Ok(());
+    };
+    writeln!(out, "## Side effects\n")?;
+    writeln!(out, "{}.\n", capitalized(&e.describe()))?;
+    if e.mismatch_groups.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "| count | route | effect | what differs | legacy | new | example |"
+    )?;
+    writeln!(out, "|---:|---|---|---|---|---|---|")?;
+    for g in e.mismatch_groups.iter().take(20) {
+        let example = g.examples.first();
+        let side = |v: Option<&String>| v.map_or("none".to_string(), |v| format!("`{v}`"));
+        writeln!(
+            out,
+            "| {} | `{}` | `{}` | {} | {} | {} | {} |",
+            g.count,
+            g.route,
+            g.kind,
+            g.what,
+            side(example.and_then(|e| e.legacy.as_ref())),
+            side(example.and_then(|e| e.new.as_ref())),
+            example
+                .and_then(|e| e.exchange_id)
+                .map_or("untied".to_string(), |id| format!("#{id}"))
+        )?;
+    }
+    writeln!(out)
 }
 
 fn fidelity(r: &Report, out: &mut dyn Write) -> io::Result<()> {

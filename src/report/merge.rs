@@ -140,6 +140,9 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         interrupted: reports.iter().any(|r| r.interrupted),
         aborted: reports.iter().find_map(|r| r.aborted.clone()),
         partial: None,
+        effects: crate::effects::EffectsReport::merge(
+            reports.iter().filter_map(|r| r.effects.as_ref()),
+        ),
         unreadable: reports.iter().fold(None, |sum, r| {
             super::Unreadable::add(sum.as_ref(), r.unreadable.as_ref())
         }),

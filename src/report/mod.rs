@@ -105,6 +105,10 @@ pub struct Report {
     /// missing: which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+    /// What the stacks did besides answering (webhooks they called), tied
+    /// to exchanges and compared; absent when no effects were collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects: Option<crate::effects::EffectsReport>,
 }
 
 /// Input lines that could not be read.

@@ -40,6 +40,12 @@ impl Render for Terminal {
                 writeln!(out, "    {}", d.describe())?;
             }
         }
+        if let Some(e) = &r.effects {
+            writeln!(out, "  {}", e.describe())?;
+            for g in e.mismatch_groups.iter().take(5) {
+                writeln!(out, "    {g}")?;
+            }
+        }
         if let Some(load) = &r.load {
             writeln!(
                 out,

@@ -1,0 +1,478 @@
+//! Effects of both stacks tied to their exchanges and compared: how many of
+//! each kind each stack produced per exchange, and, pair by pair, their
+//! bodies under the answers' rules, with the ids each stack issued mapped
+//! to the place in its own answer that issued them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Effect, STACKS};
+use crate::capture::{Body, Header, Response};
+use crate::diff::rules::RuleSet;
+use crate::diff::Differ;
+use crate::results::ExchangeResult;
+use crate::route::Route;
+
+/// Examples kept per group.
+const EXAMPLES: usize = 3;
+
+/// What the stacks did besides answering, and where they differ: the
+/// `effects` object of report.json.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EffectsReport {
+    /// Where effects were collected.
+    pub sources: Vec<String>,
+    /// Effects collected, per stack.
+    pub collected: EffectSides,
+    /// Effects tied to the exchange that caused them.
+    pub tied: u64,
+    /// Effects that could not be tied: compared as a whole, by kind.
+    pub untied: u64,
+    /// Tied effects that arrived more than the quiet period after their
+    /// exchange's answer (still compared).
+    pub late: u64,
+    /// The quiet period, milliseconds.
+    pub quiet_ms: u64,
+    /// Exchanges that caused an effect on either stack.
+    pub exchanges: u64,
+    /// Of which every effect was alike on both stacks.
+    pub matched: u64,
+    /// Differences found: a kind produced a different number of times, a
+    /// field of a pair that differs, untied effects of a kind in different
+    /// numbers. What `effects.mismatched` gates on.
+    pub mismatched: u64,
+    /// The differences grouped by exchange route, effect kind and what
+    /// differs, most frequent first.
+    pub mismatch_groups: Vec<EffectGroup>,
+}
+
+/// A count per stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EffectSides {
+    /// The legacy stack's.
+    pub legacy: u64,
+    /// The new stack's.
+    pub new: u64,
+}
+
+/// One kind of difference in effects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectGroup {
+    /// The route of the exchanges that caused them, or `(untied)`.
+    pub route: String,
+    /// The effect's kind, e.g. `webhook POST /hooks order.paid`.
+    pub kind: String,
+    /// What differs: `count` (produced a different number of times) or a
+    /// mismatch kind and path of the bodies (`value $.total_cents`).
+    pub what: String,
+    /// Occurrences.
+    pub count: u64,
+    /// The first few.
+    pub examples: Vec<EffectExample>,
+}
+
+/// One occurrence of an effect difference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectExample {
+    /// The exchange that caused it; absent for untied effects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_id: Option<u64>,
+    /// What legacy did: a count, a value or a body.
+    pub legacy: Option<String>,
+    /// What new did.
+    pub new: Option<String>,
+}
+
+type Key = (u32, u32, u64);
+
+impl EffectsReport {
+    /// One line for people: `side effects: 24 by legacy, 25 by new (24
+    /// tied to their exchange, 0 late); 1 difference`.
+    pub fn describe(&self) -> String {
+        format!(
+            "side effects: {} by legacy, {} by new ({} tied to their exchange, {} untied, {} late); \
+             {} exchanges caused some, {} alike; {} difference{}",
+            self.collected.legacy,
+            self.collected.new,
+            self.tied,
+            self.untied,
+            self.late,
+            self.exchanges,
+            self.matched,
+            self.mismatched,
+            if self.mismatched == 1 { "" } else { "s" }
+        )
+    }
+
+    /// Shards' effects as one run's: counts added up, groups merged by
+    /// route, kind and what differs (the first examples kept); `None` when
+    /// no shard collected any.
+    pub fn merge<'a>(reports: impl Iterator<Item = &'a EffectsReport>) -> Option<EffectsReport> {
+        let mut merged: Option<EffectsReport> = None;
+        let mut groups = Groups::default();
+        for r in reports {
+            let m = merged.get_or_insert_with(|| EffectsReport {
+                sources: r.sources.clone(),
+                quiet_ms: r.quiet_ms,
+                ..EffectsReport::default()
+            });
+            m.collected.legacy += r.collected.legacy;
+            m.collected.new += r.collected.new;
+            m.tied += r.tied;
+            m.untied += r.untied;
+            m.late += r.late;
+            m.exchanges += r.exchanges;
+            m.matched += r.matched;
+            m.mismatched += r.mismatched;
+            for g in &r.mismatch_groups {
+                let key = (g.route.clone(), g.kind.clone(), g.what.clone());
+                let (count, examples) = groups.by_key.entry(key).or_default();
+                *count += g.count;
+                let room = EXAMPLES.saturating_sub(examples.len());
+                examples.extend(g.examples.iter().take(room).cloned());
+            }
+        }
+        let mut merged = merged?;
+        merged.mismatch_groups = groups.finish();
+        Some(merged)
+    }
+}
+
+/// An exchange's side of the comparison: its route, each stack's answer
+/// body and when each stack's answer was complete.
+struct Caused {
+    route: Route,
+    answers: [Option<Value>; 2],
+    answered_unix_us: [u64; 2],
+}
+
+/// Ties `effects` to the exchanges of `results` (a run started at
+/// `started_at_unix_us`) and compares them under `rules`.
+pub fn judge(
+    effects: Vec<Effect>,
+    results: impl IntoIterator<Item = ExchangeResult>,
+    started_at_unix_us: u64,
+    rules: RuleSet,
+    quiet: std::time::Duration,
+) -> EffectsReport {
+    let mut report = EffectsReport {
+        quiet_ms: quiet.as_millis() as u64,
+        ..EffectsReport::default()
+    };
+    for effect in &effects {
+        match effect.stack {
+            0 => report.collected.legacy += 1,
+            _ => report.collected.new += 1,
+        }
+    }
+    let wanted: std::collections::HashSet<Key> =
+        effects.iter().filter_map(|e| e.exchange).collect();
+    let mut caused: HashMap<Key, Caused> = HashMap::new();
+    for result in results {
+        let key = (result.pass, result.copy, result.id);
+        if wanted.contains(&key) {
+            caused.insert(key, caused_by(&result, started_at_unix_us));
+        }
+    }
+    let mut tied: BTreeMap<Key, Vec<Effect>> = BTreeMap::new();
+    let mut untied = Vec::new();
+    for effect in effects {
+        match effect.exchange.filter(|k| caused.contains_key(k)) {
+            Some(key) => {
+                report.tied += 1;
+                let answered = caused[&key].answered_unix_us[effect.stack.min(1)];
+                if effect.at_unix_us > answered + quiet.as_micros() as u64 {
+                    report.late += 1;
+                }
+                tied.entry(key).or_default().push(effect);
+            }
+            None => untied.push(effect),
+        }
+    }
+    report.untied = untied.len() as u64;
+    let mut groups = Groups::default();
+    let mut differ = Differ::new(rules);
+    for (key, effects) in tied {
+        report.exchanges += 1;
+        let before = groups.found;
+        compare_exchange(&caused[&key], key.2, effects, &mut differ, &mut groups);
+        if groups.found == before {
+            report.matched += 1;
+        }
+    }
+    compare_untied(untied, &mut groups);
+    report.mismatched = groups.found;
+    report.mismatch_groups = groups.finish();
+    report
+}
+
+fn caused_by(result: &ExchangeResult, started_at_unix_us: u64) -> Caused {
+    let due = started_at_unix_us + result.scheduled_us;
+    let side = |a: &crate::results::Attempt| {
+        let answer = a.response.as_ref();
+        (
+            answer.and_then(|r| serde_json::from_slice(r.body.bytes()).ok()),
+            due + a.lag_us + answer.map_or(0, |r| r.latency_us),
+        )
+    };
+    let (legacy, legacy_at) = side(&result.legacy);
+    let (new, new_at) = side(&result.new);
+    Caused {
+        route: Route::of(&result.request.method, &result.request.target),
+        answers: [legacy, new],
+        answered_unix_us: [legacy_at, new_at],
+    }
+}
+
+/// One exchange's effects: per kind, the numbers each stack produced, then
+/// each pair's bodies in the order they came.
+fn compare_exchange(
+    caused: &Caused,
+    id: u64,
+    effects: Vec<Effect>,
+    differ: &mut Differ,
+    groups: &mut Groups,
+) {
+    let mut by_kind: BTreeMap<String, [Vec<Effect>; 2]> = BTreeMap::new();
+    for effect in effects {
+        let stack = effect.stack.min(1);
+        by_kind.entry(effect.kind.clone()).or_default()[stack].push(effect);
+    }
+    let route = caused.route.to_string();
+    for (kind, [mut legacy, mut new]) in by_kind {
+        if legacy.len() != new.len() {
+            groups.add(
+                (&route, &kind, "count"),
+                EffectExample {
+                    exchange_id: Some(id),
+                    legacy: Some(times(legacy.len())),
+                    new: Some(times(new.len())),
+                },
+            );
+        }
+        legacy.sort_by_key(|e| e.at_unix_us);
+        new.sort_by_key(|e| e.at_unix_us);
+        for (l, n) in legacy.iter().zip(&new) {
+            let effect_route = Route::of(&l.method, &l.target);
+            let bodies = [l, n].map(|e| {
+                let answer = caused.answers[e.stack.min(1)].as_ref();
+                as_response(normalized(&e.body, answer))
+            });
+            for mismatch in differ.compare(&effect_route, &bodies[0], &bodies[1]) {
+                let what = match mismatch.group_path() {
+                    Some(path) => format!("{} {path}", mismatch.kind.as_str()),
+                    None => mismatch.kind.as_str().to_string(),
+                };
+                groups.add(
+                    (&route, &kind, &what),
+                    EffectExample {
+                        exchange_id: Some(id),
+                        legacy: mismatch.legacy,
+                        new: mismatch.new,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Effects tied to no exchange: each kind's numbers on both stacks.
+fn compare_untied(untied: Vec<Effect>, groups: &mut Groups) {
+    let mut counts: BTreeMap<String, [usize; 2]> = BTreeMap::new();
+    for effect in untied {
+        counts.entry(effect.kind).or_default()[effect.stack.min(1)] += 1;
+    }
+    for (kind, [legacy, new]) in counts {
+        if legacy != new {
+            groups.add(
+                ("(untied)", &kind, "count"),
+                EffectExample {
+                    exchange_id: None,
+                    legacy: Some(times(legacy)),
+                    new: Some(times(new)),
+                },
+            );
+        }
+    }
+}
+
+fn times(n: usize) -> String {
+    match n {
+        1 => "once".to_string(),
+        n => format!("{n} times"),
+    }
+}
+
+/// A body the differ can compare: JSON as JSON, anything else as sent.
+fn as_response(body: Body) -> Response {
+    Response {
+        status: 200,
+        headers: vec![Header("content-type".into(), "application/json".into())],
+        body,
+        latency_us: 0,
+        truncated: None,
+    }
+}
+
+/// An effect's JSON body with the ids its stack issued made comparable:
+/// a value found in the stack's own answer to the exchange becomes
+/// `<answer PATH>` (legacy's order 1042 and new's 7409284110012416001 both
+/// `<answer $.id>`), and other values of id fields become `<id N>` in
+/// order of first appearance. Other bodies are left as they are.
+fn normalized(body: &Body, answer: Option<&Value>) -> Body {
+    let Ok(mut value) = serde_json::from_slice::<Value>(body.bytes()) else {
+        return body.clone();
+    };
+    let mut issued = HashMap::new();
+    if let Some(answer) = answer {
+        leaves(answer, "$".to_string(), &mut |path, leaf| {
+            if let Some(text) = id_text(leaf) {
+                issued.entry(text).or_insert(path);
+            }
+        });
+    }
+    let mut unknown: HashMap<String, usize> = HashMap::new();
+    rewrite(&mut value, None, &mut |key, leaf| {
+        let text = id_text(leaf)?;
+        if let Some(path) = issued.get(&text) {
+            return Some(Value::String(format!("<answer {path}>")));
+        }
+        let is_id = key.is_some_and(|k| k == "id" || k.ends_with("_id") || k.ends_with("Id"));
+        if !is_id {
+            return None;
+        }
+        let next = unknown.len() + 1;
+        let n = *unknown.entry(text).or_insert(next);
+        Some(Value::String(format!("<id {n}>")))
+    });
+    Body(serde_json::to_vec(&value).unwrap_or_default().into())
+}
+
+/// A leaf that can stand for an id: an integer of four digits or more, or
+/// a string of four characters or more (`1`, `"EUR"` are too common to be
+/// anyone's id).
+fn id_text(leaf: &Value) -> Option<String> {
+    match leaf {
+        Value::Number(n) if n.as_u64().is_some_and(|v| v >= 1000) => Some(n.to_string()),
+        Value::String(s) if s.chars().count() >= 4 => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn leaves(value: &Value, path: String, f: &mut impl FnMut(String, &Value)) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                leaves(v, format!("{path}.{k}"), f);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(v, format!("{path}[{i}]"), f);
+            }
+        }
+        leaf => f(path, leaf),
+    }
+}
+
+/// Replaces each leaf for which `f` (given the key it is under) says what.
+fn rewrite(
+    value: &mut Value,
+    key: Option<&str>,
+    f: &mut impl FnMut(Option<&str>, &Value) -> Option<Value>,
+) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                rewrite(v, Some(k), f);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                rewrite(v, key, f);
+            }
+        }
+        leaf => {
+            if let Some(new) = f(key, leaf) {
+                *leaf = new;
+            }
+        }
+    }
+}
+
+/// Differences grouped by route, kind and what differs.
+#[derive(Default)]
+struct Groups {
+    found: u64,
+    by_key: BTreeMap<(String, String, String), (u64, Vec<EffectExample>)>,
+}
+
+impl Groups {
+    fn add(&mut self, (route, kind, what): (&str, &str, &str), example: EffectExample) {
+        self.found += 1;
+        let key = (route.to_string(), kind.to_string(), what.to_string());
+        let (count, examples) = self.by_key.entry(key).or_default();
+        *count += 1;
+        if examples.len() < EXAMPLES {
+            examples.push(example);
+        }
+    }
+
+    fn finish(self) -> Vec<EffectGroup> {
+        let mut groups: Vec<EffectGroup> = self
+            .by_key
+            .into_iter()
+            .map(|((route, kind, what), (count, examples))| EffectGroup {
+                route,
+                kind,
+                what,
+                count,
+                examples,
+            })
+            .collect();
+        groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+        groups
+    }
+}
+
+impl std::fmt::Display for EffectGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let example = self.examples.first();
+        let side = |i: usize| {
+            example
+                .and_then(|e| {
+                    if i == 0 {
+                        e.legacy.as_deref()
+                    } else {
+                        e.new.as_deref()
+                    }
+                })
+                .unwrap_or("none")
+                .to_string()
+        };
+        match self.what.as_str() {
+            "count" => write!(
+                f,
+                "{} -> {}: sent {} by {}, {} by {} ({}x)",
+                self.route,
+                self.kind,
+                side(0),
+                STACKS[0],
+                side(1),
+                STACKS[1],
+                self.count
+            ),
+            what => write!(
+                f,
+                "{} -> {}: {what} differs ({} vs {}, {}x)",
+                self.route,
+                self.kind,
+                side(0),
+                side(1),
+                self.count
+            ),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Side effects on loopback: two order stacks (real hyper servers) that
+//! answer alike, each issuing its own order ids, and call their webhooks
+//! (tandem's sinks) differently; the replay ties each call to its exchange
+//! by the `traceparent` it passed on, and reports exactly the differences.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+use tandem::capture::{self, Body, Header};
+use tandem::cli::replay::run as replay;
+use tokio::net::TcpListener;
+
+/// How a stack misbehaves in its effects only.
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    /// Order ids from 1001, one `order.paid` per payment, currency `EUR`.
+    Legacy,
+    /// Snowflake-like ids above 2^53, `order.paid` sent twice, currency
+    /// `eur` in `order.created`.
+    New,
+}
+
+/// An order stack whose webhooks go to `hooks`; when its first request
+/// comes it also sends one untied `stack.started` call, as services
+/// announce themselves.
+async fn order_stack(flavor: Flavor, hooks: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let client = tandem::http::client(Duration::from_secs(5));
+    let next = Arc::new(AtomicU64::new(match flavor {
+        Flavor::Legacy => 1001,
+        Flavor::New => 7_409_284_110_012_416_001,
+    }));
+    let announced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        move |req: Request<Incoming>, _| {
+            let (client, hooks, next) = (client.clone(), hooks.clone(), next.clone());
+            let first = !announced.swap(true, Ordering::Relaxed);
+            async move {
+                if first {
+                    let (client, hooks) = (client.clone(), hooks.clone());
+                    tokio::spawn(async move {
+                        call(&client, &hooks, None, json!({"type": "stack.started"})).await
+                    });
+                }
+                let trace = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let path = req.uri().path().to_string();
+                let _ = req.into_body().collect().await;
+                let (answer, events) = match path.split('/').collect::<Vec<_>>()[..] {
+                    ["", "orders"] => {
+                        let id = next.fetch_add(1, Ordering::Relaxed);
+                        let currency = if flavor == Flavor::New { "eur" } else { "EUR" };
+                        let created = json!({"type": "order.created", "order_id": id,
+                                             "total_cents": 1250, "currency": currency});
+                        (json!({"id": id, "status": "created"}), vec![created])
+                    }
+                    ["", "orders", id, "pay"] => {
+                        let id: u64 = id.parse().unwrap_or(0);
+                        let paid = json!({"type": "order.paid", "order_id": id});
+                        let times = if flavor == Flavor::New { 2 } else { 1 };
+                        (json!({"id": id, "status": "paid"}), vec![paid; times])
+                    }
+                    // Reads write nothing.
+                    _ => (json!({"status": "ok"}), vec![]),
+                };
+                // The calls go after the answer, as a queue's consumer would.
+                tokio::spawn(async move {
+                    for event in events {
+                        call(&client, &hooks, trace.as_deref(), event).await;
+                    }
+                });
+                let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    url
+}
+
+/// POSTs `event` to the hooks URL, passing `trace` on.
+async fn call(
+    client: &tandem::http::Client,
+    hooks: &str,
+    trace: Option<&str>,
+    event: serde_json::Value,
+) {
+    let mut request = Request::post(format!("{hooks}/hooks"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(event.to_string())))
+        .unwrap();
+    if let Some(trace) = trace {
+        request
+            .headers_mut()
+            .insert("traceparent", trace.parse().unwrap());
+    }
+    let answered = client.request(request).await.expect("the sink answers");
+    assert_eq!(answered.status(), 200);
+}
+
+/// `sessions` sessions, all at once: create an order (recorded id
+/// `500 + n`), pay it, read it.
+fn order_flows(dir: &std::path::Path, sessions: u64) -> std::path::PathBuf {
+    let mut exchanges = Vec::new();
+    for n in 0..sessions {
+        let session = format!("s{n}");
+        let recorded_id = 500 + n;
+        let mut create = common::exchange(n * 3 + 1, 0, &session, "POST", "/orders", &[]);
+        create.response = Some(answer(json!({"id": recorded_id, "status": "created"})));
+        let pay_path = format!("/orders/{recorded_id}/pay");
+        let mut pay = common::exchange(n * 3 + 2, 10_000, &session, "POST", &pay_path, &[]);
+        pay.response = Some(answer(json!({"id": recorded_id, "status": "paid"})));
+        let mut read = common::exchange(n * 3 + 3, 20_000, &session, "GET", "/status", &[]);
+        read.response = Some(answer(json!({"status": "ok"})));
+        exchanges.extend([create, pay, read]);
+    }
+    common::write_capture(&dir.join("orders.jsonl"), exchanges)
+}
+
+fn answer(body: serde_json::Value) -> capture::Response {
+    capture::Response {
+        status: 200,
+        headers: vec![Header("content-type".into(), "application/json".into())],
+        body: Body(Bytes::from(body.to_string())),
+        latency_us: 100,
+        truncated: None,
+    }
+}
+
+/// 100 sessions at once: every call is tied to its own exchange, the new
+/// stack's own order ids compare equal to legacy's through their answers,
+/// and exactly the two planted differences are reported: `order.paid`
+/// sent twice on every payment, the currency of every `order.created`.
+/// Reads write nothing and show nothing; the untied start-up calls match.
+/// The gate on them fails the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let [legacy_sink, new_sink] = common::free_ports::<2>();
+    let sinks = [legacy_sink, new_sink].map(|p| format!("127.0.0.1:{p}"));
+    let capture = order_flows(dir.path(), 100);
+    let out = dir.path().join("run");
+    // The stacks call the sinks only once requests come: the sinks listen
+    // from the start of the run.
+    let hooks = sinks.clone().map(|s| format!("http://{s}"));
+    let legacy = order_stack(Flavor::Legacy, hooks[0].clone()).await;
+    let new = order_stack(Flavor::New, hooks[1].clone()).await;
+    let job = tandem::cli::replay::job_from_args([
+        capture.to_str().unwrap(),
+        "--legacy",
+        &legacy,
+        "--new",
+        &new,
+        "--legacy-webhook-sink",
+        &sinks[0],
+        "--new-webhook-sink",
+        &sinks[1],
+        "--effects-quiet",
+        "500ms",
+        "--gate",
+        "effects.mismatched == 0",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let outcome = replay(&job, std::future::pending()).await.unwrap();
+    let report = &outcome.report;
+    assert_eq!(report.summary.total, 300);
+    assert_eq!(report.summary.errors, 0, "{:?}", report.errors);
+    // The answers are alike, each stack's own order ids followed and
+    // settled: only the effects tell the stacks apart.
+    assert_eq!(report.summary.matched, 300, "{:#?}", report.mismatch_groups);
+    let effects = report.effects.as_ref().expect("effects judged");
+    assert_eq!(effects.collected.legacy, 1 + 100 + 100);
+    assert_eq!(effects.collected.new, 1 + 100 + 200);
+    assert_eq!(effects.tied, 500, "every call but the start-up ones");
+    assert_eq!(effects.untied, 2);
+    assert_eq!(
+        effects.exchanges, 200,
+        "creates and payments; reads wrote nothing"
+    );
+    let groups: Vec<String> = effects
+        .mismatch_groups
+        .iter()
+        .map(|g| format!("{} | {} | {} | {}", g.route, g.kind, g.what, g.count))
+        .collect();
+    assert_eq!(
+        groups.len(),
+        2,
+        "exactly the planted differences, no id of either stack: {groups:#?}"
+    );
+    assert!(
+        groups.contains(
+            &"POST /orders/{id}/pay | webhook POST /hooks order.paid | count | 100".to_string()
+        ),
+        "{groups:#?}"
+    );
+    assert!(
+        groups.contains(
+            &"POST /orders | webhook POST /hooks order.created | value $.currency | 100"
+                .to_string()
+        ),
+        "{groups:#?}"
+    );
+    assert_eq!(effects.mismatched, 200);
+    assert_eq!(effects.matched, 0);
+    let gate = &report.gates[0];
+    assert!(!gate.passed, "{gate:?}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("## Side effects"), "{summary}");
+    assert!(summary.contains("order.paid"), "{summary}");
+}
