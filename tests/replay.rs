@@ -89,6 +89,31 @@ async fn demo_report_names_exactly_the_planted_bugs_and_no_noise() {
         "{correlation:?}"
     );
     assert_eq!(correlation.unresolved, 0);
+    // Bug 5 shows only in the stacks' webhook calls: every payment's
+    // order.paid is sent twice by new; the rest of the calls, with each
+    // stack's own order and payment ids, are alike.
+    let effects = report.effects.as_ref().expect("effects collected");
+    let effect_groups: Vec<(String, String, String)> = effects
+        .mismatch_groups
+        .iter()
+        .map(|g| (g.route.clone(), g.kind.clone(), g.what.clone()))
+        .collect();
+    assert_eq!(
+        effect_groups,
+        [(
+            "POST /api/orders/{id}/pay".to_string(),
+            "webhook POST /hooks order.paid".to_string(),
+            "count".to_string()
+        )]
+    );
+    assert!(effects.collected.legacy > 0);
+    assert_eq!(effects.untied, 0, "every call passed its traceparent on");
+    assert_eq!(
+        effects.tied,
+        effects.collected.legacy + effects.collected.new
+    );
+    assert_eq!(effects.mismatched, effects.mismatch_groups[0].count);
+    assert_eq!(effects.matched + effects.mismatched, effects.exchanges);
 
     let s = &report.summary;
     assert_eq!(s.total, 2000);

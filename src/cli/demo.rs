@@ -2,7 +2,9 @@
 //! workload through the recording proxy in front of a "production" legacy
 //! stack, then replays the capture at fresh copies of the legacy and the new
 //! stack (as a team replays production traffic at staging) with the same
-//! composition as `tandem replay`, diffing with `scenarios/demo.rules.toml`.
+//! composition as `tandem replay`, diffing with `scenarios/demo.rules.toml`;
+//! the replayed stacks call their webhooks at tandem's sinks, and their side
+//! effects are compared too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,8 @@ use clap::Args;
 
 use super::replay::{self, ReplayJob};
 use super::{finish, Outcome};
-use crate::demo::{self, start, DemoOptions, Flavor};
+use crate::demo::{self, start_calling, DemoOptions, Flavor};
+use crate::effects::{Collection, WebhookSink};
 use crate::record::RecordSummary;
 use crate::replay::ReplayPlan;
 use crate::target::Target;
@@ -83,9 +86,29 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
             path
         }
     };
-    let legacy = start(Flavor::Legacy).await?;
-    let new = start(Flavor::New).await?;
-    let job = job(options, rules, legacy.url().parse()?, new.url().parse()?);
+    // Each stack calls its webhooks at a sink of its own.
+    let mut sinks = Vec::new();
+    for stack in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        sinks.push(WebhookSink::start(
+            stack,
+            listener,
+            Default::default(),
+            1 << 20,
+        )?);
+    }
+    let legacy = start_calling(Flavor::Legacy, &sinks[0].url()).await?;
+    let new = start_calling(Flavor::New, &sinks[1].url()).await?;
+    let mut job = job(options, rules, legacy.url().parse()?, new.url().parse()?);
+    job.effects = Some(Collection {
+        sources: sinks
+            .into_iter()
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::effects::EffectSource>)
+            .collect(),
+        webhook_sinks: Vec::new(),
+        // On loopback the calls follow their answers within milliseconds.
+        quiet: std::time::Duration::from_millis(500),
+    });
     let replayed = replay::run(&job, std::future::pending()).await;
     legacy.stop().await;
     new.stop().await;

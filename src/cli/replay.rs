@@ -490,7 +490,9 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     // Stopped by a gate, the run failed that gate; it was not interrupted.
     report.interrupted = replayed.interrupted && report.aborted.is_none();
     if let Some(collection) = &effects {
-        report.effects = Some(judge_effects(collection, job, started_at_unix_us).await?);
+        let (judged, unused) = judge_effects(collection, job, started_at_unix_us).await?;
+        report.effects = Some(judged);
+        report.unused_rules.retain(|rule| unused.contains(rule));
     }
     report.apply_gates(&job.gates);
     if let Some(path) = &job.write_rules {
@@ -511,7 +513,7 @@ async fn judge_effects(
     collection: &crate::effects::Collection,
     job: &ReplayJob,
     started_at_unix_us: u64,
-) -> anyhow::Result<crate::effects::EffectsReport> {
+) -> anyhow::Result<(crate::effects::EffectsReport, Vec<String>)> {
     let effects = collection.gather().await;
     let rules = match &job.rules {
         Some(path) => crate::diff::rules::RuleSet::load(path)?,
@@ -522,7 +524,7 @@ async fn judge_effects(
     let _ = lines.next::<ResultsHeader>("header");
     let results = std::iter::from_fn(move || lines.next::<results::ExchangeResult>("result"))
         .filter_map(Result::ok);
-    let mut report = crate::effects::judge(
+    let (mut report, unused) = crate::effects::judge(
         effects,
         results,
         started_at_unix_us,
@@ -530,7 +532,7 @@ async fn judge_effects(
         collection.quiet,
     );
     report.sources = collection.sources.iter().map(|s| s.describe()).collect();
-    Ok(report)
+    Ok((report, unused))
 }
 
 /// Live metrics served while a run goes on.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::record::{record_proxy, ProxyConfig, RecordSummary, Sink};
-pub use stack::{start, start_with, DemoServer, Flavor, Ids};
+pub use stack::{start, start_calling, start_with, DemoServer, Flavor, Ids};
 
 /// The demo's rules, as shipped in `scenarios/demo.rules.toml`.
 pub const RULES: &str = include_str!("../../scenarios/demo.rules.toml");

@@ -12,7 +12,11 @@
 //! 2. `GET /api/products/{id}`: the `currency` field is left out;
 //! 3. `POST /api/orders` with no items: 422 instead of the legacy 400;
 //! 4. a paid order reads back as `"PAID"` instead of `"paid"`: only a replay
-//!    that follows each stack's own token and order ids reads it back at all.
+//!    that follows each stack's own token and order ids reads it back at all;
+//! 5. started with a webhook URL ([`start_calling`]), both stacks call it
+//!    when an order is created (`order.created`) and paid (`order.paid`),
+//!    passing the request's `traceparent` on; the new service sends
+//!    `order.paid` twice. Its answers show nothing of it: only its effects.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -97,6 +101,25 @@ pub async fn start(flavor: Flavor) -> std::io::Result<DemoServer> {
 
 /// [`start`], with the given way of making ids.
 pub async fn start_with(flavor: Flavor, ids: Ids) -> std::io::Result<DemoServer> {
+    start_stack(flavor, ids, None).await
+}
+
+/// [`start`], calling the webhook base URL `hooks` (`{hooks}/hooks`) when
+/// an order is created or paid.
+pub async fn start_calling(flavor: Flavor, hooks: &str) -> std::io::Result<DemoServer> {
+    start_stack(
+        flavor,
+        Ids::Issued,
+        Some(hooks.trim_end_matches('/').to_string()),
+    )
+    .await
+}
+
+async fn start_stack(
+    flavor: Flavor,
+    ids: Ids,
+    hooks: Option<String>,
+) -> std::io::Result<DemoServer> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stack = Arc::new(Stack {
@@ -104,6 +127,7 @@ pub async fn start_with(flavor: Flavor, ids: Ids) -> std::io::Result<DemoServer>
         ids,
         book: Mutex::new(Book::seeded()),
         tokens: Mutex::new(BTreeMap::new()),
+        hooks: hooks.map(|url| (crate::http::client(Duration::from_secs(5)), url)),
     });
     let (stop, stopped) = oneshot::channel();
     let handler = move |req, _peer| {
@@ -128,6 +152,8 @@ struct Stack {
     book: Mutex<Book>,
     /// Tokens this stack issued, and to whom.
     tokens: Mutex<BTreeMap<String, String>>,
+    /// Where it calls its webhooks, if anywhere.
+    hooks: Option<(crate::http::Client, String)>,
 }
 
 struct Product {
@@ -239,7 +265,48 @@ impl Stack {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let user = self.signed_in(&parts.headers);
         let (status, value) = self.route(&parts.method, &segments, &query, &body, user);
+        if let Some((client, url)) = &self.hooks {
+            let events = self.events(&parts.method, &segments, status, &value);
+            if !events.is_empty() {
+                let trace = parts.headers.get("traceparent").cloned();
+                let (client, url) = (client.clone(), format!("{url}/hooks"));
+                // After the answer, as a queue's consumer would.
+                tokio::spawn(async move {
+                    for event in events {
+                        call(&client, &url, trace.clone(), event).await;
+                    }
+                });
+            }
+        }
         self.respond(status, value)
+    }
+
+    /// The webhook events an answer makes: `order.created` for a created
+    /// order, `order.paid` for a payment (parity bug 5: twice from the new
+    /// service).
+    fn events(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        status: StatusCode,
+        order: &Value,
+    ) -> Vec<Value> {
+        let event = |kind: &str| {
+            let mut event = json!({"type": kind, "order_id": order["id"], "total": order["total"],
+                                   "occurred_at": now()});
+            if kind == "order.paid" {
+                event["payment_id"] = order["payment_id"].clone();
+            }
+            event
+        };
+        match (method, segments, status) {
+            (&Method::POST, ["api", "orders"], StatusCode::CREATED) => vec![event("order.created")],
+            (&Method::POST, ["api", "orders", _, "pay"], StatusCode::OK) => {
+                let times = if self.flavor == Flavor::New { 2 } else { 1 };
+                vec![event("order.paid"); times]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The user of the token the request carries, if this stack issued it.
@@ -514,6 +581,26 @@ impl Stack {
         book.orders.get_mut(&id).unwrap().cancelled = true;
         let order = &book.orders[&id];
         (StatusCode::OK, self.order_json(&book, id, order, false))
+    }
+}
+
+/// POSTs `event` to `url` with the request's `traceparent`; a sink that is
+/// gone is logged, not fatal.
+async fn call(
+    client: &crate::http::Client,
+    url: &str,
+    trace: Option<hyper::header::HeaderValue>,
+    event: Value,
+) {
+    let mut request = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(event.to_string())))
+        .expect("a valid request");
+    if let Some(trace) = trace {
+        request.headers_mut().insert("traceparent", trace);
+    }
+    if let Err(e) = client.request(request).await {
+        tracing::debug!("demo webhook to {url} failed: {e}");
     }
 }
 

@@ -149,14 +149,16 @@ struct Caused {
 }
 
 /// Ties `effects` to the exchanges of `results` (a run started at
-/// `started_at_unix_us`) and compares them under `rules`.
+/// `started_at_unix_us`) and compares them under `rules`; also returns the
+/// rules that applied to no effect (a rule is unused only if the answers'
+/// differ did not use it either).
 pub fn judge(
     effects: Vec<Effect>,
     results: impl IntoIterator<Item = ExchangeResult>,
     started_at_unix_us: u64,
     rules: RuleSet,
     quiet: std::time::Duration,
-) -> EffectsReport {
+) -> (EffectsReport, Vec<String>) {
     let mut report = EffectsReport {
         quiet_ms: quiet.as_millis() as u64,
         ..EffectsReport::default()
@@ -205,7 +207,7 @@ pub fn judge(
     compare_untied(untied, &mut groups);
     report.mismatched = groups.found;
     report.mismatch_groups = groups.finish();
-    report
+    (report, differ.unused_rules())
 }
 
 fn caused_by(result: &ExchangeResult, started_at_unix_us: u64) -> Caused {

@@ -44,6 +44,7 @@ impl Render for Html {
         )?;
         routes(r, out)?;
         groups(r, out)?;
+        effects(r, out)?;
         write!(
             out,
             "<script type=\"application/json\" id=\"data\">{data}</script>\n\
@@ -183,6 +184,41 @@ fn routes(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What the stacks did besides answering, and where it differs.
+fn effects(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let Some(e) = &r.effects else {
+        return Ok(());
+    };
+    writeln!(out, "<h2>Side effects</h2>\n<p>{}</p>", esc(&e.describe()))?;
+    if e.mismatch_groups.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "<table id=\"effects\"><tr><th>count</th><th>route</th><th>effect</th>\
+         <th>what differs</th><th>legacy</th><th>new</th><th>example</th></tr>"
+    )?;
+    for g in e.mismatch_groups.iter().take(GROUPS_SHOWN) {
+        let example = g.examples.first();
+        let side = |v: Option<&String>| esc(v.map_or("none", String::as_str));
+        writeln!(
+            out,
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td>\
+             <td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+            g.count,
+            esc(&g.route),
+            esc(&g.kind),
+            esc(&g.what),
+            side(example.and_then(|x| x.legacy.as_ref())),
+            side(example.and_then(|x| x.new.as_ref())),
+            example
+                .and_then(|x| x.exchange_id)
+                .map_or("untied".to_string(), |id| format!("#{id}"))
+        )?;
+    }
+    writeln!(out, "</table>")
 }
 
 /// Mismatch groups, each with its first example as a side-by-side diff.
