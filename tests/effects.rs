@@ -28,10 +28,11 @@ enum Flavor {
     New,
 }
 
-/// An order stack whose webhooks go to `hooks`; when its first request
-/// comes it also sends one untied `stack.started` call, as services
-/// announce themselves.
-async fn order_stack(flavor: Flavor, hooks: String) -> String {
+/// An order stack whose webhooks go to `hooks`; 300 ms after its
+/// `requests`th request it also sends one `stack.idle` call, without a
+/// traceparent and in no exchange's window, as services report on
+/// themselves.
+async fn order_stack(flavor: Flavor, hooks: String, requests: u64) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let client = tandem::http::client(Duration::from_secs(5));
@@ -39,18 +40,19 @@ async fn order_stack(flavor: Flavor, hooks: String) -> String {
         Flavor::Legacy => 1001,
         Flavor::New => 7_409_284_110_012_416_001,
     }));
-    let announced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
     tokio::spawn(tandem::server::serve(
         listener,
         None,
         move |req: Request<Incoming>, _| {
             let (client, hooks, next) = (client.clone(), hooks.clone(), next.clone());
-            let first = !announced.swap(true, Ordering::Relaxed);
+            let last = served.fetch_add(1, Ordering::Relaxed) + 1 == requests;
             async move {
-                if first {
+                if last {
                     let (client, hooks) = (client.clone(), hooks.clone());
                     tokio::spawn(async move {
-                        call(&client, &hooks, None, json!({"type": "stack.started"})).await
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        call(&client, &hooks, None, json!({"type": "stack.idle"})).await
                     });
                 }
                 let trace = req
@@ -150,7 +152,7 @@ fn answer(body: serde_json::Value) -> capture::Response {
 /// stack's own order ids compare equal to legacy's through their answers,
 /// and exactly the two planted differences are reported: `order.paid`
 /// sent twice on every payment, the currency of every `order.created`.
-/// Reads write nothing and show nothing; the untied start-up calls match.
+/// Reads write nothing and show nothing; the untied idle calls match.
 /// The gate on them fails the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
@@ -162,8 +164,8 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
     // The stacks call the sinks only once requests come: the sinks listen
     // from the start of the run.
     let hooks = sinks.clone().map(|s| format!("http://{s}"));
-    let legacy = order_stack(Flavor::Legacy, hooks[0].clone()).await;
-    let new = order_stack(Flavor::New, hooks[1].clone()).await;
+    let legacy = order_stack(Flavor::Legacy, hooks[0].clone(), 300).await;
+    let new = order_stack(Flavor::New, hooks[1].clone(), 300).await;
     let job = tandem::cli::replay::job_from_args([
         capture.to_str().unwrap(),
         "--legacy",
@@ -175,7 +177,7 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
         "--new-webhook-sink",
         &sinks[1],
         "--effects-quiet",
-        "500ms",
+        "1s",
         "--gate",
         "effects.mismatched == 0",
         "--out",
@@ -192,7 +194,7 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
     let effects = report.effects.as_ref().expect("effects judged");
     assert_eq!(effects.collected.legacy, 1 + 100 + 100);
     assert_eq!(effects.collected.new, 1 + 100 + 200);
-    assert_eq!(effects.tied, 500, "every call but the start-up ones");
+    assert_eq!(effects.tied, 500, "every call but the idle ones");
     assert_eq!(effects.untied, 2);
     assert_eq!(
         effects.exchanges, 200,
@@ -228,4 +230,143 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("## Side effects"), "{summary}");
     assert!(summary.contains("order.paid"), "{summary}");
+}
+
+/// An order stack that mails each customer when an order is created (a
+/// real client, lettre, to `smtp`), and mails nothing on reads. Its mail
+/// names the order by the stack's own id; the new one writes the total
+/// as `12.5` where legacy writes `12.50`.
+async fn mailing_stack(flavor: Flavor, smtp: std::net::SocketAddr) -> String {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.ip().to_string())
+        .port(smtp.port())
+        .build();
+    let next = Arc::new(AtomicU64::new(match flavor {
+        Flavor::Legacy => 1001,
+        Flavor::New => 7_409_284_110_012_416_001,
+    }));
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        move |req: Request<Incoming>, _| {
+            let (mailer, next) = (mailer.clone(), next.clone());
+            async move {
+                let answer = if req.uri().path() == "/orders" {
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    let total = if flavor == Flavor::New {
+                        "12.5"
+                    } else {
+                        "12.50"
+                    };
+                    let mail = lettre::Message::builder()
+                        .from("shop@example.com".parse().unwrap())
+                        .to("customer@example.com".parse().unwrap())
+                        .subject(format!("Order {id} confirmed"))
+                        .body(format!(
+                            "Your order {id} is confirmed.\nTotal: {total} EUR\n"
+                        ))
+                        .unwrap();
+                    tokio::spawn(async move { mailer.send(mail).await.expect("the sink accepts") });
+                    json!({"id": id, "status": "created"})
+                } else {
+                    json!({"status": "ok"})
+                };
+                let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    url
+}
+
+/// Mail carries no `traceparent`: each message is tied to the one exchange
+/// of its stack in flight when it came (sessions one after another, the
+/// read 150 ms after the create, so its window begins after the mail), the
+/// stacks' own order ids in subject and text compare equal through their
+/// answers, and the one planted difference is found: the total's format
+/// in every confirmation. Reads send no mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_tied_by_its_time_and_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let [legacy_smtp, new_smtp] = common::free_ports::<2>();
+    let smtp: [std::net::SocketAddr; 2] =
+        [legacy_smtp, new_smtp].map(|p| format!("127.0.0.1:{p}").parse().unwrap());
+    let mut exchanges = Vec::new();
+    for n in 0..10u64 {
+        let at = n * 300_000;
+        let mut create = common::exchange(n * 2 + 1, at, &format!("s{n}"), "POST", "/orders", &[]);
+        create.response = Some(answer(json!({"id": 500 + n, "status": "created"})));
+        let mut read = common::exchange(
+            n * 2 + 2,
+            at + 150_000,
+            &format!("s{n}"),
+            "GET",
+            "/status",
+            &[],
+        );
+        read.response = Some(answer(json!({"status": "ok"})));
+        exchanges.extend([create, read]);
+    }
+    let capture = common::write_capture(&dir.path().join("mail.jsonl"), exchanges);
+    let legacy = mailing_stack(Flavor::Legacy, smtp[0]).await;
+    let new = mailing_stack(Flavor::New, smtp[1]).await;
+    let out = dir.path().join("run");
+    let job = tandem::cli::replay::job_from_args([
+        capture.to_str().unwrap(),
+        "--legacy",
+        &legacy,
+        "--new",
+        &new,
+        "--legacy-smtp-sink",
+        &smtp[0].to_string(),
+        "--new-smtp-sink",
+        &smtp[1].to_string(),
+        "--effects-quiet",
+        "500ms",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let outcome = replay(&job, std::future::pending()).await.unwrap();
+    let report = &outcome.report;
+    assert_eq!(report.summary.errors, 0, "{:?}", report.errors);
+    let effects = report.effects.as_ref().expect("effects judged");
+    assert_eq!((effects.collected.legacy, effects.collected.new), (10, 10));
+    assert_eq!(
+        effects.by_window, 20,
+        "every message tied by its time: {effects:#?}"
+    );
+    assert_eq!(effects.untied, 0);
+    let groups: Vec<String> = effects
+        .mismatch_groups
+        .iter()
+        .map(|g| format!("{} | {} | {} | {}", g.route, g.kind, g.what, g.count))
+        .collect();
+    assert_eq!(
+        groups,
+        ["POST /orders | mail Order {n} confirmed | value $.text | 10"],
+        "the total's format, and no order id of either stack"
+    );
+    let example = &effects.mismatch_groups[0].examples[0];
+    assert!(
+        example
+            .legacy
+            .as_deref()
+            .unwrap_or_default()
+            .contains("12.50")
+            && example
+                .new
+                .as_deref()
+                .unwrap_or_default()
+                .contains("12.5 EUR"),
+        "{example:?}"
+    );
 }

@@ -80,8 +80,14 @@ async fn the_demo_report_draws_in_a_browser() {
     }
     assert!(dom.contains("<del>") && dom.contains("<ins>"));
     // The new stack's webhook sent twice, in the side effects' table.
-    let effects = dom.split("id=\"effects\"").nth(1).expect("an effects table");
-    assert!(effects.contains("order.paid") && effects.contains("2 times"), "{effects}");
+    let effects = dom
+        .split("id=\"effects\"")
+        .nth(1)
+        .expect("an effects table");
+    assert!(
+        effects.contains("order.paid") && effects.contains("2 times"),
+        "{effects}"
+    );
     assert!(!dom.contains("Bearer "), "credentials stay out of the page");
 
     // Sorted by count (one click: ascending): the quietest route first.

@@ -106,6 +106,7 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::effects::EffectSource>)
             .collect(),
         webhook_sinks: Vec::new(),
+        smtp_sinks: Vec::new(),
         // On loopback the calls follow their answers within milliseconds.
         quiet: std::time::Duration::from_millis(500),
     });

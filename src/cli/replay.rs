@@ -174,6 +174,13 @@ pub(super) struct ReplayArgs {
     /// Collect the new stack's webhook calls: listen here.
     #[arg(long, value_name = "ADDR", requires = "legacy_webhook_sink")]
     new_webhook_sink: Option<std::net::SocketAddr>,
+    /// Collect the legacy stack's mail: an SMTP sink listens here (point
+    /// its mail relay at it) and accepts every message.
+    #[arg(long, value_name = "ADDR", requires = "new_smtp_sink")]
+    legacy_smtp_sink: Option<std::net::SocketAddr>,
+    /// Collect the new stack's mail: an SMTP sink listens here.
+    #[arg(long, value_name = "ADDR", requires = "legacy_smtp_sink")]
+    new_smtp_sink: Option<std::net::SocketAddr>,
     /// How long no effect must arrive after the last answer before effects
     /// are judged; an effect later than this after its exchange's answer is
     /// counted late [default: 2s].
@@ -349,13 +356,21 @@ impl ReplayArgs {
             out_dir: self.out,
             write_rules: self.write_rules,
             correlate: !self.no_correlate,
-            effects: match (self.legacy_webhook_sink, self.new_webhook_sink) {
-                (Some(legacy), Some(new)) => Some(crate::effects::Collection {
-                    sources: Vec::new(),
-                    webhook_sinks: vec![(0, legacy), (1, new)],
-                    quiet: self.effects_quiet.unwrap_or(crate::effects::QUIET),
-                }),
-                _ => None,
+            effects: {
+                let pair = |l: Option<_>, n: Option<_>| match (l, n) {
+                    (Some(l), Some(n)) => vec![(0, l), (1, n)],
+                    _ => Vec::new(),
+                };
+                let webhook_sinks = pair(self.legacy_webhook_sink, self.new_webhook_sink);
+                let smtp_sinks = pair(self.legacy_smtp_sink, self.new_smtp_sink);
+                (!webhook_sinks.is_empty() || !smtp_sinks.is_empty()).then(|| {
+                    crate::effects::Collection {
+                        sources: Vec::new(),
+                        webhook_sinks,
+                        smtp_sinks,
+                        quiet: self.effects_quiet.unwrap_or(crate::effects::QUIET),
+                    }
+                })
             },
         })
     }
@@ -490,7 +505,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     // Stopped by a gate, the run failed that gate; it was not interrupted.
     report.interrupted = replayed.interrupted && report.aborted.is_none();
     if let Some(collection) = &effects {
-        let (judged, unused) = judge_effects(collection, job, started_at_unix_us).await?;
+        let (judged, unused) = judge_effects(collection, job, replayed.started_at_unix_us).await?;
         report.effects = Some(judged);
         report.unused_rules.retain(|rule| unused.contains(rule));
     }
@@ -520,10 +535,16 @@ async fn judge_effects(
         None => crate::diff::rules::RuleSet::default(),
     };
     let results_path = job.out_dir.join(results::FILE_NAME);
-    let mut lines = crate::jsonl::LineReader::open(&results_path)?;
-    let _ = lines.next::<ResultsHeader>("header");
-    let results = std::iter::from_fn(move || lines.next::<results::ExchangeResult>("result"))
-        .filter_map(Result::ok);
+    // Read twice: once for when each exchange was in flight, once for the
+    // answers of those that caused effects.
+    let results = || {
+        let lines = crate::jsonl::LineReader::open(&results_path).ok();
+        let mut lines = lines.into_iter().flat_map(|mut lines| {
+            let _ = lines.next::<ResultsHeader>("header");
+            std::iter::from_fn(move || lines.next::<results::ExchangeResult>("result"))
+        });
+        std::iter::from_fn(move || lines.next()).filter_map(Result::ok)
+    };
     let (mut report, unused) = crate::effects::judge(
         effects,
         results,

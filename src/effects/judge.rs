@@ -15,6 +15,12 @@ use crate::diff::Differ;
 use crate::results::ExchangeResult;
 use crate::route::Route;
 
+/// How long after its answer an exchange may still be the cause of an
+/// effect that names none: effects sent once the answer is out (by a
+/// queue's consumer, say) come a little after it; a longer slack would
+/// make more windows overlap.
+pub const WINDOW_SLACK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Examples kept per group.
 const EXAMPLES: usize = 3;
 
@@ -28,6 +34,10 @@ pub struct EffectsReport {
     pub collected: EffectSides,
     /// Effects tied to the exchange that caused them.
     pub tied: u64,
+    /// Of the tied, those tied by the time they arrived (the one exchange
+    /// of their stack in flight then) rather than by a `traceparent`.
+    #[serde(default)]
+    pub by_window: u64,
     /// Effects that could not be tied: compared as a whole, by kind.
     pub untied: u64,
     /// Tied effects that arrived more than the quiet period after their
@@ -122,6 +132,7 @@ impl EffectsReport {
             m.collected.new += r.collected.new;
             m.tied += r.tied;
             m.untied += r.untied;
+            m.by_window += r.by_window;
             m.late += r.late;
             m.exchanges += r.exchanges;
             m.matched += r.matched;
@@ -152,9 +163,9 @@ struct Caused {
 /// `started_at_unix_us`) and compares them under `rules`; also returns the
 /// rules that applied to no effect (a rule is unused only if the answers'
 /// differ did not use it either).
-pub fn judge(
-    effects: Vec<Effect>,
-    results: impl IntoIterator<Item = ExchangeResult>,
+pub fn judge<I: Iterator<Item = ExchangeResult>>(
+    mut effects: Vec<Effect>,
+    results: impl Fn() -> I,
     started_at_unix_us: u64,
     rules: RuleSet,
     quiet: std::time::Duration,
@@ -169,10 +180,11 @@ pub fn judge(
             _ => report.collected.new += 1,
         }
     }
+    report.by_window = tie_by_window(&mut effects, results(), started_at_unix_us, quiet);
     let wanted: std::collections::HashSet<Key> =
         effects.iter().filter_map(|e| e.exchange).collect();
     let mut caused: HashMap<Key, Caused> = HashMap::new();
-    for result in results {
+    for result in results() {
         let key = (result.pass, result.copy, result.id);
         if wanted.contains(&key) {
             caused.insert(key, caused_by(&result, started_at_unix_us));
@@ -208,6 +220,54 @@ pub fn judge(
     report.mismatched = groups.found;
     report.mismatch_groups = groups.finish();
     (report, differ.unused_rules())
+}
+
+/// Ties each effect that names no exchange to the one exchange of its
+/// stack in flight when it arrived (sent, to answered plus a short slack:
+/// the quiet period, at most [`WINDOW_SLACK`]); with none or several
+/// candidates it stays untied. Returns how many were tied so.
+fn tie_by_window(
+    effects: &mut [Effect],
+    results: impl Iterator<Item = ExchangeResult>,
+    started_at_unix_us: u64,
+    quiet: std::time::Duration,
+) -> u64 {
+    if effects.iter().all(|e| e.exchange.is_some()) {
+        return 0;
+    }
+    let slack = quiet.min(WINDOW_SLACK).as_micros() as u64;
+    // Per stack, each exchange's window: (from, to, exchange).
+    let mut windows: [Vec<(u64, u64, Key)>; 2] = Default::default();
+    for result in results {
+        let due = started_at_unix_us + result.scheduled_us;
+        for (stack, attempt) in [&result.legacy, &result.new].into_iter().enumerate() {
+            if let Some(answer) = &attempt.response {
+                let sent = due + attempt.lag_us;
+                let end = sent + answer.latency_us + slack;
+                windows[stack].push((sent, end, (result.pass, result.copy, result.id)));
+            }
+        }
+    }
+    let mut tied = 0;
+    for stack in &mut windows {
+        stack.sort_unstable();
+    }
+    let longest: [u64; 2] = [0, 1].map(|s| windows[s].iter().map(|w| w.1 - w.0).max().unwrap_or(0));
+    for effect in effects.iter_mut().filter(|e| e.exchange.is_none()) {
+        let (stack, at) = (effect.stack.min(1), effect.at_unix_us);
+        let open = &windows[stack];
+        let begun = open.partition_point(|w| w.0 <= at);
+        let mut candidates = open[..begun]
+            .iter()
+            .rev()
+            .take_while(|w| w.0 + longest[stack] >= at)
+            .filter(|w| w.1 >= at);
+        if let (Some(only), None) = (candidates.next(), candidates.next()) {
+            effect.exchange = Some(only.2);
+            tied += 1;
+        }
+    }
+    tied
 }
 
 fn caused_by(result: &ExchangeResult, started_at_unix_us: u64) -> Caused {
@@ -341,6 +401,10 @@ fn normalized(body: &Body, answer: Option<&Value>) -> Body {
         if let Some(path) = issued.get(&text) {
             return Some(Value::String(format!("<answer {path}>")));
         }
+        // An id inside a text: `Order 1042 confirmed`.
+        if let Some(within) = ids_within(&text, &issued) {
+            return Some(Value::String(within));
+        }
         let is_id = key.is_some_and(|k| k == "id" || k.ends_with("_id") || k.ends_with("Id"));
         if !is_id {
             return None;
@@ -350,6 +414,35 @@ fn normalized(body: &Body, answer: Option<&Value>) -> Body {
         Some(Value::String(format!("<id {n}>")))
     });
     Body(serde_json::to_vec(&value).unwrap_or_default().into())
+}
+
+/// `text` with each word that is an id the answer issued as `<answer
+/// PATH>`, if it has one: a word of four digits or more, or of eight
+/// characters or more with a digit (`7409284110012416001`, `pay_3f9a…`),
+/// between characters that are not letters, digits or `_`.
+fn ids_within(text: &str, issued: &HashMap<String, String>) -> Option<String> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut replaced = false;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let start = rest.find(is_word).unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
+        let word = &rest[..end];
+        let id_like = (word.len() >= 4 && word.chars().all(|c| c.is_ascii_digit()))
+            || (word.len() >= 8 && word.chars().any(|c| c.is_ascii_digit()));
+        match issued.get(word).filter(|_| id_like) {
+            Some(path) => {
+                out.push_str(&format!("<answer {path}>"));
+                replaced = true;
+            }
+            None => out.push_str(word),
+        }
+        rest = &rest[end..];
+    }
+    replaced.then_some(out)
 }
 
 /// A leaf that can stand for an id: an integer of four digits or more, or

@@ -8,6 +8,7 @@
 //! cannot see that; [`judge`] can.
 
 mod judge;
+pub mod smtp;
 pub mod webhook;
 
 use std::time::Instant;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::{Body, Header};
 
 pub use judge::{judge, EffectGroup, EffectSides, EffectsReport};
+pub use smtp::SmtpSink;
 pub use webhook::WebhookSink;
 
 /// The stacks by index, as effects name them.
@@ -68,6 +70,8 @@ pub struct Collection {
     /// Webhook sinks to start where the run starts: stack (0 legacy, 1
     /// new) and where it listens.
     pub webhook_sinks: Vec<(usize, std::net::SocketAddr)>,
+    /// SMTP sinks to start the same way.
+    pub smtp_sinks: Vec<(usize, std::net::SocketAddr)>,
     /// How long no effect must arrive before they are judged; also the
     /// most an effect may follow its exchange's answer and not be late.
     pub quiet: std::time::Duration,
@@ -79,6 +83,7 @@ impl std::fmt::Debug for Collection {
         f.debug_struct("Collection")
             .field("sources", &sources)
             .field("webhook_sinks", &self.webhook_sinks)
+            .field("smtp_sinks", &self.smtp_sinks)
             .field("quiet", &self.quiet)
             .finish()
     }
@@ -104,9 +109,18 @@ impl Collection {
             tracing::info!("{}", sink.describe());
             sources.push(std::sync::Arc::new(sink));
         }
+        for &(stack, addr) in &self.smtp_sinks {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("--{}-smtp-sink {addr}: cannot listen: {e}", STACKS[stack])
+            })?;
+            let sink = SmtpSink::start(stack, listener)?;
+            tracing::info!("{}", sink.describe());
+            sources.push(std::sync::Arc::new(sink));
+        }
         Ok(Collection {
             sources,
             webhook_sinks: Vec::new(),
+            smtp_sinks: Vec::new(),
             quiet: self.quiet,
         })
     }

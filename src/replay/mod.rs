@@ -414,6 +414,10 @@ pub struct Replayed<S> {
     pub interrupted: bool,
     /// From the scheduled start to the last result.
     pub elapsed: Duration,
+    /// The scheduled start on the wall clock, microseconds since the Unix
+    /// epoch: results' `scheduled_us` count from it (effects are tied to
+    /// exchanges by it).
+    pub started_at_unix_us: u64,
 }
 
 /// Replays the plan's capture until the schedule ends or `shutdown`
@@ -489,6 +493,9 @@ pub async fn replay<S: ResultSink>(
         let _ = (&mut engine.ready).await;
     }
     let start = Instant::now() + start_delay(plan.start_at);
+    let started_at_unix_us = (std::time::SystemTime::now() + start_delay(plan.start_at))
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let mut finished = Vec::new();
     for engine in engines {
         let _ = engine.start.send(start);
@@ -530,6 +537,7 @@ pub async fn replay<S: ResultSink>(
         unreadable: scheduled.unreadable,
         interrupted,
         elapsed: start.elapsed(),
+        started_at_unix_us,
     })
 }
 
