@@ -107,6 +107,8 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
             .collect(),
         webhook_sinks: Vec::new(),
         smtp_sinks: Vec::new(),
+        databases: Vec::new(),
+        schema_map: None,
         // On loopback the calls follow their answers within milliseconds.
         quiet: std::time::Duration::from_millis(500),
     });

@@ -181,6 +181,18 @@ pub(super) struct ReplayArgs {
     /// Collect the new stack's mail: an SMTP sink listens here.
     #[arg(long, value_name = "ADDR", requires = "legacy_smtp_sink")]
     new_smtp_sink: Option<std::net::SocketAddr>,
+    /// Collect the legacy stack's row changes: its PostgreSQL database
+    /// (postgres:// URL; wal_level = logical), read through a logical
+    /// decoding slot created before the replay and dropped after.
+    #[arg(long, value_name = "URL", requires = "new_pg")]
+    legacy_pg: Option<String>,
+    /// Collect the new stack's row changes: its PostgreSQL database.
+    #[arg(long, value_name = "URL", requires = "legacy_pg")]
+    new_pg: Option<String>,
+    /// Renames from the new schema's tables and columns to the legacy
+    /// one's (TOML: [tables] and [columns.TABLE]; docs/effects.md).
+    #[arg(long, value_name = "FILE", requires = "new_pg")]
+    pg_map: Option<PathBuf>,
     /// How long no effect must arrive after the last answer before effects
     /// are judged; an effect later than this after its exchange's answer is
     /// counted late [default: 2s].
@@ -357,19 +369,23 @@ impl ReplayArgs {
             write_rules: self.write_rules,
             correlate: !self.no_correlate,
             effects: {
-                let pair = |l: Option<_>, n: Option<_>| match (l, n) {
-                    (Some(l), Some(n)) => vec![(0, l), (1, n)],
-                    _ => Vec::new(),
-                };
+                fn pair<T>(legacy: Option<T>, new: Option<T>) -> Vec<(usize, T)> {
+                    match (legacy, new) {
+                        (Some(l), Some(n)) => vec![(0, l), (1, n)],
+                        _ => Vec::new(),
+                    }
+                }
                 let webhook_sinks = pair(self.legacy_webhook_sink, self.new_webhook_sink);
                 let smtp_sinks = pair(self.legacy_smtp_sink, self.new_smtp_sink);
-                (!webhook_sinks.is_empty() || !smtp_sinks.is_empty()).then(|| {
-                    crate::effects::Collection {
-                        sources: Vec::new(),
-                        webhook_sinks,
-                        smtp_sinks,
-                        quiet: self.effects_quiet.unwrap_or(crate::effects::QUIET),
-                    }
+                let databases = pair(self.legacy_pg, self.new_pg);
+                let any = !(webhook_sinks.is_empty() && smtp_sinks.is_empty());
+                (any || !databases.is_empty()).then(|| crate::effects::Collection {
+                    sources: Vec::new(),
+                    webhook_sinks,
+                    smtp_sinks,
+                    databases,
+                    schema_map: self.pg_map,
+                    quiet: self.effects_quiet.unwrap_or(crate::effects::QUIET),
                 })
             },
         })
@@ -428,6 +444,10 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(collection) => Some(collection.started(job.plan.max_body).await?),
         None => None,
     };
+    // Sources read by polling are read while the replay runs too.
+    let polling = effects
+        .as_ref()
+        .map(|e| AbortOnDrop(e.poll_while_running()));
     let mut plan = job.plan.clone();
     plan.trace_effects = effects.is_some();
     plan.correlation = correlation(job.correlate, &plan.capture, job.rules.as_deref())?;
@@ -504,6 +524,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     // Stopped by a gate, the run failed that gate; it was not interrupted.
     report.interrupted = replayed.interrupted && report.aborted.is_none();
+    drop(polling);
     if let Some(collection) = &effects {
         let (judged, unused) = judge_effects(collection, job, replayed.started_at_unix_us).await?;
         report.effects = Some(judged);
@@ -520,6 +541,15 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     report.unreadable = crate::report::Unreadable::of(&replayed.unreadable);
     Ok(Outcome::write(report, &job.out_dir))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The effects collected during the run, once late ones are in, tied to

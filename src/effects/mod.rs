@@ -8,6 +8,7 @@
 //! cannot see that; [`judge`] can.
 
 mod judge;
+pub mod postgres;
 pub mod smtp;
 pub mod webhook;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::{Body, Header};
 
 pub use judge::{judge, EffectGroup, EffectSides, EffectsReport};
+pub use postgres::{RowChanges, SchemaMap};
 pub use smtp::SmtpSink;
 pub use webhook::WebhookSink;
 
@@ -59,6 +61,15 @@ pub trait EffectSource: Send + Sync {
     fn take(&self) -> Vec<Effect>;
     /// When the last effect arrived, if one did.
     fn last_at(&self) -> Option<Instant>;
+    /// Fetches what has arrived, for sources read by polling (a database's
+    /// changes); sinks that are sent their effects need not.
+    fn collect(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+    /// Releases what the source holds outside tandem (a replication slot).
+    fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 /// The effect sources of a run, already collecting, and how long to wait
@@ -72,6 +83,10 @@ pub struct Collection {
     pub webhook_sinks: Vec<(usize, std::net::SocketAddr)>,
     /// SMTP sinks to start the same way.
     pub smtp_sinks: Vec<(usize, std::net::SocketAddr)>,
+    /// Databases whose row changes to read: stack and `postgres://` URL.
+    pub databases: Vec<(usize, String)>,
+    /// Renames from the new schema to the legacy one.
+    pub schema_map: Option<std::path::PathBuf>,
     /// How long no effect must arrive before they are judged; also the
     /// most an effect may follow its exchange's answer and not be late.
     pub quiet: std::time::Duration,
@@ -84,6 +99,8 @@ impl std::fmt::Debug for Collection {
             .field("sources", &sources)
             .field("webhook_sinks", &self.webhook_sinks)
             .field("smtp_sinks", &self.smtp_sinks)
+            .field("databases", &self.databases.len())
+            .field("schema_map", &self.schema_map)
             .field("quiet", &self.quiet)
             .finish()
     }
@@ -117,18 +134,54 @@ impl Collection {
             tracing::info!("{}", sink.describe());
             sources.push(std::sync::Arc::new(sink));
         }
+        let map = match &self.schema_map {
+            Some(path) => SchemaMap::load(path)?,
+            None => SchemaMap::default(),
+        };
+        for (stack, url) in &self.databases {
+            // The mapping renames the new schema's tables and columns.
+            let map = if *stack == 1 {
+                map.clone()
+            } else {
+                SchemaMap::default()
+            };
+            sources.push(std::sync::Arc::new(
+                RowChanges::start(*stack, url, map).await?,
+            ));
+        }
         Ok(Collection {
             sources,
             webhook_sinks: Vec::new(),
             smtp_sinks: Vec::new(),
+            databases: Vec::new(),
+            schema_map: None,
             quiet: self.quiet,
         })
     }
 
-    /// Waits for late effects, then takes every effect collected.
+    /// Waits for late effects, then takes every effect collected and
+    /// closes the sources.
     pub async fn gather(&self) -> Vec<Effect> {
         settle(&self.sources, self.quiet).await;
-        self.sources.iter().flat_map(|s| s.take()).collect()
+        let effects = self.sources.iter().flat_map(|s| s.take()).collect();
+        for source in &self.sources {
+            source.close().await;
+        }
+        effects
+    }
+
+    /// Polls the sources that are read rather than sent to, every second
+    /// until dropped, so that a long run's changes do not pile up.
+    pub fn poll_while_running(&self) -> tokio::task::JoinHandle<()> {
+        let sources = self.sources.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                for source in &sources {
+                    source.collect().await;
+                }
+            }
+        })
     }
 }
 
@@ -138,12 +191,16 @@ impl Collection {
 pub async fn settle(sources: &[std::sync::Arc<dyn EffectSource>], quiet: std::time::Duration) {
     let deadline = Instant::now() + quiet * 4;
     loop {
+        for source in sources {
+            source.collect().await;
+        }
         let last = sources.iter().filter_map(|s| s.last_at()).max();
         let since = last.map_or(quiet, |t| t.elapsed());
         if since >= quiet || Instant::now() >= deadline {
             return;
         }
-        tokio::time::sleep(quiet - since).await;
+        // Polled sources are read again within a quarter of the period.
+        tokio::time::sleep((quiet - since).min(quiet / 4)).await;
     }
 }
 

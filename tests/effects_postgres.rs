@@ -1,0 +1,410 @@
+//! Row changes as side effects: a real PostgreSQL (Debian's, installed by
+//! `.ci/setup`, started here as the `postgres` user in a temporary data
+//! directory with `wal_level=logical`) holds two databases, legacy's and
+//! new's, with different schemas and id schemes; two order stacks (hyper
+//! servers) write to them. tandem reads each database's changes through a
+//! logical decoding slot and reports exactly the planted differences.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::json;
+use tandem::capture::{self, Body, Header};
+use tandem::cli::replay::run as replay;
+use tokio::net::TcpListener;
+
+/// A PostgreSQL server of its own, ended by PID when dropped.
+struct Postgres {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL (.ci/setup installs it)")
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL server binary")
+}
+
+/// The `postgres` user's uid and gid: the server refuses to run as root.
+fn postgres_user() -> (u32, u32) {
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .unwrap();
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .unwrap();
+    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (uid, gid)
+}
+
+fn start_postgres(dir: &Path) -> Postgres {
+    let (uid, gid) = postgres_user();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for path in [dir, data.as_path()] {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+    let bin = bin_dir();
+    let initdb = Command::new(bin.join("initdb"))
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ])
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        initdb.status.success(),
+        "{}",
+        String::from_utf8_lossy(&initdb.stderr)
+    );
+    let [port] = common::free_ports::<1>();
+    let child = Command::new(bin.join("postgres"))
+        .args(["-D", data.to_str().unwrap(), "-p", &port.to_string()])
+        .args([
+            "-k",
+            dir.to_str().unwrap(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ])
+        .args(["-c", "wal_level=logical", "-c", "max_replication_slots=8"])
+        .args(["-c", "fsync=off"])
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("postgres.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Postgres { child, port }
+}
+
+async fn connect(port: u16, database: &str) -> tokio_postgres::Client {
+    let url = format!("postgres://postgres@127.0.0.1:{port}/{database}");
+    for _ in 0..200 {
+        if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("PostgreSQL did not come up on port {port}");
+}
+
+/// The legacy schema: orders numbered from 1001, an event row per order,
+/// a payment row per payment.
+const LEGACY_SCHEMA: &str = "
+    CREATE SEQUENCE order_ids START 1001;
+    CREATE TABLE orders (id bigint PRIMARY KEY, customer text, total_cents integer, status text);
+    CREATE TABLE order_events (order_id bigint, event text);
+    CREATE TABLE payments (order_id bigint PRIMARY KEY, amount_cents integer);";
+
+/// The new schema, other names by design, snowflake-like ids.
+const NEW_SCHEMA: &str = "
+    CREATE SEQUENCE order_ids START 7409284110012416001;
+    CREATE TABLE order_header (order_id bigint PRIMARY KEY, client text, total bigint, state text);
+    CREATE TABLE payment (order_ref bigint PRIMARY KEY, amount bigint);";
+
+/// What the test tells the mapping: new's names as legacy's.
+const MAP: &str = "
+[tables]
+order_header = \"orders\"
+payment = \"payments\"
+
+[columns.order_header]
+order_id = \"id\"
+client = \"customer\"
+total = \"total_cents\"
+state = \"status\"
+
+[columns.payment]
+order_ref = \"order_id\"
+amount = \"amount_cents\"
+";
+
+/// An order stack on its database. Planted in new: no `order_events` row
+/// (a missing row), and a payment's amount one cent over (a wrong column).
+async fn order_stack(new: bool, db: tokio_postgres::Client) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let db = Arc::new(db);
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        move |req: Request<Incoming>, _| {
+            let db = db.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                let _ = req.into_body().collect().await;
+                let answer = match path.split('/').collect::<Vec<_>>()[..] {
+                    ["", "orders"] => {
+                        let id: i64 = db
+                            .query_one("SELECT nextval('order_ids')", &[])
+                            .await
+                            .unwrap()
+                            .get(0);
+                        if new {
+                            db.execute(
+                                "INSERT INTO order_header VALUES ($1, 'c1', 1250, 'created')",
+                                &[&id],
+                            )
+                            .await
+                            .unwrap();
+                        } else {
+                            db.batch_execute(&format!(
+                                "BEGIN; INSERT INTO orders VALUES ({id}, 'c1', 1250, 'created'); \
+                                 INSERT INTO order_events VALUES ({id}, 'created'); COMMIT;"
+                            ))
+                            .await
+                            .unwrap();
+                        }
+                        json!({"id": id, "status": "created"})
+                    }
+                    ["", "orders", id, "pay"] => {
+                        let id: i64 = id.parse().unwrap_or(0);
+                        let sql = if new {
+                            format!(
+                                "BEGIN; UPDATE order_header SET state = 'paid' WHERE order_id = {id}; \
+                                 INSERT INTO payment VALUES ({id}, 1251); COMMIT;"
+                            )
+                        } else {
+                            format!(
+                                "BEGIN; UPDATE orders SET status = 'paid' WHERE id = {id}; \
+                                 INSERT INTO payments VALUES ({id}, 1250); COMMIT;"
+                            )
+                        };
+                        db.batch_execute(&sql).await.unwrap();
+                        json!({"id": id, "status": "paid"})
+                    }
+                    // Reads write nothing.
+                    _ => {
+                        db.query_one("SELECT 1", &[]).await.unwrap();
+                        json!({"status": "ok"})
+                    }
+                };
+                let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    url
+}
+
+fn answer(body: serde_json::Value) -> capture::Response {
+    capture::Response {
+        status: 200,
+        headers: vec![Header("content-type".into(), "application/json".into())],
+        body: Body(Bytes::from(body.to_string())),
+        latency_us: 100,
+        truncated: None,
+    }
+}
+
+/// Eight flows one after another (create, pay 150 ms later, read 150 ms
+/// after that): every row change is tied to its exchange by its commit
+/// time, the stacks' ids compare equal through their answers, the mapping
+/// makes the schemas meet, and exactly the planted differences are found:
+/// the event row missing on new and the payment's amount. Reads show no
+/// effect. The slots are dropped at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_changes_of_two_schemas_are_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = start_postgres(dir.path());
+    let admin = connect(pg.port, "postgres").await;
+    admin.batch_execute("CREATE DATABASE legacy").await.unwrap();
+    admin.batch_execute("CREATE DATABASE new").await.unwrap();
+    let (legacy_db, new_db) = (
+        connect(pg.port, "legacy").await,
+        connect(pg.port, "new").await,
+    );
+    legacy_db.batch_execute(LEGACY_SCHEMA).await.unwrap();
+    new_db.batch_execute(NEW_SCHEMA).await.unwrap();
+    let legacy = order_stack(false, legacy_db).await;
+    let new = order_stack(true, new_db).await;
+
+    let mut exchanges = Vec::new();
+    for n in 0..8u64 {
+        let (at, session, recorded) = (n * 500_000, format!("s{n}"), 500 + n);
+        let mut create = common::exchange(n * 3 + 1, at, &session, "POST", "/orders", &[]);
+        create.response = Some(answer(json!({"id": recorded, "status": "created"})));
+        let pay_path = format!("/orders/{recorded}/pay");
+        let mut pay = common::exchange(n * 3 + 2, at + 150_000, &session, "POST", &pay_path, &[]);
+        pay.response = Some(answer(json!({"id": recorded, "status": "paid"})));
+        let mut read = common::exchange(n * 3 + 3, at + 300_000, &session, "GET", "/status", &[]);
+        read.response = Some(answer(json!({"status": "ok"})));
+        exchanges.extend([create, pay, read]);
+    }
+    let capture = common::write_capture(&dir.path().join("orders.jsonl"), exchanges);
+    let map = dir.path().join("schema-map.toml");
+    std::fs::write(&map, MAP).unwrap();
+    let url = |db: &str| format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port);
+    let out = dir.path().join("run");
+    let job = tandem::cli::replay::job_from_args([
+        capture.to_str().unwrap(),
+        "--legacy",
+        &legacy,
+        "--new",
+        &new,
+        "--legacy-pg",
+        &url("legacy"),
+        "--new-pg",
+        &url("new"),
+        "--pg-map",
+        map.to_str().unwrap(),
+        "--effects-quiet",
+        "500ms",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let outcome = replay(&job, std::future::pending()).await.unwrap();
+    let report = &outcome.report;
+    assert_eq!(report.summary.total, 24);
+    assert_eq!(
+        report.summary.matched, 24,
+        "the answers are alike: {:#?}",
+        report.mismatch_groups
+    );
+    let effects = report.effects.as_ref().expect("effects judged");
+    // Legacy: per flow an order and an event row, an update and a payment.
+    assert_eq!((effects.collected.legacy, effects.collected.new), (32, 24));
+    assert_eq!(
+        effects.by_window, 56,
+        "every row tied by its commit time: {effects:#?}"
+    );
+    assert_eq!(
+        effects.exchanges, 16,
+        "creates and payments; reads wrote nothing"
+    );
+    let groups: Vec<String> = effects
+        .mismatch_groups
+        .iter()
+        .map(|g| format!("{} | {} | {} | {}", g.route, g.kind, g.what, g.count))
+        .collect();
+    assert_eq!(
+        groups.len(),
+        2,
+        "the missing row and the wrong column, nothing else: {groups:#?}"
+    );
+    assert!(
+        groups.contains(&"POST /orders | row INSERT order_events | count | 8".to_string()),
+        "{groups:#?}"
+    );
+    assert!(
+        groups.contains(
+            &"POST /orders/{id}/pay | row INSERT payments | value $.row.amount_cents | 8"
+                .to_string()
+        ),
+        "{groups:#?}"
+    );
+    // The slots are gone.
+    let admin = connect(pg.port, "postgres").await;
+    let slots: i64 = admin
+        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0);
+}
+
+/// A database without logical decoding is refused before anything is sent,
+/// saying what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_without_logical_decoding_is_refused_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = match tandem::effects::RowChanges::start(
+        0,
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        Default::default(),
+    )
+    .await
+    {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("cannot connect"), "{err}");
+    // A real server with the default wal_level (replica).
+    let (uid, gid) = postgres_user();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    let bin = bin_dir();
+    let status = Command::new(bin.join("initdb"))
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ])
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let [port] = common::free_ports::<1>();
+    let child = Command::new(bin.join("postgres"))
+        .args(["-D", data.to_str().unwrap(), "-p", &port.to_string()])
+        .args([
+            "-k",
+            dir.path().to_str().unwrap(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ])
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pg = Postgres { child, port };
+    connect(pg.port, "postgres").await;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let err = match tandem::effects::RowChanges::start(0, &url, Default::default()).await {
+        Ok(_) => panic!("wal_level is replica"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("wal_level is replica") && err.contains("wal_level = logical"),
+        "{err}"
+    );
+}
