@@ -129,6 +129,7 @@ const OWN_KEYS: &[&str] = &[
     "command-timeout",
     "capacity",
     "shadow",
+    "effects",
 ];
 
 impl Scenario {
@@ -347,6 +348,9 @@ impl<'a> Reader<'a> {
         if let Some(targets) = self.values.get("targets") {
             self.targets(targets, &mut args)?;
         }
+        if let Some(effects) = self.values.get("effects") {
+            self.effects(effects, &mut args)?;
+        }
         Ok(Scenario {
             path: self.path.to_path_buf(),
             captures: captures.into_iter().map(PathBuf::from).collect(),
@@ -442,6 +446,53 @@ impl<'a> Reader<'a> {
     }
 
     /// `[targets.legacy|new|legacy-2]`: their flags of `tandem replay`.
+    /// `[effects]`: `quiet` and `pg-map`, and per stack (`[effects.legacy]`,
+    /// `[effects.new]`) where its effects are collected: `webhook` and
+    /// `smtp` (addresses to listen on), `pg` (its database's URL).
+    fn effects(
+        &self,
+        effects: &toml::Value,
+        args: &mut Vec<(OsString, Option<Origin>)>,
+    ) -> Result<(), ScenarioError> {
+        let table = effects.as_table().ok_or_else(|| {
+            self.error(
+                &["effects"],
+                format!("expected a table, found {}", kind(effects)),
+            )
+        })?;
+        for (name, value) in table {
+            let keys = ["effects", name.as_str()];
+            match name.as_str() {
+                "quiet" => self.flag(&keys, "effects-quiet", Takes::One, value, args)?,
+                "pg-map" => {
+                    self.flag(&keys, "pg-map", Takes::One, value, args)?;
+                    self.exists(&keys, &self.string(&keys, value)?)?;
+                }
+                "legacy" | "new" => {
+                    let sources = value.as_table().ok_or_else(|| {
+                        self.error(&keys, format!("expected a table, found {}", kind(value)))
+                    })?;
+                    for (source, at) in sources {
+                        let keys = ["effects", name.as_str(), source.as_str()];
+                        let flag = match source.as_str() {
+                            "webhook" => format!("{name}-webhook-sink"),
+                            "smtp" => format!("{name}-smtp-sink"),
+                            "pg" => format!("{name}-pg"),
+                            _ => {
+                                return Err(
+                                    self.error(&keys, "unknown effect source: webhook, smtp or pg")
+                                )
+                            }
+                        };
+                        self.flag(&keys, &flag, Takes::One, at, args)?;
+                    }
+                }
+                _ => return Err(self.error(&keys, "unknown key: legacy, new, quiet or pg-map")),
+            }
+        }
+        Ok(())
+    }
+
     fn targets(
         &self,
         targets: &toml::Value,

@@ -88,6 +88,14 @@ fn every_replay_flag_is_a_scenario_key() {
         ("interval", quoted("500ms")),
         ("metrics-addr", quoted("127.0.0.1:9464")),
         ("metrics-linger", quoted("1s")),
+        ("legacy-webhook-sink", quoted("127.0.0.1:9101")),
+        ("new-webhook-sink", quoted("127.0.0.1:9102")),
+        ("legacy-smtp-sink", quoted("127.0.0.1:9103")),
+        ("new-smtp-sink", quoted("127.0.0.1:9104")),
+        ("legacy-pg", quoted("postgres://u@127.0.0.1:5432/legacy")),
+        ("new-pg", quoted("postgres://u@127.0.0.1:5432/new")),
+        ("pg-map", quoted("scenarios/demo.rules.toml")),
+        ("effects-quiet", quoted("3s")),
     ];
     let flags = flags();
     let known: Vec<&str> = flags.keys().map(String::as_str).collect();
@@ -134,6 +142,48 @@ fn every_replay_flag_is_a_scenario_key() {
     assert_eq!(
         gates,
         ["mismatch_rate <= 1%", "fidelity >= 90%", "parity >= 99%"]
+    );
+
+    let effects = job.effects.as_ref().expect("effects collected");
+    assert_eq!(
+        effects.webhook_sinks[1].1,
+        "127.0.0.1:9102".parse().unwrap()
+    );
+    assert_eq!(effects.smtp_sinks[0].1, "127.0.0.1:9103".parse().unwrap());
+    assert_eq!(effects.databases[1].1, "postgres://u@127.0.0.1:5432/new");
+    assert_eq!(effects.quiet, Duration::from_secs(3));
+
+    // The same as an [effects] table, per stack.
+    let path = scenario(
+        dir.path(),
+        "effects.toml",
+        &format!(
+            "{HEAD}[effects]\nquiet = \"1s\"\n[effects.legacy]\nwebhook = \"127.0.0.1:9201\"\n\
+             pg = \"postgres://u@h/l\"\n[effects.new]\nwebhook = \"127.0.0.1:9202\"\n\
+             pg = \"postgres://u@h/n\"\n"
+        ),
+    );
+    let loaded = Scenario::load(&path, &flags).unwrap();
+    let job = job_from_args(loaded.replay_args(&[])).unwrap();
+    let effects = job.effects.expect("effects collected");
+    assert_eq!(
+        effects.webhook_sinks,
+        [
+            (0, "127.0.0.1:9201".parse().unwrap()),
+            (1, "127.0.0.1:9202".parse().unwrap())
+        ]
+    );
+    assert_eq!(effects.databases[0], (0, "postgres://u@h/l".to_string()));
+    assert_eq!(effects.quiet, Duration::from_secs(1));
+    let path = scenario(
+        dir.path(),
+        "bad-effects.toml",
+        &format!("{HEAD}[effects.new]\nkafka = \"x\"\n"),
+    );
+    let err = Scenario::load(&path, &flags).unwrap_err().to_string();
+    assert!(
+        err.contains("effects.new.kafka") && err.contains("webhook, smtp or pg"),
+        "{err}"
     );
 
     let path = scenario(dir.path(), "rate.toml", &format!("{HEAD}rate = 250\n"));
