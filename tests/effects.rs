@@ -28,10 +28,11 @@ enum Flavor {
     New,
 }
 
-/// An order stack whose webhooks go to `hooks`; 300 ms after its
+/// An order stack whose webhooks go to `hooks`; 600 ms after its
 /// `requests`th request it also sends one `stack.idle` call, without a
 /// traceparent and in no exchange's window, as services report on
-/// themselves.
+/// themselves; and 1.3 s after the first exchange's order is created, an
+/// `order.audited` call for it.
 async fn order_stack(flavor: Flavor, hooks: String, requests: u64) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -46,12 +47,12 @@ async fn order_stack(flavor: Flavor, hooks: String, requests: u64) -> String {
         None,
         move |req: Request<Incoming>, _| {
             let (client, hooks, next) = (client.clone(), hooks.clone(), next.clone());
-            let last = served.fetch_add(1, Ordering::Relaxed) + 1 == requests;
+            let nth = served.fetch_add(1, Ordering::Relaxed) + 1;
             async move {
-                if last {
+                if nth == requests {
                     let (client, hooks) = (client.clone(), hooks.clone());
                     tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        tokio::time::sleep(Duration::from_millis(600)).await;
                         call(&client, &hooks, None, json!({"type": "stack.idle"})).await
                     });
                 }
@@ -65,6 +66,18 @@ async fn order_stack(flavor: Flavor, hooks: String, requests: u64) -> String {
                 let (answer, events) = match path.split('/').collect::<Vec<_>>()[..] {
                     ["", "orders"] => {
                         let id = next.fetch_add(1, Ordering::Relaxed);
+                        let first = trace.as_deref().and_then(tandem::effects::exchange_of);
+                        if first == Some((0, 0, 1)) {
+                            // An audit 1.3 s after the answer: later than the
+                            // quiet period (1 s), so counted late.
+                            let (client, hooks, trace) =
+                                (client.clone(), hooks.clone(), trace.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(1300)).await;
+                                let audited = json!({"type": "order.audited", "order_id": id});
+                                call(&client, &hooks, trace.as_deref(), audited).await
+                            });
+                        }
                         let currency = if flavor == Flavor::New { "eur" } else { "EUR" };
                         let created = json!({"type": "order.created", "order_id": id,
                                              "total_cents": 1250, "currency": currency});
@@ -192,9 +205,10 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
     // settled: only the effects tell the stacks apart.
     assert_eq!(report.summary.matched, 300, "{:#?}", report.mismatch_groups);
     let effects = report.effects.as_ref().expect("effects judged");
-    assert_eq!(effects.collected.legacy, 1 + 100 + 100);
-    assert_eq!(effects.collected.new, 1 + 100 + 200);
-    assert_eq!(effects.tied, 500, "every call but the idle ones");
+    assert_eq!(effects.collected.legacy, 1 + 100 + 100 + 1);
+    assert_eq!(effects.collected.new, 1 + 100 + 200 + 1);
+    assert_eq!(effects.tied, 502, "every call but the idle ones");
+    assert_eq!(effects.late, 2, "the audits, waited for and counted");
     assert_eq!(effects.untied, 2);
     assert_eq!(
         effects.exchanges, 200,
