@@ -243,6 +243,30 @@ fn answer(body: serde_json::Value) -> capture::Response {
 /// effect. The slots are dropped at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_changes_of_two_schemas_are_compared() {
+    let effects = order_flows(8, false).await;
+    assert_eq!(
+        effects.by_window, 56,
+        "every row tied by its commit time: {effects:#?}"
+    );
+}
+
+/// Forty flows at once: the rows' commit times fall in many exchanges'
+/// windows, so each is tied by the order id it carries, to the latest
+/// exchange sent before it whose answer holds that id (the create for the
+/// order and its event, the payment for the update and the payment row):
+/// the same differences, each where it belongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_row_changes_are_tied_by_their_ids() {
+    let effects = order_flows(40, true).await;
+    assert_eq!(effects.untied, 0, "{effects:#?}");
+    assert!(effects.by_id > 0, "{effects:#?}");
+    assert_eq!(effects.by_window + effects.by_id, 280);
+}
+
+/// `sessions` order flows (one after another, or all at once) replayed at
+/// the two stacks on a PostgreSQL of their own, with row changes compared;
+/// checks what holds either way and returns the effects' report.
+async fn order_flows(sessions: u64, at_once: bool) -> tandem::effects::EffectsReport {
     let dir = tempfile::tempdir().unwrap();
     let pg = start_postgres(dir.path());
     let admin = connect(pg.port, "postgres").await;
@@ -258,8 +282,9 @@ async fn row_changes_of_two_schemas_are_compared() {
     let new = order_stack(true, new_db).await;
 
     let mut exchanges = Vec::new();
-    for n in 0..8u64 {
-        let (at, session, recorded) = (n * 500_000, format!("s{n}"), 500 + n);
+    for n in 0..sessions {
+        let at = if at_once { 0 } else { n * 500_000 };
+        let (session, recorded) = (format!("s{n}"), 500 + n);
         let mut create = common::exchange(n * 3 + 1, at, &session, "POST", "/orders", &[]);
         create.response = Some(answer(json!({"id": recorded, "status": "created"})));
         let pay_path = format!("/orders/{recorded}/pay");
@@ -294,22 +319,23 @@ async fn row_changes_of_two_schemas_are_compared() {
     .unwrap();
     let outcome = replay(&job, std::future::pending()).await.unwrap();
     let report = &outcome.report;
-    assert_eq!(report.summary.total, 24);
+    assert_eq!(report.summary.total, 3 * sessions);
     assert_eq!(
-        report.summary.matched, 24,
+        report.summary.matched,
+        3 * sessions,
         "the answers are alike: {:#?}",
         report.mismatch_groups
     );
-    let effects = report.effects.as_ref().expect("effects judged");
+    let effects = report.effects.clone().expect("effects judged");
     // Legacy: per flow an order and an event row, an update and a payment.
-    assert_eq!((effects.collected.legacy, effects.collected.new), (32, 24));
     assert_eq!(
-        effects.by_window, 56,
-        "every row tied by its commit time: {effects:#?}"
+        (effects.collected.legacy, effects.collected.new),
+        (4 * sessions, 3 * sessions)
     );
     assert_eq!(
-        effects.exchanges, 16,
-        "creates and payments; reads wrote nothing"
+        effects.exchanges,
+        2 * sessions,
+        "creates and payments; reads wrote nothing: {effects:#?}"
     );
     let groups: Vec<String> = effects
         .mismatch_groups
@@ -322,14 +348,15 @@ async fn row_changes_of_two_schemas_are_compared() {
         "the missing row and the wrong column, nothing else: {groups:#?}"
     );
     assert!(
-        groups.contains(&"POST /orders | row INSERT order_events | count | 8".to_string()),
+        groups.contains(&format!(
+            "POST /orders | row INSERT order_events | count | {sessions}"
+        )),
         "{groups:#?}"
     );
     assert!(
-        groups.contains(
-            &"POST /orders/{id}/pay | row INSERT payments | value $.row.amount_cents | 8"
-                .to_string()
-        ),
+        groups.contains(&format!(
+            "POST /orders/{{id}}/pay | row INSERT payments | value $.row.amount_cents | {sessions}"
+        )),
         "{groups:#?}"
     );
     // The slots are gone.
@@ -340,6 +367,7 @@ async fn row_changes_of_two_schemas_are_compared() {
         .unwrap()
         .get(0);
     assert_eq!(slots, 0);
+    effects
 }
 
 /// A database without logical decoding is refused before anything is sent,

@@ -38,6 +38,10 @@ pub struct EffectsReport {
     /// of their stack in flight then) rather than by a `traceparent`.
     #[serde(default)]
     pub by_window: u64,
+    /// Of the tied, those tied by an id they carry: the latest exchange
+    /// sent before them whose answer holds it.
+    #[serde(default)]
+    pub by_id: u64,
     /// Effects that could not be tied: compared as a whole, by kind.
     pub untied: u64,
     /// Tied effects that arrived more than the quiet period after their
@@ -133,6 +137,7 @@ impl EffectsReport {
             m.tied += r.tied;
             m.untied += r.untied;
             m.by_window += r.by_window;
+            m.by_id += r.by_id;
             m.late += r.late;
             m.exchanges += r.exchanges;
             m.matched += r.matched;
@@ -180,7 +185,8 @@ pub fn judge<I: Iterator<Item = ExchangeResult>>(
             _ => report.collected.new += 1,
         }
     }
-    report.by_window = tie_by_window(&mut effects, results(), started_at_unix_us, quiet);
+    (report.by_window, report.by_id) =
+        tie_untraced(&mut effects, results(), started_at_unix_us, quiet);
     let wanted: std::collections::HashSet<Key> =
         effects.iter().filter_map(|e| e.exchange).collect();
     let mut caused: HashMap<Key, Caused> = HashMap::new();
@@ -222,37 +228,46 @@ pub fn judge<I: Iterator<Item = ExchangeResult>>(
     (report, differ.unused_rules())
 }
 
-/// Ties each effect that names no exchange to the one exchange of its
-/// stack in flight when it arrived (sent, to answered plus a short slack:
-/// the quiet period, at most [`WINDOW_SLACK`]); with none or several
-/// candidates it stays untied. Returns how many were tied so.
-fn tie_by_window(
+/// Ties each effect that names no exchange: first to the one exchange of
+/// its stack in flight when it arrived (sent, to answered plus a short
+/// slack: the quiet period, at most [`WINDOW_SLACK`]); failing that (none,
+/// or several at once), to the latest exchange of its stack sent before it
+/// arrived whose answer holds an id the effect carries (the exchange that
+/// created or last touched that entity). Otherwise it stays untied.
+/// Returns how many were tied by window and by id.
+fn tie_untraced(
     effects: &mut [Effect],
     results: impl Iterator<Item = ExchangeResult>,
     started_at_unix_us: u64,
     quiet: std::time::Duration,
-) -> u64 {
+) -> (u64, u64) {
     if effects.iter().all(|e| e.exchange.is_some()) {
-        return 0;
+        return (0, 0);
     }
     let slack = quiet.min(WINDOW_SLACK).as_micros() as u64;
-    // Per stack, each exchange's window: (from, to, exchange).
+    // Per stack, each exchange's window, (from, to, exchange), and the
+    // exchanges whose answer holds each id, (sent, exchange).
     let mut windows: [Vec<(u64, u64, Key)>; 2] = Default::default();
+    let mut holders: [HashMap<String, Vec<(u64, Key)>>; 2] = Default::default();
     for result in results {
         let due = started_at_unix_us + result.scheduled_us;
+        let key = (result.pass, result.copy, result.id);
         for (stack, attempt) in [&result.legacy, &result.new].into_iter().enumerate() {
-            if let Some(answer) = &attempt.response {
-                let sent = due + attempt.lag_us;
-                let end = sent + answer.latency_us + slack;
-                windows[stack].push((sent, end, (result.pass, result.copy, result.id)));
+            let Some(answer) = &attempt.response else {
+                continue;
+            };
+            let sent = due + attempt.lag_us;
+            windows[stack].push((sent, sent + answer.latency_us + slack, key));
+            for id in ids_in(answer.body.bytes(), false) {
+                holders[stack].entry(id).or_default().push((sent, key));
             }
         }
     }
-    let mut tied = 0;
     for stack in &mut windows {
         stack.sort_unstable();
     }
     let longest: [u64; 2] = [0, 1].map(|s| windows[s].iter().map(|w| w.1 - w.0).max().unwrap_or(0));
+    let (mut by_window, mut by_id) = (0, 0);
     for effect in effects.iter_mut().filter(|e| e.exchange.is_none()) {
         let (stack, at) = (effect.stack.min(1), effect.at_unix_us);
         let open = &windows[stack];
@@ -264,10 +279,48 @@ fn tie_by_window(
             .filter(|w| w.1 >= at);
         if let (Some(only), None) = (candidates.next(), candidates.next()) {
             effect.exchange = Some(only.2);
-            tied += 1;
+            by_window += 1;
+            continue;
+        }
+        let latest = ids_in(effect.body.bytes(), true)
+            .iter()
+            .filter_map(|id| holders[stack].get(id))
+            .flatten()
+            .filter(|(sent, _)| *sent <= at)
+            .max();
+        if let Some((_, key)) = latest {
+            effect.exchange = Some(*key);
+            by_id += 1;
         }
     }
-    tied
+    (by_window, by_id)
+}
+
+/// The ids of a JSON body: integers of four digits or more, strings of
+/// eight characters or more with a digit; with `named`, only the values
+/// of `id`, `*_id` and `*Id` fields (an effect's amount of 1250 is no
+/// reason to tie it to an answer that mentions 1250). None if it is not
+/// JSON.
+fn ids_in(body: &[u8], named: bool) -> Vec<String> {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    leaves(&value, String::new(), &mut |path, leaf| {
+        let key = path.rsplit(['.', '[']).next().unwrap_or_default();
+        if named && !(key == "id" || key.ends_with("_id") || key.ends_with("Id")) {
+            return;
+        }
+        let id = match leaf {
+            Value::Number(n) if n.as_u64().is_some_and(|v| v >= 1000) => n.to_string(),
+            Value::String(t) if t.len() >= 8 && t.chars().any(|c| c.is_ascii_digit()) => t.clone(),
+            _ => return,
+        };
+        ids.push(id);
+    });
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 fn caused_by(result: &ExchangeResult, started_at_unix_us: u64) -> Caused {
