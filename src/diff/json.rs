@@ -144,7 +144,7 @@ impl<'a> Walk<'_, 'a> {
                 }
             }
             (l, n) => {
-                if l != n && !self.same_kind(legacy, new) {
+                if l != n && !self.same_kind(legacy, new) && !self.within_tolerance(legacy, new) {
                     self.report(MismatchKind::Value, Some(legacy), Some(new));
                 }
             }
@@ -283,6 +283,8 @@ impl<'a> Walk<'_, 'a> {
         equal
     }
 
+    /// Whether two values are equal within a tolerance rule: numbers by
+    /// its margins, RFC 3339 timestamps by `absolute` seconds.
     fn within_tolerance(&self, l: usize, n: usize) -> bool {
         let Some(rule) = self.tolerance.get(l).or(self.tolerance.get(n)) else {
             return false;
@@ -290,7 +292,14 @@ impl<'a> Walk<'_, 'a> {
         let item = &self.rules.tolerance[rule];
         let ok = match (self.tape.as_f64(l), self.tape.as_f64(n)) {
             (Some(a), Some(b)) => item.rule.accepts(a, b),
-            _ => false,
+            // Timestamps: RFC 3339 texts compare as times, in seconds.
+            _ => match (self.tape.as_text(l), self.tape.as_text(n)) {
+                (Some(a), Some(b)) => match (seconds_of(a), seconds_of(b)) {
+                    (Some(a), Some(b)) => (a - b).abs() <= item.rule.absolute,
+                    _ => false,
+                },
+                _ => false,
+            },
         };
         if ok {
             item.hit();
@@ -394,6 +403,36 @@ fn is_plain_name(key: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 timestamp (`Z` or an
+/// offset of `±HH:MM`), if it is one.
+fn seconds_of(text: &str) -> Option<f64> {
+    let (stamp, offset) = match text.len().checked_sub(6) {
+        Some(at)
+            if matches!(text.as_bytes()[at], b'+' | b'-') && text.as_bytes()[at + 3] == b':' =>
+        {
+            let sign = if text.as_bytes()[at] == b'-' {
+                -1.0
+            } else {
+                1.0
+            };
+            let hours: f64 = text[at + 1..at + 3].parse().ok()?;
+            let minutes: f64 = text[at + 4..].parse().ok()?;
+            (&text[..at], sign * (hours * 3600.0 + minutes * 60.0))
+        }
+        _ => (text.strip_suffix('Z').unwrap_or(text), 0.0),
+    };
+    if !stamp.contains('T') && !stamp.contains(' ') {
+        return None;
+    }
+    let time = humantime::parse_rfc3339_weak(stamp).ok()?;
+    Some(
+        time.duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64()
+            - offset,
+    )
 }
 
 #[cfg(test)]

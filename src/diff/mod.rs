@@ -537,6 +537,34 @@ mod tests {
     }
 
     #[test]
+    fn a_tolerance_on_timestamps_is_in_seconds() {
+        let rules = RuleSet::parse("[defaults]\ntolerance = [{ path = \"$.at\", absolute = 2 }]\n")
+            .unwrap();
+        let mut differ = Differ::new(rules);
+        let route = Route::of("POST", "/hooks");
+        let json = [("content-type", "application/json")];
+        let at = |t: &str| response(200, &json, &format!(r#"{{"at":"{t}"}}"#));
+        let legacy = at("2026-12-01T10:00:00.250Z");
+        for close in [
+            "2026-12-01T10:00:01.5Z",
+            "2026-12-01T11:00:01+01:00",
+            "2026-12-01 10:00:00",
+        ] {
+            assert!(
+                differ.compare(&route, &legacy, &at(close)).is_empty(),
+                "{close}"
+            );
+        }
+        for far in [
+            "2026-12-01T10:00:05Z",
+            "2026-12-01T10:00:01+01:00",
+            "not a time",
+        ] {
+            assert_eq!(differ.compare(&route, &legacy, &at(far)).len(), 1, "{far}");
+        }
+    }
+
+    #[test]
     fn noise_headers_are_ignored_by_default() {
         let route = Route::of("GET", "/x");
         let a = response(

@@ -113,6 +113,14 @@ impl<'a> Tape<'a> {
         }
     }
 
+    /// The text, for strings.
+    pub fn as_text(&self, at: usize) -> Option<&str> {
+        match self.nodes[at] {
+            Node::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The integer, for numbers without fraction or exponent.
     pub fn as_integer(&self, at: usize) -> Option<i128> {
         match self.nodes[at] {
