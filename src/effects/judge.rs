@@ -351,8 +351,13 @@ fn compare_exchange(
     groups: &mut Groups,
 ) {
     let mut by_kind: BTreeMap<String, [Vec<Effect>; 2]> = BTreeMap::new();
+    // The route whose rules apply to each kind's bodies: its call's.
+    let mut by_kind_route: HashMap<String, Route> = HashMap::new();
     for effect in effects {
         let stack = effect.stack.min(1);
+        by_kind_route
+            .entry(effect.kind.clone())
+            .or_insert_with(|| Route::of(&effect.method, &effect.target));
         by_kind.entry(effect.kind.clone()).or_default()[stack].push(effect);
     }
     let route = caused.route.to_string();
@@ -367,15 +372,26 @@ fn compare_exchange(
                 },
             );
         }
-        legacy.sort_by_key(|e| e.at_unix_us);
-        new.sort_by_key(|e| e.at_unix_us);
-        for (l, n) in legacy.iter().zip(&new) {
-            let effect_route = Route::of(&l.method, &l.target);
-            let bodies = [l, n].map(|e| {
-                let answer = caused.answers[e.stack.min(1)].as_ref();
-                as_response(normalized(&e.body, answer))
-            });
-            for mismatch in differ.compare(&effect_route, &bodies[0], &bodies[1]) {
+        // Order between entities is free (two rows written in either order
+        // are alike); within one entity it is kept (created, then paid).
+        let [legacy, new] = [&mut legacy, &mut new].map(|effects| {
+            let mut sides: Vec<(String, u64, Response)> = effects
+                .drain(..)
+                .map(|e| {
+                    let answer = caused.answers[e.stack.min(1)].as_ref();
+                    let body = normalized(&e.body, answer);
+                    (entity(&body), e.at_unix_us, as_response(body))
+                })
+                .collect();
+            sides.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            sides
+        });
+        let effect_route = match by_kind_route.get(&kind) {
+            Some(route) => route.clone(),
+            None => continue,
+        };
+        for ((_, _, l), (_, _, n)) in legacy.iter().zip(&new) {
+            for mismatch in differ.compare(&effect_route, l, n) {
                 let what = match mismatch.group_path() {
                     Some(path) => format!("{} {path}", mismatch.kind.as_str()),
                     None => mismatch.kind.as_str().to_string(),
@@ -496,6 +512,23 @@ fn ids_within(text: &str, issued: &HashMap<String, String>) -> Option<String> {
         rest = &rest[end..];
     }
     replaced.then_some(out)
+}
+
+/// What entity a normalized effect body is about: its id fields' values
+/// (`id`, `*_id`, `*Id`), in order; empty when it names none.
+fn entity(body: &Body) -> String {
+    let Ok(value) = serde_json::from_slice::<Value>(body.bytes()) else {
+        return String::new();
+    };
+    let mut ids = String::new();
+    leaves(&value, String::new(), &mut |path, leaf| {
+        let key = path.rsplit(['.', '[']).next().unwrap_or_default();
+        if key == "id" || key.ends_with("_id") || key.ends_with("Id") {
+            ids.push_str(&leaf.to_string());
+            ids.push('\u{1f}');
+        }
+    });
+    ids
 }
 
 /// A leaf that can stand for an id: an integer of four digits or more, or
@@ -622,5 +655,72 @@ impl std::fmt::Display for EffectGroup {
                 self.count
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(stack: usize, at: u64, body: Value) -> Effect {
+        Effect {
+            stack,
+            kind: "row INSERT items".into(),
+            method: "ROW".into(),
+            target: "/items".into(),
+            at_unix_us: at,
+            exchange: Some((0, 0, 1)),
+            headers: Vec::new(),
+            body: Body(serde_json::to_vec(&body).unwrap().into()),
+        }
+    }
+
+    /// Two rows of one exchange written in the other order by new are
+    /// alike; a row of one entity that differs is found on its field.
+    #[test]
+    fn order_between_entities_is_free_within_one_it_is_not() {
+        let caused = Caused {
+            route: Route::of("POST", "/carts"),
+            answers: [Some(json!({"id": 5001})), Some(json!({"id": 9_000_001}))],
+            answered_unix_us: [0, 0],
+        };
+        let legacy = [
+            row(0, 1, json!({"cart_id": 5001, "sku": "a1234567", "qty": 1})),
+            row(0, 2, json!({"cart_id": 5001, "sku": "b7654321", "qty": 2})),
+        ];
+        let new = [
+            row(
+                1,
+                1,
+                json!({"cart_id": 9_000_001, "sku": "b7654321", "qty": 2}),
+            ),
+            row(
+                1,
+                2,
+                json!({"cart_id": 9_000_001, "sku": "a1234567", "qty": 1}),
+            ),
+        ];
+        let mut groups = Groups::default();
+        let mut differ = Differ::new(RuleSet::default());
+        let effects = legacy.iter().chain(&new).cloned().collect();
+        compare_exchange(&caused, 1, effects, &mut differ, &mut groups);
+        // Same entity (the cart): arrival order kept, so the skus pair up
+        // crosswise and differ.
+        assert_eq!(groups.found, 4, "{:?}", groups.by_key.keys());
+
+        // Rows of two entities (their own ids) in either order are alike.
+        let legacy = [
+            row(0, 1, json!({"id": 5001, "qty": 1})),
+            row(0, 2, json!({"id": 77_777_777, "qty": 2})),
+        ];
+        let new = [
+            row(1, 1, json!({"id": 77_777_777, "qty": 2})),
+            row(1, 2, json!({"id": 9_000_001, "qty": 1})),
+        ];
+        let mut groups = Groups::default();
+        let effects = legacy.iter().chain(&new).cloned().collect();
+        compare_exchange(&caused, 1, effects, &mut differ, &mut groups);
+        assert_eq!(groups.found, 0, "{:?}", groups.by_key.keys());
     }
 }
