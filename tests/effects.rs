@@ -246,17 +246,87 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
     assert!(summary.contains("order.paid"), "{summary}");
 }
 
-/// An order stack that mails each customer when an order is created (a
-/// real client, lettre, to `smtp`), and mails nothing on reads. Its mail
-/// names the order by the stack's own id; the new one writes the total
-/// as `12.5` where legacy writes `12.50`.
-async fn mailing_stack(flavor: Flavor, smtp: std::net::SocketAddr) -> String {
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+/// A real SMTP client: Python's smtplib in a process of its own, sending
+/// each message written to it as a JSON line (a connection per message);
+/// ended by PID when dropped.
+struct Mailer {
+    child: std::sync::Mutex<Option<tokio::process::Child>>,
+    stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
+}
+
+const SMTPLIB: &str = r#"
+import json, smtplib, sys
+from email.message import EmailMessage
+host, port = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+for line in sys.stdin:
+    m = json.loads(line)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = m["from"], m["to"], m["subject"]
+    msg.set_content(m["text"])
+    # A local name given: smtplib would otherwise look one up in DNS.
+    with smtplib.SMTP(host, port, local_hostname="stack.test") as smtp:
+        smtp.send_message(msg)
+"#;
+
+impl Mailer {
+    /// Starts the client and waits until it has loaded its modules.
+    async fn start(smtp: std::net::SocketAddr) -> Mailer {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("python3")
+            .args([
+                "-u",
+                "-c",
+                SMTPLIB,
+                &smtp.ip().to_string(),
+                &smtp.port().to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3");
+        let stdin = child.stdin.take().unwrap();
+        let mut ready = String::new();
+        tokio::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .await
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        Mailer {
+            child: std::sync::Mutex::new(Some(child)),
+            stdin: tokio::sync::Mutex::new(stdin),
+        }
+    }
+
+    async fn send(&self, message: serde_json::Value) {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{message}\n");
+        self.stdin
+            .lock()
+            .await
+            .write_all(line.as_bytes())
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Mailer {
+    fn drop(&mut self) {
+        let child = self.child.lock().unwrap().take();
+        if let Some(pid) = child.as_ref().and_then(tokio::process::Child::id) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// An order stack that mails each customer when an order is created
+/// (through `mailer`, to tandem's SMTP sink), and mails nothing on reads.
+/// Its mail names the order by the stack's own id; the new one writes the
+/// total as `12.5` where legacy writes `12.50`.
+async fn mailing_stack(flavor: Flavor, mailer: Arc<Mailer>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.ip().to_string())
-        .port(smtp.port())
-        .build();
     let next = Arc::new(AtomicU64::new(match flavor {
         Flavor::Legacy => 1001,
         Flavor::New => 7_409_284_110_012_416_001,
@@ -274,15 +344,12 @@ async fn mailing_stack(flavor: Flavor, smtp: std::net::SocketAddr) -> String {
                     } else {
                         "12.50"
                     };
-                    let mail = lettre::Message::builder()
-                        .from("shop@example.com".parse().unwrap())
-                        .to("customer@example.com".parse().unwrap())
-                        .subject(format!("Order {id} confirmed"))
-                        .body(format!(
-                            "Your order {id} is confirmed.\nTotal: {total} EUR\n"
-                        ))
-                        .unwrap();
-                    tokio::spawn(async move { mailer.send(mail).await.expect("the sink accepts") });
+                    let mail = json!({
+                        "from": "shop@example.com", "to": "customer@example.com",
+                        "subject": format!("Order {id} confirmed"),
+                        "text": format!("Your order {id} is confirmed.\nTotal: {total} EUR\n"),
+                    });
+                    tokio::spawn(async move { mailer.send(mail).await });
                     json!({"id": id, "status": "created"})
                 } else {
                     json!({"status": "ok"})
@@ -330,8 +397,12 @@ async fn mail_is_tied_by_its_time_and_compared() {
         exchanges.extend([create, read]);
     }
     let capture = common::write_capture(&dir.path().join("mail.jsonl"), exchanges);
-    let legacy = mailing_stack(Flavor::Legacy, smtp[0]).await;
-    let new = mailing_stack(Flavor::New, smtp[1]).await;
+    let mailers = [
+        Arc::new(Mailer::start(smtp[0]).await),
+        Arc::new(Mailer::start(smtp[1]).await),
+    ];
+    let legacy = mailing_stack(Flavor::Legacy, mailers[0].clone()).await;
+    let new = mailing_stack(Flavor::New, mailers[1].clone()).await;
     let out = dir.path().join("run");
     let job = tandem::cli::replay::job_from_args([
         capture.to_str().unwrap(),
