@@ -15,7 +15,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::json;
 use tandem::capture::{self, Body, Header};
-use tandem::cli::replay::run as replay;
+use tandem::cli::replay::{run as replay, ReplayJob};
+use tandem::effects::{Collection, EffectSource, SmtpSink, WebhookSink};
 use tokio::net::TcpListener;
 
 /// How a stack misbehaves in its effects only.
@@ -170,13 +171,13 @@ fn answer(body: serde_json::Value) -> capture::Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
     let dir = tempfile::tempdir().unwrap();
-    let [legacy_sink, new_sink] = common::free_ports::<2>();
-    let sinks = [legacy_sink, new_sink].map(|p| format!("127.0.0.1:{p}"));
+    let sinks = [
+        WebhookSink::start(0, listener().await, Default::default(), 1 << 20).unwrap(),
+        WebhookSink::start(1, listener().await, Default::default(), 1 << 20).unwrap(),
+    ];
     let capture = order_flows(dir.path(), 100);
     let out = dir.path().join("run");
-    // The stacks call the sinks only once requests come: the sinks listen
-    // from the start of the run.
-    let hooks = sinks.clone().map(|s| format!("http://{s}"));
+    let hooks = [sinks[0].url(), sinks[1].url()];
     let legacy = order_stack(Flavor::Legacy, hooks[0].clone(), 300).await;
     let new = order_stack(Flavor::New, hooks[1].clone(), 300).await;
     let job = tandem::cli::replay::job_from_args([
@@ -185,18 +186,16 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
         &legacy,
         "--new",
         &new,
-        "--legacy-webhook-sink",
-        &sinks[0],
-        "--new-webhook-sink",
-        &sinks[1],
-        "--effects-quiet",
-        "1s",
         "--gate",
         "effects.mismatched == 0",
         "--out",
         out.to_str().unwrap(),
     ])
     .unwrap();
+    // The sinks are bound here, on ports of their own: `--legacy-webhook-
+    // sink ADDR` binds the same way when the run starts (a port picked
+    // free and bound later could be taken meanwhile by another test).
+    let job = collecting(job, sinks, Duration::from_secs(1));
     let outcome = replay(&job, std::future::pending()).await.unwrap();
     let report = &outcome.report;
     assert_eq!(report.summary.total, 300);
@@ -377,9 +376,11 @@ async fn mailing_stack(flavor: Flavor, mailer: Arc<Mailer>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_is_tied_by_its_time_and_compared() {
     let dir = tempfile::tempdir().unwrap();
-    let [legacy_smtp, new_smtp] = common::free_ports::<2>();
-    let smtp: [std::net::SocketAddr; 2] =
-        [legacy_smtp, new_smtp].map(|p| format!("127.0.0.1:{p}").parse().unwrap());
+    let sinks = [
+        SmtpSink::start(0, listener().await).unwrap(),
+        SmtpSink::start(1, listener().await).unwrap(),
+    ];
+    let smtp = [sinks[0].addr(), sinks[1].addr()];
     let mut exchanges = Vec::new();
     for n in 0..10u64 {
         let at = n * 300_000;
@@ -410,16 +411,11 @@ async fn mail_is_tied_by_its_time_and_compared() {
         &legacy,
         "--new",
         &new,
-        "--legacy-smtp-sink",
-        &smtp[0].to_string(),
-        "--new-smtp-sink",
-        &smtp[1].to_string(),
-        "--effects-quiet",
-        "500ms",
         "--out",
         out.to_str().unwrap(),
     ])
     .unwrap();
+    let job = collecting(job, sinks, Duration::from_millis(500));
     let outcome = replay(&job, std::future::pending()).await.unwrap();
     let report = &outcome.report;
     assert_eq!(report.summary.errors, 0, "{:?}", report.errors);
@@ -454,4 +450,28 @@ async fn mail_is_tied_by_its_time_and_compared() {
                 .contains("12.5 EUR"),
         "{example:?}"
     );
+}
+
+async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// `job`, collecting effects from `sinks`, already listening.
+fn collecting<S: EffectSource + 'static>(
+    mut job: ReplayJob,
+    sinks: [S; 2],
+    quiet: Duration,
+) -> ReplayJob {
+    job.effects = Some(Collection {
+        sources: sinks
+            .into_iter()
+            .map(|s| Arc::new(s) as Arc<dyn EffectSource>)
+            .collect(),
+        webhook_sinks: Vec::new(),
+        smtp_sinks: Vec::new(),
+        databases: Vec::new(),
+        schema_map: None,
+        quiet,
+    });
+    job
 }

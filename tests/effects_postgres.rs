@@ -458,3 +458,68 @@ async fn a_database_without_logical_decoding_is_refused_plainly() {
         "{err}"
     );
 }
+
+/// A replay stopped by SIGINT still drops its replication slots: a slot
+/// left behind holds WAL on the server for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_replay_drops_its_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = start_postgres(dir.path());
+    let admin = connect(pg.port, "postgres").await;
+    admin.batch_execute("CREATE DATABASE legacy").await.unwrap();
+    admin.batch_execute("CREATE DATABASE new").await.unwrap();
+    let (legacy_db, new_db) = (
+        connect(pg.port, "legacy").await,
+        connect(pg.port, "new").await,
+    );
+    legacy_db.batch_execute(LEGACY_SCHEMA).await.unwrap();
+    new_db.batch_execute(NEW_SCHEMA).await.unwrap();
+    let legacy = order_stack(false, legacy_db, false).await;
+    let new = order_stack(true, new_db, false).await;
+    // Reads once a second for a minute: stopped long before the end.
+    let exchanges =
+        (0..60u64).map(|n| common::exchange(n + 1, n * 1_000_000, "s", "GET", "/status", &[]));
+    let capture = common::write_capture(&dir.path().join("reads.jsonl"), exchanges);
+    let url = |db: &str| format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port);
+    let mut replay = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "replay",
+            capture.to_str().unwrap(),
+            "--legacy",
+            &legacy,
+            "--new",
+            &new,
+        ])
+        .args(["--legacy-pg", &url("legacy"), "--new-pg", &url("new")])
+        .args(["--effects-quiet", "200ms", "--out"])
+        .arg(dir.path().join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let slots = || async {
+        let admin = connect(pg.port, "postgres").await;
+        let n: i64 = admin
+            .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    let mut waited = 0;
+    while slots().await < 2 {
+        waited += 1;
+        assert!(waited < 100, "the replay created its slots");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = replay.id().unwrap() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), replay.wait())
+        .await
+        .expect("the replay stopped")
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "interrupted");
+    assert_eq!(slots().await, 0, "slots dropped after the interruption");
+}
