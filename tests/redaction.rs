@@ -58,7 +58,7 @@ async fn replayed(capture: PathBuf, out: PathBuf) -> tandem::report::Report {
         rules: Some("scenarios/demo.rules.toml".into()),
         ..ReplayJob::new(
             ReplayPlan {
-                speed: 8.0,
+                speed: 1.0,
                 timeout: Duration::from_secs(5),
                 ..ReplayPlan::new(
                     capture,
@@ -160,7 +160,12 @@ async fn a_redacted_capture_replays_correlates_and_diffs_as_the_original() {
     assert_eq!(original_report.summary.total, redacted_report.summary.total);
     assert_eq!(
         original_report.summary.matched,
-        redacted_report.summary.matched
+        redacted_report.summary.matched,
+        "{:#?}\n{:#?}\n{:#?}\n{:#?}",
+        groups(&original_report),
+        groups(&redacted_report),
+        original_report.correlation.as_ref().map(|c| &c.reasons),
+        redacted_report.correlation.as_ref().map(|c| &c.reasons)
     );
     assert_eq!(groups(&original_report), groups(&redacted_report));
     let links = |r: &tandem::report::Report| r.correlation.as_ref().unwrap().links.len();
