@@ -61,6 +61,12 @@ fn postgres_user() -> (u32, u32) {
 }
 
 fn start_postgres(dir: &Path) -> Postgres {
+    start_postgres_with(dir, false)
+}
+
+/// PostgreSQL in `dir`, with logical decoding unless `replica_only` (the
+/// server's default `wal_level`).
+fn start_postgres_with(dir: &Path, replica_only: bool) -> Postgres {
     let (uid, gid) = postgres_user();
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -96,7 +102,10 @@ fn start_postgres(dir: &Path) -> Postgres {
             "-c",
             "listen_addresses=127.0.0.1",
         ])
-        .args(["-c", "wal_level=logical", "-c", "max_replication_slots=8"])
+        .args(match replica_only {
+            true => ["-c", "wal_level=replica", "-c", "max_replication_slots=8"],
+            false => ["-c", "wal_level=logical", "-c", "max_replication_slots=8"],
+        })
         .args(["-c", "fsync=off"])
         .uid(uid)
         .gid(gid)
@@ -409,44 +418,8 @@ async fn a_database_without_logical_decoding_is_refused_plainly() {
     };
     assert!(err.contains("cannot connect"), "{err}");
     // A real server with the default wal_level (replica).
-    let (uid, gid) = postgres_user();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
-    let bin = bin_dir();
-    let status = Command::new(bin.join("initdb"))
-        .args([
-            "-D",
-            data.to_str().unwrap(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-        ])
-        .uid(uid)
-        .gid(gid)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let [port] = common::free_ports::<1>();
-    let child = Command::new(bin.join("postgres"))
-        .args(["-D", data.to_str().unwrap(), "-p", &port.to_string()])
-        .args([
-            "-k",
-            dir.path().to_str().unwrap(),
-            "-c",
-            "listen_addresses=127.0.0.1",
-        ])
-        .uid(uid)
-        .gid(gid)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pg = Postgres { child, port };
+    let pg = start_postgres_with(dir.path(), true);
+    let port = pg.port;
     connect(pg.port, "postgres").await;
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     let err = match tandem::effects::RowChanges::start(0, &url, Default::default()).await {
