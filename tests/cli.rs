@@ -498,6 +498,19 @@ async fn bad_certificate_files_are_named_before_anything_starts() {
     }
 }
 
+/// The demo's recorded stack is stopped once recorded, and the fresh stacks
+/// a replay starts may be given its port: its capture must not name it as
+/// a live upstream, or the guard below refuses the demo's own replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_captures_name_their_upstream_as_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture(dir.path()).await;
+    let reader = CaptureReader::open(&capture).unwrap();
+    let source = &reader.header().source;
+    assert!(!source.starts_with("proxy upstream="), "{source}");
+    assert!(source.contains("stopped after recording"), "{source}");
+}
+
 /// Writes are not replayed at the upstream a capture was recorded from
 /// unless asked: the run is refused before anything is sent, naming the
 /// flag; reads alone, or the flag, go ahead.

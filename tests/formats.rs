@@ -179,6 +179,9 @@ async fn replayed(capture: &Path, out: PathBuf) -> tandem::report::Report {
         ..ReplayJob::new(
             ReplayPlan {
                 timeout: Duration::from_secs(5),
+                // The recorded stack is stopped: a fresh one may be given
+                // its port back.
+                allow_recorded_host: true,
                 ..ReplayPlan::new(
                     capture.to_path_buf(),
                     legacy.url().parse().unwrap(),

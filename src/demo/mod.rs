@@ -68,9 +68,17 @@ pub async fn record_with(options: &DemoOptions, ids: Ids) -> anyhow::Result<Reco
         drain: Duration::from_secs(5),
         ..ProxyConfig::new(listener, production.url().parse()?)
     };
+    // Not `config.source()`: this upstream is stopped once recorded, so
+    // its port is free for anything after, a replay's own fresh stacks
+    // included, which the guard against replaying writes at the recorded
+    // upstream would then refuse (a CI run met that once).
+    let source = format!(
+        "tandem demo: proxy in front of a demo legacy stack at {}, stopped after recording",
+        production.url()
+    );
     let sink = Sink::create(
         &options.capture,
-        &config.source(),
+        &source,
         Default::default(),
         Default::default(),
     )?;
