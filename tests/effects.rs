@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
+use http_body_util::Full;
+use hyper::Request;
 use serde_json::json;
-use tandem::capture::{self, Body, Header};
 use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::effects::{Collection, EffectSource, SmtpSink, WebhookSink};
 use tokio::net::TcpListener;
@@ -35,82 +33,61 @@ enum Flavor {
 /// themselves; and 1.3 s after the first exchange's order is created, an
 /// `order.audited` call for it.
 async fn order_stack(flavor: Flavor, hooks: String, requests: u64) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let client = tandem::http::client(Duration::from_secs(5));
     let next = Arc::new(AtomicU64::new(match flavor {
         Flavor::Legacy => 1001,
         Flavor::New => 7_409_284_110_012_416_001,
     }));
     let served = Arc::new(AtomicU64::new(0));
-    tokio::spawn(tandem::server::serve(
-        listener,
-        None,
-        move |req: Request<Incoming>, _| {
-            let (client, hooks, next) = (client.clone(), hooks.clone(), next.clone());
-            let nth = served.fetch_add(1, Ordering::Relaxed) + 1;
-            async move {
-                if nth == requests {
-                    let (client, hooks) = (client.clone(), hooks.clone());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(600)).await;
-                        call(&client, &hooks, None, json!({"type": "stack.idle"})).await
-                    });
-                }
-                let trace = req
-                    .headers()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let path = req.uri().path().to_string();
-                let _ = req.into_body().collect().await;
-                let (answer, events) = match path.split('/').collect::<Vec<_>>()[..] {
-                    ["", "orders"] => {
-                        let id = next.fetch_add(1, Ordering::Relaxed);
-                        let first = trace.as_deref().and_then(tandem::effects::exchange_of);
-                        if first == Some((0, 0, 1)) {
-                            // An audit 1.3 s after the answer: later than the
-                            // quiet period (1 s), so counted late.
-                            let (client, hooks, trace) =
-                                (client.clone(), hooks.clone(), trace.clone());
-                            tokio::spawn(async move {
-                                tokio::time::sleep(Duration::from_millis(1300)).await;
-                                let audited = json!({"type": "order.audited", "order_id": id});
-                                call(&client, &hooks, trace.as_deref(), audited).await
-                            });
-                        }
-                        let currency = if flavor == Flavor::New { "eur" } else { "EUR" };
-                        let created = json!({"type": "order.created", "order_id": id,
-                                             "total_cents": 1250, "currency": currency});
-                        (json!({"id": id, "status": "created"}), vec![created])
-                    }
-                    ["", "orders", id, "pay"] => {
-                        let id: u64 = id.parse().unwrap_or(0);
-                        let paid = json!({"type": "order.paid", "order_id": id});
-                        let times = if flavor == Flavor::New { 2 } else { 1 };
-                        (json!({"id": id, "status": "paid"}), vec![paid; times])
-                    }
-                    // Reads write nothing.
-                    _ => (json!({"status": "ok"}), vec![]),
-                };
-                // The calls go after the answer, as a queue's consumer would.
+    common::json_stack(move |path, trace| {
+        let (client, hooks, next) = (client.clone(), hooks.clone(), next.clone());
+        let nth = served.fetch_add(1, Ordering::Relaxed) + 1;
+        async move {
+            if nth == requests {
+                let (client, hooks) = (client.clone(), hooks.clone());
                 tokio::spawn(async move {
-                    for event in events {
-                        call(&client, &hooks, trace.as_deref(), event).await;
-                    }
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    call(&client, &hooks, None, json!({"type": "stack.idle"})).await
                 });
-                let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
-                response.headers_mut().insert(
-                    "content-type",
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                response
             }
-        },
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
-    url
+            let (answer, events) = match path.split('/').collect::<Vec<_>>()[..] {
+                ["", "orders"] => {
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    let first = trace.as_deref().and_then(tandem::effects::exchange_of);
+                    if first == Some((0, 0, 1)) {
+                        // An audit 1.3 s after the answer: later than the
+                        // quiet period (1 s), so counted late.
+                        let (client, hooks, trace) = (client.clone(), hooks.clone(), trace.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(1300)).await;
+                            let audited = json!({"type": "order.audited", "order_id": id});
+                            call(&client, &hooks, trace.as_deref(), audited).await
+                        });
+                    }
+                    let currency = if flavor == Flavor::New { "eur" } else { "EUR" };
+                    let created = json!({"type": "order.created", "order_id": id,
+                                         "total_cents": 1250, "currency": currency});
+                    (json!({"id": id, "status": "created"}), vec![created])
+                }
+                ["", "orders", id, "pay"] => {
+                    let id: u64 = id.parse().unwrap_or(0);
+                    let paid = json!({"type": "order.paid", "order_id": id});
+                    let times = if flavor == Flavor::New { 2 } else { 1 };
+                    (json!({"id": id, "status": "paid"}), vec![paid; times])
+                }
+                // Reads write nothing.
+                _ => (json!({"status": "ok"}), vec![]),
+            };
+            // The calls go after the answer, as a queue's consumer would.
+            tokio::spawn(async move {
+                for event in events {
+                    call(&client, &hooks, trace.as_deref(), event).await;
+                }
+            });
+            answer
+        }
+    })
+    .await
 }
 
 /// POSTs `event` to the hooks URL, passing `trace` on.
@@ -141,25 +118,19 @@ fn order_flows(dir: &std::path::Path, sessions: u64) -> std::path::PathBuf {
         let session = format!("s{n}");
         let recorded_id = 500 + n;
         let mut create = common::exchange(n * 3 + 1, 0, &session, "POST", "/orders", &[]);
-        create.response = Some(answer(json!({"id": recorded_id, "status": "created"})));
+        create.response = Some(common::json_answer(
+            json!({"id": recorded_id, "status": "created"}),
+        ));
         let pay_path = format!("/orders/{recorded_id}/pay");
         let mut pay = common::exchange(n * 3 + 2, 10_000, &session, "POST", &pay_path, &[]);
-        pay.response = Some(answer(json!({"id": recorded_id, "status": "paid"})));
+        pay.response = Some(common::json_answer(
+            json!({"id": recorded_id, "status": "paid"}),
+        ));
         let mut read = common::exchange(n * 3 + 3, 20_000, &session, "GET", "/status", &[]);
-        read.response = Some(answer(json!({"status": "ok"})));
+        read.response = Some(common::json_answer(json!({"status": "ok"})));
         exchanges.extend([create, pay, read]);
     }
     common::write_capture(&dir.join("orders.jsonl"), exchanges)
-}
-
-fn answer(body: serde_json::Value) -> capture::Response {
-    capture::Response {
-        status: 200,
-        headers: vec![Header("content-type".into(), "application/json".into())],
-        body: Body(Bytes::from(body.to_string())),
-        latency_us: 100,
-        truncated: None,
-    }
 }
 
 /// 100 sessions at once: every call is tied to its own exchange, the new
@@ -324,47 +295,32 @@ impl Drop for Mailer {
 /// Its mail names the order by the stack's own id; the new one writes the
 /// total as `12.5` where legacy writes `12.50`.
 async fn mailing_stack(flavor: Flavor, mailer: Arc<Mailer>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let next = Arc::new(AtomicU64::new(match flavor {
         Flavor::Legacy => 1001,
         Flavor::New => 7_409_284_110_012_416_001,
     }));
-    tokio::spawn(tandem::server::serve(
-        listener,
-        None,
-        move |req: Request<Incoming>, _| {
-            let (mailer, next) = (mailer.clone(), next.clone());
-            async move {
-                let answer = if req.uri().path() == "/orders" {
-                    let id = next.fetch_add(1, Ordering::Relaxed);
-                    let total = if flavor == Flavor::New {
-                        "12.5"
-                    } else {
-                        "12.50"
-                    };
-                    let mail = json!({
-                        "from": "shop@example.com", "to": "customer@example.com",
-                        "subject": format!("Order {id} confirmed"),
-                        "text": format!("Your order {id} is confirmed.\nTotal: {total} EUR\n"),
-                    });
-                    tokio::spawn(async move { mailer.send(mail).await });
-                    json!({"id": id, "status": "created"})
-                } else {
-                    json!({"status": "ok"})
-                };
-                let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
-                response.headers_mut().insert(
-                    "content-type",
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                response
+    common::json_stack(move |path, _| {
+        let (mailer, next) = (mailer.clone(), next.clone());
+        async move {
+            if path != "/orders" {
+                return json!({"status": "ok"});
             }
-        },
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
-    url
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            let total = if flavor == Flavor::New {
+                "12.5"
+            } else {
+                "12.50"
+            };
+            let mail = json!({
+                "from": "shop@example.com", "to": "customer@example.com",
+                "subject": format!("Order {id} confirmed"),
+                "text": format!("Your order {id} is confirmed.\nTotal: {total} EUR\n"),
+            });
+            tokio::spawn(async move { mailer.send(mail).await });
+            json!({"id": id, "status": "created"})
+        }
+    })
+    .await
 }
 
 /// Mail carries no `traceparent`: each message is tied to the one exchange
@@ -385,7 +341,9 @@ async fn mail_is_tied_by_its_time_and_compared() {
     for n in 0..10u64 {
         let at = n * 300_000;
         let mut create = common::exchange(n * 2 + 1, at, &format!("s{n}"), "POST", "/orders", &[]);
-        create.response = Some(answer(json!({"id": 500 + n, "status": "created"})));
+        create.response = Some(common::json_answer(
+            json!({"id": 500 + n, "status": "created"}),
+        ));
         let mut read = common::exchange(
             n * 2 + 2,
             at + 150_000,
@@ -394,7 +352,7 @@ async fn mail_is_tied_by_its_time_and_compared() {
             "/status",
             &[],
         );
-        read.response = Some(answer(json!({"status": "ok"})));
+        read.response = Some(common::json_answer(json!({"status": "ok"})));
         exchanges.extend([create, read]);
     }
     let capture = common::write_capture(&dir.path().join("mail.jsonl"), exchanges);

@@ -13,14 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
 use serde_json::json;
-use tandem::capture::{self, Body, Header};
 use tandem::cli::replay::run as replay;
-use tokio::net::TcpListener;
 
 /// A PostgreSQL server of its own, ended by PID when dropped.
 struct Postgres {
@@ -163,102 +157,76 @@ amount = \"amount_cents\"
 /// An order stack on its database. Planted in new: no `order_events` row
 /// (a missing row), and a payment's amount one cent over (a wrong column).
 async fn order_stack(new: bool, db: tokio_postgres::Client, settle_late: bool) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let db = Arc::new(db);
     let settled = Arc::new(std::sync::atomic::AtomicBool::new(!settle_late));
-    tokio::spawn(tandem::server::serve(
-        listener,
-        None,
-        move |req: Request<Incoming>, _| {
-            let (db, settled) = (db.clone(), settled.clone());
-            async move {
-                let path = req.uri().path().to_string();
-                let _ = req.into_body().collect().await;
-                let answer = match path.split('/').collect::<Vec<_>>()[..] {
-                    ["", "orders"] => {
-                        let id: i64 = db
-                            .query_one("SELECT nextval('order_ids')", &[])
-                            .await
-                            .unwrap()
-                            .get(0);
-                        if new {
-                            db.execute(
-                                "INSERT INTO order_header VALUES ($1, 'c1', 1250, 'created')",
-                                &[&id],
-                            )
-                            .await
-                            .unwrap();
-                        } else {
-                            db.batch_execute(&format!(
-                                "BEGIN; INSERT INTO orders VALUES ({id}, 'c1', 1250, 'created'); \
+    common::json_stack(move |path, _| {
+        let (db, settled) = (db.clone(), settled.clone());
+        async move {
+            match path.split('/').collect::<Vec<_>>()[..] {
+                ["", "orders"] => {
+                    let id: i64 = db
+                        .query_one("SELECT nextval('order_ids')", &[])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if new {
+                        db.execute(
+                            "INSERT INTO order_header VALUES ($1, 'c1', 1250, 'created')",
+                            &[&id],
+                        )
+                        .await
+                        .unwrap();
+                    } else {
+                        db.batch_execute(&format!(
+                            "BEGIN; INSERT INTO orders VALUES ({id}, 'c1', 1250, 'created'); \
                                  INSERT INTO order_events VALUES ({id}, 'created'); COMMIT;"
-                            ))
-                            .await
-                            .unwrap();
-                        }
-                        json!({"id": id, "status": "created"})
+                        ))
+                        .await
+                        .unwrap();
                     }
-                    ["", "orders", id, "pay"] => {
-                        let id: i64 = id.parse().unwrap_or(0);
-                        let sql = if new {
-                            format!(
-                                "BEGIN; UPDATE order_header SET state = 'paid' WHERE order_id = {id}; \
+                    json!({"id": id, "status": "created"})
+                }
+                ["", "orders", id, "pay"] => {
+                    let id: i64 = id.parse().unwrap_or(0);
+                    let sql = if new {
+                        format!(
+                            "BEGIN; UPDATE order_header SET state = 'paid' WHERE order_id = {id}; \
                                  INSERT INTO payment VALUES ({id}, 1251); COMMIT;"
-                            )
-                        } else {
-                            format!(
-                                "BEGIN; UPDATE orders SET status = 'paid' WHERE id = {id}; \
+                        )
+                    } else {
+                        format!(
+                            "BEGIN; UPDATE orders SET status = 'paid' WHERE id = {id}; \
                                  INSERT INTO payments VALUES ({id}, 1250); COMMIT;"
-                            )
+                        )
+                    };
+                    db.batch_execute(&sql).await.unwrap();
+                    if !settled.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        // The first payment is settled by a batch job 1.3 s
+                        // later: past the quiet period, and between the
+                        // windows of the flows then running.
+                        let (db, table, column, key) = match new {
+                            true => (db.clone(), "order_header", "state", "order_id"),
+                            false => (db.clone(), "orders", "status", "id"),
                         };
-                        db.batch_execute(&sql).await.unwrap();
-                        if !settled.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                            // The first payment is settled by a batch job 1.3 s
-                            // later: past the quiet period, and between the
-                            // windows of the flows then running.
-                            let (db, table, column, key) = match new {
-                                true => (db.clone(), "order_header", "state", "order_id"),
-                                false => (db.clone(), "orders", "status", "id"),
-                            };
-                            tokio::spawn(async move {
-                                tokio::time::sleep(Duration::from_millis(1300)).await;
-                                let sql = format!(
-                                    "UPDATE {table} SET {column} = 'settled' WHERE {key} = {id}"
-                                );
-                                db.batch_execute(&sql).await.unwrap();
-                            });
-                        }
-                        json!({"id": id, "status": "paid"})
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(1300)).await;
+                            let sql = format!(
+                                "UPDATE {table} SET {column} = 'settled' WHERE {key} = {id}"
+                            );
+                            db.batch_execute(&sql).await.unwrap();
+                        });
                     }
-                    // Reads write nothing.
-                    _ => {
-                        db.query_one("SELECT 1", &[]).await.unwrap();
-                        json!({"status": "ok"})
-                    }
-                };
-                let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
-                response.headers_mut().insert(
-                    "content-type",
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                response
+                    json!({"id": id, "status": "paid"})
+                }
+                // Reads write nothing.
+                _ => {
+                    db.query_one("SELECT 1", &[]).await.unwrap();
+                    json!({"status": "ok"})
+                }
             }
-        },
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
-    url
-}
-
-fn answer(body: serde_json::Value) -> capture::Response {
-    capture::Response {
-        status: 200,
-        headers: vec![Header("content-type".into(), "application/json".into())],
-        body: Body(Bytes::from(body.to_string())),
-        latency_us: 100,
-        truncated: None,
-    }
+        }
+    })
+    .await
 }
 
 /// Eight flows one after another (create, pay 150 ms later, read 150 ms
@@ -316,12 +284,16 @@ async fn order_flows(sessions: u64, at_once: bool) -> tandem::effects::EffectsRe
         let at = if at_once { 0 } else { n * 500_000 };
         let (session, recorded) = (format!("s{n}"), 500 + n);
         let mut create = common::exchange(n * 3 + 1, at, &session, "POST", "/orders", &[]);
-        create.response = Some(answer(json!({"id": recorded, "status": "created"})));
+        create.response = Some(common::json_answer(
+            json!({"id": recorded, "status": "created"}),
+        ));
         let pay_path = format!("/orders/{recorded}/pay");
         let mut pay = common::exchange(n * 3 + 2, at + 150_000, &session, "POST", &pay_path, &[]);
-        pay.response = Some(answer(json!({"id": recorded, "status": "paid"})));
+        pay.response = Some(common::json_answer(
+            json!({"id": recorded, "status": "paid"}),
+        ));
         let mut read = common::exchange(n * 3 + 3, at + 300_000, &session, "GET", "/status", &[]);
-        read.response = Some(answer(json!({"status": "ok"})));
+        read.response = Some(common::json_answer(json!({"status": "ok"})));
         exchanges.extend([create, pay, read]);
     }
     let capture = common::write_capture(&dir.path().join("orders.jsonl"), exchanges);

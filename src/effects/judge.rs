@@ -296,27 +296,19 @@ fn tie_untraced(
     (by_window, by_id)
 }
 
-/// The ids of a JSON body: integers of four digits or more, strings of
-/// eight characters or more with a digit; with `named`, only the values
-/// of `id`, `*_id` and `*Id` fields (an effect's amount of 1250 is no
-/// reason to tie it to an answer that mentions 1250). None if it is not
-/// JSON.
+/// The ids of a JSON body (see [`id_of`]); with `named`, only the values
+/// of id fields (an effect's amount of 1250 is no reason to tie it to an
+/// answer that mentions 1250). None if it is not JSON.
 fn ids_in(body: &[u8], named: bool) -> Vec<String> {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return Vec::new();
     };
     let mut ids = Vec::new();
     leaves(&value, String::new(), &mut |path, leaf| {
-        let key = path.rsplit(['.', '[']).next().unwrap_or_default();
-        if named && !(key == "id" || key.ends_with("_id") || key.ends_with("Id")) {
+        if named && !is_id_key(last_key(&path)) {
             return;
         }
-        let id = match leaf {
-            Value::Number(n) if n.as_u64().is_some_and(|v| v >= 1000) => n.to_string(),
-            Value::String(t) if t.len() >= 8 && t.chars().any(|c| c.is_ascii_digit()) => t.clone(),
-            _ => return,
-        };
-        ids.push(id);
+        ids.extend(id_of(leaf));
     });
     ids.sort_unstable();
     ids.dedup();
@@ -459,14 +451,14 @@ fn normalized(body: &Body, answer: Option<&Value>) -> Body {
     let mut issued = HashMap::new();
     if let Some(answer) = answer {
         leaves(answer, "$".to_string(), &mut |path, leaf| {
-            if let Some(text) = id_text(leaf) {
+            if let Some(text) = id_of(leaf) {
                 issued.entry(text).or_insert(path);
             }
         });
     }
     let mut unknown: HashMap<String, usize> = HashMap::new();
     rewrite(&mut value, None, &mut |key, leaf| {
-        let text = id_text(leaf)?;
+        let text = id_of(leaf)?;
         if let Some(path) = issued.get(&text) {
             return Some(Value::String(format!("<answer {path}>")));
         }
@@ -474,8 +466,7 @@ fn normalized(body: &Body, answer: Option<&Value>) -> Body {
         if let Some(within) = ids_within(&text, &issued) {
             return Some(Value::String(within));
         }
-        let is_id = key.is_some_and(|k| k == "id" || k.ends_with("_id") || k.ends_with("Id"));
-        if !is_id {
+        if !key.is_some_and(is_id_key) {
             return None;
         }
         let next = unknown.len() + 1;
@@ -486,9 +477,8 @@ fn normalized(body: &Body, answer: Option<&Value>) -> Body {
 }
 
 /// `text` with each word that is an id the answer issued as `<answer
-/// PATH>`, if it has one: a word of four digits or more, or of eight
-/// characters or more with a digit (`7409284110012416001`, `pay_3f9a…`),
-/// between characters that are not letters, digits or `_`.
+/// PATH>`, if it has one: a word that [`looks_like_id`], between
+/// characters that are not letters, digits, `_` or `-`.
 fn ids_within(text: &str, issued: &HashMap<String, String>) -> Option<String> {
     let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
     let mut out = String::with_capacity(text.len());
@@ -500,9 +490,7 @@ fn ids_within(text: &str, issued: &HashMap<String, String>) -> Option<String> {
         rest = &rest[start..];
         let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
         let word = &rest[..end];
-        let id_like = (word.len() >= 4 && word.chars().all(|c| c.is_ascii_digit()))
-            || (word.len() >= 8 && word.chars().any(|c| c.is_ascii_digit()));
-        match issued.get(word).filter(|_| id_like) {
+        match issued.get(word).filter(|_| looks_like_id(word)) {
             Some(path) => {
                 out.push_str(&format!("<answer {path}>"));
                 replaced = true;
@@ -522,8 +510,7 @@ fn entity(body: &Body) -> String {
     };
     let mut ids = String::new();
     leaves(&value, String::new(), &mut |path, leaf| {
-        let key = path.rsplit(['.', '[']).next().unwrap_or_default();
-        if key == "id" || key.ends_with("_id") || key.ends_with("Id") {
+        if is_id_key(last_key(&path)) {
             ids.push_str(&leaf.to_string());
             ids.push('\u{1f}');
         }
@@ -531,15 +518,35 @@ fn entity(body: &Body) -> String {
     ids
 }
 
-/// A leaf that can stand for an id: an integer of four digits or more, or
-/// a string of four characters or more (`1`, `"EUR"` are too common to be
-/// anyone's id).
-fn id_text(leaf: &Value) -> Option<String> {
-    match leaf {
-        Value::Number(n) if n.as_u64().is_some_and(|v| v >= 1000) => Some(n.to_string()),
-        Value::String(s) if s.chars().count() >= 4 => Some(s.clone()),
-        _ => None,
-    }
+/// A leaf that can stand for an id a stack issued, as its text: an
+/// integer or string that [`looks_like_id`].
+fn id_of(leaf: &Value) -> Option<String> {
+    let text = match leaf {
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    looks_like_id(&text).then_some(text)
+}
+
+/// Four digits or more, or eight characters or more with a digit
+/// (`1042`, `7409284110012416001`, `pay_3f9a…`, a uuid). Shorter or
+/// digit-free values (`1`, `"EUR"`, `"PAID"`) are too common to be
+/// anyone's id: taken for one, they would tie an effect to the wrong
+/// answer or hide a difference behind `<answer PATH>`.
+fn looks_like_id(text: &str) -> bool {
+    let digits = text.chars().filter(char::is_ascii_digit).count();
+    (text.len() >= 4 && digits == text.len()) || (text.len() >= 8 && digits > 0)
+}
+
+/// An id field's name: `id`, `*_id`, `*Id`.
+fn is_id_key(key: &str) -> bool {
+    key == "id" || key.ends_with("_id") || key.ends_with("Id")
+}
+
+/// The name a leaf's JSONPath ends with (`$.order.id` → `id`).
+fn last_key(path: &str) -> &str {
+    path.rsplit(['.', '[']).next().unwrap_or_default()
 }
 
 fn leaves(value: &Value, path: String, f: &mut impl FnMut(String, &Value)) {

@@ -369,6 +369,59 @@ pub fn exchange(
     }
 }
 
+/// A recorded JSON answer: 200, `body`, 100 µs.
+pub fn json_answer(body: serde_json::Value) -> tandem::capture::Response {
+    tandem::capture::Response {
+        status: 200,
+        headers: vec![tandem::capture::Header(
+            "content-type".into(),
+            "application/json".into(),
+        )],
+        body: tandem::capture::Body(Bytes::from(body.to_string())),
+        latency_us: 100,
+        truncated: None,
+    }
+}
+
+/// A small JSON service on an ephemeral loopback port, for the stacks a
+/// test writes itself: `answer` gets each request's path and
+/// `traceparent` (its body is read and dropped) and says what to answer
+/// with 200. Returns its URL; it serves until the test's runtime ends.
+pub async fn json_stack<F, Fut>(answer: F) -> String
+where
+    F: Fn(String, Option<String>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = serde_json::Value> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        move |req: Request<hyper::body::Incoming>, _| {
+            let answer = answer.clone();
+            async move {
+                let trace = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let path = req.uri().path().to_string();
+                let _ = req.into_body().collect().await;
+                let body = answer(path, trace).await;
+                let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    url
+}
+
 /// Writes `exchanges` as a capture at `path`.
 pub fn write_capture(
     path: &std::path::Path,
