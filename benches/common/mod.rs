@@ -6,14 +6,31 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A finished command: how long it took, its peak memory, what it printed.
+/// A finished command: how long it took, its peak memory, the CPU time it
+/// used (user and system, its threads together), what it printed.
 pub struct Run {
     pub elapsed: Duration,
     pub peak_kb: u64,
+    pub cpu: Duration,
+    /// CPU time by thread name, as last seen while the command ran (to the
+    /// kernel's tick, and up to one 5 ms sample short at each thread's end).
+    pub threads: std::collections::HashMap<String, Duration>,
     pub stdout: String,
 }
 
-/// Runs a command to the end, sampling its peak resident memory (VmHWM).
+impl Run {
+    /// The CPU time of the threads whose name starts with `prefix`.
+    pub fn cpu_of(&self, prefix: &str) -> Duration {
+        self.threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, cpu)| *cpu)
+            .sum()
+    }
+}
+
+/// Runs a command to the end, sampling its peak resident memory (VmHWM);
+/// its CPU time is the kernel's, from `wait4`.
 pub fn measure(command: &mut Command) -> anyhow::Result<Run> {
     let start = Instant::now();
     let mut child = command
@@ -23,18 +40,94 @@ pub fn measure(command: &mut Command) -> anyhow::Result<Run> {
     let stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let mut peak_kb = 0;
-    loop {
+    let mut by_thread = std::collections::HashMap::new();
+    let cpu = loop {
         peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
-        if child.try_wait()?.is_some() {
-            break;
+        thread_times(child.id(), &mut by_thread);
+        if let Some(cpu) = reaped(child.id())? {
+            break cpu;
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
     Ok(Run {
         elapsed: start.elapsed(),
         peak_kb,
+        cpu,
+        threads: by_thread.into_values().fold(
+            std::collections::HashMap::new(),
+            |mut sum, (name, cpu)| {
+                *sum.entry(name).or_default() += cpu;
+                sum
+            },
+        ),
         stdout: reader.join().unwrap_or_default(),
     })
+}
+
+/// Each live thread of `pid`: its name and CPU time so far, by thread id.
+fn thread_times(pid: u32, seen: &mut std::collections::HashMap<u64, (String, Duration)>) {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `tid (name) state ppid ...`: utime and stime are the 12th and
+        // 13th fields after the name.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let cpu = Duration::from_micros((tick(11) + tick(12)) * 1_000_000 / ticks);
+        seen.insert(tid, (stat[open + 1..close].to_string(), cpu));
+    }
+}
+
+/// The CPU time of child `pid` once it has ended (and is reaped here, so
+/// its `Child` must not be waited for again); `None` while it runs.
+fn reaped(pid: u32) -> std::io::Result<Option<Duration>> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data, written by wait4 for the child reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with WNOHANG and valid out pointers.
+    let ended = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+    match ended {
+        0 => Ok(None),
+        -1 => Err(std::io::Error::last_os_error()),
+        _ => {
+            let time = |t: libc::timeval| {
+                Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+            };
+            Ok(Some(time(usage.ru_utime) + time(usage.ru_stime)))
+        }
+    }
+}
+
+/// Keeps the calling thread, and the threads it starts from now on, to
+/// `cpu` (Linux); an error where the kernel refuses.
+pub fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it, and
+    // sched_setaffinity reads it for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {

@@ -94,20 +94,24 @@ impl Bindings {
         if produced.is_empty() {
             return;
         }
+        // Read outside the lock, which every engine's sends take.
+        let mut read =
+            answer.map(|(status, headers, body)| (status, places::Answer::new(headers, body)));
+        let bounds: Vec<Bound> = produced
+            .iter()
+            .map(|(place, _)| match &mut read {
+                None => Bound::Missing(format!("producer #{id} got no answer")),
+                Some((status, answer)) => match answer.value(place) {
+                    Some(value) if places::key_of(&value).is_some() => Bound::Value(value),
+                    _ => {
+                        Bound::Missing(format!("producer #{id} answered {status} without {place}"))
+                    }
+                },
+            })
+            .collect();
         let waiting = {
             let mut state = self.stacks[stack].state.lock().expect("bindings lock");
-            for (place, recorded) in produced {
-                let bound = match answer {
-                    None => Bound::Missing(format!("producer #{id} got no answer")),
-                    Some((status, headers, body)) => {
-                        match places::answer_value(headers, body, place) {
-                            Some(value) if places::key_of(&value).is_some() => Bound::Value(value),
-                            _ => Bound::Missing(format!(
-                                "producer #{id} answered {status} without {place}"
-                            )),
-                        }
-                    }
-                };
+            for ((_, recorded), bound) in produced.iter().zip(bounds) {
                 state
                     .values
                     .insert((pass, copy, id, recorded.clone()), bound);

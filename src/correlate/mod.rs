@@ -239,7 +239,9 @@ struct Producer {
     id: u64,
     session: Arc<str>,
     route: Arc<str>,
-    place: Place,
+    /// Shared with every producer at the same place: a pending consumer
+    /// keeps a copy of its value's producers.
+    place: Arc<Place>,
 }
 
 type LinkKey = (Arc<str>, Place, Arc<str>, Place);
@@ -337,6 +339,7 @@ pub fn learn_exchanges(
     let mut candidates: HashMap<LinkKey, Candidate> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut routes: HashMap<String, (Arc<str>, Route)> = HashMap::new();
+    let mut answer_places: HashMap<Place, Arc<Place>> = HashMap::new();
     let mut rule_used = vec![false; rules.len()];
     for exchange in exchanges {
         let request = &exchange.request;
@@ -352,10 +355,16 @@ pub fn learn_exchanges(
             })
             .clone();
         let session: Arc<str> = Arc::from(exchange.session.as_str());
+        // Values the request carried: an answer holding one of them echoes
+        // it rather than issuing it.
+        let mut asked: HashSet<String> = HashSet::new();
         for (place, value) in places::request_values(request) {
             let Some(text) = places::key_of(&value) else {
                 continue;
             };
+            if exchange.response.is_some() {
+                asked.insert(text.clone());
+            }
             *occurrences
                 .entry((route.clone(), place.clone()))
                 .or_default() += 1;
@@ -381,7 +390,7 @@ pub fn learn_exchanges(
             };
             let link: LinkKey = (
                 producer.route.clone(),
-                producer.place.clone(),
+                Place::clone(&producer.place),
                 route.clone(),
                 place.clone(),
             );
@@ -396,7 +405,7 @@ pub fn learn_exchanges(
                 }
             }
             for (i, (p, c)) in patterns.iter().enumerate() {
-                if rules[i].from == producer.place && rules[i].to == place {
+                if rules[i].from == *producer.place && rules[i].to == place {
                     let producer_route = routes.get(&*producer.route).map(|r| &r.1);
                     if producer_route.is_some_and(|r| p.matches(r)) && c.matches(&parsed) {
                         rule_used[i] = true;
@@ -415,10 +424,6 @@ pub fn learn_exchanges(
         let Some(response) = &exchange.response else {
             continue;
         };
-        let asked: HashSet<String> = places::request_values(request)
-            .iter()
-            .filter_map(|(_, v)| places::key_of(v))
-            .collect();
         for (place, value) in places::answer_values(&response.headers, &response.body) {
             let Some(text) = places::key_of(&value) else {
                 continue;
@@ -431,6 +436,13 @@ pub fn learn_exchanges(
             if producers.len() == PRODUCERS_KEPT {
                 producers.remove(0);
             }
+            let place = match answer_places.get(&place) {
+                Some(shared) => shared.clone(),
+                None => answer_places
+                    .entry(place.clone())
+                    .or_insert_with(|| Arc::new(place))
+                    .clone(),
+            };
             producers.push(Producer {
                 id: exchange.id,
                 session: session.clone(),
@@ -471,7 +483,7 @@ pub fn learn_exchanges(
             continue;
         };
         // The latest producer at the link's place, of the same session first.
-        let at_link = |q: &&Producer| q.route == link.0 && q.place == link.1;
+        let at_link = |q: &&Producer| q.route == link.0 && *q.place == link.1;
         let Some(producer) = p
             .producers
             .iter()

@@ -138,15 +138,40 @@ pub fn answer_values(headers: &[Header], body: &Body) -> Vec<(Place, Value)> {
 
 /// The value at `place` of an answer, if it has one.
 pub fn answer_value(headers: &[Header], body: &Body, place: &Place) -> Option<Value> {
-    match place {
-        Place::Json(path) => {
-            let json = json_body(headers, body)?;
-            json.pointer(&pointer(path)?).cloned()
+    Answer::new(headers, body).value(place)
+}
+
+/// An answer whose values are looked up at several places: its JSON body
+/// is parsed once, at the first JSON place asked.
+pub struct Answer<'a> {
+    headers: &'a [Header],
+    body: &'a Body,
+    json: Option<Option<Value>>,
+}
+
+impl<'a> Answer<'a> {
+    /// The answer of `headers` and `body`, nothing parsed yet.
+    pub fn new(headers: &'a [Header], body: &'a Body) -> Answer<'a> {
+        Answer {
+            headers,
+            body,
+            json: None,
         }
-        _ => answer_values(headers, body)
-            .into_iter()
-            .find(|(p, _)| p == place)
-            .map(|(_, v)| v),
+    }
+
+    /// The value at `place`, if the answer has one.
+    pub fn value(&mut self, place: &Place) -> Option<Value> {
+        match place {
+            Place::Json(path) => {
+                let (headers, body) = (self.headers, self.body);
+                let json = self.json.get_or_insert_with(|| json_body(headers, body));
+                json.as_ref()?.pointer(&pointer(path)?).cloned()
+            }
+            _ => answer_values(self.headers, self.body)
+                .into_iter()
+                .find(|(p, _)| p == place)
+                .map(|(_, v)| v),
+        }
     }
 }
 
