@@ -214,6 +214,46 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("## Side effects"), "{summary}");
     assert!(summary.contains("order.paid"), "{summary}");
+
+    // The effects are kept in the run directory: `tandem diff` judges them
+    // again as it judges the answers, here with the currency ignored on
+    // the hook route, and the paid-twice difference alone is left.
+    let rules = dir.path().join("currency.toml");
+    std::fs::write(
+        &rules,
+        "[[route]]\nmatch = \"POST /hooks\"\nignore_paths = [\"$.currency\"]\n",
+    )
+    .unwrap();
+    let rediff = |name: &str, extra: &[&str]| {
+        let again = dir.path().join(name);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args([
+                "-q",
+                "diff",
+                out.to_str().unwrap(),
+                "--out",
+                again.to_str().unwrap(),
+            ])
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{status}");
+        tandem::report::Report::load(&again.join("report.json")).unwrap()
+    };
+    let same = rediff("again", &[]);
+    let same = same.effects.expect("effects judged again");
+    assert_eq!(
+        (same.mismatched, same.tied, same.late, same.untied),
+        (200, 502, 2, 2)
+    );
+    let lenient = rediff("lenient", &["--rules", rules.to_str().unwrap()]);
+    let lenient = lenient.effects.expect("effects judged again");
+    assert_eq!(lenient.mismatched, 100, "{:#?}", lenient.mismatch_groups);
+    assert_eq!(lenient.mismatch_groups.len(), 1);
+    assert_eq!(
+        lenient.mismatch_groups[0].kind,
+        "webhook POST /hooks order.paid"
+    );
 }
 
 /// A real SMTP client: Python's smtplib in a process of its own, sending

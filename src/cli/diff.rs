@@ -54,6 +54,13 @@ pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
         args.noise.thresholds(),
         !args.no_correlate,
     )?;
+    // A run that collected effects judges them again too, with the same
+    // rules: its report would otherwise lose them.
+    let rules = super::replay::rule_set(args.rules.as_deref())?;
+    if let Some((effects, unused)) = crate::effects::file::judge_run(&args.run, rules)? {
+        report.effects = Some(effects);
+        report.unused_rules.retain(|rule| unused.contains(rule));
+    }
     report.apply_gates(&args.gates.gates());
     finish(&Outcome::write(report, &out), args.junit.as_deref())
 }

@@ -232,14 +232,19 @@ pub struct ReplayJob {
 
 impl ReplayJob {
     /// Refuses a job whose outputs would overwrite its inputs (a capture
-    /// named `results.jsonl` in the run directory, the rules file as
-    /// `--write-rules`).
+    /// named `results.jsonl` or `effects.jsonl` in the run directory, the
+    /// rules file as `--write-rules`).
     fn refuse_overwriting(&self) -> anyhow::Result<()> {
         let mut inputs = vec![self.plan.capture.as_path()];
         inputs.extend(self.rules.as_deref());
+        let effects = self
+            .effects
+            .as_ref()
+            .map(|_| &crate::effects::file::FILE_NAME);
         let outputs: Vec<PathBuf> = crate::report::FILE_NAMES
             .iter()
             .chain([&crate::results::FILE_NAME])
+            .chain(effects)
             .map(|name| self.out_dir.join(name))
             .chain(self.junit.clone())
             .chain(self.write_rules.clone())
@@ -552,38 +557,33 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The effects collected during the run, once late ones are in, tied to
-/// the exchanges of the results file and compared under the run's rules.
+/// The effects collected during the run, once late ones are in, kept in
+/// the run directory, tied to the exchanges of the results file and
+/// compared under the run's rules.
 async fn judge_effects(
     collection: &crate::effects::Collection,
     job: &ReplayJob,
     started_at_unix_us: u64,
 ) -> anyhow::Result<(crate::effects::EffectsReport, Vec<String>)> {
     let effects = collection.gather().await;
-    let rules = match &job.rules {
+    let header = crate::effects::file::EffectsHeader::new(
+        collection.sources.iter().map(|s| s.describe()).collect(),
+        collection.quiet.as_millis() as u64,
+        started_at_unix_us,
+    );
+    crate::effects::file::write(&job.out_dir, &header, &effects)?;
+    let judged = crate::effects::file::judge_run(&job.out_dir, rule_set(job.rules.as_deref())?)?;
+    judged.ok_or_else(|| anyhow::anyhow!("the effects file just written is gone"))
+}
+
+/// The rules file's rules, or none.
+pub(super) fn rule_set(
+    rules: Option<&std::path::Path>,
+) -> anyhow::Result<crate::diff::rules::RuleSet> {
+    Ok(match rules {
         Some(path) => crate::diff::rules::RuleSet::load(path)?,
         None => crate::diff::rules::RuleSet::default(),
-    };
-    let results_path = job.out_dir.join(results::FILE_NAME);
-    // Read twice: once for when each exchange was in flight, once for the
-    // answers of those that caused effects.
-    let results = || {
-        let lines = crate::jsonl::LineReader::open(&results_path).ok();
-        let mut lines = lines.into_iter().flat_map(|mut lines| {
-            let _ = lines.next::<ResultsHeader>("header");
-            std::iter::from_fn(move || lines.next::<results::ExchangeResult>("result"))
-        });
-        std::iter::from_fn(move || lines.next()).filter_map(Result::ok)
-    };
-    let (mut report, unused) = crate::effects::judge(
-        effects,
-        results,
-        started_at_unix_us,
-        rules,
-        collection.quiet,
-    );
-    report.sources = collection.sources.iter().map(|s| s.describe()).collect();
-    Ok((report, unused))
+    })
 }
 
 /// Live metrics served while a run goes on.

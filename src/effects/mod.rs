@@ -1,12 +1,14 @@
 //! Side effects: what each stack did besides answering (the webhooks it
-//! called; mail and row changes are sources to come behind the same
-//! trait), collected per stack during a replay, tied to the exchanges that
-//! caused them, and compared between the stacks (docs/effects.md).
+//! called, the mail it sent, the rows it changed), collected per stack
+//! during a replay, kept in the run directory ([`file`]), tied to the
+//! exchanges that caused them, and compared between the stacks
+//! (docs/effects.md).
 //!
 //! Two stacks can answer every request alike and still write different
 //! things: an event published twice, a missing call. The answers' differ
 //! cannot see that; [`judge`] can.
 
+pub mod file;
 mod judge;
 pub mod postgres;
 pub mod smtp;
