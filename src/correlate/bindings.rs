@@ -37,7 +37,12 @@ struct Stack {
 
 #[derive(Default)]
 struct State {
-    values: HashMap<Key, Bound>,
+    /// Each value with the uses still to come: freed at the last, so that
+    /// a long replay (loops, `--amplify`) holds only what is still ahead.
+    /// A use that never comes (its request dropped, or given up on past
+    /// `--max-lag`) leaves its value held: as many as are counted
+    /// unresolved or dropped.
+    values: HashMap<Key, (Bound, u32)>,
     /// One wake-up per producer that requests wait for: an answer wakes
     /// only its own dependents, not every waiting request of the stack
     /// (thousands at saturation).
@@ -112,9 +117,10 @@ impl Bindings {
         let waiting = {
             let mut state = self.stacks[stack].state.lock().expect("bindings lock");
             for ((_, recorded), bound) in produced.iter().zip(bounds) {
+                let uses = self.correlation.uses_of(id, recorded);
                 state
                     .values
-                    .insert((pass, copy, id, recorded.clone()), bound);
+                    .insert((pass, copy, id, recorded.clone()), (bound, uses));
             }
             state.waiting.remove(&(pass, copy, id))
         };
@@ -174,8 +180,8 @@ impl Bindings {
         }
         let notify = {
             let mut state = self.stacks[stack].state.lock().expect("bindings lock");
-            if let Some(bound) = state.values.get(key) {
-                return bound.clone();
+            if let Some(bound) = state.take(key) {
+                return bound;
             }
             let (pass, copy, _, _) = *key;
             state
@@ -203,8 +209,14 @@ impl Bindings {
     }
 
     fn look(&self, stack: usize, key: &Key) -> Option<Bound> {
+        let mut state = self.stacks[stack].state.lock().expect("bindings lock");
+        state.take(key)
+    }
+
+    /// Values held for uses still to come, on `stack`.
+    pub fn held(&self, stack: usize) -> usize {
         let state = self.stacks[stack].state.lock().expect("bindings lock");
-        state.values.get(key).cloned()
+        state.values.len()
     }
 
     fn in_this_replay(&self, producer: u64) -> bool {
@@ -214,6 +226,18 @@ impl Bindings {
         self.correlation
             .session_of(producer)
             .is_none_or(|s| crate::capture::session_hash(s) % count as u64 == index as u64)
+    }
+}
+
+impl State {
+    /// The value at `key`, counted as used once; freed at its last use.
+    fn take(&mut self, key: &Key) -> Option<Bound> {
+        let (bound, uses) = self.values.get_mut(key)?;
+        *uses = uses.saturating_sub(1);
+        if *uses > 0 {
+            return Some(bound.clone());
+        }
+        self.values.remove(key).map(|(bound, _)| bound)
     }
 }
 
@@ -257,8 +281,88 @@ pub fn shifted(value: &Value, shift_us: i64) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::shifted;
+    use super::{shifted, Bindings};
+    use crate::capture::{Body, Exchange, Header, Request, Response};
     use serde_json::Value;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn exchange(
+        id: u64,
+        method: &str,
+        target: &str,
+        headers: Vec<Header>,
+        answer: &str,
+    ) -> Exchange {
+        Exchange {
+            id,
+            offset_us: id * 1_000,
+            session: "s".into(),
+            request: Request {
+                method: method.into(),
+                target: target.into(),
+                version: "HTTP/1.1".into(),
+                headers,
+                body: Body::default(),
+            },
+            response: Some(Response {
+                status: 200,
+                headers: vec![Header("content-type".into(), "application/json".into())],
+                body: Body::from(answer),
+                latency_us: 100,
+                truncated: None,
+            }),
+            error: None,
+            incomplete: None,
+        }
+    }
+
+    /// A token used by three later requests is held until the third has
+    /// taken it, then freed: a replay that loops does not pile up values.
+    #[tokio::test]
+    async fn a_value_is_freed_once_its_last_use_has_taken_it() {
+        let token = "tok_9f2c4e1a7b3d5f60";
+        let bearer = || vec![Header("authorization".into(), format!("Bearer {token}"))];
+        let mut exchanges = vec![exchange(
+            1,
+            "POST",
+            "/login",
+            vec![],
+            &format!(r#"{{"token":"{token}"}}"#),
+        )];
+        for id in 2..=4 {
+            exchanges.push(exchange(
+                id,
+                "GET",
+                &format!("/orders?n={id}"),
+                bearer(),
+                r#"{"ok":true}"#,
+            ));
+        }
+        let learned =
+            super::super::learn_exchanges(exchanges.clone(), 0, &Default::default()).unwrap();
+        assert_eq!(learned.links.len(), 1, "{:?}", learned.links);
+        let bindings = Bindings::new(Arc::new(learned), None, 0);
+        let answer = r#"{"token":"tok_of_this_stack_000001"}"#;
+        let headers = vec![Header("content-type".into(), "application/json".into())];
+        bindings.answered(1, (0, 0, 1), Some((200, &headers, &Body::from(answer))));
+        assert_eq!(bindings.held(1), 1);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for (n, consumer) in exchanges[1..].iter().enumerate() {
+            let resolved = bindings
+                .resolve(1, (0, 0, consumer.id), &consumer.request, deadline)
+                .await;
+            let sent = resolved.request.expect("rewritten");
+            assert!(sent
+                .headers
+                .iter()
+                .any(|h| h.1 == "Bearer tok_of_this_stack_000001"));
+            let left = if n < 2 { 1 } else { 0 };
+            assert_eq!(bindings.held(1), left, "after use {}", n + 1);
+        }
+        assert_eq!(bindings.held(1), 0);
+        assert_eq!(bindings.held(0), 0, "each stack holds its own");
+    }
 
     #[test]
     fn times_move_by_the_shift_and_keep_their_form() {

@@ -135,6 +135,9 @@ pub struct Correlation {
     pub unused_rules: Vec<String>,
     produces: HashMap<u64, Vec<(Place, String)>>,
     consumes: HashMap<u64, Vec<Use>>,
+    /// Per producer, how many times later requests use each value it
+    /// produced.
+    uses: HashMap<u64, Vec<(String, u32)>>,
     sessions: HashMap<u64, String>,
     /// Per producer route, the places of its answers that links follow.
     producer_places: HashMap<Route, Vec<Place>>,
@@ -158,6 +161,15 @@ impl Correlation {
     /// What exchange `id`'s answer produces that later requests use.
     pub fn produced_by(&self, id: u64) -> &[(Place, String)] {
         self.produces.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// How many times later requests use `recorded`, as exchange
+    /// `producer`'s answer produced it.
+    pub fn uses_of(&self, producer: u64, recorded: &str) -> u32 {
+        self.uses
+            .get(&producer)
+            .and_then(|uses| uses.iter().find(|(v, _)| v == recorded))
+            .map_or(0, |(_, n)| *n)
     }
 
     /// What exchange `id`'s request uses of earlier answers.
@@ -504,6 +516,11 @@ pub fn learn_exchanges(
         correlation
             .sessions
             .insert(producer.id, producer.session.to_string());
+        let uses = correlation.uses.entry(producer.id).or_default();
+        match uses.iter_mut().find(|(v, _)| *v == p.recorded) {
+            Some((_, n)) => *n += 1,
+            None => uses.push((p.recorded.clone(), 1)),
+        }
         correlation
             .consumes
             .entry(p.consumer)
