@@ -245,6 +245,13 @@ fn tie_untraced(
         return (0, 0);
     }
     let slack = quiet.min(WINDOW_SLACK).as_micros() as u64;
+    // Only the ids some untraced effect carries are looked for in the
+    // answers: the index stays the size of the effects, not of the run.
+    let wanted: std::collections::HashSet<String> = effects
+        .iter()
+        .filter(|e| e.exchange.is_none())
+        .flat_map(|e| ids_in(e.body.bytes(), true))
+        .collect();
     // Per stack, each exchange's window, (from, to, exchange), and the
     // exchanges whose answer holds each id, (sent, exchange).
     let mut windows: [Vec<(u64, u64, Key)>; 2] = Default::default();
@@ -258,8 +265,13 @@ fn tie_untraced(
             };
             let sent = due + attempt.lag_us;
             windows[stack].push((sent, sent + answer.latency_us + slack, key));
+            if wanted.is_empty() {
+                continue;
+            }
             for id in ids_in(answer.body.bytes(), false) {
-                holders[stack].entry(id).or_default().push((sent, key));
+                if wanted.contains(&id) {
+                    holders[stack].entry(id).or_default().push((sent, key));
+                }
             }
         }
     }
