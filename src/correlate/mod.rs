@@ -344,10 +344,8 @@ pub fn learn_exchanges(
     // link there (the product id a client typed is not the cart id an
     // answer later happens to share).
     let mut preexisting: HashSet<(String, Arc<str>, Place)> = HashSet::new();
-    // Per consumer place: every value it carried, and those some earlier
-    // answer produced.
+    // Per consumer place: how many values it carried.
     let mut carried: PlaceCounts = HashMap::new();
-    let mut occurrences: PlaceCounts = HashMap::new();
     let mut candidates: HashMap<LinkKey, Candidate> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut routes: HashMap<String, (Arc<str>, Route)> = HashMap::new();
@@ -377,9 +375,6 @@ pub fn learn_exchanges(
             if exchange.response.is_some() {
                 asked.insert(text.clone());
             }
-            *occurrences
-                .entry((route.clone(), place.clone()))
-                .or_default() += 1;
             *carried.entry((route.clone(), place.clone())).or_default() += 1;
             let here = (text, route.clone(), place.clone());
             if preexisting.contains(&here) {
@@ -463,13 +458,7 @@ pub fn learn_exchanges(
             });
         }
     }
-    let kept = select_links(
-        &candidates,
-        (&carried, &occurrences),
-        rules,
-        &patterns,
-        &routes,
-    );
+    let kept = select_links(&candidates, &carried, rules, &patterns, &routes);
     let mut correlation = Correlation {
         time_shifts,
         recorded_at_us,
@@ -560,7 +549,7 @@ type PlaceCounts = HashMap<(Arc<str>, Place), u64>;
 
 fn select_links(
     candidates: &HashMap<LinkKey, Candidate>,
-    (carried, occurrences): (&PlaceCounts, &PlaceCounts),
+    carried: &PlaceCounts,
     rules: &[CorrelateRule],
     patterns: &[(RoutePattern, RoutePattern)],
     routes: &HashMap<String, (Arc<str>, Route)>,
@@ -611,12 +600,7 @@ fn select_links(
                 && candidate.sessions_per_value() <= SESSIONS_PER_ID);
         let long = candidate.longest >= LONG_TOKEN;
         let place = (key.2.clone(), key.3.clone());
-        let seen = match candidate.beyond_small {
-            true => occurrences.get(&place),
-            false => carried.get(&place),
-        }
-        .copied()
-        .unwrap_or(0);
+        let seen = carried.get(&place).copied().unwrap_or(0);
         let token = long
             && tokens
                 .get(&(&key.0, &key.1, &key.3))
@@ -646,7 +630,7 @@ fn select_links(
     }
     best.into_values()
         .map(|(key, candidate, written)| {
-            let seen = occurrences
+            let seen = carried
                 .get(&(key.2.clone(), key.3.clone()))
                 .copied()
                 .unwrap_or(0);
