@@ -2,6 +2,7 @@
 //! candidate value out of one, and how to write a value back into a request.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -109,9 +110,18 @@ impl From<Place> for String {
 /// decimal. Only strings and integers are ids or tokens.
 pub fn key_of(value: &Value) -> Option<String> {
     match value {
-        Value::String(s) if !s.is_empty() && s.len() <= MAX_VALUE => Some(s.clone()),
-        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        Value::String(s) if keyable(value) => Some(s.clone()),
+        Value::Number(n) if keyable(value) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// Whether `value` has a [`key_of`]: checked before copying a leaf.
+fn keyable(value: &Value) -> bool {
+    match value {
+        Value::String(s) => !s.is_empty() && s.len() <= MAX_VALUE,
+        Value::Number(n) => n.is_u64() || n.is_i64(),
+        _ => false,
     }
 }
 
@@ -431,7 +441,7 @@ pub fn json_body(headers: &[Header], body: &Body) -> Option<Value> {
     serde_json::from_slice(bytes).ok()
 }
 
-/// Every leaf of `value`, by concrete path.
+/// Every leaf of `value` that can be a key, by concrete path.
 fn leaves(value: &Value, path: &mut String, out: &mut Vec<(Place, Value)>) {
     let len = path.len();
     match value {
@@ -452,12 +462,14 @@ fn leaves(value: &Value, path: &mut String, out: &mut Vec<(Place, Value)>) {
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                path.push_str(&format!("[{i}]"));
+                let _ = write!(path, "[{i}]");
                 leaves(v, path, out);
                 path.truncate(len);
             }
         }
-        leaf => out.push((Place::Json(path.clone()), leaf.clone())),
+        // Prices, flags and nulls are never ids: not copied to be dropped.
+        leaf if keyable(leaf) => out.push((Place::Json(path.clone()), leaf.clone())),
+        _ => {}
     }
 }
 
