@@ -254,6 +254,22 @@ async fn webhook_calls_are_tied_to_their_exchanges_and_compared() {
         lenient.mismatch_groups[0].kind,
         "webhook POST /hooks order.paid"
     );
+
+    // An effect that cannot be read fails the diff, naming file and line:
+    // left out, it would read as one the stack never had.
+    let file = out.join("effects.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[2] = "{\"stack\":0,";
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let broken = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["-q", "diff", out.to_str().unwrap(), "--out"])
+        .arg(dir.path().join("broken"))
+        .output()
+        .unwrap();
+    assert!(!broken.status.success());
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(stderr.contains("effects.jsonl: line 3"), "{stderr}");
 }
 
 /// A real SMTP client: Python's smtplib in a process of its own, sending
