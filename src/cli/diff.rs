@@ -56,7 +56,7 @@ pub(super) fn command(args: DiffArgs) -> anyhow::Result<ExitCode> {
     )?;
     // A run that collected effects judges them again too, with the same
     // rules: its report would otherwise lose them.
-    let rules = super::replay::rule_set(args.rules.as_deref())?;
+    let rules = crate::diff::rules::RuleSet::load_or_none(args.rules.as_deref())?;
     if let Some((effects, unused)) = crate::effects::file::judge_run(&args.run, rules)? {
         report.effects = Some(effects);
         report.unused_rules.retain(|rule| unused.contains(rule));

@@ -572,18 +572,9 @@ async fn judge_effects(
         started_at_unix_us,
     );
     crate::effects::file::write(&job.out_dir, &header, &effects)?;
-    let judged = crate::effects::file::judge_run(&job.out_dir, rule_set(job.rules.as_deref())?)?;
+    let rules = crate::diff::rules::RuleSet::load_or_none(job.rules.as_deref())?;
+    let judged = crate::effects::file::judge_run(&job.out_dir, rules)?;
     judged.ok_or_else(|| anyhow::anyhow!("the effects file just written is gone"))
-}
-
-/// The rules file's rules, or none.
-pub(super) fn rule_set(
-    rules: Option<&std::path::Path>,
-) -> anyhow::Result<crate::diff::rules::RuleSet> {
-    Ok(match rules {
-        Some(path) => crate::diff::rules::RuleSet::load(path)?,
-        None => crate::diff::rules::RuleSet::default(),
-    })
 }
 
 /// Live metrics served while a run goes on.

@@ -481,6 +481,11 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// The rules of `path` ([`RuleSet::load`]), or none without a file.
+    pub fn load_or_none(path: Option<&Path>) -> anyhow::Result<RuleSet> {
+        path.map_or_else(|| Ok(RuleSet::default()), RuleSet::load)
+    }
+
     /// Reads and checks a rules file; errors name the file and what is wrong.
     pub fn load(path: &Path) -> anyhow::Result<RuleSet> {
         let text = std::fs::read_to_string(path)

@@ -145,10 +145,7 @@ impl Judge {
     /// A judge with `options`' rules (read and checked here) and noise
     /// learning when a second legacy target is named.
     pub fn new(options: JudgeOptions) -> anyhow::Result<Judge> {
-        let rules = match &options.rules {
-            Some(path) => RuleSet::load(path)?,
-            None => RuleSet::default(),
-        };
+        let rules = RuleSet::load_or_none(options.rules.as_deref())?;
         let mut templates = crate::route::Templates::written(rules.templates());
         if let Some(capture) = &options.learn_routes {
             templates.learn(
