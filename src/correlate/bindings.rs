@@ -39,9 +39,10 @@ struct Stack {
 struct State {
     /// Each value with the uses still to come: freed at the last, so that
     /// a long replay (loops, `--amplify`) holds only what is still ahead.
-    /// A use that never comes (its request dropped, or given up on past
-    /// `--max-lag`) leaves its value held: as many as are counted
-    /// unresolved or dropped.
+    /// A use that never comes (its request dropped, given up on past
+    /// `--max-lag`, or replayed by another shard) leaves its value held:
+    /// bounded by what is counted unresolved or dropped, and by the links
+    /// that cross shards.
     values: HashMap<Key, (Bound, u32)>,
     /// One wake-up per producer that requests wait for: an answer wakes
     /// only its own dependents, not every waiting request of the stack
