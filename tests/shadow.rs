@@ -19,34 +19,27 @@ use tokio::net::TcpListener;
 
 /// A new stack that notes what it was sent: method, path, shadow header.
 async fn witness(delay: Duration) -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(tandem::server::serve(
-        listener,
-        None,
-        move |req: hyper::Request<hyper::body::Incoming>, _peer| {
-            let log = log.clone();
-            async move {
-                let header = req
-                    .headers()
-                    .get("x-tandem-shadow")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                log.lock().unwrap().push((
-                    req.method().to_string(),
-                    req.uri().path().to_string(),
-                    header,
-                ));
-                tokio::time::sleep(delay).await;
-                hyper::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}")))
-            }
-        },
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    let addr = common::serve_loopback(move |req: hyper::Request<hyper::body::Incoming>, _peer| {
+        let log = log.clone();
+        async move {
+            let header = req
+                .headers()
+                .get("x-tandem-shadow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            log.lock().unwrap().push((
+                req.method().to_string(),
+                req.uri().path().to_string(),
+                header,
+            ));
+            tokio::time::sleep(delay).await;
+            hyper::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}")))
+        }
+    })
+    .await;
     (format!("http://{addr}"), seen)
 }
 

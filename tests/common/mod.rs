@@ -289,54 +289,67 @@ pub struct Seen2 {
     pub order: std::collections::HashMap<String, Vec<u32>>,
 }
 
+/// Serves `handler` with tandem's own server on an ephemeral loopback
+/// port until the test's runtime ends; returns the address.
+pub async fn serve_loopback<H, F, B>(handler: H) -> SocketAddr
+where
+    H: Fn(Request<hyper::body::Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: tandem::server::ResponseBody,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tandem::server::serve(
+        listener,
+        None,
+        handler,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    addr
+}
+
 /// A hyper server that answers after `delay`, noting per `x-session`
 /// header how many requests overlapped and in which `x-seq` order they came;
 /// a request out of its session's order (a read before its create) gets 409.
 pub async fn tracking_server(
     delay: Duration,
 ) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Seen2>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen2::default()));
     let state = seen.clone();
-    tokio::spawn(tandem::server::serve(
-        listener,
-        None,
-        move |req: Request<hyper::body::Incoming>, _peer| {
-            let state = state.clone();
-            async move {
-                let header = |n: &str| header_text(&req, n);
-                let (session, seq) = (header("x-session"), header("x-seq").parse().unwrap_or(0));
-                let in_order = {
-                    let mut s = state.lock().unwrap();
-                    let order = s.order.entry(session.clone()).or_default();
-                    // A read before its create: a request ahead of the
-                    // next one its session is due (a second stack on the
-                    // same server may send what came before again).
-                    let next = order.iter().max().map_or(0, |&m| m + 1);
-                    let in_order = seq <= next;
-                    order.push(seq);
-                    let now = {
-                        let n = s.in_flight.entry(session.clone()).or_default();
-                        *n += 1;
-                        *n
-                    };
-                    let most = s.most.entry(session.clone()).or_default();
-                    *most = (*most).max(now);
-                    in_order
+    let addr = serve_loopback(move |req: Request<hyper::body::Incoming>, _peer| {
+        let state = state.clone();
+        async move {
+            let header = |n: &str| header_text(&req, n);
+            let (session, seq) = (header("x-session"), header("x-seq").parse().unwrap_or(0));
+            let in_order = {
+                let mut s = state.lock().unwrap();
+                let order = s.order.entry(session.clone()).or_default();
+                // A read before its create: a request ahead of the
+                // next one its session is due (a second stack on the
+                // same server may send what came before again).
+                let next = order.iter().max().map_or(0, |&m| m + 1);
+                let in_order = seq <= next;
+                order.push(seq);
+                let now = {
+                    let n = s.in_flight.entry(session.clone()).or_default();
+                    *n += 1;
+                    *n
                 };
-                tokio::time::sleep(delay).await;
-                *state.lock().unwrap().in_flight.get_mut(&session).unwrap() -= 1;
-                let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-                if !in_order {
-                    *response.status_mut() = StatusCode::CONFLICT;
-                }
-                response
+                let most = s.most.entry(session.clone()).or_default();
+                *most = (*most).max(now);
+                in_order
+            };
+            tokio::time::sleep(delay).await;
+            *state.lock().unwrap().in_flight.get_mut(&session).unwrap() -= 1;
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+            if !in_order {
+                *response.status_mut() = StatusCode::CONFLICT;
             }
-        },
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+            response
+        }
+    })
+    .await;
     (addr, seen)
 }
 
@@ -392,34 +405,27 @@ where
     F: Fn(String, Option<String>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = serde_json::Value> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(tandem::server::serve(
-        listener,
-        None,
-        move |req: Request<hyper::body::Incoming>, _| {
-            let answer = answer.clone();
-            async move {
-                let trace = req
-                    .headers()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let path = req.uri().path().to_string();
-                let _ = req.into_body().collect().await;
-                let body = answer(path, trace).await;
-                let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-                response.headers_mut().insert(
-                    "content-type",
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                response
-            }
-        },
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
-    url
+    let addr = serve_loopback(move |req: Request<hyper::body::Incoming>, _| {
+        let answer = answer.clone();
+        async move {
+            let trace = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let path = req.uri().path().to_string();
+            let _ = req.into_body().collect().await;
+            let body = answer(path, trace).await;
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+    })
+    .await;
+    format!("http://{addr}")
 }
 
 /// Writes `exchanges` as a capture at `path`.
