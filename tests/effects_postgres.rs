@@ -154,6 +154,24 @@ order_ref = \"order_id\"
 amount = \"amount_cents\"
 ";
 
+/// The legacy and the new order stack, each on a database of its own
+/// schema on `pg`; their URLs.
+async fn order_stacks(pg: &Postgres, settle_late: bool) -> (String, String) {
+    let admin = connect(pg.port, "postgres").await;
+    admin.batch_execute("CREATE DATABASE legacy").await.unwrap();
+    admin.batch_execute("CREATE DATABASE new").await.unwrap();
+    let (legacy_db, new_db) = (
+        connect(pg.port, "legacy").await,
+        connect(pg.port, "new").await,
+    );
+    legacy_db.batch_execute(LEGACY_SCHEMA).await.unwrap();
+    new_db.batch_execute(NEW_SCHEMA).await.unwrap();
+    (
+        order_stack(false, legacy_db, settle_late).await,
+        order_stack(true, new_db, settle_late).await,
+    )
+}
+
 /// An order stack on its database. Planted in new: no `order_events` row
 /// (a missing row), and a payment's amount one cent over (a wrong column).
 async fn order_stack(new: bool, db: tokio_postgres::Client, settle_late: bool) -> String {
@@ -267,17 +285,7 @@ async fn concurrent_row_changes_are_tied_by_their_ids() {
 async fn order_flows(sessions: u64, at_once: bool) -> tandem::effects::EffectsReport {
     let dir = tempfile::tempdir().unwrap();
     let pg = start_postgres(dir.path());
-    let admin = connect(pg.port, "postgres").await;
-    admin.batch_execute("CREATE DATABASE legacy").await.unwrap();
-    admin.batch_execute("CREATE DATABASE new").await.unwrap();
-    let (legacy_db, new_db) = (
-        connect(pg.port, "legacy").await,
-        connect(pg.port, "new").await,
-    );
-    legacy_db.batch_execute(LEGACY_SCHEMA).await.unwrap();
-    new_db.batch_execute(NEW_SCHEMA).await.unwrap();
-    let legacy = order_stack(false, legacy_db, !at_once).await;
-    let new = order_stack(true, new_db, !at_once).await;
+    let (legacy, new) = order_stacks(&pg, !at_once).await;
 
     let mut exchanges = Vec::new();
     for n in 0..sessions {
@@ -410,17 +418,7 @@ async fn a_database_without_logical_decoding_is_refused_plainly() {
 async fn an_interrupted_replay_drops_its_slots() {
     let dir = tempfile::tempdir().unwrap();
     let pg = start_postgres(dir.path());
-    let admin = connect(pg.port, "postgres").await;
-    admin.batch_execute("CREATE DATABASE legacy").await.unwrap();
-    admin.batch_execute("CREATE DATABASE new").await.unwrap();
-    let (legacy_db, new_db) = (
-        connect(pg.port, "legacy").await,
-        connect(pg.port, "new").await,
-    );
-    legacy_db.batch_execute(LEGACY_SCHEMA).await.unwrap();
-    new_db.batch_execute(NEW_SCHEMA).await.unwrap();
-    let legacy = order_stack(false, legacy_db, false).await;
-    let new = order_stack(true, new_db, false).await;
+    let (legacy, new) = order_stacks(&pg, false).await;
     // Reads once a second for a minute: stopped long before the end.
     let exchanges =
         (0..60u64).map(|n| common::exchange(n + 1, n * 1_000_000, "s", "GET", "/status", &[]));
