@@ -27,6 +27,7 @@
 
 mod bindings;
 pub mod places;
+mod scan;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -246,17 +247,106 @@ pub fn rules_in(path: &Path) -> anyhow::Result<Written> {
     })
 }
 
-#[derive(Clone)]
-struct Producer {
-    id: u64,
-    session: Arc<str>,
-    route: Arc<str>,
-    /// Shared with every producer at the same place: a pending consumer
-    /// keeps a copy of its value's producers.
-    place: Arc<Place>,
+/// A value, place, route or session of the capture, by its number: learning
+/// keys its maps by these, not by the texts.
+type Id = u32;
+
+/// Texts numbered in the order first seen.
+#[derive(Default)]
+struct Numbered {
+    ids: foldhash::HashMap<Arc<str>, Id>,
+    texts: Vec<Arc<str>>,
 }
 
-type LinkKey = (Arc<str>, Place, Arc<str>, Place);
+impl Numbered {
+    /// The number of `text`, and whether it is new.
+    fn id(&mut self, text: &str) -> (Id, bool) {
+        if let Some(&id) = self.ids.get(text) {
+            return (id, false);
+        }
+        let id = self.texts.len() as Id;
+        let text: Arc<str> = Arc::from(text);
+        self.texts.push(text.clone());
+        self.ids.insert(text, id);
+        (id, true)
+    }
+
+    fn text(&self, id: Id) -> &Arc<str> {
+        &self.texts[id as usize]
+    }
+}
+
+/// What learning has numbered, with the place and route each number stands for.
+#[derive(Default)]
+struct Names {
+    values: Numbered,
+    sessions: Numbered,
+    places: Numbered,
+    place: Vec<Place>,
+    routes: Numbered,
+    route: Vec<Route>,
+    /// Reused for the text of each place looked up.
+    key: String,
+}
+
+impl Names {
+    fn place(&mut self, spot: scan::Spot<'_>) -> Id {
+        spot.write_key(&mut self.key);
+        let (id, new) = self.places.id(&self.key);
+        if new {
+            self.place.push(spot.place());
+        }
+        id
+    }
+
+    fn route(&mut self, request: &crate::capture::Request) -> Id {
+        let template = crate::route::template(&request.target);
+        let (id, new) = self.routes.id(&format!("{} {template}", request.method));
+        if new {
+            self.route.push(Route::of(&request.method, &request.target));
+        }
+        id
+    }
+}
+
+/// An answer that produced a value: exchange, session, route and place.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Producer {
+    id: u64,
+    session: Id,
+    route: Id,
+    place: Id,
+}
+
+/// The latest producers of one value, oldest first: a request carrying the
+/// value keeps a copy, so it is a fixed array, not a vector.
+#[derive(Debug, Clone, Copy, Default)]
+struct Producers {
+    kept: [Producer; PRODUCERS_KEPT],
+    len: usize,
+}
+
+impl Producers {
+    fn push(&mut self, producer: Producer) {
+        if self.len == PRODUCERS_KEPT {
+            self.kept.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.kept[self.len] = producer;
+        self.len += 1;
+    }
+
+    fn latest(&self) -> impl Iterator<Item = &Producer> {
+        self.kept[..self.len].iter().rev()
+    }
+}
+
+/// Producer route and place, consumer route and place.
+type LinkKey = (Id, Id, Id, Id);
+
+/// At most this many sessions are told apart per value: past it, the
+/// value is everyone's.
+const SESSIONS_KEPT: usize = 8;
 
 #[derive(Default)]
 struct Candidate {
@@ -264,16 +354,32 @@ struct Candidate {
     /// Distinct values seen, up to [`DISTINCT_KEPT`], each with the
     /// sessions that carried it (an id is one session's; a quantity of 1
     /// is everyone's).
-    values: HashMap<String, HashSet<Arc<str>>>,
+    values: foldhash::HashMap<Id, Sessions>,
     longest: usize,
     /// Some value was not a small number.
     beyond_small: bool,
 }
 
+/// The first sessions that carried a value.
+#[derive(Default)]
+struct Sessions {
+    kept: [Id; SESSIONS_KEPT],
+    len: usize,
+}
+
+impl Sessions {
+    fn insert(&mut self, session: Id) {
+        if self.len < SESSIONS_KEPT && !self.kept[..self.len].contains(&session) {
+            self.kept[self.len] = session;
+            self.len += 1;
+        }
+    }
+}
+
 impl Candidate {
     /// Sessions that carried each value, on average.
     fn sessions_per_value(&self) -> f64 {
-        let total: usize = self.values.values().map(HashSet::len).sum();
+        let total: usize = self.values.values().map(|s| s.len).sum();
         total as f64 / self.values.len().max(1) as f64
     }
 }
@@ -300,11 +406,11 @@ const DISTINCT_KEPT: usize = 100_000;
 /// once the links are chosen.
 struct Pending {
     consumer: u64,
-    route: Arc<str>,
-    session: Arc<str>,
-    place: Place,
-    recorded: String,
-    producers: Vec<Producer>,
+    route: Id,
+    session: Id,
+    place: Id,
+    value: Id,
+    producers: Producers,
 }
 
 /// Learns the links of `capture`, with the written rules added. Reads the
@@ -324,272 +430,308 @@ pub fn learn_exchanges(
     recorded_at_us: u64,
     written: &Written,
 ) -> anyhow::Result<Correlation> {
-    let rules = &written.correlate[..];
     let time_shifts = written
         .time_shift
         .iter()
         .map(|t| Ok((RoutePattern::parse(&t.route)?, t.place.clone())))
         .collect::<anyhow::Result<_>>()?;
-    let patterns: Vec<(RoutePattern, RoutePattern)> = rules
-        .iter()
-        .map(|r| {
-            Ok((
-                RoutePattern::parse(&r.producer)?,
-                RoutePattern::parse(&r.consumer)?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let mut produced: HashMap<String, Vec<Producer>> = HashMap::new();
-    // Values a consumer place carried before any answer produced them: no
-    // link there (the product id a client typed is not the cart id an
-    // answer later happens to share).
-    let mut preexisting: HashSet<(String, Arc<str>, Place)> = HashSet::new();
-    // Per consumer place: how many values it carried.
-    let mut carried: PlaceCounts = HashMap::new();
-    let mut candidates: HashMap<LinkKey, Candidate> = HashMap::new();
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut routes: HashMap<String, (Arc<str>, Route)> = HashMap::new();
-    let mut answer_places: HashMap<Place, Arc<Place>> = HashMap::new();
-    let mut rule_used = vec![false; rules.len()];
+    let mut learning = Learning::new(&written.correlate)?;
     for exchange in exchanges {
-        let request = &exchange.request;
-        let template = crate::route::template(&request.target);
-        let key = format!("{} {template}", request.method);
-        let (route, parsed) = routes
-            .entry(key.clone())
-            .or_insert_with(|| {
-                (
-                    Arc::from(key.as_str()),
-                    Route::of(&request.method, &request.target),
-                )
+        learning.exchange(&exchange);
+    }
+    Ok(learning.into_correlation(time_shifts, recorded_at_us))
+}
+
+/// What learning has seen of the exchanges so far.
+struct Learning<'r> {
+    rules: &'r [CorrelateRule],
+    patterns: Vec<(RoutePattern, RoutePattern)>,
+    rule_used: Vec<bool>,
+    names: Names,
+    scanner: scan::Scanner,
+    /// Per value, its latest producers.
+    produced: foldhash::HashMap<Id, Producers>,
+    /// Values a consumer place carried before any answer produced them: no
+    /// link there (the product id a client typed is not the cart id an
+    /// answer later happens to share). Value, route, place.
+    preexisting: foldhash::HashSet<(Id, Id, Id)>,
+    /// Per consumer place (route, place): how many values it carried.
+    carried: foldhash::HashMap<(Id, Id), u64>,
+    candidates: foldhash::HashMap<LinkKey, Candidate>,
+    pending: Vec<Pending>,
+    /// The current exchange's values: place and value.
+    found: Vec<(Id, Id)>,
+    /// Values the current request carried: an answer holding one of them
+    /// echoes it rather than issuing it.
+    asked: foldhash::HashSet<Id>,
+}
+
+impl<'r> Learning<'r> {
+    fn new(rules: &'r [CorrelateRule]) -> anyhow::Result<Learning<'r>> {
+        let patterns = rules
+            .iter()
+            .map(|r| {
+                Ok((
+                    RoutePattern::parse(&r.producer)?,
+                    RoutePattern::parse(&r.consumer)?,
+                ))
             })
-            .clone();
-        let session: Arc<str> = Arc::from(exchange.session.as_str());
-        // Values the request carried: an answer holding one of them echoes
-        // it rather than issuing it.
-        let mut asked: HashSet<String> = HashSet::new();
-        for (place, value) in places::request_values(request) {
-            let Some(text) = places::key_of(&value) else {
-                continue;
-            };
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Learning {
+            rules,
+            patterns,
+            rule_used: vec![false; rules.len()],
+            names: Names::default(),
+            scanner: scan::Scanner::default(),
+            produced: Default::default(),
+            preexisting: Default::default(),
+            carried: Default::default(),
+            candidates: Default::default(),
+            pending: Vec::new(),
+            found: Vec::new(),
+            asked: Default::default(),
+        })
+    }
+
+    fn exchange(&mut self, exchange: &crate::capture::Exchange) {
+        let route = self.names.route(&exchange.request);
+        let session = self.names.sessions.id(&exchange.session).0;
+        self.found.clear();
+        self.asked.clear();
+        let (names, found) = (&mut self.names, &mut self.found);
+        self.scanner.request(&exchange.request, &mut |spot, leaf| {
+            found.push((names.place(spot), names.values.id(leaf.text).0));
+        });
+        for i in 0..self.found.len() {
+            let (place, value) = self.found[i];
             if exchange.response.is_some() {
-                asked.insert(text.clone());
+                self.asked.insert(value);
             }
-            *carried.entry((route.clone(), place.clone())).or_default() += 1;
-            let here = (text, route.clone(), place.clone());
-            if preexisting.contains(&here) {
-                continue;
-            }
-            let Some(producers) = produced.get(&here.0) else {
-                preexisting.insert(here);
-                continue;
-            };
-            let text = here.0;
-            // The latest producer of the same session; for a token, else
-            // the latest of any (one session obtained it, others use it).
-            // A short value another session produced is no evidence.
-            let own = producers.iter().rev().find(|p| p.session == session);
-            let Some(producer) = own
-                .or(producers.last().filter(|_| text.len() >= LONG_TOKEN))
-                .cloned()
-            else {
-                continue;
-            };
-            let link: LinkKey = (
-                producer.route.clone(),
-                Place::clone(&producer.place),
-                route.clone(),
-                place.clone(),
-            );
-            let candidate = candidates.entry(link.clone()).or_default();
-            candidate.hits += 1;
-            candidate.longest = candidate.longest.max(text.len());
-            candidate.beyond_small |= !is_small_number(&text);
-            if candidate.values.len() < DISTINCT_KEPT || candidate.values.contains_key(&text) {
-                let sessions = candidate.values.entry(text.clone()).or_default();
-                if sessions.len() < 8 {
-                    sessions.insert(session.clone());
-                }
-            }
-            for (i, (p, c)) in patterns.iter().enumerate() {
-                if rules[i].from == *producer.place && rules[i].to == place {
-                    let producer_route = routes.get(&*producer.route).map(|r| &r.1);
-                    if producer_route.is_some_and(|r| p.matches(r)) && c.matches(&parsed) {
-                        rule_used[i] = true;
-                    }
-                }
-            }
-            pending.push(Pending {
-                consumer: exchange.id,
-                route: route.clone(),
-                session: session.clone(),
-                place,
-                recorded: text,
-                producers: producers.clone(),
-            });
+            self.consumed(exchange.id, route, session, place, value);
         }
         let Some(response) = &exchange.response else {
-            continue;
+            return;
         };
-        for (place, value) in places::answer_values(&response.headers, &response.body) {
-            let Some(text) = places::key_of(&value) else {
-                continue;
-            };
-            if asked.contains(&text) {
+        self.found.clear();
+        let (names, found) = (&mut self.names, &mut self.found);
+        self.scanner
+            .answer(&response.headers, &response.body, &mut |spot, leaf| {
+                found.push((names.place(spot), names.values.id(leaf.text).0));
+            });
+        for &(place, value) in &self.found {
+            if self.asked.contains(&value) {
                 // An echo of the request, not a value the stack issued.
                 continue;
             }
-            let producers = produced.entry(text).or_default();
-            if producers.len() == PRODUCERS_KEPT {
-                producers.remove(0);
-            }
-            let place = match answer_places.get(&place) {
-                Some(shared) => shared.clone(),
-                None => answer_places
-                    .entry(place.clone())
-                    .or_insert_with(|| Arc::new(place))
-                    .clone(),
-            };
-            producers.push(Producer {
+            self.produced.entry(value).or_default().push(Producer {
                 id: exchange.id,
-                session: session.clone(),
-                route: route.clone(),
+                session,
+                route,
                 place,
             });
         }
     }
-    let kept = select_links(&candidates, &carried, rules, &patterns, &routes);
-    let mut correlation = Correlation {
-        time_shifts,
-        recorded_at_us,
-        unused_rules: rules
-            .iter()
-            .zip(&rule_used)
-            .filter(|(_, used)| !**used)
-            .map(|(r, _)| {
-                format!(
-                    "[[correlate]] {} {} -> {} {}: matched no exchange",
-                    r.producer, r.from, r.consumer, r.to
-                )
-            })
-            .collect(),
-        ..Correlation::default()
-    };
-    let by_consumer: HashMap<(Arc<str>, Place), &LinkKey> = kept
-        .keys()
-        .map(|k| ((k.2.clone(), k.3.clone()), k))
-        .collect();
-    for p in pending {
-        let Some(link) = by_consumer.get(&(p.route.clone(), p.place.clone())) else {
-            continue;
+
+    /// A request of `route` carried `value` at `place`.
+    fn consumed(&mut self, consumer: u64, route: Id, session: Id, place: Id, value: Id) {
+        *self.carried.entry((route, place)).or_default() += 1;
+        let here = (value, route, place);
+        if self.preexisting.contains(&here) {
+            return;
+        }
+        let Some(&producers) = self.produced.get(&value) else {
+            self.preexisting.insert(here);
+            return;
         };
-        // The latest producer at the link's place, of the same session first.
-        let at_link = |q: &&Producer| q.route == link.0 && *q.place == link.1;
-        let Some(producer) = p
-            .producers
-            .iter()
-            .rev()
-            .filter(at_link)
-            .find(|q| q.session == p.session)
-            .or_else(|| p.producers.iter().rev().find(at_link))
-        else {
-            continue;
+        let text = self.names.values.text(value);
+        // The latest producer of the same session; for a token, else the
+        // latest of any (one session obtained it, others use it). A short
+        // value another session produced is no evidence.
+        let own = producers.latest().find(|p| p.session == session);
+        let any = producers.latest().next();
+        let Some(&producer) = own.or(any.filter(|_| text.len() >= LONG_TOKEN)) else {
+            return;
         };
-        let produces = correlation.produces.entry(producer.id).or_default();
+        let link: LinkKey = (producer.route, producer.place, route, place);
+        let candidate = self.candidates.entry(link).or_default();
+        candidate.hits += 1;
+        candidate.longest = candidate.longest.max(text.len());
+        candidate.beyond_small |= !is_small_number(text);
+        if candidate.values.len() < DISTINCT_KEPT || candidate.values.contains_key(&value) {
+            candidate.values.entry(value).or_default().insert(session);
+        }
+        self.mark_rules(&link);
+        self.pending.push(Pending {
+            consumer,
+            route,
+            session,
+            place,
+            value,
+            producers,
+        });
+    }
+
+    /// Marks the `[[correlate]]` rules `link` matches as used.
+    fn mark_rules(&mut self, link: &LinkKey) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !self.rule_used[i] && self.names.matches(rule, &self.patterns[i], link) {
+                self.rule_used[i] = true;
+            }
+        }
+    }
+
+    fn into_correlation(
+        self,
+        time_shifts: Vec<(RoutePattern, Place)>,
+        recorded_at_us: u64,
+    ) -> Correlation {
+        let kept = select_links(
+            &self.candidates,
+            &self.carried,
+            self.rules,
+            &self.patterns,
+            &self.names,
+        );
+        let names = &self.names;
+        let mut correlation = Correlation {
+            time_shifts,
+            recorded_at_us,
+            unused_rules: self
+                .rules
+                .iter()
+                .zip(&self.rule_used)
+                .filter(|(_, used)| !**used)
+                .map(|(r, _)| {
+                    format!(
+                        "[[correlate]] {} {} -> {} {}: matched no exchange",
+                        r.producer, r.from, r.consumer, r.to
+                    )
+                })
+                .collect(),
+            ..Correlation::default()
+        };
+        let by_consumer: foldhash::HashMap<(Id, Id), LinkKey> =
+            kept.iter().map(|(k, _)| ((k.2, k.3), *k)).collect();
+        for p in &self.pending {
+            let Some(link) = by_consumer.get(&(p.route, p.place)) else {
+                continue;
+            };
+            // The latest producer at the link's place, of the same session first.
+            let at_link = |q: &&Producer| q.route == link.0 && q.place == link.1;
+            let Some(producer) = p
+                .producers
+                .latest()
+                .filter(at_link)
+                .find(|q| q.session == p.session)
+                .or_else(|| p.producers.latest().find(at_link))
+            else {
+                continue;
+            };
+            correlation.record_use(names, p, producer, link.1);
+        }
+        let mut links: Vec<Link> = kept.into_iter().map(|(_, link)| link).collect();
+        links.sort_by(|a, b| {
+            b.hits
+                .cmp(&a.hits)
+                .then_with(|| (&a.consumer, &a.to).cmp(&(&b.consumer, &b.to)))
+        });
+        for link in &links {
+            let Some(&id) = names.routes.ids.get(link.producer.as_str()) else {
+                continue;
+            };
+            let route = names.route[id as usize].clone();
+            let places = correlation.producer_places.entry(route).or_default();
+            if !places.contains(&link.from) {
+                places.push(link.from.clone());
+            }
+        }
+        correlation.links = links;
+        correlation
+    }
+}
+
+impl Names {
+    /// True when `rule` names `link`'s places and its routes match the rule's.
+    fn matches(
+        &self,
+        rule: &CorrelateRule,
+        (producer, consumer): &(RoutePattern, RoutePattern),
+        link: &LinkKey,
+    ) -> bool {
+        rule.from == self.place[link.1 as usize]
+            && rule.to == self.place[link.3 as usize]
+            && producer.matches(&self.route[link.0 as usize])
+            && consumer.matches(&self.route[link.2 as usize])
+    }
+}
+
+impl Correlation {
+    /// Request `p`'s value came from `producer`'s answer at place `from`.
+    fn record_use(&mut self, names: &Names, p: &Pending, producer: &Producer, from: Id) {
+        let recorded = names.values.text(p.value);
+        let from = &names.place[from as usize];
+        let produces = self.produces.entry(producer.id).or_default();
         if !produces
             .iter()
-            .any(|(place, v)| *place == link.1 && *v == p.recorded)
+            .any(|(place, v)| place == from && **v == **recorded)
         {
-            produces.push((link.1.clone(), p.recorded.clone()));
+            produces.push((from.clone(), recorded.to_string()));
         }
-        correlation
-            .sessions
-            .insert(producer.id, producer.session.to_string());
-        let uses = correlation.uses.entry(producer.id).or_default();
-        match uses.iter_mut().find(|(v, _)| *v == p.recorded) {
+        self.sessions
+            .entry(producer.id)
+            .or_insert_with(|| names.sessions.text(producer.session).to_string());
+        let uses = self.uses.entry(producer.id).or_default();
+        match uses.iter_mut().find(|(v, _)| **v == **recorded) {
             Some((_, n)) => *n += 1,
-            None => uses.push((p.recorded.clone(), 1)),
+            None => uses.push((recorded.to_string(), 1)),
         }
-        correlation
-            .consumes
-            .entry(p.consumer)
-            .or_default()
-            .push(Use {
-                place: p.place,
-                recorded: p.recorded,
-                producer: producer.id,
-            });
+        self.consumes.entry(p.consumer).or_default().push(Use {
+            place: names.place[p.place as usize].clone(),
+            recorded: recorded.to_string(),
+            producer: producer.id,
+        });
     }
-    let mut links: Vec<Link> = kept.into_values().collect();
-    links.sort_by(|a, b| {
-        b.hits
-            .cmp(&a.hits)
-            .then_with(|| (&a.consumer, &a.to).cmp(&(&b.consumer, &b.to)))
-    });
-    for link in &links {
-        let Some((_, route)) = routes.get(&link.producer) else {
-            continue;
-        };
-        let places = correlation
-            .producer_places
-            .entry(route.clone())
-            .or_default();
-        if !places.contains(&link.from) {
-            places.push(link.from.clone());
-        }
-    }
-    correlation.links = links;
-    Ok(correlation)
 }
 
 /// For each consumer place, the producer place that fed it most, when it
 /// holds across most of its occurrences (or a rule names it).
-/// Per consumer place (route, place): how many requests carried a value there.
-type PlaceCounts = HashMap<(Arc<str>, Place), u64>;
-
 fn select_links(
-    candidates: &HashMap<LinkKey, Candidate>,
-    carried: &PlaceCounts,
+    candidates: &foldhash::HashMap<LinkKey, Candidate>,
+    carried: &foldhash::HashMap<(Id, Id), u64>,
     rules: &[CorrelateRule],
     patterns: &[(RoutePattern, RoutePattern)],
-    routes: &HashMap<String, (Arc<str>, Route)>,
-) -> BTreeMap<LinkKey, Link> {
+    names: &Names,
+) -> Vec<(LinkKey, Link)> {
     // A token is evidence wherever it is used: a login's token feeding the
     // bearer place of many routes is one link, even where one route alone
     // saw it too rarely to tell.
-    let mut tokens: HashMap<(&Arc<str>, &Place, &Place), u64> = HashMap::new();
+    let mut tokens: HashMap<(Id, Id, Id), u64> = HashMap::new();
     for (key, candidate) in candidates {
         if candidate.longest >= LONG_TOKEN {
-            *tokens.entry((&key.0, &key.1, &key.3)).or_default() += candidate.hits;
+            *tokens.entry((key.0, key.1, key.3)).or_default() += candidate.hits;
         }
     }
     // Where a producer's value feeds a request at one place every time, a
     // small number equal to it at another place of the same requests only
     // some of the time is chance (the cart id 1 in `cart_id` and a `qty`
     // of 1 beside it).
-    let carried_at = |key: &LinkKey| {
-        carried
-            .get(&(key.2.clone(), key.3.clone()))
-            .copied()
-            .unwrap_or(0)
-    };
-    let perfect: HashSet<(&Arc<str>, &Place, &Arc<str>)> = candidates
+    let carried_at = |key: &LinkKey| carried.get(&(key.2, key.3)).copied().unwrap_or(0);
+    let perfect: HashSet<(Id, Id, Id)> = candidates
         .iter()
         .filter(|(key, c)| c.hits >= MIN_HITS && c.hits == carried_at(key))
-        .map(|(key, _)| (&key.0, &key.1, &key.2))
+        .map(|(key, _)| (key.0, key.1, key.2))
         .collect();
-    let mut best: BTreeMap<(Arc<str>, Place), (&LinkKey, &Candidate, bool)> = BTreeMap::new();
+    // Per consumer place, by its texts so that ties fall the same way
+    // from run to run.
+    let mut best: BTreeMap<(&str, &Place), (LinkKey, &Candidate, bool)> = BTreeMap::new();
     for (key, candidate) in candidates {
         let chance = !candidate.beyond_small
             && candidate.hits < carried_at(key)
-            && perfect.contains(&(&key.0, &key.1, &key.2));
-        let route_of = |name: &Arc<str>| routes.get(&**name).map(|r| &r.1);
-        let written = rules.iter().zip(patterns).any(|(rule, (p, c))| {
-            rule.from == key.1
-                && rule.to == key.3
-                && route_of(&key.0).is_some_and(|r| p.matches(r))
-                && route_of(&key.2).is_some_and(|r| c.matches(r))
-        });
+            && perfect.contains(&(key.0, key.1, key.2));
+        let written = rules
+            .iter()
+            .zip(patterns)
+            .any(|(rule, patterns)| names.matches(rule, patterns, key));
         // Ids vary from use to use (a few uses each); a token may be used
         // many times, but is long; a small number reused everywhere is a
         // coincidence.
@@ -599,11 +741,10 @@ fn select_links(
                 && distinct * IDS_USED_AT_MOST >= candidate.hits
                 && candidate.sessions_per_value() <= SESSIONS_PER_ID);
         let long = candidate.longest >= LONG_TOKEN;
-        let place = (key.2.clone(), key.3.clone());
-        let seen = carried.get(&place).copied().unwrap_or(0);
+        let seen = carried_at(key);
         let token = long
             && tokens
-                .get(&(&key.0, &key.1, &key.3))
+                .get(&(key.0, key.1, key.3))
                 .is_some_and(|&hits| hits >= MIN_HITS);
         // Small numbers (an auto-increment's first ids, quantities) equal
         // each other by chance: they must hold almost everywhere.
@@ -620,30 +761,34 @@ fn select_links(
         if !(learned || written) {
             continue;
         }
-        let slot = best
-            .entry((key.2.clone(), key.3.clone()))
-            .or_insert((key, candidate, written));
-        let better = (written, candidate.hits) > (slot.2, slot.1.hits);
+        let consumer = (&**names.routes.text(key.2), &names.place[key.3 as usize]);
+        let slot = best.entry(consumer).or_insert((*key, candidate, written));
+        let better = (written, candidate.hits, names.link_order(key))
+            > (slot.2, slot.1.hits, names.link_order(&slot.0));
         if better {
-            *slot = (key, candidate, written);
+            *slot = (*key, candidate, written);
         }
     }
     best.into_values()
         .map(|(key, candidate, written)| {
-            let seen = carried
-                .get(&(key.2.clone(), key.3.clone()))
-                .copied()
-                .unwrap_or(0);
             let link = Link {
-                producer: key.0.to_string(),
-                from: key.1.clone(),
-                consumer: key.2.to_string(),
-                to: key.3.clone(),
+                producer: names.routes.text(key.0).to_string(),
+                from: names.place[key.1 as usize].clone(),
+                consumer: names.routes.text(key.2).to_string(),
+                to: names.place[key.3 as usize].clone(),
                 hits: candidate.hits,
-                occurrences: seen,
+                occurrences: carried_at(&key),
                 written,
             };
-            (key.clone(), link)
+            (key, link)
         })
         .collect()
+}
+
+impl Names {
+    /// Of two producer places feeding one consumer place equally often, the
+    /// one whose texts sort first wins: the same link every run.
+    fn link_order(&self, key: &LinkKey) -> std::cmp::Reverse<(&str, &Place)> {
+        std::cmp::Reverse((&**self.routes.text(key.0), &self.place[key.1 as usize]))
+    }
 }

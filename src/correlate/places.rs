@@ -1,8 +1,8 @@
 //! Places: where a value sits in a request or an answer, how to read every
 //! candidate value out of one, and how to write a value back into a request.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::fmt::Write as _;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use crate::capture::{header_value, Body, Header, Request, Response};
 
+use super::scan::{Scanner, MAX_VALUE};
+
 /// Decoded bodies larger than this are not searched for values.
 const MAX_BODY: usize = 8 << 20;
-/// Strings longer than this are not ids or tokens worth following.
-const MAX_VALUE: usize = 4096;
 
 /// Where a value sits. Written in rules as `$.cart_id`, `path[2]`,
 /// `query:cart`, `bearer`, `header:x-token`, `cookie:sid`, `form:cart`,
@@ -129,20 +129,9 @@ fn keyable(value: &Value) -> bool {
 /// last segment, Set-Cookie values.
 pub fn answer_values(headers: &[Header], body: &Body) -> Vec<(Place, Value)> {
     let mut out = Vec::new();
-    if let Some(json) = json_body(headers, body) {
-        leaves(&json, &mut "$".to_string(), &mut out);
-    }
-    if let Some(segment) = header_value(headers, "location").and_then(last_segment) {
-        out.push((Place::Location, Value::String(segment.to_string())));
-    }
-    for Header(name, value) in headers {
-        if name.eq_ignore_ascii_case("set-cookie") {
-            if let Some((n, v)) = value.split(';').next().and_then(|c| c.split_once('=')) {
-                out.push((Place::Cookie(n.trim().to_string()), text(v.trim())));
-            }
-        }
-    }
-    out.retain(|(_, v)| key_of(v).is_some());
+    Scanner::default().answer(headers, body, &mut |spot, leaf| {
+        out.push((spot.place(), leaf.value()));
+    });
     out
 }
 
@@ -189,41 +178,9 @@ impl<'a> Answer<'a> {
 /// bearer token and other headers, cookies, JSON leaves, form fields.
 pub fn request_values(request: &Request) -> Vec<(Place, Value)> {
     let mut out = Vec::new();
-    let (path, query) = split_target(&request.target);
-    for (i, segment) in path.split('/').skip(1).enumerate() {
-        out.push((Place::Path(i), text(segment)));
-    }
-    for (name, value) in pairs(query, '&') {
-        out.push((Place::Query(name.to_string()), text(value)));
-    }
-    for Header(name, value) in &request.headers {
-        let name = name.to_ascii_lowercase();
-        match name.as_str() {
-            "authorization" => {
-                if let Some(token) = bearer(value) {
-                    out.push((Place::Bearer, text(token)));
-                }
-            }
-            "cookie" => {
-                for (n, v) in pairs(value, ';') {
-                    out.push((Place::Cookie(n.to_string()), text(v)));
-                }
-            }
-            "host" | "content-length" | "content-type" | "accept" | "user-agent" => {}
-            _ if crate::http::is_hop_by_hop(&name) => {}
-            _ => out.push((Place::Header(name), text(value))),
-        }
-    }
-    if let Some(json) = json_body(&request.headers, &request.body) {
-        leaves(&json, &mut "$".to_string(), &mut out);
-    } else if is_form(&request.headers) {
-        if let Ok(body) = std::str::from_utf8(request.body.bytes()) {
-            for (name, value) in pairs(body, '&') {
-                out.push((Place::Form(name.to_string()), text(value)));
-            }
-        }
-    }
-    out.retain(|(_, v)| key_of(v).is_some());
+    Scanner::default().request(request, &mut |spot, leaf| {
+        out.push((spot.place(), leaf.value()));
+    });
     out
 }
 
@@ -355,26 +312,22 @@ pub fn rewritten_answer(response: &Response, values: &[(Place, Value)]) -> Respo
     out
 }
 
-fn text(s: &str) -> Value {
-    Value::String(s.to_string())
-}
-
-fn bearer(value: &str) -> Option<&str> {
+pub(crate) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn last_segment(location: &str) -> Option<&str> {
+pub(crate) fn last_segment(location: &str) -> Option<&str> {
     let (path, _) = split_target(location);
     path.rsplit('/').find(|s| !s.is_empty())
 }
 
-fn split_target(target: &str) -> (&str, &str) {
+pub(crate) fn split_target(target: &str) -> (&str, &str) {
     let target = target.split('#').next().unwrap_or_default();
     target.split_once('?').unwrap_or((target, ""))
 }
 
-fn pairs(text: &str, separator: char) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn pairs(text: &str, separator: char) -> impl Iterator<Item = (&str, &str)> {
     text.split(separator)
         .filter_map(|pair| pair.trim().split_once('='))
 }
@@ -415,61 +368,41 @@ fn set_header(headers: &mut [Header], name: &str, value: &str) {
     }
 }
 
-fn is_form(headers: &[Header]) -> bool {
+pub(crate) fn is_form(headers: &[Header]) -> bool {
     header_value(headers, "content-type")
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
 }
 
 /// The body as JSON, decoded by its Content-Encoding; `None` if it is not JSON.
 pub fn json_body(headers: &[Header], body: &Body) -> Option<Value> {
+    serde_json::from_slice(&json_bytes(headers, body)?).ok()
+}
+
+/// The body decoded by its Content-Encoding, when it looks like JSON (an
+/// object or an array); not parsed.
+pub(crate) fn json_bytes<'a>(headers: &[Header], body: &'a Body) -> Option<Cow<'a, [u8]>> {
     let bytes = body.bytes();
     if bytes.is_empty() {
         return None;
     }
-    let decoded;
     let bytes = match header_value(headers, "content-encoding") {
-        Some(codings) => {
-            decoded = crate::encoding::decode(codings, bytes, MAX_BODY).ok()?;
-            &decoded[..]
-        }
-        None => &bytes[..],
+        Some(codings) => Cow::Owned(crate::encoding::decode(codings, bytes, MAX_BODY).ok()?),
+        None => Cow::Borrowed(&bytes[..]),
     };
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
-    if !matches!(first, b'{' | b'[') {
-        return None;
-    }
-    serde_json::from_slice(bytes).ok()
+    matches!(first, b'{' | b'[').then_some(bytes)
 }
 
-/// Every leaf of `value` that can be a key, by concrete path.
-fn leaves(value: &Value, path: &mut String, out: &mut Vec<(Place, Value)>) {
-    let len = path.len();
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map {
-                if is_name(key) {
-                    path.push('.');
-                    path.push_str(key);
-                } else {
-                    path.push_str(&format!(
-                        "[{}]",
-                        serde_json::to_string(key).unwrap_or_default()
-                    ));
-                }
-                leaves(v, path, out);
-                path.truncate(len);
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                let _ = write!(path, "[{i}]");
-                leaves(v, path, out);
-                path.truncate(len);
-            }
-        }
-        // Prices, flags and nulls are never ids: not copied to be dropped.
-        leaf if keyable(leaf) => out.push((Place::Json(path.clone()), leaf.clone())),
-        _ => {}
+/// Appends an object member's key to a concrete path: `.name`, or
+/// `["any key"]`.
+pub(crate) fn push_key(path: &mut String, key: &str) {
+    if is_name(key) {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push('[');
+        path.push_str(&serde_json::to_string(key).unwrap_or_default());
+        path.push(']');
     }
 }
 

@@ -9,7 +9,7 @@
 mod json;
 pub mod query;
 pub mod rules;
-mod tape;
+pub(crate) mod tape;
 
 use std::borrow::Cow;
 

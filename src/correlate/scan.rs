@@ -1,0 +1,287 @@
+//! Every candidate value of a request or an answer, read in place.
+//!
+//! Learning looks at every value of every exchange of a capture, most of
+//! which are never followed: copying each into a `serde_json::Value` and a
+//! [`Place`] of its own was most of learning's cost. The [`Scanner`] hands
+//! each value to a callback as borrowed text where it sits, with a borrowed
+//! [`Spot`] for its place; JSON bodies are read from a simd-json tape, not
+//! built into a tree. [`places::request_values`](super::places::request_values)
+//! and [`places::answer_values`](super::places::answer_values) are this
+//! scan, collected.
+
+use std::fmt::Write as _;
+
+use crate::capture::{header_value, Body, Header, Request};
+use crate::diff::tape::{Node, Parser, StaticNode, Tape};
+
+use super::places::{self, Place};
+
+/// Strings longer than this are not ids or tokens worth following.
+pub(crate) const MAX_VALUE: usize = 4096;
+
+/// A [`Place`] whose names are borrowed from the exchange being scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spot<'a> {
+    /// A JSON leaf, by its concrete path (`$.items[0].id`).
+    Json(&'a str),
+    /// A segment of the request path, from 0 after the leading `/`.
+    Path(usize),
+    /// A query parameter.
+    Query(&'a str),
+    /// The token of `Authorization: Bearer …`.
+    Bearer,
+    /// A header (name in lower case).
+    Header(&'a str),
+    /// A cookie.
+    Cookie(&'a str),
+    /// A form field.
+    Form(&'a str),
+    /// The last path segment of an answer's Location header.
+    Location,
+}
+
+impl Spot<'_> {
+    /// The place, owned.
+    pub fn place(&self) -> Place {
+        match *self {
+            Spot::Json(path) => Place::Json(path.to_string()),
+            Spot::Path(i) => Place::Path(i),
+            Spot::Query(name) => Place::Query(name.to_string()),
+            Spot::Bearer => Place::Bearer,
+            Spot::Header(name) => Place::Header(name.to_string()),
+            Spot::Cookie(name) => Place::Cookie(name.to_string()),
+            Spot::Form(name) => Place::Form(name.to_string()),
+            Spot::Location => Place::Location,
+        }
+    }
+
+    /// Writes the place as [`Place`] displays it: one text per place, to
+    /// look places up by without making one.
+    pub fn write_key(&self, out: &mut String) {
+        out.clear();
+        let _ = match *self {
+            Spot::Json(path) => out.write_str(path),
+            Spot::Path(i) => write!(out, "path[{i}]"),
+            Spot::Query(name) => write!(out, "query:{name}"),
+            Spot::Bearer => out.write_str("bearer"),
+            Spot::Header(name) => write!(out, "header:{name}"),
+            Spot::Cookie(name) => write!(out, "cookie:{name}"),
+            Spot::Form(name) => write!(out, "form:{name}"),
+            Spot::Location => out.write_str("location"),
+        };
+    }
+}
+
+/// A value as found: its text (an integer in decimal), and whether it was a
+/// JSON integer rather than a string.
+#[derive(Debug, Clone, Copy)]
+pub struct Leaf<'a> {
+    /// The text values are matched by (see [`places::key_of`]).
+    pub text: &'a str,
+    /// A JSON integer.
+    pub integer: bool,
+}
+
+impl Leaf<'_> {
+    /// The value as JSON.
+    pub fn value(&self) -> serde_json::Value {
+        if self.integer {
+            if let Ok(n) = self.text.parse::<u64>() {
+                return n.into();
+            }
+            if let Ok(n) = self.text.parse::<i64>() {
+                return n.into();
+            }
+        }
+        serde_json::Value::String(self.text.to_string())
+    }
+}
+
+/// Buffers reused from one exchange to the next.
+#[derive(Default)]
+pub struct Scanner {
+    /// The JSON body, copied: simd-json unescapes strings in place.
+    doc: Vec<u8>,
+    parser: Parser,
+    path: String,
+    number: String,
+    name: String,
+}
+
+impl Scanner {
+    /// Hands every candidate value of `request` to `each`: path segments,
+    /// query values, the bearer token and other headers, cookies, JSON
+    /// leaves, form fields. Only values that can be ids or tokens (see
+    /// [`places::key_of`]).
+    pub fn request(&mut self, request: &Request, each: &mut dyn FnMut(Spot<'_>, Leaf<'_>)) {
+        let (path, query) = places::split_target(&request.target);
+        for (i, segment) in path.split('/').skip(1).enumerate() {
+            text(each, Spot::Path(i), segment);
+        }
+        for (name, value) in places::pairs(query, '&') {
+            text(each, Spot::Query(name), value);
+        }
+        for Header(name, value) in &request.headers {
+            let name = lower(name, &mut self.name);
+            match name {
+                "authorization" => {
+                    if let Some(token) = places::bearer(value) {
+                        text(each, Spot::Bearer, token);
+                    }
+                }
+                "cookie" => {
+                    for (n, v) in places::pairs(value, ';') {
+                        text(each, Spot::Cookie(n), v);
+                    }
+                }
+                "host" | "content-length" | "content-type" | "accept" | "user-agent" => {}
+                _ if crate::http::is_hop_by_hop(name) => {}
+                _ => text(each, Spot::Header(name), value),
+            }
+        }
+        if self.json(&request.headers, &request.body, each) {
+            return;
+        }
+        if places::is_form(&request.headers) {
+            if let Ok(body) = std::str::from_utf8(request.body.bytes()) {
+                for (name, value) in places::pairs(body, '&') {
+                    text(each, Spot::Form(name), value);
+                }
+            }
+        }
+    }
+
+    /// Hands every candidate value of an answer to `each`: JSON leaves, the
+    /// Location header's last segment, Set-Cookie values.
+    pub fn answer(
+        &mut self,
+        headers: &[Header],
+        body: &Body,
+        each: &mut dyn FnMut(Spot<'_>, Leaf<'_>),
+    ) {
+        self.json(headers, body, each);
+        if let Some(segment) = header_value(headers, "location").and_then(places::last_segment) {
+            text(each, Spot::Location, segment);
+        }
+        for Header(name, value) in headers {
+            if name.eq_ignore_ascii_case("set-cookie") {
+                if let Some((n, v)) = value.split(';').next().and_then(|c| c.split_once('=')) {
+                    text(each, Spot::Cookie(n.trim()), v.trim());
+                }
+            }
+        }
+    }
+
+    /// The leaves of a JSON body; false when the body is not JSON.
+    fn json(
+        &mut self,
+        headers: &[Header],
+        body: &Body,
+        each: &mut dyn FnMut(Spot<'_>, Leaf<'_>),
+    ) -> bool {
+        let Some(bytes) = places::json_bytes(headers, body) else {
+            return false;
+        };
+        self.doc.clear();
+        self.doc.extend_from_slice(&bytes);
+        let mut tape = Tape::default();
+        let Ok(root) = tape.push(&mut self.doc, &mut self.parser) else {
+            return false;
+        };
+        self.path.clear();
+        self.path.push('$');
+        let mut walk = Walk {
+            tape: &tape,
+            path: &mut self.path,
+            number: &mut self.number,
+            each,
+        };
+        walk.leaves(root);
+        true
+    }
+}
+
+/// A walk over one parsed document's leaves.
+struct Walk<'w, 't, 'a> {
+    tape: &'t Tape<'a>,
+    path: &'w mut String,
+    number: &'w mut String,
+    each: &'w mut dyn FnMut(Spot<'_>, Leaf<'_>),
+}
+
+impl Walk<'_, '_, '_> {
+    fn leaves(&mut self, at: usize) {
+        let len = self.path.len();
+        match *self.tape.node(at) {
+            Node::Object { .. } => {
+                for (key, value) in self.tape.entries(at) {
+                    places::push_key(self.path, key);
+                    self.leaves(value);
+                    self.path.truncate(len);
+                }
+            }
+            Node::Array { .. } => {
+                for (i, value) in self.tape.elements(at).enumerate() {
+                    let _ = write!(self.path, "[{i}]");
+                    self.leaves(value);
+                    self.path.truncate(len);
+                }
+            }
+            Node::String(text) if keyable(text) => {
+                (self.each)(
+                    Spot::Json(self.path.as_str()),
+                    Leaf {
+                        text,
+                        integer: false,
+                    },
+                );
+            }
+            Node::Static(StaticNode::U64(n)) => self.integer(n),
+            Node::Static(StaticNode::I64(n)) => self.integer(n),
+            // Prices, flags and nulls are never ids.
+            _ => {}
+        }
+    }
+
+    fn integer(&mut self, n: impl std::fmt::Display) {
+        self.number.clear();
+        let _ = write!(self.number, "{n}");
+        let text = self.number.as_str();
+        (self.each)(
+            Spot::Json(self.path.as_str()),
+            Leaf {
+                text,
+                integer: true,
+            },
+        );
+    }
+}
+
+/// Hands a text value to `each` when it can be an id or a token.
+fn text(each: &mut dyn FnMut(Spot<'_>, Leaf<'_>), spot: Spot<'_>, text: &str) {
+    if keyable(text) {
+        each(
+            spot,
+            Leaf {
+                text,
+                integer: false,
+            },
+        );
+    }
+}
+
+/// Strings that can be ids or tokens: not empty, not huge.
+fn keyable(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_VALUE
+}
+
+/// `name` in lower case, copied into `buffer` only when it is not already.
+fn lower<'a>(name: &'a str, buffer: &'a mut String) -> &'a str {
+    if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return name;
+    }
+    buffer.clear();
+    buffer.push_str(name);
+    buffer.make_ascii_lowercase();
+    buffer
+}
