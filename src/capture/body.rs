@@ -31,7 +31,7 @@ impl From<&str> for Body {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum Repr<'a> {
     Text(std::borrow::Cow<'a, str>),
@@ -50,15 +50,48 @@ impl Serialize for Body {
     }
 }
 
+// Read by a visitor rather than as an untagged enum: serde buffers an
+// untagged value whole before trying its variants, a copy of every body of a
+// capture.
 impl<'de> Deserialize<'de> for Body {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Repr::deserialize(deserializer)? {
-            Repr::Text(text) => Ok(Body(Bytes::from(text.into_owned()))),
-            Repr::Binary { base64 } => base64::engine::general_purpose::STANDARD
-                .decode(base64.as_bytes())
-                .map(|bytes| Body(Bytes::from(bytes)))
-                .map_err(|e| serde::de::Error::custom(format!("body: invalid base64: {e}"))),
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BodyVisitor {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a body: a string, or {\"base64\": \"...\"}")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Body, E> {
+        Ok(Body::from(text))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Body, E> {
+        Ok(Body(Bytes::from(text)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        use serde::de::Error;
+        let mut base64: Option<std::borrow::Cow<'de, str>> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key != "base64" || base64.is_some() {
+                return Err(A::Error::custom(format!(
+                    "body: unexpected field {key:?}, expected one \"base64\""
+                )));
+            }
+            base64 = Some(map.next_value()?);
         }
+        let base64 = base64.ok_or_else(|| A::Error::missing_field("base64"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(base64.as_bytes())
+            .map(|bytes| Body(Bytes::from(bytes)))
+            .map_err(|e| A::Error::custom(format!("body: invalid base64: {e}")))
     }
 }
 

@@ -15,6 +15,10 @@ pub struct CaptureReader {
     lines: LineReader,
     header: CaptureHeader,
     trailer: Option<CaptureTrailer>,
+    /// The current line, copied for simd-json (which unescapes in place),
+    /// and its reused buffers.
+    scratch: Vec<u8>,
+    buffers: simd_json::Buffers,
 }
 
 impl CaptureReader {
@@ -43,6 +47,8 @@ impl CaptureReader {
             lines,
             header,
             trailer: None,
+            scratch: Vec::new(),
+            buffers: simd_json::Buffers::default(),
         })
     }
 
@@ -154,6 +160,18 @@ impl Iterator for CaptureReader {
     fn next(&mut self) -> Option<Self::Item> {
         if let Err(e) = self.advance()? {
             return Some(Err(e));
+        }
+        // A capture line is mostly bodies as escaped JSON strings, which
+        // simd-json unescapes by SIMD: reading a capture whole (learning
+        // reads every exchange before the first send) takes a third less
+        // time. serde_json reads the lines it refuses, to name what is wrong.
+        self.scratch.clear();
+        self.scratch
+            .extend_from_slice(self.lines.current().trim_end().as_bytes());
+        if let Ok(exchange) =
+            simd_json::serde::from_slice_with_buffers(&mut self.scratch, &mut self.buffers)
+        {
+            return Some(Ok(exchange));
         }
         Some(self.lines.parse_current("an exchange"))
     }
