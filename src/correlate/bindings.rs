@@ -101,20 +101,23 @@ impl Bindings {
             return;
         }
         // Read outside the lock, which every engine's sends take.
-        let mut read =
-            answer.map(|(status, headers, body)| (status, places::Answer::new(headers, body)));
-        let bounds: Vec<Bound> = produced
-            .iter()
-            .map(|(place, _)| match &mut read {
-                None => Bound::Missing(format!("producer #{id} got no answer")),
-                Some((status, answer)) => match answer.value(place) {
-                    Some(value) if places::key_of(&value).is_some() => Bound::Value(value),
-                    _ => {
+        let wanted: Vec<&places::Place> = produced.iter().map(|(place, _)| place).collect();
+        let values = answer.map(|(status, headers, body)| {
+            (status, places::answer_values_at(headers, body, &wanted))
+        });
+        let bounds: Vec<Bound> = match values {
+            None => (produced.iter())
+                .map(|_| Bound::Missing(format!("producer #{id} got no answer")))
+                .collect(),
+            Some((status, values)) => (values.into_iter().zip(&wanted))
+                .map(|(value, place)| match value {
+                    Some(value) => Bound::Value(value),
+                    None => {
                         Bound::Missing(format!("producer #{id} answered {status} without {place}"))
                     }
-                },
-            })
-            .collect();
+                })
+                .collect(),
+        };
         let waiting = {
             let mut state = self.stacks[stack].state.lock().expect("bindings lock");
             for ((_, recorded), bound) in produced.iter().zip(bounds) {

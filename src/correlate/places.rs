@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::capture::{header_value, Body, Header, Request, Response};
 
-use super::scan::{Scanner, MAX_VALUE};
+use super::scan::{Scanner, Spot, MAX_VALUE};
 
 /// Decoded bodies larger than this are not searched for values.
 const MAX_BODY: usize = 8 << 20;
@@ -135,43 +135,34 @@ pub fn answer_values(headers: &[Header], body: &Body) -> Vec<(Place, Value)> {
     out
 }
 
-/// The value at `place` of an answer, if it has one.
+/// The value at `place` of an answer, if it has one that can be an id or
+/// a token.
 pub fn answer_value(headers: &[Header], body: &Body, place: &Place) -> Option<Value> {
-    Answer::new(headers, body).value(place)
+    answer_values_at(headers, body, &[place]).pop().flatten()
 }
 
-/// An answer whose values are looked up at several places: its JSON body
-/// is parsed once, at the first JSON place asked.
-pub struct Answer<'a> {
-    headers: &'a [Header],
-    body: &'a Body,
-    json: Option<Option<Value>>,
+thread_local! {
+    /// Answers are read on the replay's hot path (every producer's answer,
+    /// on every stack): one scanner per thread keeps its buffers.
+    static SCANNER: std::cell::RefCell<Scanner> = std::cell::RefCell::default();
 }
 
-impl<'a> Answer<'a> {
-    /// The answer of `headers` and `body`, nothing parsed yet.
-    pub fn new(headers: &'a [Header], body: &'a Body) -> Answer<'a> {
-        Answer {
-            headers,
-            body,
-            json: None,
-        }
-    }
-
-    /// The value at `place`, if the answer has one.
-    pub fn value(&mut self, place: &Place) -> Option<Value> {
-        match place {
-            Place::Json(path) => {
-                let (headers, body) = (self.headers, self.body);
-                let json = self.json.get_or_insert_with(|| json_body(headers, body));
-                json.as_ref()?.pointer(&pointer(path)?).cloned()
+/// The values of an answer at each of `wanted`, read in one pass and
+/// without building the JSON body; `None` where it has none that can be an
+/// id or a token. Of repeated JSON keys the last counts (as parsers keep
+/// it), of repeated cookies the first.
+pub fn answer_values_at(headers: &[Header], body: &Body, wanted: &[&Place]) -> Vec<Option<Value>> {
+    let mut found = vec![None; wanted.len()];
+    SCANNER.with_borrow_mut(|scanner| {
+        scanner.answer(headers, body, &mut |spot, leaf| {
+            for (slot, place) in found.iter_mut().zip(wanted) {
+                if spot.is(place) && (slot.is_none() || matches!(spot, Spot::Json(_))) {
+                    *slot = Some(leaf.value());
+                }
             }
-            _ => answer_values(self.headers, self.body)
-                .into_iter()
-                .find(|(p, _)| p == place)
-                .map(|(_, v)| v),
-        }
-    }
+        })
+    });
+    found
 }
 
 /// Every candidate value of a request: path segments, query values, the

@@ -55,6 +55,20 @@ impl Spot<'_> {
         }
     }
 
+    /// True when this is `place`.
+    pub fn is(&self, place: &Place) -> bool {
+        match (*self, place) {
+            (Spot::Json(a), Place::Json(b))
+            | (Spot::Query(a), Place::Query(b))
+            | (Spot::Header(a), Place::Header(b))
+            | (Spot::Cookie(a), Place::Cookie(b))
+            | (Spot::Form(a), Place::Form(b)) => a == b,
+            (Spot::Path(a), Place::Path(b)) => a == *b,
+            (Spot::Bearer, Place::Bearer) | (Spot::Location, Place::Location) => true,
+            _ => false,
+        }
+    }
+
     /// Writes the place as [`Place`] displays it: one text per place, to
     /// look places up by without making one.
     pub fn write_key(&self, out: &mut String) {

@@ -66,20 +66,23 @@ impl Equivalence {
         let Some(recorded) = recorded.filter(|_| !places.is_empty()) else {
             return;
         };
-        for place in places {
-            let Some(key) = places::answer_value(&recorded.headers, &recorded.body, place)
-                .as_ref()
-                .and_then(places::key_of)
-            else {
+        // Each answer read once for all the places.
+        let wanted: Vec<&places::Place> = places.iter().collect();
+        let keys = places::answer_values_at(&recorded.headers, &recorded.body, &wanted);
+        if keys.iter().all(Option::is_none) {
+            return;
+        }
+        for (stack, attempt) in stacks.iter().enumerate() {
+            let Some(answer) = attempt.and_then(|a| a.response.as_ref()) else {
                 continue;
             };
-            for (stack, attempt) in stacks.iter().enumerate() {
-                let Some(answer) = attempt.and_then(|a| a.response.as_ref()) else {
+            let values = places::answer_values_at(&answer.headers, &answer.body, &wanted);
+            for (key, value) in keys.iter().zip(values) {
+                let (Some(key), Some(value)) = (key.as_ref().and_then(places::key_of), value)
+                else {
                     continue;
                 };
-                if let Some(value) = places::answer_value(&answer.headers, &answer.body, place) {
-                    self.stands_for[stack].insert(value.to_string(), key.clone());
-                }
+                self.stands_for[stack].insert(value.to_string(), key);
             }
         }
     }
