@@ -17,7 +17,8 @@
 //! their medians are held against the targets of issue 4.
 //!
 //! Needs `.ci/setup --bench` (nginx, wrk). Run: `cargo bench --bench replay`
-//! (`-- saturation` for steps 1 and 2 alone, `-- stateful` for step 5).
+//! (`-- saturation` for steps 1 and 2 alone, `-- stateful` for step 5,
+//! `-- learn` for the CPU time of learning step 5's links alone).
 
 mod common;
 
