@@ -40,9 +40,12 @@ impl Prometheus {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus (.ci/setup installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "prometheus did not start");
+        // Ready, not merely listening: its web port opens while the
+        // database still loads, and scraping starts after that (on this
+        // machine seconds later, past the end of a short replay).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_ready(port) {
+            assert!(Instant::now() < deadline, "prometheus did not get ready");
             std::thread::sleep(Duration::from_millis(50));
         }
         Prometheus { child, port }
@@ -50,21 +53,41 @@ impl Prometheus {
 
     /// The status of an instant query (`success` when Prometheus took it).
     async fn status(&self, client: &tandem::http::Client, promql: &str) -> String {
-        let value = self.raw(client, promql).await;
+        let value = self.raw(client, promql, "").await;
         value["status"].as_str().unwrap_or_default().to_string()
     }
 
-    /// The value of an instant query that returns one sample.
-    async fn query(&self, client: &tandem::http::Client, promql: &str) -> Option<f64> {
-        let value = self.raw(client, promql).await;
+    /// The value of an instant query that returns one sample, evaluated
+    /// at `at` (Unix seconds): once tandem has exited, Prometheus's next
+    /// scrape of it fails and marks its series stale, so that "now" may
+    /// hold none of them.
+    async fn query(&self, client: &tandem::http::Client, promql: &str, at: f64) -> Option<f64> {
+        let value = self.raw(client, promql, &format!("&time={at:.3}")).await;
         value["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|v| v.parse().ok())
     }
 
-    async fn raw(&self, client: &tandem::http::Client, promql: &str) -> serde_json::Value {
+    /// Waits until Prometheus has tried to scrape tandem's port once
+    /// (`up` exists, 0 while nothing listens): it learns its targets up to
+    /// 5 s after it is ready, later than a short replay ends.
+    async fn wait_scraping(&self, client: &tandem::http::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.raw(client, "up{job=\"tandem\"}", "").await["data"]["result"][0].is_null() {
+            assert!(Instant::now() < deadline, "prometheus scraped nothing");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An instant query; `more` is added to the URL as it is.
+    async fn raw(
+        &self,
+        client: &tandem::http::Client,
+        promql: &str,
+        more: &str,
+    ) -> serde_json::Value {
         let url = format!(
-            "http://127.0.0.1:{}/api/v1/query?query={}",
+            "http://127.0.0.1:{}/api/v1/query?query={}{more}",
             self.port,
             promql
                 .bytes()
@@ -78,6 +101,19 @@ impl Prometheus {
         let seen = common::send(client, &url, "GET", &[], Bytes::new()).await;
         serde_json::from_slice(&seen.body).unwrap()
     }
+}
+
+/// True when Prometheus on `port` answers 200 to `/-/ready`.
+fn is_ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head.ends_with(b" 200")
 }
 
 impl Drop for Prometheus {
@@ -98,6 +134,8 @@ async fn prometheus_scrapes_a_replay() {
     );
     let [metrics_port, prometheus_port] = common::free_ports();
     let prometheus = Prometheus::start(dir.path(), metrics_port, prometheus_port);
+    let client = tandem::http::client(Duration::from_secs(5));
+    prometheus.wait_scraping(&client).await;
     let out = dir.path().join("run");
     // 96 exchanges at 40/s: about 2.4 s, then 2 s more for a last scrape.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
@@ -113,7 +151,6 @@ async fn prometheus_scrapes_a_replay() {
         .unwrap();
 
     // While it runs: what it serves passes promtool.
-    let client = tandem::http::client(Duration::from_secs(5));
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
@@ -163,7 +200,14 @@ async fn prometheus_scrapes_a_replay() {
         .unwrap();
     assert!(status.success());
     let report = tandem::report::Report::load(&out.join("report.json")).unwrap();
-    let q = |promql: &'static str| prometheus.query(&client, promql);
+    // Half a second before tandem exited: inside its --metrics-linger of 2 s,
+    // when Prometheus holds the run's final figures.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 0.5;
+    let q = |promql: &'static str| prometheus.query(&client, promql, at);
     assert_eq!(
         q("sum(tandem_exchanges_total)").await,
         Some(report.summary.total as f64)
