@@ -135,6 +135,20 @@ impl Outline<'_> {
             .parse_part(self.request.get(), "an exchange's request")
     }
 
+    /// The request's target (path and query), read without the rest of
+    /// the request; an error names the file and line.
+    pub fn target(&self) -> Result<String, CaptureError> {
+        #[derive(Deserialize)]
+        struct Target<'a> {
+            #[serde(borrow)]
+            target: Cow<'a, str>,
+        }
+        let request: Target = self
+            .lines
+            .parse_part(self.request.get(), "an exchange's request")?;
+        Ok(request.target.into_owned())
+    }
+
     /// The recorded answer as its JSON text, unparsed; `None` when none was
     /// recorded.
     pub fn response_text(&self) -> Option<Box<RawValue>> {

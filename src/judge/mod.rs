@@ -148,11 +148,13 @@ impl Judge {
         let rules = RuleSet::load_or_none(options.rules.as_deref())?;
         let mut templates = crate::route::Templates::written(rules.templates());
         if let Some(capture) = &options.learn_routes {
-            templates.learn(
-                crate::capture::CaptureReader::open(capture)?
-                    .filter_map(Result::ok)
-                    .map(|e| e.request.target),
-            );
+            // Only the targets: the bodies are not read.
+            let mut reader = crate::capture::CaptureReader::open(capture)?;
+            let mut targets = Vec::new();
+            while let Some(outline) = reader.next_outline() {
+                targets.extend(outline.and_then(|o| o.target()).ok());
+            }
+            templates.learn(targets);
         }
         Ok(Judge {
             differ: Differ::new(rules),
