@@ -198,12 +198,18 @@ impl Scanner {
         };
         self.doc.clear();
         self.doc.extend_from_slice(&bytes);
-        let mut tape = Tape::default();
-        let Ok(root) = tape.push(&mut self.doc, &mut self.parser) else {
-            return false;
-        };
         self.path.clear();
         self.path.push('$');
+        let mut tape = Tape::default();
+        let Ok(root) = tape.push(&mut self.doc, &mut self.parser) else {
+            // simd-json refuses integers past 64 bits, which serde_json
+            // reads as floats: such a document keeps its other leaves.
+            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return false;
+            };
+            value_leaves(&doc, &mut self.path, &mut self.number, each);
+            return true;
+        };
         let mut walk = Walk {
             tape: &tape,
             path: &mut self.path,
@@ -271,6 +277,54 @@ impl Walk<'_, '_, '_> {
     }
 }
 
+/// The leaves of a parsed document, as [`Walk`] hands those of a tape.
+fn value_leaves(
+    value: &serde_json::Value,
+    path: &mut String,
+    number: &mut String,
+    each: &mut dyn FnMut(Spot<'_>, Leaf<'_>),
+) {
+    use serde_json::Value;
+    let len = path.len();
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                places::push_key(path, key);
+                value_leaves(v, path, number, each);
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let _ = write!(path, "[{i}]");
+                value_leaves(v, path, number, each);
+                path.truncate(len);
+            }
+        }
+        Value::String(text) if keyable(text) => {
+            each(
+                Spot::Json(path),
+                Leaf {
+                    text,
+                    integer: false,
+                },
+            );
+        }
+        Value::Number(n) if n.is_u64() || n.is_i64() => {
+            number.clear();
+            let _ = write!(number, "{n}");
+            each(
+                Spot::Json(path),
+                Leaf {
+                    text: number,
+                    integer: true,
+                },
+            );
+        }
+        _ => {}
+    }
+}
+
 /// Hands a text value to `each` when it can be an id or a token.
 fn text(each: &mut dyn FnMut(Spot<'_>, Leaf<'_>), spot: Spot<'_>, text: &str) {
     if keyable(text) {
@@ -298,4 +352,98 @@ fn lower<'a>(name: &'a str, buffer: &'a mut String) -> &'a str {
     buffer.push_str(name);
     buffer.make_ascii_lowercase();
     buffer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: &str) -> Vec<(String, String, bool)> {
+        let headers = vec![
+            Header("Location".into(), "/api/orders/77?x=1".into()),
+            Header("Set-Cookie".into(), "sid=s-1; Path=/".into()),
+        ];
+        let mut out = Vec::new();
+        Scanner::default().answer(&headers, &Body::from(body), &mut |spot, leaf| {
+            out.push((
+                spot.place().to_string(),
+                leaf.text.to_string(),
+                leaf.integer,
+            ));
+        });
+        out
+    }
+
+    #[test]
+    fn an_answer_gives_its_id_like_leaves_in_document_order() {
+        let found = answer(
+            r#"{"z": 1, "id": "o-1", "a b": 7, "price": 9.5, "ok": true, "none": null, "empty": "",
+                "items": [{"sku": -3}]}"#,
+        );
+        let shown: Vec<(&str, &str, bool)> = found
+            .iter()
+            .map(|(p, t, i)| (p.as_str(), t.as_str(), *i))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("$.z", "1", true),
+                ("$.id", "o-1", false),
+                (r#"$["a b"]"#, "7", true),
+                ("$.items[0].sku", "-3", true),
+                ("location", "77", false),
+                ("cookie:sid", "s-1", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_integer_past_64_bits_does_not_hide_the_other_leaves() {
+        let mut found =
+            answer(r#"{"z": 1, "id": "o-1", "amount": 123456789012345678901234567890}"#);
+        found.sort();
+        let places: Vec<&str> = found.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(places, ["$.id", "$.z", "cookie:sid", "location"]);
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_gives_only_its_headers() {
+        let found = answer("{\"id\": ");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(answer("plain text").len(), 2);
+    }
+
+    #[test]
+    fn a_request_names_its_headers_in_lower_case_and_reads_forms() {
+        let request = Request {
+            method: "POST".into(),
+            target: "/api/carts/12?page=2".into(),
+            version: "HTTP/1.1".into(),
+            headers: vec![
+                Header("X-Token".into(), "t-9".into()),
+                Header("Authorization".into(), "Bearer abc".into()),
+                Header(
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+            ],
+            body: Body::from("cart=12&qty="),
+        };
+        let mut out = Vec::new();
+        Scanner::default().request(&request, &mut |spot, leaf| {
+            out.push(format!("{}={}", spot.place(), leaf.text));
+        });
+        assert_eq!(
+            out,
+            [
+                "path[0]=api",
+                "path[1]=carts",
+                "path[2]=12",
+                "query:page=2",
+                "header:x-token=t-9",
+                "bearer=abc",
+                "form:cart=12",
+            ]
+        );
+    }
 }
