@@ -104,6 +104,33 @@ impl LineReader {
         self.line_no
     }
 
+    /// Opens `path` and reads its header line as `H`, refusing a file of
+    /// another format or version: `versioned` gives the header's `format`
+    /// and `version`, to be `format` v`version` (the results and effects
+    /// files of a run directory).
+    pub fn open_versioned<H: serde::de::DeserializeOwned>(
+        path: &Path,
+        (format, version): (&str, u32),
+        versioned: impl Fn(&H) -> (&str, u32),
+    ) -> anyhow::Result<(LineReader, H)> {
+        let mut lines = LineReader::open(path)?;
+        let header: H = match lines.next(&format!("the {format} header line")) {
+            Some(header) => header?,
+            None => anyhow::bail!(
+                "{}: empty file, expected a {format} header line",
+                path.display()
+            ),
+        };
+        let (found, found_version) = versioned(&header);
+        anyhow::ensure!(
+            found == format && found_version == version,
+            "{}: format {found} v{found_version} is not supported (this build reads {format} \
+             v{version})",
+            path.display(),
+        );
+        Ok((lines, header))
+    }
+
     /// The next non-blank line parsed as `T`, `None` at the end of the file.
     /// `what` names the expected value in the error message. A malformed line
     /// is an error and reading goes on after it; a read failure (such as a
@@ -337,5 +364,49 @@ impl Sink {
             Sink::Plain(w) => w,
             Sink::Gzip(w) => w,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Header {
+        format: String,
+        version: u32,
+    }
+
+    fn open(text: &str) -> anyhow::Result<(LineReader, Header)> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("file.jsonl");
+        std::fs::write(&path, text)?;
+        LineReader::open_versioned(&path, ("tandem-things", 1), |h: &Header| {
+            (&h.format, h.version)
+        })
+    }
+
+    #[test]
+    fn a_versioned_file_is_read_only_in_its_own_format_and_version() {
+        let (mut lines, header) =
+            open("{\"format\":\"tandem-things\",\"version\":1}\n7\n").unwrap();
+        assert_eq!(
+            (header.format.as_str(), header.version),
+            ("tandem-things", 1)
+        );
+        assert_eq!(lines.next::<u32>("a number").unwrap().unwrap(), 7);
+        let error = |text| open(text).err().expect("refused").to_string();
+        let newer = error("{\"format\":\"tandem-things\",\"version\":2}\n");
+        assert!(newer.contains("file.jsonl: format tandem-things v2 is not supported (this build reads tandem-things v1)"), "{newer}");
+        let other = error("{\"format\":\"tandem-results\",\"version\":1}\n");
+        assert!(
+            other.contains("format tandem-results v1 is not supported"),
+            "{other}"
+        );
+        let empty = error("");
+        assert!(
+            empty.contains("empty file, expected a tandem-things header line"),
+            "{empty}"
+        );
     }
 }

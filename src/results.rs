@@ -86,18 +86,10 @@ pub struct ResultsReader {
 impl ResultsReader {
     /// Opens `path` and checks its header line.
     pub fn open(path: &Path) -> anyhow::Result<ResultsReader> {
-        let mut lines = LineReader::open(path)?;
-        let header: ResultsHeader = match lines.next("the tandem-results header line") {
-            Some(header) => header?,
-            None => anyhow::bail!("{}: empty results file", path.display()),
-        };
-        anyhow::ensure!(
-            header.format == FORMAT && header.version == VERSION,
-            "{}: results format {} v{} is not supported (this build reads {FORMAT} v{VERSION})",
-            path.display(),
-            header.format,
-            header.version
-        );
+        let (lines, header) =
+            LineReader::open_versioned(path, (FORMAT, VERSION), |h: &ResultsHeader| {
+                (&h.format, h.version)
+            })?;
         Ok(ResultsReader { lines, header })
     }
 

@@ -96,18 +96,10 @@ pub fn judge_run(
 }
 
 fn read(path: &Path) -> anyhow::Result<(EffectsHeader, Vec<Effect>)> {
-    let mut lines = LineReader::open(path)?;
-    let header: EffectsHeader = match lines.next("the tandem-effects header line") {
-        Some(header) => header?,
-        None => anyhow::bail!("{}: empty effects file", path.display()),
-    };
-    anyhow::ensure!(
-        header.format == FORMAT && header.version == VERSION,
-        "{}: effects format {} v{} is not supported (this build reads {FORMAT} v{VERSION})",
-        path.display(),
-        header.format,
-        header.version
-    );
+    let (mut lines, header) =
+        LineReader::open_versioned(path, (FORMAT, VERSION), |h: &EffectsHeader| {
+            (&h.format, h.version)
+        })?;
     let effects = std::iter::from_fn(|| lines.next::<Effect>("an effect"))
         .collect::<Result<Vec<_>, LineError>>()?;
     Ok((header, effects))
