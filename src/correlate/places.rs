@@ -39,18 +39,25 @@ pub enum Place {
     Location,
 }
 
+impl Place {
+    /// The place as the scanner names it, borrowing its names.
+    pub(crate) fn spot(&self) -> Spot<'_> {
+        match self {
+            Place::Json(path) => Spot::Json(path),
+            Place::Path(i) => Spot::Path(*i),
+            Place::Query(name) => Spot::Query(name),
+            Place::Bearer => Spot::Bearer,
+            Place::Header(name) => Spot::Header(name),
+            Place::Cookie(name) => Spot::Cookie(name),
+            Place::Form(name) => Spot::Form(name),
+            Place::Location => Spot::Location,
+        }
+    }
+}
+
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Place::Json(path) => f.write_str(path),
-            Place::Path(i) => write!(f, "path[{i}]"),
-            Place::Query(name) => write!(f, "query:{name}"),
-            Place::Bearer => f.write_str("bearer"),
-            Place::Header(name) => write!(f, "header:{name}"),
-            Place::Cookie(name) => write!(f, "cookie:{name}"),
-            Place::Form(name) => write!(f, "form:{name}"),
-            Place::Location => f.write_str("location"),
-        }
+        self.spot().fmt(f)
     }
 }
 
@@ -129,8 +136,10 @@ fn keyable(value: &Value) -> bool {
 /// last segment, Set-Cookie values.
 pub fn answer_values(headers: &[Header], body: &Body) -> Vec<(Place, Value)> {
     let mut out = Vec::new();
-    Scanner::default().answer(headers, body, &mut |spot, leaf| {
-        out.push((spot.place(), leaf.value()));
+    SCANNER.with_borrow_mut(|scanner| {
+        scanner.answer(headers, body, &mut |spot, leaf| {
+            out.push((spot.place(), leaf.value()));
+        })
     });
     out
 }
@@ -143,7 +152,8 @@ pub fn answer_value(headers: &[Header], body: &Body, place: &Place) -> Option<Va
 
 thread_local! {
     /// Answers are read on the replay's hot path (every producer's answer,
-    /// on every stack): one scanner per thread keeps its buffers.
+    /// on every stack), requests by shadowing and redaction: one scanner
+    /// per thread keeps its buffers.
     static SCANNER: std::cell::RefCell<Scanner> = std::cell::RefCell::default();
 }
 
@@ -169,8 +179,10 @@ pub fn answer_values_at(headers: &[Header], body: &Body, wanted: &[&Place]) -> V
 /// bearer token and other headers, cookies, JSON leaves, form fields.
 pub fn request_values(request: &Request) -> Vec<(Place, Value)> {
     let mut out = Vec::new();
-    Scanner::default().request(request, &mut |spot, leaf| {
-        out.push((spot.place(), leaf.value()));
+    SCANNER.with_borrow_mut(|scanner| {
+        scanner.request(request, &mut |spot, leaf| {
+            out.push((spot.place(), leaf.value()));
+        })
     });
     out
 }

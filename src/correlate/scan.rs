@@ -57,32 +57,31 @@ impl Spot<'_> {
 
     /// True when this is `place`.
     pub fn is(&self, place: &Place) -> bool {
-        match (*self, place) {
-            (Spot::Json(a), Place::Json(b))
-            | (Spot::Query(a), Place::Query(b))
-            | (Spot::Header(a), Place::Header(b))
-            | (Spot::Cookie(a), Place::Cookie(b))
-            | (Spot::Form(a), Place::Form(b)) => a == b,
-            (Spot::Path(a), Place::Path(b)) => a == *b,
-            (Spot::Bearer, Place::Bearer) | (Spot::Location, Place::Location) => true,
-            _ => false,
-        }
+        *self == place.spot()
     }
 
     /// Writes the place as [`Place`] displays it: one text per place, to
     /// look places up by without making one.
     pub fn write_key(&self, out: &mut String) {
         out.clear();
-        let _ = match *self {
-            Spot::Json(path) => out.write_str(path),
-            Spot::Path(i) => write!(out, "path[{i}]"),
-            Spot::Query(name) => write!(out, "query:{name}"),
-            Spot::Bearer => out.write_str("bearer"),
-            Spot::Header(name) => write!(out, "header:{name}"),
-            Spot::Cookie(name) => write!(out, "cookie:{name}"),
-            Spot::Form(name) => write!(out, "form:{name}"),
-            Spot::Location => out.write_str("location"),
-        };
+        let _ = write!(out, "{self}");
+    }
+}
+
+/// As rules write places: `$.cart_id`, `path[2]`, `query:cart`, `bearer`,
+/// `header:x-token`, `cookie:sid`, `form:cart`, `location`.
+impl std::fmt::Display for Spot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Spot::Json(path) => f.write_str(path),
+            Spot::Path(i) => write!(f, "path[{i}]"),
+            Spot::Query(name) => write!(f, "query:{name}"),
+            Spot::Bearer => f.write_str("bearer"),
+            Spot::Header(name) => write!(f, "header:{name}"),
+            Spot::Cookie(name) => write!(f, "cookie:{name}"),
+            Spot::Form(name) => write!(f, "form:{name}"),
+            Spot::Location => f.write_str("location"),
+        }
     }
 }
 
@@ -196,19 +195,28 @@ impl Scanner {
         let Some(bytes) = places::json_bytes(headers, body) else {
             return false;
         };
+        if self.leaves(&bytes, each) {
+            return true;
+        }
+        // simd-json refuses integers past 64 bits, which serde_json reads
+        // as floats: written again with those as floats, such a document
+        // keeps its other leaves.
+        let again = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|doc| serde_json::to_vec(&doc).ok());
+        again.is_some_and(|json| self.leaves(&json, each))
+    }
+
+    /// Hands the leaves of the JSON document `json` to `each`; false when
+    /// simd-json refuses it.
+    fn leaves(&mut self, json: &[u8], each: &mut dyn FnMut(Spot<'_>, Leaf<'_>)) -> bool {
         self.doc.clear();
-        self.doc.extend_from_slice(&bytes);
+        self.doc.extend_from_slice(json);
         self.path.clear();
         self.path.push('$');
         let mut tape = Tape::default();
         let Ok(root) = tape.push(&mut self.doc, &mut self.parser) else {
-            // simd-json refuses integers past 64 bits, which serde_json
-            // reads as floats: such a document keeps its other leaves.
-            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                return false;
-            };
-            value_leaves(&doc, &mut self.path, &mut self.number, each);
-            return true;
+            return false;
         };
         let mut walk = Walk {
             tape: &tape,
@@ -274,54 +282,6 @@ impl Walk<'_, '_, '_> {
                 integer: true,
             },
         );
-    }
-}
-
-/// The leaves of a parsed document, as [`Walk`] hands those of a tape.
-fn value_leaves(
-    value: &serde_json::Value,
-    path: &mut String,
-    number: &mut String,
-    each: &mut dyn FnMut(Spot<'_>, Leaf<'_>),
-) {
-    use serde_json::Value;
-    let len = path.len();
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map {
-                places::push_key(path, key);
-                value_leaves(v, path, number, each);
-                path.truncate(len);
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                let _ = write!(path, "[{i}]");
-                value_leaves(v, path, number, each);
-                path.truncate(len);
-            }
-        }
-        Value::String(text) if keyable(text) => {
-            each(
-                Spot::Json(path),
-                Leaf {
-                    text,
-                    integer: false,
-                },
-            );
-        }
-        Value::Number(n) if n.is_u64() || n.is_i64() => {
-            number.clear();
-            let _ = write!(number, "{n}");
-            each(
-                Spot::Json(path),
-                Leaf {
-                    text: number,
-                    integer: true,
-                },
-            );
-        }
-        _ => {}
     }
 }
 
