@@ -31,7 +31,10 @@ use super::connect::{acquire, endpoint, BoxError, Counted, SendClock};
 /// The connections one engine keeps to one host and port.
 pub struct Pool {
     address: String,
-    idle: Mutex<Vec<Conn>>,
+    /// Boxed: a connection taken out is held in its request's future,
+    /// which would else carry its whole state (700 B of hyper's).
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Conn>>>,
     /// Requests on a connection at once, at most `max`: a connection is
     /// opened only when none is idle, so open ones never outnumber them.
     slots: Option<Arc<Semaphore>>,
@@ -162,7 +165,12 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.take().filter(|_| !resent) {
                 Some(conn) => (conn, true),
-                None => (connect(&self.address, self.connect_timeout).await?, false),
+                // Boxed: connecting is rare, and its state would be room
+                // in every request's future.
+                None => (
+                    Box::pin(connect(&self.address, self.connect_timeout)).await?,
+                    false,
+                ),
             };
             let again = (reused && !resent && is_idempotent(req.method())).then(|| copy(&req));
             match round_trip(&mut conn, req, self.max_body).await {
@@ -198,7 +206,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open.
-    fn take(&self) -> Option<Conn> {
+    fn take(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().expect("pool lock");
         while let Some(mut conn) = idle.pop() {
             // A connection the server closed finishes when polled; one that
@@ -238,7 +246,7 @@ fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     copy
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<Conn, BoxError> {
+async fn connect(address: &str, timeout: Duration) -> Result<Box<Conn>, BoxError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Ok(stream) => stream?,
         Err(_) => {
@@ -250,7 +258,7 @@ async fn connect(address: &str, timeout: Duration) -> Result<Conn, BoxError> {
     let counted = Counted::new(stream, None);
     let clock = counted.clock();
     let (send, io) = http1::handshake(TokioIo::new(counted)).await?;
-    Ok(Conn { send, io, clock })
+    Ok(Box::new(Conn { send, io, clock }))
 }
 
 /// A body, or its first bytes with the whole one's length and hash.

@@ -308,7 +308,7 @@ pub const MAX_BODY: usize = 16 << 20;
 
 /// `body` read to its end, keeping at most `max` bytes: a longer one keeps
 /// its first `max` bytes, with the whole body's length and SHA-256 (which
-/// the differ compares instead). One frame is kept as it came, uncopied.
+/// the differ compares instead).
 pub async fn read_bounded<B>(
     mut body: B,
     max: usize,

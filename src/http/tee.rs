@@ -17,10 +17,12 @@ use crate::capture::Truncated;
 
 /// The first `max` bytes of a body as it goes by, with the whole body's
 /// length and SHA-256 once it outgrows them (what the differ compares
-/// then). A body that fits in one frame is kept as it came, uncopied.
+/// then). The bytes are copied, even a body of one frame: a frame kept as
+/// it came holds the whole read buffer it was cut from (8 KB or more for a
+/// small answer), and the connection then allocates a new one for every
+/// answer instead of reading the next into the same.
 pub struct Kept {
     max: usize,
-    first: Option<Bytes>,
     kept: BytesMut,
     hasher: Option<sha2::Sha256>,
     len: u64,
@@ -31,7 +33,6 @@ impl Kept {
     pub fn new(max: usize) -> Kept {
         Kept {
             max,
-            first: None,
             kept: BytesMut::new(),
             hasher: None,
             len: 0,
@@ -55,21 +56,9 @@ impl Kept {
             hasher.update(chunk);
             return;
         }
-        let held = self.first.as_ref().map_or(0, Bytes::len) + self.kept.len();
-        if held + chunk.len() <= self.max {
-            match self.first.take() {
-                None if self.kept.is_empty() => self.first = Some(chunk.clone()),
-                taken => {
-                    if let Some(taken) = taken {
-                        self.kept.extend_from_slice(&taken);
-                    }
-                    self.kept.extend_from_slice(chunk);
-                }
-            }
+        if self.kept.len() + chunk.len() <= self.max {
+            self.kept.extend_from_slice(chunk);
             return;
-        }
-        if let Some(taken) = self.first.take() {
-            self.kept.extend_from_slice(&taken);
         }
         let mut started = sha2::Sha256::new();
         started.update(&self.kept);
@@ -85,7 +74,7 @@ impl Kept {
             len: self.len,
             sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
         });
-        (self.first.unwrap_or_else(|| self.kept.freeze()), truncated)
+        (self.kept.freeze(), truncated)
     }
 }
 

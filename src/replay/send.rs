@@ -273,7 +273,10 @@ impl Sender {
         let (rewritten, unresolved) = match &self.bindings {
             Some(bindings) => {
                 let deadline = scheduled + max_lag.unwrap_or(self.timeout);
-                let resolved = bindings.resolve(stack.index, at, recorded, deadline).await;
+                // Boxed: its state would be room in every job's future,
+                // correlated or not.
+                let resolved =
+                    Box::pin(bindings.resolve(stack.index, at, recorded, deadline)).await;
                 (resolved.request, resolved.unresolved)
             }
             None => (None, Vec::new()),
