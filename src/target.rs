@@ -23,17 +23,27 @@ pub struct Target {
 impl Target {
     /// The full URI for a request target (`/path?query`).
     pub fn uri_for(&self, target: &str) -> anyhow::Result<Uri> {
-        let target = if target.starts_with('/') {
-            target.to_string()
-        } else {
-            format!("/{target}")
-        };
         let text = format!(
-            "{}://{}{}{}",
-            self.scheme, self.authority, self.prefix, target
+            "{}://{}{}",
+            self.scheme,
+            self.authority,
+            self.path_for(target)
         );
         text.parse()
             .with_context(|| format!("request target {target:?} does not make a valid URI"))
+    }
+
+    /// The origin form (`/prefix/path?query`) of [`Target::uri_for`]'s URI:
+    /// what an HTTP/1.1 request line names, built without the whole URI.
+    pub fn origin_for(&self, target: &str) -> anyhow::Result<Uri> {
+        self.path_for(target)
+            .parse()
+            .with_context(|| format!("request target {target:?} does not make a valid URI"))
+    }
+
+    fn path_for(&self, target: &str) -> String {
+        let slash = if target.starts_with('/') { "" } else { "/" };
+        format!("{}{slash}{target}", self.prefix)
     }
 
     /// Host (lower case) and port, the default port of the scheme if none
@@ -175,6 +185,14 @@ mod tests {
             "http://127.0.0.1:9000/v1/orders?x=1"
         );
         assert_eq!(t.to_string(), "http://127.0.0.1:9000/v1");
+        // What the engine's own connections send: the same path and query.
+        assert_eq!(t.origin_for("orders?x=1").unwrap(), "/v1/orders?x=1");
+        let root: Target = "http://127.0.0.1:9000".parse().unwrap();
+        assert_eq!(root.origin_for("/").unwrap(), "/");
+        assert_eq!(
+            root.origin_for("//a").unwrap(),
+            root.uri_for("//a").unwrap().path()
+        );
         assert!("ftp://x".parse::<Target>().is_err());
         assert_eq!(
             "https://h:8443".parse::<Target>().unwrap().to_string(),

@@ -303,12 +303,3 @@ async fn round_trip(
     })
     .await
 }
-
-/// The origin form of a request URI (`/path?query`), which HTTP/1.1 sends
-/// to an origin server.
-pub fn origin_form(uri: &Uri) -> Uri {
-    match uri.path_and_query() {
-        Some(path) => Uri::from(path.clone()),
-        None => Uri::from_static("/"),
-    }
-}

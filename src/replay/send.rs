@@ -27,6 +27,10 @@ struct Stack {
     target: Target,
     slots: Option<Arc<Semaphore>>,
     headers: hyper::HeaderMap,
+    /// The target's Host header, and its credentials (`user:pass@`), made
+    /// once rather than for every request.
+    host: hyper::header::HeaderValue,
+    credentials: Option<hyper::header::HeaderValue>,
     /// Connections of a cleartext HTTP/1.1 target; `None`: a client's.
     pool: Option<Arc<connection::Pool>>,
     /// A client of its own (`--keep-host` on TLS and HTTP/2 targets, whose
@@ -100,6 +104,8 @@ impl Sender {
                     target: target.clone(),
                     slots: Option::clone(slots),
                     headers: header_map(headers),
+                    host: target.host_header(),
+                    credentials: target.basic_auth(),
                     pool,
                     client,
                 }
@@ -376,18 +382,13 @@ impl Sender {
         }
     }
 
-    async fn exchange(
-        &self,
-        stack: &Stack,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<Answer, Failed> {
+    async fn exchange(&self, stack: &Stack, req: Request<Full<Bytes>>) -> Result<Answer, Failed> {
         let fail = |e: &(dyn std::error::Error + 'static)| Failed {
             kind: http::classify(e),
             message: http::error_chain(e),
             retried: was_retried(e),
         };
         if let Some(pool) = &stack.pool {
-            *req.uri_mut() = connection::origin_form(req.uri());
             let answer = pool.request(req).await.map_err(|e| fail(&*e))?;
             return Ok(Answer {
                 status: answer.head.status.as_u16(),
@@ -564,10 +565,13 @@ fn build(
     request: &capture::Request,
     keep_host: bool,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let uri = stack
-        .target
-        .uri_for(&request.target)
-        .map_err(|e| format!("{e:#}"))?;
+    // The engine's own connections send the origin form; a client is
+    // given the whole URI, which names where to connect.
+    let uri = match stack.pool {
+        Some(_) => stack.target.origin_for(&request.target),
+        None => stack.target.uri_for(&request.target),
+    }
+    .map_err(|e| format!("{e:#}"))?;
     let skip: &[&str] = if keep_host { &[] } else { &["host"] };
     let (headers, invalid) = http::to_header_map(&request.headers, skip);
     if invalid > 0 {
@@ -581,7 +585,7 @@ fn build(
     *req.headers_mut() = headers;
     if stack.pool.is_some() {
         if !req.headers().contains_key(HOST) {
-            req.headers_mut().insert(HOST, stack.target.host_header());
+            req.headers_mut().insert(HOST, stack.host.clone());
         }
     } else if let Some(host) = req.headers_mut().remove(HOST) {
         // --keep-host on a pooled client: the recorded host goes in the URI,
@@ -590,10 +594,10 @@ fn build(
             *req.uri_mut() = uri;
         }
     }
-    if let Some(credentials) = stack.target.basic_auth() {
+    if let Some(credentials) = &stack.credentials {
         if !req.headers().contains_key(hyper::header::AUTHORIZATION) {
             req.headers_mut()
-                .insert(hyper::header::AUTHORIZATION, credentials);
+                .insert(hyper::header::AUTHORIZATION, credentials.clone());
         }
     }
     for (name, value) in &stack.headers {
