@@ -145,8 +145,13 @@ impl Pool {
     /// connection closed after it went out but before any byte of an answer
     /// (the server's keep-alive timeout met it on the way) is sent once more
     /// on a new connection, as browsers and hyper's pool do; the answer says
-    /// so.
-    pub async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<Answer, BoxError> {
+    /// so. `again` makes the request anew for that second send (made only
+    /// then: a copy kept of every request cost more than the rare resend).
+    pub async fn request(
+        &self,
+        mut req: Request<Full<Bytes>>,
+        again: impl Fn() -> Option<Request<Full<Bytes>>>,
+    ) -> Result<Answer, BoxError> {
         // Held until the connection is back in the pool.
         let _permit = match &self.slots {
             Some(slots) => Some(
@@ -172,7 +177,7 @@ impl Pool {
                     false,
                 ),
             };
-            let again = (reused && !resent && is_idempotent(req.method())).then(|| copy(&req));
+            let retry = reused && !resent && is_idempotent(req.method());
             match round_trip(&mut conn, req, self.max_body).await {
                 Ok((head, (body, truncated), reusable)) => {
                     let sent = conn.clock.sent();
@@ -195,10 +200,10 @@ impl Pool {
                     return Err(RetriedError(error.into()).into())
                 }
                 Err(Failure::Unsent(_, error)) => return Err(error.into()),
-                Err(Failure::Failed(_)) if again.is_some() && !conn.clock.heard_back() => {
-                    resent = true;
-                    req = again.expect("a copy of an idempotent request");
-                }
+                Err(Failure::Failed(error)) if retry && !conn.clock.heard_back() => match again() {
+                    Some(anew) => (resent, req) = (true, anew),
+                    None => return Err(error),
+                },
                 Err(Failure::Failed(error)) if resent => return Err(RetriedError(error).into()),
                 Err(Failure::Failed(error)) => return Err(error),
             }
@@ -233,17 +238,6 @@ fn is_idempotent(method: &hyper::Method) -> bool {
         Method::DELETE,
     ]
     .contains(method)
-}
-
-/// A request as it will go out again: method, target, version, headers and
-/// body (a `Full` body is cheap to clone).
-fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut copy = Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }
 
 async fn connect(address: &str, timeout: Duration) -> Result<Box<Conn>, BoxError> {

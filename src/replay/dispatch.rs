@@ -11,7 +11,7 @@
 //! their pair are bounded, and past the bound the stack that is behind has
 //! its late requests dropped and counted, rather than memory growing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -39,7 +39,7 @@ enum Admit {
 }
 
 /// One stack's busy sessions and the jobs waiting behind them.
-type Queues = Mutex<HashMap<String, VecDeque<Job>>>;
+type Queues = Mutex<foldhash::HashMap<Arc<str>, VecDeque<Job>>>;
 
 /// The answers of one job so far.
 struct Partial {
@@ -55,7 +55,7 @@ struct Partial {
 
 #[derive(Default)]
 struct Pairing {
-    partials: HashMap<Key, Partial>,
+    partials: foldhash::HashMap<Key, Partial>,
     /// Partials some stack has answered: answers waiting for their pair
     /// (jobs no stack has reached yet hold nothing but their key).
     waiting: usize,
@@ -132,7 +132,7 @@ impl Dispatcher {
         for stack in stacks {
             if let Some(queues) = &self.queues {
                 let mut queues = queues[stack].lock().expect("session queues lock");
-                if let Some(queue) = queues.get_mut(&job.session) {
+                if let Some(queue) = queues.get_mut(&*job.session) {
                     queue.push_back(job.clone());
                     continue;
                 }
@@ -179,9 +179,9 @@ impl Dispatcher {
             };
             let next = {
                 let mut queues = queues[stack].lock().expect("session queues lock");
-                let next = queues.get_mut(&job.session).and_then(VecDeque::pop_front);
+                let next = queues.get_mut(&*job.session).and_then(VecDeque::pop_front);
                 if next.is_none() {
-                    queues.remove(&job.session);
+                    queues.remove(&*job.session);
                 }
                 next
             };
@@ -203,7 +203,7 @@ impl Dispatcher {
         let mut rest = vec![first];
         if let Some(queues) = &self.queues {
             let mut queues = queues[stack].lock().expect("session queues lock");
-            if let Some(queue) = queues.remove(&session) {
+            if let Some(queue) = queues.remove(&*session) {
                 rest.extend(queue);
             }
         }

@@ -79,7 +79,7 @@ pub struct Recorded {
     /// When the request arrived, µs since the capture started.
     pub offset_us: u64,
     /// The session key.
-    pub session: String,
+    pub session: Arc<str>,
     /// The request as recorded.
     pub request: Arc<Request>,
     /// The recorded answer, unparsed, for the judge; `None` if none was recorded.
@@ -91,7 +91,7 @@ impl Recorded {
         Ok(Recorded {
             id: outline.id,
             offset_us: outline.offset_us,
-            session: outline.session.to_string(),
+            session: Arc::from(&*outline.session),
             request: Arc::new(outline.request()?),
             response: outline.response_text().map(Arc::from),
         })
@@ -107,8 +107,9 @@ pub struct Job {
     pub pass: u32,
     /// Copy of the exchange in this pass, from 0 (`--amplify`).
     pub copy: u32,
-    /// Session queue: the exchange's session, per copy.
-    pub session: String,
+    /// Session queue: the exchange's session, per copy (shared: a job is
+    /// cloned for each stack it goes to).
+    pub session: Arc<str>,
     /// When it is due.
     pub at: Instant,
 }
@@ -326,7 +327,7 @@ impl Clock {
             let session = if copy == 0 {
                 exchange.session.clone()
             } else {
-                format!("{}#{copy}", exchange.session)
+                Arc::from(format!("{}#{copy}", exchange.session))
             };
             self.out.jobs += 1;
             pacer.emit(Job {

@@ -248,7 +248,7 @@ impl Sender {
             id: job.exchange.id,
             pass: job.pass,
             copy: job.copy,
-            session: job.exchange.session.clone(),
+            session: job.exchange.session.to_string(),
             scheduled_us: job.at.saturating_duration_since(start).as_micros() as u64,
             request: job.exchange.request.clone(),
             legacy: legacy.unwrap_or_else(missing),
@@ -319,12 +319,17 @@ impl Sender {
             return dropped(scheduled, "could not go out within --max-lag");
         }
         let _in_flight = self.metrics.as_ref().map(|m| m.in_flight(stack.index));
-        let outcome = match build(stack, request, self.keep_host) {
-            Ok(mut req) => {
-                if let Some(value) = trace.and_then(|t| t.parse().ok()) {
-                    req.headers_mut().insert("traceparent", value);
-                }
-                match tokio::time::timeout(self.timeout, self.exchange(stack, req)).await {
+        let make = || {
+            let mut req = build(stack, request, self.keep_host)?;
+            if let Some(value) = trace.as_deref().and_then(|t| t.parse().ok()) {
+                req.headers_mut().insert("traceparent", value);
+            }
+            Ok::<_, String>(req)
+        };
+        let outcome = match make() {
+            Ok(req) => {
+                let again = || make().ok();
+                match tokio::time::timeout(self.timeout, self.exchange(stack, req, again)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(Failed::new(
                         ErrorKind::Timeout,
@@ -382,14 +387,20 @@ impl Sender {
         }
     }
 
-    async fn exchange(&self, stack: &Stack, req: Request<Full<Bytes>>) -> Result<Answer, Failed> {
+    /// `again` makes the request anew, should it have to go out twice.
+    async fn exchange(
+        &self,
+        stack: &Stack,
+        req: Request<Full<Bytes>>,
+        again: impl Fn() -> Option<Request<Full<Bytes>>>,
+    ) -> Result<Answer, Failed> {
         let fail = |e: &(dyn std::error::Error + 'static)| Failed {
             kind: http::classify(e),
             message: http::error_chain(e),
             retried: was_retried(e),
         };
         if let Some(pool) = &stack.pool {
-            let answer = pool.request(req).await.map_err(|e| fail(&*e))?;
+            let answer = pool.request(req, again).await.map_err(|e| fail(&*e))?;
             return Ok(Answer {
                 status: answer.head.status.as_u16(),
                 headers: http::to_headers(&answer.head.headers),
