@@ -16,7 +16,7 @@ use crate::results::{Attempt, ExchangeResult};
 /// than this long after its time) opens it again; it is sealed anew when
 /// the next interval begins, so that a stream of late answers costs one
 /// opening per interval, not one per answer.
-const LIVE_US: u64 = 10_000_000;
+const LIVE_US: u64 = 3_000_000;
 
 #[derive(Clone)]
 pub(super) struct SeriesTally {
@@ -239,8 +239,8 @@ mod tests {
             tally.add(&result(s, 1_000 + s), Verdict::Matched);
         }
         let sealed = |t: &SeriesTally, s: u64| matches!(t.points[&s].stacks, Stacks::Sealed(_));
-        assert!(sealed(&tally, 0) && sealed(&tally, 89));
-        assert!(!sealed(&tally, 90) && !sealed(&tally, 100));
+        assert!(sealed(&tally, 0) && sealed(&tally, 96));
+        assert!(!sealed(&tally, 97) && !sealed(&tally, 100));
         // What a window is made of: sealed intervals decoded.
         let window = |t: &SeriesTally| {
             assert!(t.window(0, 10_000_000).is_some());
@@ -261,7 +261,7 @@ mod tests {
         assert!(!sealed(&tally, 5));
         assert_eq!(window(&tally), (11, 11, 2_000));
         tally.add(&result(101, 1_000), Verdict::Matched);
-        assert!(sealed(&tally, 5) && sealed(&tally, 90) && !sealed(&tally, 91));
+        assert!(sealed(&tally, 5) && sealed(&tally, 97) && !sealed(&tally, 98));
         assert_eq!(window(&tally), (11, 11, 2_000));
         let series = tally.finish().unwrap();
         assert_eq!(series.points.len(), 102);
