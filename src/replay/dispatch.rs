@@ -124,9 +124,9 @@ impl Dispatcher {
                 bytes: 0,
             },
         );
-        // The stacks whose session is free take the job together, in one
-        // task, as when they keep pace: their requests go out side by side
-        // (in `stacks_for`'s order) and meet --max-lag alike. A stack whose
+        // The stacks whose session is free take the job together, as when
+        // they keep pace: their requests go out side by side (in
+        // `stacks_for`'s order) and meet --max-lag alike. A stack whose
         // session is still busy takes it later, from its own queue.
         let mut free = Vec::with_capacity(stacks.len());
         for stack in stacks {
@@ -143,9 +143,10 @@ impl Dispatcher {
         if free.is_empty() {
             return;
         }
-        // A task per stack, spawned in that order: the runtime polls them
-        // in turn, with nothing between. One task joining the stacks held
-        // room for three stacks' sends, 14 KB for every job.
+        // A task per stack, spawned in that order: the engine's runtime
+        // polls them one after the other (its local queue is first in,
+        // first out). One task joining the stacks held room for three
+        // stacks' sends, 14 KB for every job.
         for stack in free {
             self.runtime.spawn(self.clone().run(stack, job.clone()));
         }
