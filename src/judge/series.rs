@@ -2,6 +2,7 @@
 //! interval of its scheduled time (the same in every shard of a run, so
 //! that shard series merge interval by interval).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::Verdict;
@@ -73,10 +74,10 @@ impl Stacks {
     }
 
     /// The stacks as counted, decoded if sealed.
-    fn tallies(&self) -> [StackTally; 2] {
+    fn tallies(&self) -> Cow<'_, [StackTally; 2]> {
         match self {
-            Stacks::Live(stacks) => stacks.clone(),
-            Stacks::Sealed(points) => points.each_ref().map(open),
+            Stacks::Live(stacks) => Cow::Borrowed(stacks),
+            Stacks::Sealed(points) => Cow::Owned(points.each_ref().map(open)),
         }
     }
 
@@ -165,7 +166,7 @@ impl SeriesTally {
             return None;
         }
         Some(crate::gate::Figures::window(
-            points.iter().map(|(counts, stacks)| (*counts, stacks)),
+            points.iter().map(|(counts, stacks)| (*counts, &**stacks)),
         ))
     }
 
