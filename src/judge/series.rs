@@ -12,8 +12,9 @@ use crate::results::{Attempt, ExchangeResult};
 /// How far behind the newest interval an interval's histograms stay as
 /// they are counted; older ones are sealed into the report's compact form
 /// (HdrHistogram V2 deflate). A live interval holds six histograms of tens
-/// of kilobytes, so without sealing a long run grew by about 200 KB for
-/// every second it lasted. A result for a sealed interval (answered more
+/// of kilobytes, so without sealing a long run grew for every second it
+/// lasted (at 2,000 exchanges/s, 150 KB a second with glibc's malloc and
+/// 380 KB with mimalloc). A result for a sealed interval (answered more
 /// than this long after its time) opens it again; it is sealed anew when
 /// the next interval begins, so that a stream of late answers costs one
 /// opening per interval, not one per answer.
