@@ -26,9 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tandem::capture::{Body, CaptureHeader, CaptureWriter, Exchange, Header, Request};
-use tandem::jsonl::LineReader;
 use tandem::report::Report;
-use tandem::results::{ExchangeResult, ResultsHeader};
+use tandem::results::ResultsReader;
 
 fn main() -> anyhow::Result<()> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-bench");
@@ -464,12 +463,10 @@ fn send_rates(out: &Path) -> anyhow::Result<(f64, f64)> {
 /// The sends of [`send_rates`]: exchanges sent to both targets, requests
 /// sent in all.
 fn sends(out: &Path) -> anyhow::Result<(Span, Span)> {
-    let mut lines = LineReader::open(out.join("results.jsonl"))?;
-    let _: Option<anyhow::Result<ResultsHeader>> =
-        lines.next("header").map(|h| h.map_err(Into::into));
+    let mut results = ResultsReader::open(&out.join("results.jsonl"))?;
     let mut both = Span::default();
     let mut all = Span::default();
-    while let Some(r) = lines.next::<ExchangeResult>("result") {
+    while let Some(r) = results.next_result() {
         let r = r?;
         if !r.legacy.was_dropped() && !r.new.was_dropped() {
             both.add(r.scheduled_us + r.legacy.lag_us);

@@ -106,11 +106,11 @@ impl LineReader {
 
     /// Opens `path` and reads its header line as `H`, refusing a file of
     /// another format or version: `versioned` gives the header's `format`
-    /// and `version`, to be `format` v`version` (the results and effects
-    /// files of a run directory).
+    /// and `version`, to be `format` of a version in `versions` (the
+    /// results and effects files of a run directory).
     pub fn open_versioned<H: serde::de::DeserializeOwned>(
         path: &Path,
-        (format, version): (&str, u32),
+        (format, versions): (&str, std::ops::RangeInclusive<u32>),
         versioned: impl Fn(&H) -> (&str, u32),
     ) -> anyhow::Result<(LineReader, H)> {
         let mut lines = LineReader::open(path)?;
@@ -122,10 +122,14 @@ impl LineReader {
             ),
         };
         let (found, found_version) = versioned(&header);
+        let reads = match (versions.start(), versions.end()) {
+            (first, last) if first == last => format!("v{first}"),
+            (first, last) => format!("v{first} to v{last}"),
+        };
         anyhow::ensure!(
-            found == format && found_version == version,
+            found == format && versions.contains(&found_version),
             "{}: format {found} v{found_version} is not supported (this build reads {format} \
-             v{version})",
+             {reads})",
             path.display(),
         );
         Ok((lines, header))
@@ -381,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("file.jsonl");
         std::fs::write(&path, text)?;
-        LineReader::open_versioned(&path, ("tandem-things", 1), |h: &Header| {
+        LineReader::open_versioned(&path, ("tandem-things", 1..=1), |h: &Header| {
             (&h.format, h.version)
         })
     }

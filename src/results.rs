@@ -4,14 +4,16 @@
 //! results file ([`ResultsWriter`]), the judge, or both through a [`Tee`].
 //!
 //! The results file keeps both raw answers so that the report can be
-//! recomputed offline. Format v1 (`docs/results-format.md`): JSON Lines, a
-//! [`ResultsHeader`] line, then one [`ExchangeResult`] a line.
+//! recomputed offline. Format v2 (`docs/results-format.md`): JSON Lines, a
+//! [`ResultsHeader`] line, then one [`ExchangeResult`] a line, a body that
+//! repeats one of an earlier line written as a reference to it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::body::repeats::{self, Repeats};
 use crate::capture::{Request, Response};
 use crate::jsonl::{LineError, LineReader, LineWriter};
 
@@ -45,6 +47,7 @@ impl<A: ResultSink, B: ResultSink> ResultSink for Tee<A, B> {
 /// Writes the results file: the header line first, then a line a result.
 pub struct ResultsWriter {
     lines: Option<LineWriter>,
+    repeats: Repeats,
 }
 
 impl ResultsWriter {
@@ -52,7 +55,10 @@ impl ResultsWriter {
     pub fn create(path: &Path, header: &ResultsHeader) -> anyhow::Result<ResultsWriter> {
         let mut lines = LineWriter::create(path)?;
         lines.write(header)?;
-        Ok(ResultsWriter { lines: Some(lines) })
+        Ok(ResultsWriter {
+            lines: Some(lines),
+            repeats: Repeats::default(),
+        })
     }
 
     /// Bytes written so far, before any compression.
@@ -63,10 +69,17 @@ impl ResultsWriter {
 
 impl ResultSink for ResultsWriter {
     fn accept(&mut self, result: &ExchangeResult) -> anyhow::Result<()> {
-        match &mut self.lines {
-            Some(lines) => lines.write(result),
-            None => anyhow::bail!("results written after the file was closed"),
+        let Some(lines) = &mut self.lines else {
+            anyhow::bail!("results written after the file was closed");
+        };
+        let line = lines.lines();
+        let written = repeats::with(&mut self.repeats, line, || lines.write(result));
+        if written.is_err() {
+            // The line is not in the file: no later line may repeat what
+            // it kept.
+            self.repeats = Repeats::default();
         }
+        written
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {
@@ -81,16 +94,21 @@ impl ResultSink for ResultsWriter {
 pub struct ResultsReader {
     lines: LineReader,
     header: ResultsHeader,
+    repeats: Repeats,
 }
 
 impl ResultsReader {
     /// Opens `path` and checks its header line.
     pub fn open(path: &Path) -> anyhow::Result<ResultsReader> {
         let (lines, header) =
-            LineReader::open_versioned(path, (FORMAT, VERSION), |h: &ResultsHeader| {
+            LineReader::open_versioned(path, (FORMAT, READS), |h: &ResultsHeader| {
                 (&h.format, h.version)
             })?;
-        Ok(ResultsReader { lines, header })
+        Ok(ResultsReader {
+            lines,
+            header,
+            repeats: Repeats::default(),
+        })
     }
 
     /// The header line.
@@ -100,14 +118,25 @@ impl ResultsReader {
 
     /// The next result; an error names the file and line.
     pub fn next_result(&mut self) -> Option<Result<ExchangeResult, LineError>> {
-        self.lines.next("an exchange result")
+        if let Err(e) = self.lines.advance()? {
+            return Some(Err(e));
+        }
+        let lines = &self.lines;
+        let line = lines.line_number();
+        Some(repeats::with(&mut self.repeats, line, || {
+            lines.parse_current("an exchange result")
+        }))
     }
 }
 
 /// The value of the header line's `format` field.
 pub const FORMAT: &str = "tandem-results";
-/// The results format version this build writes.
-pub const VERSION: u32 = 1;
+/// The results format version this build writes: 2 states a repeated body
+/// once ([`repeats`]).
+pub const VERSION: u32 = 2;
+/// The versions this build reads: a version 1 file is a version 2 file
+/// without repeats.
+pub const READS: std::ops::RangeInclusive<u32> = 1..=VERSION;
 /// The results file's name inside a run directory.
 pub const FILE_NAME: &str = "results.jsonl";
 

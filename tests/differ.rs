@@ -194,6 +194,9 @@ async fn offline_rediff_equals_the_live_report_and_takes_new_rules() {
     assert_eq!(groups(&live), the_planted_bugs());
 
     let results = dir.path().join("run/results.jsonl");
+    // The file states repeated bodies once, and reads them back whole.
+    let text = std::fs::read_to_string(&results).unwrap();
+    assert!(text.contains(r#"{"same":"#) && text.contains(r#""keep":"#));
     let same = rediff(&results, Some(rules), NoiseThresholds::default(), true).unwrap();
     assert_eq!(same.summary, live.summary);
     assert_eq!(groups(&same), groups(&live));
@@ -311,22 +314,29 @@ fn noise_paths(report: &Report) -> BTreeSet<(String, String, Option<String>)> {
 /// The reports of `results` split by session hash into `n` results files,
 /// each re-diffed and read back from JSON as `tandem report merge` would.
 fn shard_reports(results: &Path, dir: &Path, n: u64) -> Vec<Report> {
-    let text = std::fs::read_to_string(results).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap();
-    let mut shards: Vec<String> = (0..n).map(|_| format!("{header}\n")).collect();
-    for line in lines {
-        let value: serde_json::Value = serde_json::from_str(line).unwrap();
-        let hash = tandem::capture::session_hash(value["session"].as_str().unwrap());
-        shards[(hash % n) as usize].push_str(&format!("{line}\n"));
-    }
-    shards
+    use tandem::results::{ResultSink, ResultsReader, ResultsWriter};
+    // Read and written as results, not as lines: a line may repeat a body
+    // of a line that goes to another shard.
+    let mut reader = ResultsReader::open(results).unwrap();
+    let paths: Vec<_> = (0..n)
+        .map(|i| dir.join(format!("shard-{i}.jsonl")))
+        .collect();
+    let mut shards: Vec<ResultsWriter> = paths
         .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            let path = dir.join(format!("shard-{i}.jsonl"));
-            std::fs::write(&path, text).unwrap();
-            let report = rediff(&path, None, NoiseThresholds::default(), true).unwrap();
+        .map(|path| ResultsWriter::create(path, reader.header()).unwrap())
+        .collect();
+    while let Some(result) = reader.next_result() {
+        let result = result.unwrap();
+        let hash = tandem::capture::session_hash(&result.session);
+        shards[(hash % n) as usize].accept(&result).unwrap();
+    }
+    for shard in &mut shards {
+        shard.finish().unwrap();
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let report = rediff(path, None, NoiseThresholds::default(), true).unwrap();
             serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap()
         })
         .collect()

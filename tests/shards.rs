@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use tandem::cli::replay::{run as replay, ReplayJob};
 use tandem::demo::{self, DemoOptions, DemoServer, Flavor};
-use tandem::jsonl::LineReader;
 use tandem::latency::Latency;
 use tandem::replay::ReplayPlan;
 use tandem::report::{merge::merge, Report};
-use tandem::results::{ExchangeResult, ResultsHeader};
+use tandem::results::ResultsReader;
 
 async fn stacks() -> (DemoServer, DemoServer) {
     (
@@ -173,10 +172,9 @@ async fn merged_shards_equal_the_single_run() {
     let mut legacy_all = Latency::default();
     let mut ids = Vec::new();
     for i in 0..3 {
-        let mut lines =
-            LineReader::open(dir.path().join(format!("shard-{i}/results.jsonl"))).unwrap();
-        let _: ResultsHeader = lines.next("header").unwrap().unwrap();
-        while let Some(r) = lines.next::<ExchangeResult>("result") {
+        let mut results =
+            ResultsReader::open(&dir.path().join(format!("shard-{i}/results.jsonl"))).unwrap();
+        while let Some(r) = results.next_result() {
             let r = r.unwrap();
             ids.push(r.id);
             legacy_all.record(r.legacy.response.unwrap().latency_us);

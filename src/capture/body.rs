@@ -2,8 +2,13 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod repeats;
+
 /// A message body. Serialized as a JSON string when it is UTF-8 text and as
 /// `{"base64": "..."}` when it is not, so that binary bodies survive exactly.
+/// A file that states repeated bodies once (results v2, see [`repeats`])
+/// also writes `{"text": "...", "keep": N}` (or `"base64"` with `"keep"`)
+/// for a body later lines may repeat, and `{"same": N}` for the repeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body(pub Bytes);
 
@@ -36,17 +41,29 @@ impl From<&str> for Body {
 enum Repr<'a> {
     Text(std::borrow::Cow<'a, str>),
     Binary { base64: String },
+    KeptText { text: &'a str, keep: u64 },
+    KeptBinary { base64: String, keep: u64 },
+    Same { same: u64 },
 }
 
 impl Serialize for Body {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(&self.0) {
-            Ok(text) => Repr::Text(text.into()).serialize(serializer),
-            Err(_) => Repr::Binary {
-                base64: base64::engine::general_purpose::STANDARD.encode(&self.0),
-            }
-            .serialize(serializer),
-        }
+        let base64 = || base64::engine::general_purpose::STANDARD.encode(&self.0);
+        let repr = match repeats::note(&self.0) {
+            repeats::Noted::Same(same) => Repr::Same { same },
+            repeats::Noted::Keep(keep) => match std::str::from_utf8(&self.0) {
+                Ok(text) => Repr::KeptText { text, keep },
+                Err(_) => Repr::KeptBinary {
+                    base64: base64(),
+                    keep,
+                },
+            },
+            repeats::Noted::Plain => match std::str::from_utf8(&self.0) {
+                Ok(text) => Repr::Text(text.into()),
+                Err(_) => Repr::Binary { base64: base64() },
+            },
+        };
+        repr.serialize(serializer)
     }
 }
 
@@ -78,20 +95,40 @@ impl<'de> serde::de::Visitor<'de> for BodyVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
         use serde::de::Error;
-        let mut base64: Option<std::borrow::Cow<'de, str>> = None;
+        let (mut text, mut base64, mut keep, mut same) = (None, None, None, None);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key != "base64" || base64.is_some() {
-                return Err(A::Error::custom(format!(
-                    "body: unexpected field {key:?}, expected one \"base64\""
-                )));
+            match &*key {
+                "text" if text.is_none() => text = Some(map.next_value::<String>()?),
+                "base64" if base64.is_none() => base64 = Some(map.next_value::<String>()?),
+                "keep" if keep.is_none() => keep = Some(map.next_value::<u64>()?),
+                "same" if same.is_none() => same = Some(map.next_value::<u64>()?),
+                _ => {
+                    return Err(A::Error::custom(format!(
+                        "body: unexpected field {key:?}, expected \"base64\" or \"text\" (and \
+                         \"keep\"), or \"same\""
+                    )))
+                }
             }
-            base64 = Some(map.next_value()?);
         }
-        let base64 = base64.ok_or_else(|| A::Error::missing_field("base64"))?;
-        base64::engine::general_purpose::STANDARD
-            .decode(base64.as_bytes())
-            .map(|bytes| Body(Bytes::from(bytes)))
-            .map_err(|e| A::Error::custom(format!("body: invalid base64: {e}")))
+        let body = match (text, base64, same) {
+            (None, None, Some(same)) if keep.is_none() => {
+                return repeats::same(same).map(Body).map_err(A::Error::custom)
+            }
+            (Some(text), None, None) => Body(Bytes::from(text)),
+            (None, Some(base64), None) => base64::engine::general_purpose::STANDARD
+                .decode(base64.as_bytes())
+                .map(|bytes| Body(Bytes::from(bytes)))
+                .map_err(|e| A::Error::custom(format!("body: invalid base64: {e}")))?,
+            _ => {
+                return Err(A::Error::custom(
+                    "body: expected one of \"base64\", \"text\" or \"same\"",
+                ))
+            }
+        };
+        if let Some(keep) = keep {
+            repeats::keep(keep, &body.0);
+        }
+        Ok(body)
     }
 }
 

@@ -6,7 +6,7 @@
 //! gzip by its magic bytes whatever the name. Reader and writer stream: memory
 //! does not grow with the size of the capture.
 
-mod body;
+pub(crate) mod body;
 mod mix;
 pub mod ordered;
 mod reader;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Effect, EffectsReport};
 use crate::diff::rules::RuleSet;
 use crate::jsonl::{LineError, LineReader, LineWriter};
-use crate::results::{self, ExchangeResult, ResultsHeader};
+use crate::results;
 
 /// The value of the header line's `format` field.
 pub const FORMAT: &str = "tandem-effects";
@@ -81,12 +81,11 @@ pub fn judge_run(
     // Read twice by the judge: once for when each exchange was in flight,
     // once for the answers of those that caused effects.
     let results = || {
-        let lines = LineReader::open(&results_path).ok();
-        let mut lines = lines.into_iter().flat_map(|mut lines| {
-            let _ = lines.next::<ResultsHeader>("header");
-            std::iter::from_fn(move || lines.next::<ExchangeResult>("result"))
-        });
-        std::iter::from_fn(move || lines.next()).filter_map(Result::ok)
+        let reader = results::ResultsReader::open(&results_path).ok();
+        let mut results = reader
+            .into_iter()
+            .flat_map(|mut reader| std::iter::from_fn(move || reader.next_result()));
+        std::iter::from_fn(move || results.next()).filter_map(Result::ok)
     };
     let quiet = std::time::Duration::from_millis(header.quiet_ms);
     let (mut report, unused) =
@@ -97,7 +96,7 @@ pub fn judge_run(
 
 fn read(path: &Path) -> anyhow::Result<(EffectsHeader, Vec<Effect>)> {
     let (mut lines, header) =
-        LineReader::open_versioned(path, (FORMAT, VERSION), |h: &EffectsHeader| {
+        LineReader::open_versioned(path, (FORMAT, VERSION..=VERSION), |h: &EffectsHeader| {
             (&h.format, h.version)
         })?;
     let effects = std::iter::from_fn(|| lines.next::<Effect>("an effect"))

@@ -444,9 +444,8 @@ pub fn write_capture(
 
 /// Every line of a run directory's results file.
 pub fn read_results(run: &std::path::Path) -> Vec<tandem::results::ExchangeResult> {
-    let mut lines = tandem::jsonl::LineReader::open(run.join("results.jsonl")).unwrap();
-    let _: tandem::results::ResultsHeader = lines.next("header").unwrap().unwrap();
-    std::iter::from_fn(|| lines.next::<tandem::results::ExchangeResult>("result"))
+    let mut results = tandem::results::ResultsReader::open(&run.join("results.jsonl")).unwrap();
+    std::iter::from_fn(|| results.next_result())
         .map(Result::unwrap)
         .collect()
 }
