@@ -55,7 +55,10 @@ struct Partial {
 
 #[derive(Default)]
 struct Pairing {
-    partials: foldhash::HashMap<Key, Partial>,
+    /// Boxed: a partial holds room for three attempts (about 600 bytes),
+    /// which the map moved on every insert and again as it grew, 7% of an
+    /// engine's time at saturation.
+    partials: foldhash::HashMap<Key, Box<Partial>>,
     /// Partials some stack has answered: answers waiting for their pair
     /// (jobs no stack has reached yet hold nothing but their key).
     waiting: usize,
@@ -116,13 +119,13 @@ impl Dispatcher {
         let stacks = self.sender.stacks_for(&job);
         self.pairing.lock().expect("pairing lock").partials.insert(
             key(&job),
-            Partial {
+            Box::new(Partial {
                 attempts: [None, None, None],
                 started: [false; 3],
                 left: stacks.len(),
                 stopped: 0,
                 bytes: 0,
-            },
+            }),
         );
         // The stacks whose session is free take the job together, as when
         // they keep pace: their requests go out side by side (in
