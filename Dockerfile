@@ -1,11 +1,17 @@
 # tandem in a container, for replay shards on Kubernetes (deploy/k8s/).
-#   podman build -t registry.example/tandem:latest .     (or buildah bud, docker build)
+#   deploy/build-image       (buildah; or podman build -t registry.example/tandem:latest .,
+#                             docker build)
 # Stage 1 builds the binary; stage 2 is a slim Debian runtime with libpcap,
 # a non-root user, and tandem as PID 1: SIGTERM (a preempted or deleted pod)
 # reaches it directly, and it stops the replay, drains what is in flight and
 # writes its report before it exits (exit 3: interrupted).
 
-FROM docker.io/library/rust:1-bookworm AS build
+# The base images, as build arguments so that a machine that cannot reach
+# docker.io builds FROM its own (deploy/build-image --local-bases).
+ARG BUILD_IMAGE=docker.io/library/rust:1-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+
+FROM ${BUILD_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpcap-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -13,7 +19,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin tandem
 
-FROM docker.io/library/debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpcap0.8 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
