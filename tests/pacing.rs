@@ -80,6 +80,36 @@ async fn a_constant_rate_over_two_passes() {
     assert_eq!(report.latency_corrected.legacy.count, 100);
 }
 
+/// However the sessions split over the engines, the rate holds and the
+/// schedule ends: one session on four engines (three hold none) at 200/s
+/// for 1 s goes out slot after slot, and the replay ends at `--duration`.
+/// Each engine used to pace its share at a quarter of the rate, and one with
+/// no session read the capture again and again, never reaching the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_on_four_engines_keeps_the_rate_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = capture(dir.path(), 1, 20, |_, k| k as u64 * 1_000);
+    let (url, _) = target(Duration::ZERO).await;
+    let out = dir.path().join("run");
+    let p = plan(cap, &url, &url, out.clone()).map_plan(|p| ReplayPlan {
+        rate: Some(200.0),
+        duration: Some(Duration::from_secs(1)),
+        threads: 4,
+        ..p
+    });
+    let replayed =
+        tokio::time::timeout(Duration::from_secs(30), replay(&p, std::future::pending()))
+            .await
+            .expect("the replay ends at --duration");
+    let report = replayed.unwrap().report;
+    // Slots 0 to 200, 5 ms apart: the last at 1 s.
+    assert_eq!(report.summary.total, 201);
+    let all = results(&out);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.scheduled_us, i as u64 * 5_000, "slot {i}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_timing_sped_up_looped_and_amplified() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,8 +5,10 @@
 //! answers itself never hands work to another thread, so no request waits
 //! for a wake-up or a context switch. Each engine runs the schedule for the
 //! sessions that hash to it (a session stays whole on one engine, so its
-//! order holds), at its share of a constant rate, and waits for each job's
-//! time with a precise timer while serving its connections.
+//! order holds), each job at the time the whole schedule gives it (at a
+//! constant rate, every exchange takes its slot whichever engine sends it),
+//! and waits for each job's time with a precise timer while serving its
+//! connections.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

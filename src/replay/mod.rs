@@ -355,7 +355,6 @@ impl ReplayPlan {
                 let shards = self.shard.map_or(1, |(_, count)| count);
                 Pacing::Rate {
                     per_second: r / shards as f64,
-                    phase: 0.0,
                 }
             }
             None => {
@@ -379,6 +378,7 @@ impl ReplayPlan {
             duration: self.duration,
             amplify: self.amplify,
             shard: self.shard,
+            engine: None,
         })
     }
 }

@@ -21,14 +21,12 @@ pub enum Pacing {
         /// Multiple of the recorded rate.
         speed: f64,
     },
-    /// A constant rate, ignoring the recorded timing.
+    /// A constant rate, ignoring the recorded timing: the capture's
+    /// exchanges (of the shard) take slot after slot in their recorded
+    /// order, whichever engine sends them.
     Rate {
         /// Requests per second.
         per_second: f64,
-        /// Where in its slot each request goes, as a fraction of the slot,
-        /// so that engines sharing a rate take turns rather than send
-        /// together.
-        phase: f64,
     },
 }
 
@@ -45,29 +43,35 @@ pub struct Shape {
     pub amplify: u32,
     /// Only sessions whose hash is `index` modulo `count`: `(index, count)`.
     pub shard: Option<(u32, u32)>,
+    /// Of the shard's sessions, only those of engine `index` of `count`:
+    /// the shard's sessions whose hash divided by the shard count is
+    /// `index` modulo `count`.
+    pub engine: Option<(u32, u32)>,
 }
 
 impl Shape {
     /// Engine `engine` of `engines` sharing this shape: the sessions of its
-    /// shard that hash to it, at its share of a constant rate (and taking
-    /// its turn within each slot). Together the engines send the shape.
+    /// shard that hash to it, each exchange at the time the whole shape
+    /// gives it. Together the engines send the shape: at a constant rate
+    /// every exchange takes its slot whichever engine holds its session, so
+    /// that the rate holds however unevenly the sessions split (one engine
+    /// may hold none).
     pub fn for_engine(self, engine: u32, engines: u32) -> Shape {
-        // Sessions with hash % n == i split by (hash / n) % engines, which
-        // is hash % (n * engines) == i + n * engine.
-        let (index, count) = self.shard.unwrap_or((0, 1));
-        let shard = Some((index + count * engine, count * engines));
-        let pacing = match self.pacing {
-            Pacing::Rate { per_second, .. } => Pacing::Rate {
-                per_second: per_second / engines as f64,
-                phase: engine as f64 / engines as f64,
-            },
-            recorded => recorded,
-        };
         Shape {
-            pacing,
-            shard,
+            engine: Some((engine, engines)),
             ..self
         }
+    }
+
+    /// Whether the session hashing to `hash` is this shape's: of its shard
+    /// (`Some(false)`: not, nor counted), and of its engine.
+    fn owns(&self, hash: u64) -> Option<bool> {
+        let (index, count) = self.shard.unwrap_or((0, 1));
+        if hash % count as u64 != index as u64 {
+            return None;
+        }
+        let (engine, engines) = self.engine.unwrap_or((0, 1));
+        Some((hash / count as u64) % engines as u64 == engine as u64)
     }
 }
 
@@ -169,7 +173,11 @@ pub async fn run<P: Pacer + Send>(
             (None, Some(_)) => true,
             (None, None) => false,
         };
-        if !more || span.count == 0 {
+        // A schedule whose share of the capture is empty (fewer sessions
+        // than engines or shards) sends nothing in any pass: it ends here
+        // rather than reading the capture again and again, which never
+        // reached --duration's end since nothing was scheduled.
+        if !more || span.count == 0 || span.own == 0 {
             break;
         }
         // The next pass starts one mean gap after this one's last request.
@@ -192,12 +200,16 @@ struct Seen {
     first_us: Option<u64>,
     last_us: u64,
     count: u64,
+    /// Of them, this schedule's own.
+    own: u64,
 }
 
-/// First to last recorded offset of a pass, and how many exchanges.
+/// First to last recorded offset of a pass, and how many exchanges (all,
+/// and this schedule's own).
 struct Span {
     length_us: f64,
     count: u64,
+    own: u64,
 }
 
 struct Clock {
@@ -220,28 +232,31 @@ impl Clock {
         pacer: &mut P,
     ) -> Span {
         let mut seen = Seen::default();
-        let mut waiting: Option<Arc<Recorded>> = None;
-        while let Some(exchange) = self.next_own(&mut lines, &mut seen, pass) {
+        let mut waiting: Option<(Arc<Recorded>, u64)> = None;
+        while let Some((exchange, slot)) = self.next_own(&mut lines, &mut seen, pass) {
             let first = seen.first_us.unwrap_or(0);
-            if let Some(previous) = waiting.replace(exchange.clone()) {
+            if let Some((previous, at_slot)) = waiting.replace((exchange.clone(), slot)) {
                 let gap = exchange.offset_us.saturating_sub(previous.offset_us);
-                self.release(&previous, first, gap, pass, pacer).await;
+                self.release(&previous, at_slot, first, gap, pass, pacer)
+                    .await;
             }
             if self.ended {
                 return Span {
                     length_us: 0.0,
                     count: 0,
+                    own: 0,
                 };
             }
         }
-        if let Some(last) = waiting {
-            self.release(&last, seen.first_us.unwrap_or(0), 0, pass, pacer)
+        if let Some((last, slot)) = waiting {
+            self.release(&last, slot, seen.first_us.unwrap_or(0), 0, pass, pacer)
                 .await;
         }
         let length_us = seen.last_us.saturating_sub(seen.first_us.unwrap_or(0)) as f64;
         Span {
             length_us,
             count: seen.count,
+            own: seen.own,
         }
     }
 
@@ -255,7 +270,7 @@ impl Clock {
         lines: &mut CaptureReader,
         seen: &mut Seen,
         pass: u32,
-    ) -> Option<Arc<Recorded>> {
+    ) -> Option<(Arc<Recorded>, u64)> {
         while let Some(item) = lines.next_outline() {
             let outline = match item {
                 Ok(outline) => outline,
@@ -267,17 +282,42 @@ impl Clock {
             seen.first_us.get_or_insert(outline.offset_us);
             seen.last_us = seen.last_us.max(outline.offset_us);
             seen.count += 1;
-            if let Some((index, shards)) = self.shape.shard {
-                if crate::capture::session_hash(&outline.session) % shards as u64 != index as u64 {
-                    continue;
+            let hash = crate::capture::session_hash(&outline.session);
+            let Some(own) = self.shape.owns(hash) else {
+                continue;
+            };
+            // The shard's exchanges take their slots in the recorded order,
+            // another engine's too.
+            let slot = self.slot;
+            self.slot += self.shape.amplify.max(1) as u64;
+            if !own {
+                if self.past_the_end(self.slot - 1) {
+                    return None;
                 }
+                continue;
             }
             match Recorded::read(&outline) {
-                Ok(recorded) => return Some(Arc::new(recorded)),
+                Ok(recorded) => {
+                    seen.own += 1;
+                    return Some((Arc::new(recorded), slot));
+                }
                 Err(e) => self.unreadable(e, pass, true),
             }
         }
         None
+    }
+
+    /// Whether slot `slot` falls past `--duration`, at a constant rate
+    /// (which ends the schedule).
+    fn past_the_end(&mut self, slot: u64) -> bool {
+        if let (Pacing::Rate { per_second }, Some(duration)) =
+            (self.shape.pacing, self.shape.duration)
+        {
+            if slot as f64 * 1e6 / per_second > duration.as_micros() as f64 {
+                self.ended = true;
+            }
+        }
+        self.ended
     }
 
     /// Logs and keeps a line that cannot be read, once (on the first pass),
@@ -289,10 +329,12 @@ impl Clock {
         }
     }
 
-    /// Releases the copies of one exchange, spread over `gap` µs (recorded).
+    /// Releases the copies of one exchange, spread over `gap` µs (recorded),
+    /// or in slots from `slot` on (at a constant rate).
     async fn release<P: Pacer + Send>(
         &mut self,
         exchange: &Arc<Recorded>,
+        slot: u64,
         first_us: u64,
         gap: u64,
         pass: u32,
@@ -306,10 +348,7 @@ impl Clock {
                         + gap as f64 * copy as f64 / copies as f64;
                     self.base_us + recorded / speed
                 }
-                Pacing::Rate { per_second, phase } => {
-                    self.slot += 1;
-                    ((self.slot - 1) as f64 + phase) * 1e6 / per_second
-                }
+                Pacing::Rate { per_second } => (slot + copy as u64) as f64 * 1e6 / per_second,
             };
             if self
                 .shape
