@@ -63,8 +63,9 @@ impl Shape {
         }
     }
 
-    /// Whether the session hashing to `hash` is this shape's: of its shard
-    /// (`Some(false)`: not, nor counted), and of its engine.
+    /// Where the session hashing to `hash` goes: `None` when it is not of
+    /// this shape's shard (nor are its slots this schedule's to count),
+    /// else whether it is of this shape's engine.
     fn owns(&self, hash: u64) -> Option<bool> {
         let (index, count) = self.shard.unwrap_or((0, 1));
         if hash % count as u64 != index as u64 {
