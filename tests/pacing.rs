@@ -294,8 +294,11 @@ async fn one_stack_slow(slow_is_new: bool) {
     } else {
         (&report.send_lag.new, &report.send_lag.legacy)
     };
+    // Held back by the slow stack, each of the fast one's requests would
+    // wait for a 50 ms answer; 20 ms leaves room for a loaded CI machine
+    // (p99 5.3 and 6.2 ms seen there, with the test binaries side by side).
     assert!(
-        fast_lag.p99 < 5_000,
+        fast_lag.p99 < 20_000,
         "the fast stack keeps its pace: {fast_lag:?}"
     );
     assert!(
