@@ -39,28 +39,34 @@ impl From<&str> for Body {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Repr<'a> {
-    Text(std::borrow::Cow<'a, str>),
-    Binary { base64: String },
-    KeptText { text: &'a str, keep: u64 },
-    KeptBinary { base64: String, keep: u64 },
-    Same { same: u64 },
+    Text(&'a str),
+    KeptText {
+        text: &'a str,
+        keep: u64,
+    },
+    Binary {
+        base64: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        keep: Option<u64>,
+    },
+    Same {
+        same: u64,
+    },
 }
 
 impl Serialize for Body {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let base64 = || base64::engine::general_purpose::STANDARD.encode(&self.0);
-        let repr = match repeats::note(&self.0) {
-            repeats::Noted::Same(same) => Repr::Same { same },
-            repeats::Noted::Keep(keep) => match std::str::from_utf8(&self.0) {
-                Ok(text) => Repr::KeptText { text, keep },
-                Err(_) => Repr::KeptBinary {
-                    base64: base64(),
-                    keep,
-                },
-            },
-            repeats::Noted::Plain => match std::str::from_utf8(&self.0) {
-                Ok(text) => Repr::Text(text.into()),
-                Err(_) => Repr::Binary { base64: base64() },
+        let keep = match repeats::note(&self.0) {
+            repeats::Noted::Same(same) => return Repr::Same { same }.serialize(serializer),
+            repeats::Noted::Keep(number) => Some(number),
+            repeats::Noted::Plain => None,
+        };
+        let repr = match (std::str::from_utf8(&self.0), keep) {
+            (Ok(text), None) => Repr::Text(text),
+            (Ok(text), Some(keep)) => Repr::KeptText { text, keep },
+            (Err(_), keep) => Repr::Binary {
+                base64: base64::engine::general_purpose::STANDARD.encode(&self.0),
+                keep,
             },
         };
         repr.serialize(serializer)

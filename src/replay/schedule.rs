@@ -311,14 +311,19 @@ impl Clock {
     /// Whether slot `slot` falls past `--duration`, at a constant rate
     /// (which ends the schedule).
     fn past_the_end(&mut self, slot: u64) -> bool {
-        if let (Pacing::Rate { per_second }, Some(duration)) =
-            (self.shape.pacing, self.shape.duration)
-        {
-            if slot as f64 * 1e6 / per_second > duration.as_micros() as f64 {
+        if let Pacing::Rate { per_second } = self.shape.pacing {
+            if self.beyond(slot_us(slot, per_second)) {
                 self.ended = true;
             }
         }
         self.ended
+    }
+
+    /// Whether a send due `due_us` after the start falls past `--duration`.
+    fn beyond(&self, due_us: f64) -> bool {
+        self.shape
+            .duration
+            .is_some_and(|d| due_us > d.as_micros() as f64)
     }
 
     /// Logs and keeps a line that cannot be read, once (on the first pass),
@@ -349,13 +354,9 @@ impl Clock {
                         + gap as f64 * copy as f64 / copies as f64;
                     self.base_us + recorded / speed
                 }
-                Pacing::Rate { per_second } => (slot + copy as u64) as f64 * 1e6 / per_second,
+                Pacing::Rate { per_second } => slot_us(slot + copy as u64, per_second),
             };
-            if self
-                .shape
-                .duration
-                .is_some_and(|d| due_us > d.as_micros() as f64)
-            {
+            if self.beyond(due_us) {
                 self.ended = true;
                 return;
             }
@@ -379,6 +380,11 @@ impl Clock {
             });
         }
     }
+}
+
+/// When slot `slot` is due at `per_second`, µs after the start.
+fn slot_us(slot: u64, per_second: f64) -> f64 {
+    slot as f64 * 1e6 / per_second
 }
 
 /// Asks Linux to end this thread's timed waits on time to the microsecond

@@ -1,7 +1,8 @@
 //! Bodies a file states once: a results file holds, for most exchanges,
 //! bodies it already holds (legacy's and new's answers alike when they
 //! match, the same resource read again and again), and writing each one
-//! out, JSON-escaped, was a third of the collector's time. A writer keeps
+//! out, JSON-escaped, was a fifth to a third of the collector's time at
+//! saturation (two profiles). A writer keeps
 //! the last [`SLOTS`] bodies it wrote in full; a body equal to one of them
 //! is written as `{"same": N}`. A body that later lines may repeat is
 //! written with its number, `{"text": "...", "keep": N}`, and a reader
