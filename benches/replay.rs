@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     // `-- saturation`: steps 1 and 2 alone.
     let only_saturation = std::env::args().any(|a| a == "saturation");
     let (a, b) = (common::free_port()?, common::free_port()?);
-    let _nginx = common::nginx(&dir, &[a, b])?;
+    let nginx = common::nginx(&dir, &[a, b])?;
     let capture = capture(&dir.join("orders.jsonl"), 2_000)?;
     // The two files differ in key order and spacing (parsed and found
     // equal) and in their validators, which are noise here.
@@ -64,10 +64,16 @@ fn main() -> anyhow::Result<()> {
         rules,
         legacy: legacy.clone(),
         new,
+        nginx: nginx.0.id(),
     };
 
-    let wrk = wrk_rate(&format!("{legacy}/orders.json"))?;
-    println!("wrk, one target, 1 thread, 32 connections: {wrk:.0} requests/s");
+    let reference = bench.wrk(&format!("{legacy}/orders.json"))?;
+    let wrk = reference.rate;
+    println!(
+        "wrk, one target, 1 thread, 32 connections: {wrk:.0} requests/s; CPU per request: \
+         wrk {}, nginx {:.1} µs",
+        reference.cpu, reference.nginx_us
+    );
 
     // tandem's throughput as wrk's is measured, at saturation: asked for as
     // many requests/s as wrk made (two per exchange), what it achieves.
@@ -81,11 +87,13 @@ fn main() -> anyhow::Result<()> {
         asked * 2.0
     );
     let mut ratios = [Vec::new(), Vec::new()];
+    let mut costs = [Vec::new(), Vec::new()];
     for run in 1..=3 {
         for (way, engines) in Engines::BOTH.iter().enumerate() {
             let out = dir.join(format!("full-{run}-{way}"));
             let sample = bench.sample(&out, asked, "5s", *engines)?;
             ratios[way].push(sample.achieved * 2.0 / wrk);
+            costs[way].push((sample.cpu, sample.nginx_us));
             println!(
                 "  {:<16} achieved {:.0} requests/s ({:.2}x wrk) in exchanges sent to both \
                  stacks, {:.0} requests/s sent in all ({:.2}x wrk), {} matched, {} mismatched, \
@@ -103,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let ratios = ratios.map(median);
+    budget(&reference, &costs);
 
     if only_saturation {
         return Ok(());
@@ -426,6 +435,44 @@ struct Bench {
     rules: PathBuf,
     legacy: String,
     new: String,
+    /// nginx's master process: its workers' CPU time is read around runs.
+    nginx: u32,
+}
+
+/// CPU time per request, µs: in user space and in the kernel.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user_us: f64,
+    kernel_us: f64,
+}
+
+impl Cpu {
+    fn per_request(run: &common::Run, requests: u64) -> Cpu {
+        let per = |d: std::time::Duration| d.as_micros() as f64 / requests.max(1) as f64;
+        Cpu {
+            user_us: per(run.cpu.saturating_sub(run.kernel)),
+            kernel_us: per(run.kernel),
+        }
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} µs ({:.1} user, {:.1} kernel)",
+            self.user_us + self.kernel_us,
+            self.user_us,
+            self.kernel_us
+        )
+    }
+}
+
+/// wrk's run: its rate, and the CPU time per request it and nginx took.
+struct Reference {
+    rate: f64,
+    cpu: Cpu,
+    nginx_us: f64,
 }
 
 /// One replay's achieved exchanges/s and report.
@@ -436,6 +483,10 @@ struct Sample {
     /// pace, so past saturation one may send what another dropped).
     requests: f64,
     report: Report,
+    /// tandem's CPU time per request sent (the whole process: sends,
+    /// diffing, results), and nginx's.
+    cpu: Cpu,
+    nginx_us: f64,
 }
 
 /// How many replay engines a run has.
@@ -495,15 +546,81 @@ impl Bench {
         // SAFETY: sync takes no arguments and only flushes file system buffers.
         unsafe { libc::sync() };
         std::thread::sleep(std::time::Duration::from_millis(500));
-        self.replay(out, rate, duration, engines)?;
-        let (achieved, requests) = send_rates(out)?;
+        let nginx = common::children_cpu(self.nginx);
+        let run = self.replay(out, rate, duration, engines)?;
+        let nginx = common::children_cpu(self.nginx).saturating_sub(nginx);
+        let (both, all) = sends(out)?;
         let report = Report::load(&out.join("report.json"))?;
         std::fs::remove_file(out.join("results.jsonl"))?;
         Ok(Sample {
-            achieved,
-            requests,
+            achieved: both.rate(),
+            requests: all.rate(),
             report,
+            cpu: Cpu::per_request(&run, all.n),
+            nginx_us: nginx.as_micros() as f64 / all.n.max(1) as f64,
         })
+    }
+
+    /// wrk against one target, 1 thread, 32 connections, 5 s: its
+    /// requests/s, and its and nginx's CPU time per request.
+    fn wrk(&self, url: &str) -> anyhow::Result<Reference> {
+        let nginx = common::children_cpu(self.nginx);
+        let run = common::measure(Command::new("wrk").args(["-t1", "-c32", "-d5s", url]))?;
+        let nginx = common::children_cpu(self.nginx).saturating_sub(nginx);
+        let field = |prefix: &str| {
+            run.stdout.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(prefix)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        };
+        let rate = field("Requests/sec:")
+            .ok_or_else(|| anyhow::anyhow!("wrk printed no rate: {}", run.stdout))?;
+        // `N requests in 5.00s, ...`
+        let requests = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("wrk printed no count: {}", run.stdout))?;
+        Ok(Reference {
+            rate,
+            cpu: Cpu::per_request(&run, requests),
+            nginx_us: nginx.as_micros() as f64 / requests.max(1) as f64,
+        })
+    }
+}
+
+/// Where a run at saturation spends the machine's CPU per request, beside
+/// wrk's, and what 0.8x wrk would leave tandem: on these cores, with
+/// nginx's and tandem's own kernel time per request as measured (the TCP
+/// work on loopback, which any client pays, and which wrk's kernel time
+/// shows), the user-space time per request tandem could spend at most.
+fn budget(reference: &Reference, costs: &[Vec<(Cpu, f64)>; 2]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "  CPU per request sent at saturation (medians of the runs above; tandem's includes \
+         what it spent on the jobs it dropped as late):"
+    );
+    for (way, engines) in Engines::BOTH.iter().enumerate() {
+        let runs = &costs[way];
+        let cpu = Cpu {
+            user_us: median(runs.iter().map(|c| c.0.user_us).collect()),
+            kernel_us: median(runs.iter().map(|c| c.0.kernel_us).collect()),
+        };
+        let nginx_us = median(runs.iter().map(|c| c.1).collect());
+        let at = 0.8 * reference.rate;
+        let budget = cores * 1e6 / at - nginx_us - cpu.kernel_us;
+        println!(
+            "    {:<16} tandem {cpu}, nginx {nginx_us:.1} µs; at 0.8x wrk ({at:.0} requests/s) \
+             {cores:.0} cores leave tandem at most {budget:.1} µs of user time per request \
+             (it spent {:.1}); wrk spent {:.1}",
+            engines.name(),
+            cpu.user_us,
+            reference.cpu.user_us,
+        );
     }
 }
 
@@ -513,16 +630,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// What a run sent, each over the time from its first actual send to its
-/// last (what the harness dropped is not counted): exchanges/s sent to
-/// both targets, and requests/s sent in all (each stack keeps its own
-/// pace, so past saturation one may send what the other dropped).
-fn send_rates(out: &Path) -> anyhow::Result<(f64, f64)> {
-    let (both, all) = sends(out)?;
-    Ok((both.rate(), all.rate()))
-}
-
-/// The sends of [`send_rates`]: exchanges sent to both targets, requests
-/// sent in all.
+/// last (what the harness dropped is not counted): exchanges sent to both
+/// targets, and requests sent in all (each stack keeps its own pace, so
+/// past saturation one may send what the other dropped).
 fn sends(out: &Path) -> anyhow::Result<(Span, Span)> {
     let mut results = ResultsReader::open(&out.join("results.jsonl"))?;
     let mut both = Span::default();
@@ -566,17 +676,4 @@ impl Span {
     fn rate(&self) -> f64 {
         self.n.saturating_sub(1) as f64 / (self.last.saturating_sub(self.first) as f64 / 1e6)
     }
-}
-
-fn wrk_rate(url: &str) -> anyhow::Result<f64> {
-    let out = Command::new("wrk")
-        .args(["-t1", "-c32", "-d5s", url])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("Requests/sec:")
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .ok_or_else(|| anyhow::anyhow!("wrk printed no rate: {text}"))
 }

@@ -12,6 +12,9 @@ pub struct Run {
     pub elapsed: Duration,
     pub peak_kb: u64,
     pub cpu: Duration,
+    /// Of `cpu`, the time spent in the kernel (system calls, and on
+    /// loopback the receiving side's TCP work the sender's calls do).
+    pub kernel: Duration,
     /// CPU time by thread name, as last seen while the command ran (to the
     /// kernel's tick, and up to one 5 ms sample short at each thread's end).
     pub threads: std::collections::HashMap<String, Duration>,
@@ -41,11 +44,11 @@ pub fn measure(command: &mut Command) -> anyhow::Result<Run> {
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let mut peak_kb = 0;
     let mut by_thread = std::collections::HashMap::new();
-    let cpu = loop {
+    let (cpu, kernel) = loop {
         peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
         thread_times(child.id(), &mut by_thread);
-        if let Some(cpu) = reaped(child.id())? {
-            break cpu;
+        if let Some((user, kernel)) = reaped(child.id())? {
+            break (user + kernel, kernel);
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -53,6 +56,7 @@ pub fn measure(command: &mut Command) -> anyhow::Result<Run> {
         elapsed: start.elapsed(),
         peak_kb,
         cpu,
+        kernel,
         threads: by_thread.into_values().fold(
             std::collections::HashMap::new(),
             |mut sum, (name, cpu)| {
@@ -96,8 +100,9 @@ fn thread_times(pid: u32, seen: &mut std::collections::HashMap<u64, (String, Dur
 }
 
 /// The CPU time of child `pid` once it has ended (and is reaped here, so
-/// its `Child` must not be waited for again); `None` while it runs.
-fn reaped(pid: u32) -> std::io::Result<Option<Duration>> {
+/// its `Child` must not be waited for again), in user space and in the
+/// kernel; `None` while it runs.
+fn reaped(pid: u32) -> std::io::Result<Option<(Duration, Duration)>> {
     let mut status = 0;
     // SAFETY: rusage is plain data, written by wait4 for the child reaped.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -110,7 +115,7 @@ fn reaped(pid: u32) -> std::io::Result<Option<Duration>> {
             let time = |t: libc::timeval| {
                 Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
             };
-            Ok(Some(time(usage.ru_utime) + time(usage.ru_stime)))
+            Ok(Some((time(usage.ru_utime), time(usage.ru_stime))))
         }
     }
 }
@@ -128,6 +133,33 @@ pub fn pin_to(cpu: usize) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The CPU time so far of the processes whose parent is `pid` (nginx's
+/// workers, under its master), to the kernel's tick.
+pub fn children_cpu(pid: u32) -> Duration {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let mut total = 0;
+    for process in processes.flatten() {
+        let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else {
+            continue;
+        };
+        // `pid (name) state ppid ...`: ppid, utime and stime are the 2nd,
+        // 12th and 13th fields after the name.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if field(1) == Some(pid as u64) {
+            total += field(11).unwrap_or(0) + field(12).unwrap_or(0);
+        }
+    }
+    Duration::from_micros(total * 1_000_000 / ticks)
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
