@@ -314,7 +314,8 @@ async fn an_interrupted_replay_exits_3_and_never_passes() {
             .await
             .expect("replay stops after the signal")
             .unwrap();
-        assert_eq!(output.status.code(), Some(3), "{signal}");
+        // What was sent before the stop, about 1.5 s of 200/s.
+        common::assert_interrupted(output.status, &out_dir, 50..2_000);
         let stdout = text(&output.stdout);
         assert!(
             stdout.contains("gate passed: mismatch_rate <= 100%"),
@@ -324,25 +325,8 @@ async fn an_interrupted_replay_exits_3_and_never_passes() {
             stdout.contains("verdict FAILED: the run was interrupted"),
             "{stdout}"
         );
-        let report = tandem::report::Report::load(&out_dir.join("report.json")).unwrap();
-        assert!(report.interrupted && !report.passed());
-        // What was sent before the stop, about 1.5 s of 200/s.
-        assert!(
-            (50..2_000).contains(&report.summary.total),
-            "{:?}",
-            report.summary
-        );
         let summary = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
         assert!(summary.contains("**Verdict FAILED: the run was interrupted"));
-        let lines = std::fs::read_to_string(out_dir.join("results.jsonl"))
-            .unwrap()
-            .lines()
-            .count() as u64;
-        assert_eq!(
-            lines,
-            report.summary.total + 1,
-            "every sent exchange is in the results"
-        );
     }
     legacy.stop().await;
 }

@@ -450,6 +450,30 @@ pub fn read_results(run: &std::path::Path) -> Vec<tandem::results::ExchangeResul
         .collect()
 }
 
+/// What a run stopped by a signal must show: exit 3, a report that says
+/// it was interrupted and never passes, `sent` exchanges (what went out
+/// before the stop) within `expected`, each of them a results line.
+pub fn assert_interrupted(
+    exit: std::process::ExitStatus,
+    run: &std::path::Path,
+    expected: std::ops::Range<u64>,
+) -> tandem::report::Report {
+    assert_eq!(exit.code(), Some(3), "an interrupted run exits 3");
+    let report = tandem::report::Report::load(&run.join("report.json")).unwrap();
+    assert!(report.interrupted && !report.passed());
+    assert!(
+        expected.contains(&report.summary.total),
+        "sent before the stop: {:?}",
+        report.summary
+    );
+    assert_eq!(
+        read_results(run).len() as u64,
+        report.summary.total,
+        "every sent exchange is in the results"
+    );
+    report
+}
+
 /// Runs a future to its end on a thread and runtime of its own, so that
 /// sync helpers can call async sources from inside a tokio test too.
 pub fn block_on<F>(future: F) -> F::Output
