@@ -116,6 +116,15 @@ fn main() -> anyhow::Result<()> {
     if only_saturation {
         return Ok(());
     }
+    let machine = wake_lag(std::time::Duration::from_secs(5));
+    println!(
+        "\nthe machine itself, idle: a thread sleeping 200 µs at a time ({} wake-ups in 5 s) \
+         woke up late by p99 {}, at most {}, {} times by 1 ms or more",
+        machine.n,
+        tandem::latency::human(machine.p99_us),
+        tandem::latency::human(machine.max_us),
+        machine.over_1ms
+    );
     println!("\nrate accuracy (5 s each, three runs each way; two requests per exchange)");
     println!(
         "{:>12} {:>16} {:>12} {:>14} {:>10} {:>30} {:>12}",
@@ -621,6 +630,43 @@ fn budget(reference: &Reference, costs: &[Vec<(Cpu, f64)>; 2]) {
             cpu.user_us,
             reference.cpu.user_us,
         );
+    }
+}
+
+/// How late a thread's sleeps end on this machine, when nothing else of
+/// the bench runs: the floor under any send lag, which a virtual machine's
+/// host sets (its vCPUs are paused at times, idle or not).
+struct WakeLag {
+    n: usize,
+    p99_us: u64,
+    max_us: u64,
+    over_1ms: usize,
+}
+
+/// Sleeps of 200 µs for `span`, with the timer slack the replay engines
+/// ask for, each one's overshoot measured; on a thread of its own, whose
+/// slack the processes the bench starts later do not inherit.
+fn wake_lag(span: std::time::Duration) -> WakeLag {
+    use std::time::{Duration, Instant};
+    let sleeper = std::thread::spawn(move || {
+        tandem::replay::schedule::precise_sleeps();
+        let interval = Duration::from_micros(200);
+        let start = Instant::now();
+        let mut late = Vec::new();
+        while start.elapsed() < span {
+            let due = Instant::now() + interval;
+            std::thread::sleep(interval);
+            late.push(Instant::now().saturating_duration_since(due).as_micros() as u64);
+        }
+        late
+    });
+    let mut late = sleeper.join().expect("the sleeper thread does not panic");
+    late.sort_unstable();
+    WakeLag {
+        n: late.len(),
+        p99_us: late[late.len() * 99 / 100],
+        max_us: late[late.len() - 1],
+        over_1ms: late.iter().filter(|&&l| l >= 1_000).count(),
     }
 }
 
