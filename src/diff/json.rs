@@ -17,6 +17,52 @@ enum Step<'a> {
     Index(usize),
 }
 
+/// A list of a route's rules that comparing documents applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuleList {
+    IgnorePaths,
+    UnorderedArrays,
+    Tolerance,
+    SameKind,
+}
+
+/// The rules one comparison applied, and how often: what comparing the
+/// same two documents under the same rules would count again.
+#[derive(Debug, Default, Clone)]
+pub struct Hits(Vec<(RuleList, usize, u64)>);
+
+impl Hits {
+    /// Counts a use of rule `index` of `list` in `rules`, and keeps it.
+    fn count(&mut self, rules: &RouteRules, list: RuleList, index: usize) {
+        Hits::item_hit(rules, list, index, 1);
+        match self
+            .0
+            .iter_mut()
+            .find(|(l, i, _)| (*l, *i) == (list, index))
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((list, index, 1)),
+        }
+    }
+
+    /// Counts every use again on `rules`, those the documents were
+    /// compared under.
+    pub fn replay(&self, rules: &RouteRules) {
+        for &(list, index, n) in &self.0 {
+            Hits::item_hit(rules, list, index, n);
+        }
+    }
+
+    fn item_hit(rules: &RouteRules, list: RuleList, index: usize, n: u64) {
+        match list {
+            RuleList::IgnorePaths => rules.ignore_paths[index].hit_n(n),
+            RuleList::UnorderedArrays => rules.unordered_arrays[index].hit_n(n),
+            RuleList::Tolerance => rules.tolerance[index].hit_n(n),
+            RuleList::SameKind => rules.same_kind[index].hit_n(n),
+        }
+    }
+}
+
 /// Nodes a rule selected, by tape index, each with the rule's index.
 #[derive(Default)]
 struct Marks(Vec<(usize, usize)>);
@@ -47,8 +93,13 @@ impl Marks {
 /// numbers under a tolerance and values of a named kind compare equal. Key
 /// order never matters, and numbers compare by value (`1` equals `1.0`).
 /// Mismatches come in document order, each object's extra fields after the
-/// rest.
-pub fn compare(tape: &Tape, legacy: usize, new: usize, rules: &RouteRules) -> Vec<Mismatch> {
+/// rest. With them, the rules that applied.
+pub fn compare(
+    tape: &Tape,
+    legacy: usize,
+    new: usize,
+    rules: &RouteRules,
+) -> (Vec<Mismatch>, Hits) {
     let mut walk = Walk {
         tape,
         ignored: Marks::default(),
@@ -58,21 +109,25 @@ pub fn compare(tape: &Tape, legacy: usize, new: usize, rules: &RouteRules) -> Ve
         rules,
         path: Vec::new(),
         out: Vec::new(),
+        hits: Hits::default(),
     };
     let docs = [legacy, new];
     for (i, item) in rules.ignore_paths.iter().enumerate() {
-        mark(&item.rule, i, tape, docs, &mut walk.ignored, || item.hit());
+        if mark(&item.rule, i, tape, docs, &mut walk.ignored) {
+            walk.hits.count(rules, RuleList::IgnorePaths, i);
+        }
     }
     for (i, item) in rules.unordered_arrays.iter().enumerate() {
-        mark(&item.rule.path, i, tape, docs, &mut walk.unordered, || {
-            item.hit()
-        });
+        if mark(&item.rule.path, i, tape, docs, &mut walk.unordered) {
+            walk.hits.count(rules, RuleList::UnorderedArrays, i);
+        }
     }
+    // These count their uses where they make values equal.
     for (i, item) in rules.tolerance.iter().enumerate() {
-        mark(&item.rule.path, i, tape, docs, &mut walk.tolerance, || {});
+        mark(&item.rule.path, i, tape, docs, &mut walk.tolerance);
     }
     for (i, item) in rules.same_kind.iter().enumerate() {
-        mark(&item.rule.path, i, tape, docs, &mut walk.same_kind, || {});
+        mark(&item.rule.path, i, tape, docs, &mut walk.same_kind);
     }
     for marks in [
         &mut walk.ignored,
@@ -83,26 +138,17 @@ pub fn compare(tape: &Tape, legacy: usize, new: usize, rules: &RouteRules) -> Ve
         marks.seal();
     }
     walk.value(legacy, new);
-    walk.out
+    (walk.out, walk.hits)
 }
 
-/// Marks the nodes `query` selects in either document with `rule`; `hit`
-/// runs once if anything is selected.
-fn mark(
-    query: &Query,
-    rule: usize,
-    tape: &Tape,
-    docs: [usize; 2],
-    marks: &mut Marks,
-    hit: impl Fn(),
-) {
+/// Marks the nodes `query` selects in either document with `rule`; whether
+/// it selected any.
+fn mark(query: &Query, rule: usize, tape: &Tape, docs: [usize; 2], marks: &mut Marks) -> bool {
     let before = marks.0.len();
     for root in docs {
         query.select(tape, root, &mut |node| marks.0.push((node, rule)));
     }
-    if marks.0.len() > before {
-        hit();
-    }
+    marks.0.len() > before
 }
 
 struct Walk<'r, 'a> {
@@ -114,6 +160,7 @@ struct Walk<'r, 'a> {
     rules: &'r RouteRules,
     path: Vec<Step<'a>>,
     out: Vec<Mismatch>,
+    hits: Hits,
 }
 
 impl<'a> Walk<'_, 'a> {
@@ -285,7 +332,7 @@ impl<'a> Walk<'_, 'a> {
 
     /// Whether two values are equal within a tolerance rule: numbers by
     /// its margins, RFC 3339 timestamps by `absolute` seconds.
-    fn within_tolerance(&self, l: usize, n: usize) -> bool {
+    fn within_tolerance(&mut self, l: usize, n: usize) -> bool {
         let Some(rule) = self.tolerance.get(l).or(self.tolerance.get(n)) else {
             return false;
         };
@@ -302,19 +349,19 @@ impl<'a> Walk<'_, 'a> {
             },
         };
         if ok {
-            item.hit();
+            self.hits.count(self.rules, RuleList::Tolerance, rule);
         }
         ok
     }
 
-    fn same_kind(&self, l: usize, n: usize) -> bool {
+    fn same_kind(&mut self, l: usize, n: usize) -> bool {
         let Some(rule) = self.same_kind.get(l).or(self.same_kind.get(n)) else {
             return false;
         };
         let item = &self.rules.same_kind[rule];
         let ok = item.rule.kind.holds(self.tape.node(l)) && item.rule.kind.holds(self.tape.node(n));
         if ok {
-            item.hit();
+            self.hits.count(self.rules, RuleList::SameKind, rule);
         }
         ok
     }
@@ -453,7 +500,7 @@ mod tests {
             new.to_string().into_bytes(),
         ];
         let (tape, roots) = Tape::of(&mut docs);
-        super::compare(&tape, roots[0].unwrap(), roots[1].unwrap(), rules)
+        super::compare(&tape, roots[0].unwrap(), roots[1].unwrap(), rules).0
     }
 
     fn plain(legacy: &Value, new: &Value) -> Vec<Mismatch> {
@@ -551,7 +598,8 @@ mod tests {
             roots[0].unwrap(),
             roots[1].unwrap(),
             &RouteRules::default(),
-        );
+        )
+        .0;
         paths(&found)
     }
 

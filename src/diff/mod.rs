@@ -7,11 +7,13 @@
 //! line diff.
 
 mod json;
+mod memo;
 pub mod query;
 pub mod rules;
 pub(crate) mod tape;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +117,7 @@ fn quoted_len(s: &str) -> usize {
 pub struct Differ {
     rules: RuleSet,
     scratch: Scratch,
+    memo: memo::Memo,
 }
 
 /// What parsing JSON bodies reuses from one comparison to the next: the
@@ -133,6 +136,7 @@ impl Differ {
         Differ {
             rules,
             scratch: Scratch::default(),
+            memo: memo::Memo::default(),
         }
     }
 
@@ -185,7 +189,8 @@ impl Differ {
         if others.iter().any(truncated) {
             self.compare_some_by_hash(legacy, &others, &rules, &mut outs);
         } else {
-            compare_bodies(legacy, &others, &rules, &mut self.scratch, &mut outs);
+            let (scratch, memo) = (&mut self.scratch, &mut self.memo);
+            compare_bodies(legacy, &others, &rules, scratch, memo, &mut outs);
         }
         self.scratch.trim();
         outs
@@ -197,7 +202,7 @@ impl Differ {
         &mut self,
         legacy: &Response,
         others: &[&Response],
-        rules: &RouteRules,
+        rules: &Arc<RouteRules>,
         outs: &mut [Vec<Mismatch>],
     ) {
         let mut whole = Vec::new();
@@ -215,7 +220,8 @@ impl Differ {
             .iter()
             .map(|&i| std::mem::take(&mut outs[i]))
             .collect();
-        compare_bodies(legacy, &subset, rules, &mut self.scratch, &mut found);
+        let (scratch, memo) = (&mut self.scratch, &mut self.memo);
+        compare_bodies(legacy, &subset, rules, scratch, memo, &mut found);
         for (i, found) in whole.into_iter().zip(found) {
             outs[i] = found;
         }
@@ -349,12 +355,14 @@ fn charset(headers: &[Header]) -> Option<String> {
 
 /// The bodies of `legacy` and each of `others`, compared as JSON where
 /// either side says or looks so (the legacy body parsed once for all), as
-/// text otherwise.
+/// text otherwise; a pair compared before under the same rules finds what
+/// it found then.
 fn compare_bodies(
     legacy: &Response,
     others: &[&Response],
-    rules: &RouteRules,
+    rules: &Arc<RouteRules>,
     scratch: &mut Scratch,
+    memo: &mut memo::Memo,
     outs: &mut [Vec<Mismatch>],
 ) {
     let l = decoded(legacy, rules);
@@ -370,8 +378,19 @@ fn compare_bodies(
         .zip(&differ)
         .map(|(o, &d)| d && (declared_json(legacy) || declared_json(o) || looks_like_json(l)))
         .collect();
-    let mut done = vec![false; others.len()];
-    if as_json.contains(&true) {
+    let mut done: Vec<bool> = (0..others.len())
+        .map(|i| {
+            let known = differ[i]
+                .then(|| memo.recall(rules, as_json[i], l, &bodies[i]))
+                .flatten();
+            if let Some(known) = known {
+                outs[i].extend(known.mismatches.iter().cloned());
+                known.hits.replay(rules);
+            }
+            known.is_some()
+        })
+        .collect();
+    if (0..others.len()).any(|i| as_json[i] && !done[i]) {
         let Scratch {
             parser,
             legacy: l_copy,
@@ -383,23 +402,38 @@ fn compare_bodies(
         let sizes: usize = bodies.iter().map(|b| b.len()).sum();
         let mut tape = tape::Tape::with_capacity(l.len() + sizes);
         let lv = tape.push(l_copy, parser);
-        for (i, copy) in copies.iter_mut().enumerate().filter(|(i, _)| as_json[*i]) {
+        let todo: Vec<bool> = (0..others.len()).map(|i| as_json[i] && !done[i]).collect();
+        for (i, copy) in copies.iter_mut().enumerate().filter(|(i, _)| todo[*i]) {
             let n = bodies[i].as_ref();
             copy.clear();
             copy.extend_from_slice(n);
-            match (&lv, tape.push(copy, parser)) {
-                (Ok(lv), Ok(nv)) => outs[i].extend(json::compare(&tape, *lv, nv, rules)),
+            let found = match (&lv, tape.push(copy, parser)) {
+                (Ok(lv), Ok(nv)) => {
+                    let (mismatches, hits) = json::compare(&tape, *lv, nv, rules);
+                    memo::Outcome { mismatches, hits }
+                }
                 (Ok(_), Err(_)) | (Err(_), Ok(_)) if !l.is_empty() && !n.is_empty() => {
-                    outs[i].push(body_mismatch(l, n, None));
+                    memo::Outcome {
+                        mismatches: vec![body_mismatch(l, n, None)],
+                        hits: Default::default(),
+                    }
                 }
                 _ => continue,
-            }
+            };
+            outs[i].extend(found.mismatches.iter().cloned());
+            memo.remember(rules, true, l, n, found);
             done[i] = true;
         }
     }
     for (i, n) in bodies.iter().enumerate() {
         if differ[i] && !done[i] {
-            outs[i].push(body_mismatch(l, n, text_diff(l, n)));
+            let mismatch = body_mismatch(l, n, text_diff(l, n));
+            outs[i].push(mismatch.clone());
+            let found = memo::Outcome {
+                mismatches: vec![mismatch],
+                hits: Default::default(),
+            };
+            memo.remember(rules, as_json[i], l, n, found);
         }
     }
 }
@@ -534,6 +568,68 @@ mod tests {
             format!("{:?}", differ.compare(&route, &text, &answers[3]))
         );
         assert!(!j.is_empty() && !t.is_empty());
+    }
+
+    #[test]
+    fn a_pair_compared_again_finds_what_it_found_and_counts_its_rules_again() {
+        let rules = "[defaults]\nignore_paths = [\"$.at\"]\n\
+                     tolerance = [{ path = \"$.total\", absolute = 0.5 }]\n\
+                     unordered_arrays = [{ path = \"$.items\" }]\n\
+                     same_kind = [{ path = \"$.id\", kind = \"uuid\" }]\n\
+                     [[route]]\nmatch = \"GET /strict\"\nignore_paths = [\"$.note\"]\n";
+        let route = Route::of("GET", "/x");
+        let json = [("content-type", "application/json")];
+        let legacy = response(
+            200,
+            &json,
+            r#"{"id":"0b6e4b9a-1c2d-4e5f-8a9b-0c1d2e3f4a5b","at":1,"total":10.0,"items":[1,2],"note":"a","n":1}"#,
+        );
+        let new = response(
+            200,
+            &json,
+            r#"{ "n": 2, "note": "b", "items": [2, 1], "total": 10.25, "at": 2, "id": "7c9e6679-7425-40de-944b-e07fc1f90ae7" }"#,
+        );
+        let text = [("content-type", "text/plain")];
+        let pairs = [
+            (&legacy, &new),
+            (
+                &response(200, &text, "one\ntwo\n"),
+                &response(200, &text, "one\n2\n"),
+            ),
+        ];
+        let mut again = Differ::new(RuleSet::parse(rules).unwrap());
+        for round in 1..=3u64 {
+            for (l, n) in pairs {
+                let fresh = Differ::new(RuleSet::parse(rules).unwrap()).compare(&route, l, n);
+                let found = again.compare(&route, l, n);
+                assert_eq!(format!("{found:?}"), format!("{fresh:?}"), "round {round}");
+                assert!(!found.is_empty());
+            }
+            // Each rule counted once per comparison of the JSON pair, the
+            // pairs found again included.
+            let applied = again.rules_for(&route);
+            for hits in [
+                applied.ignore_paths[0].hits(),
+                applied.tolerance[0].hits(),
+                applied.unordered_arrays[0].hits(),
+                applied.same_kind[0].hits(),
+            ] {
+                assert_eq!(hits, round);
+            }
+            // Found again, not compared anew, after the first round.
+            assert_eq!(again.memo.recalled(), (round - 1) * 2);
+        }
+        // The same bodies under another route's rules are compared anew:
+        // `$.note` is ignored there.
+        let strict = Route::of("GET", "/strict");
+        let paths = |found: Vec<Mismatch>| -> Vec<String> {
+            found.into_iter().filter_map(|m| m.path).collect()
+        };
+        assert_eq!(
+            paths(again.compare(&route, &legacy, &new)),
+            ["$.note", "$.n"]
+        );
+        assert_eq!(paths(again.compare(&strict, &legacy, &new)), ["$.n"]);
     }
 
     #[test]

@@ -383,7 +383,12 @@ impl<T> Item<T> {
 
     /// Counts one use.
     pub fn hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.hit_n(1);
+    }
+
+    /// Counts `n` uses.
+    pub fn hit_n(&self, n: u64) {
+        self.hits.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Uses so far.
