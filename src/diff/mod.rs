@@ -379,16 +379,7 @@ fn compare_bodies(
         .map(|(o, &d)| d && (declared_json(legacy) || declared_json(o) || looks_like_json(l)))
         .collect();
     let mut done: Vec<bool> = (0..others.len())
-        .map(|i| {
-            let known = differ[i]
-                .then(|| memo.recall(rules, as_json[i], l, &bodies[i]))
-                .flatten();
-            if let Some(known) = known {
-                outs[i].extend(known.mismatches.iter().cloned());
-                known.hits.replay(rules);
-            }
-            known.is_some()
-        })
+        .map(|i| differ[i] && recall(memo, rules, as_json[i], l, &bodies[i], &mut outs[i]))
         .collect();
     if (0..others.len()).any(|i| as_json[i] && !done[i]) {
         let Scratch {
@@ -436,6 +427,25 @@ fn compare_bodies(
             memo.remember(rules, as_json[i], l, n, found);
         }
     }
+}
+
+/// Whether `legacy` and `other` were compared before under `rules` (and
+/// the same choice of JSON): if so, what that found goes to `out`, and the
+/// rules it applied count their uses again.
+fn recall(
+    memo: &mut memo::Memo,
+    rules: &Arc<RouteRules>,
+    as_json: bool,
+    legacy: &[u8],
+    other: &[u8],
+    out: &mut Vec<Mismatch>,
+) -> bool {
+    let Some(known) = memo.recall(rules, as_json, legacy, other) else {
+        return false;
+    };
+    out.extend(known.mismatches.iter().cloned());
+    known.hits.replay(rules);
+    true
 }
 
 /// Bodies of which one was too long to keep whole: equal when their length
