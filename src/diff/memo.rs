@@ -14,8 +14,8 @@ use super::json::Hits;
 use super::rules::RouteRules;
 use super::Mismatch;
 
-/// Bodies longer than this are not kept: parsing them costs more than the
-/// memory they would hold is worth.
+/// Bodies longer than this are not kept: a few of them would take all the
+/// room the pairs have, for answers less likely to come back alike.
 const MAX_BODY: usize = 64 << 10;
 /// What the pairs kept may hold in all; past either bound, all are
 /// forgotten at once and the hot ones come back first.
