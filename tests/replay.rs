@@ -288,6 +288,24 @@ async fn unreadable_requests_are_reported_once_whichever_engine_owns_them() {
         }
         assert_eq!(outcome.report.summary.total, 5, "threads {threads}");
     }
+    // Over three passes (the second and third from the lines the first
+    // kept): the same five exchanges each time, the three lines reported
+    // once.
+    let mut looped = run(1);
+    looped.plan.passes = 3;
+    looped.out_dir = dir.path().join("run-looped");
+    let outcome = replay(&looped, std::future::pending()).await.unwrap();
+    assert_eq!(outcome.report.unreadable.as_ref().unwrap().lines, 3);
+    assert_eq!(outcome.report.summary.total, 15);
+    let mut ids: Vec<(u32, u64)> = common::read_results(&looped.out_dir)
+        .iter()
+        .map(|r| (r.pass, r.id))
+        .collect();
+    ids.sort_unstable();
+    let each: Vec<(u32, u64)> = (0..3)
+        .flat_map(|pass| [1, 2, 5, 6, 8].map(|id| (pass, id)))
+        .collect();
+    assert_eq!(ids, each);
 }
 
 /// A plan that cannot run is refused as such (a typed error the caller can

@@ -161,13 +161,35 @@ pub async fn run<P: Pacer + Send>(
         reports_shared,
     };
     let mut reader = Some(first);
+    // A capture small enough is read once: later passes take its lines as
+    // the first pass found them, rather than parsing every line again.
+    let keep = std::fs::metadata(capture).is_ok_and(|m| m.len() <= KEEP_CAPTURE_BYTES);
+    let mut kept: Option<Arc<[Line]>> = None;
     let mut pass = 0u32;
     while !clock.ended {
-        let lines = match reader.take() {
-            Some(r) => r,
-            None => CaptureReader::open(capture)?,
+        let mut lines = match (reader.take(), &kept) {
+            (Some(r), _) => Lines::Read {
+                reader: Box::new(r),
+                kept: keep.then(Vec::new),
+            },
+            (None, Some(kept)) => Lines::Kept {
+                lines: kept.clone(),
+                next: 0,
+            },
+            (None, None) => Lines::Read {
+                reader: Box::new(CaptureReader::open(capture)?),
+                kept: None,
+            },
         };
-        let span = clock.pass(lines, pass, pacer).await;
+        let span = clock.pass(&mut lines, pass, pacer).await;
+        if let Lines::Read {
+            kept: Some(read), ..
+        } = lines
+        {
+            // Whole: a pass cut short by the end of the schedule has no
+            // next pass.
+            kept = Some(read.into());
+        }
         pass += 1;
         let more = match (shape.passes, shape.duration) {
             (Some(n), _) => pass < n,
@@ -192,6 +214,35 @@ pub async fn run<P: Pacer + Send>(
         }
     }
     Ok(clock.out)
+}
+
+/// Captures up to this size are read once for all passes (`--loop`,
+/// `--duration`); larger ones again for each.
+const KEEP_CAPTURE_BYTES: u64 = 64 << 20;
+
+/// A readable line of the capture as a schedule sees it: where it falls on
+/// the timeline, whose it is, and the exchange when it is this schedule's
+/// own (`None` too when its request could not be read).
+#[derive(Clone)]
+struct Line {
+    offset_us: u64,
+    /// See [`Shape::owns`].
+    owner: Option<bool>,
+    recorded: Option<Arc<Recorded>>,
+}
+
+/// Where a pass takes its lines from: the capture file (keeping what it
+/// reads, when asked), or the lines a first pass kept.
+enum Lines {
+    Read {
+        /// Boxed: its buffers would be room in every pass's lines.
+        reader: Box<CaptureReader>,
+        kept: Option<Vec<Line>>,
+    },
+    Kept {
+        lines: Arc<[Line]>,
+        next: usize,
+    },
 }
 
 /// What a pass has read so far: first and last recorded offset, and how
@@ -226,15 +277,10 @@ struct Clock {
 }
 
 impl Clock {
-    async fn pass<P: Pacer + Send>(
-        &mut self,
-        mut lines: CaptureReader,
-        pass: u32,
-        pacer: &mut P,
-    ) -> Span {
+    async fn pass<P: Pacer + Send>(&mut self, lines: &mut Lines, pass: u32, pacer: &mut P) -> Span {
         let mut seen = Seen::default();
         let mut waiting: Option<(Arc<Recorded>, u64)> = None;
-        while let Some((exchange, slot)) = self.next_own(&mut lines, &mut seen, pass) {
+        while let Some((exchange, slot)) = self.next_own(lines, &mut seen, pass) {
             let first = seen.first_us.unwrap_or(0);
             if let Some((previous, at_slot)) = waiting.replace((exchange.clone(), slot)) {
                 let gap = exchange.offset_us.saturating_sub(previous.offset_us);
@@ -268,23 +314,15 @@ impl Clock {
     /// parsed.
     fn next_own(
         &mut self,
-        lines: &mut CaptureReader,
+        lines: &mut Lines,
         seen: &mut Seen,
         pass: u32,
     ) -> Option<(Arc<Recorded>, u64)> {
-        while let Some(item) = lines.next_outline() {
-            let outline = match item {
-                Ok(outline) => outline,
-                Err(e) => {
-                    self.unreadable(e, pass, self.reports_shared);
-                    continue;
-                }
-            };
-            seen.first_us.get_or_insert(outline.offset_us);
-            seen.last_us = seen.last_us.max(outline.offset_us);
+        while let Some(line) = self.next_line(lines, pass) {
+            seen.first_us.get_or_insert(line.offset_us);
+            seen.last_us = seen.last_us.max(line.offset_us);
             seen.count += 1;
-            let hash = crate::capture::session_hash(&outline.session);
-            let Some(own) = self.shape.owns(hash) else {
+            let Some(own) = line.owner else {
                 continue;
             };
             // The shard's exchanges take their slots in the recorded order,
@@ -297,15 +335,58 @@ impl Clock {
                 }
                 continue;
             }
-            match Recorded::read(&outline) {
-                Ok(recorded) => {
-                    seen.own += 1;
-                    return Some((Arc::new(recorded), slot));
-                }
-                Err(e) => self.unreadable(e, pass, true),
+            // Without it, the request could not be read (and was reported).
+            if let Some(recorded) = line.recorded {
+                seen.own += 1;
+                return Some((recorded, slot));
             }
         }
         None
+    }
+
+    /// The next readable line of the pass, `None` at its end; a line read
+    /// from the file is kept for the next passes when they are to reuse it.
+    /// Only this schedule's own requests are parsed; lines that cannot be
+    /// read are reported on the first pass and skipped.
+    fn next_line(&mut self, lines: &mut Lines, pass: u32) -> Option<Line> {
+        let (reader, kept) = match lines {
+            Lines::Kept { lines, next } => {
+                *next += 1;
+                return lines.get(*next - 1).cloned();
+            }
+            Lines::Read { reader, kept } => (reader, kept),
+        };
+        loop {
+            let outline = match reader.next_outline()? {
+                Ok(outline) => outline,
+                Err(e) => {
+                    self.unreadable(e, pass, self.reports_shared);
+                    continue;
+                }
+            };
+            let owner = self
+                .shape
+                .owns(crate::capture::session_hash(&outline.session));
+            let recorded = match owner {
+                Some(true) => match Recorded::read(&outline) {
+                    Ok(recorded) => Some(Arc::new(recorded)),
+                    Err(e) => {
+                        self.unreadable(e, pass, true);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let line = Line {
+                offset_us: outline.offset_us,
+                owner,
+                recorded,
+            };
+            if let Some(kept) = kept {
+                kept.push(line.clone());
+            }
+            return Some(line);
+        }
     }
 
     /// Whether slot `slot` falls past `--duration`, at a constant rate
