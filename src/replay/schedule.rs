@@ -161,9 +161,11 @@ pub async fn run<P: Pacer + Send>(
         reports_shared,
     };
     let mut reader = Some(first);
-    // A capture small enough is read once: later passes take its lines as
-    // the first pass found them, rather than parsing every line again.
-    let keep = std::fs::metadata(capture).is_ok_and(|m| m.len() <= KEEP_CAPTURE_BYTES);
+    // A capture small enough is read once: later passes, if any, take its
+    // lines as the first pass found them, rather than parsing every line
+    // again.
+    let passes = shape.duration.is_some() || shape.passes.is_some_and(|n| n > 1);
+    let keep = passes && std::fs::metadata(capture).is_ok_and(|m| m.len() <= KEEP_CAPTURE_BYTES);
     let mut kept: Option<Arc<[Line]>> = None;
     let mut pass = 0u32;
     while !clock.ended {
