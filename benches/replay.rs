@@ -3,8 +3,11 @@
 //! 1. wrk's requests/s against one target (the reference);
 //! 2. tandem's requests/s against two targets, diffing on (the answers
 //!    differ in key order and spacing, so both are parsed), asked for as many
-//!    as wrk made: what it achieves at saturation, as wrk's is measured;
-//! 3. rate accuracy at fixed rates: achieved vs asked, p99 send lag;
+//!    as wrk made: what it achieves at saturation, as wrk's is measured; and
+//!    where the CPU goes per request, wrk's, tandem's and nginx's, in user
+//!    space and in the kernel, with the user time 0.8x wrk would leave;
+//! 3. rate accuracy at fixed rates: achieved vs asked, p99 send lag, after
+//!    the machine's own wake-up lag (a sleeping thread's, idle);
 //! 4. peak memory over a run, and over a 10x longer one.
 //!
 //! 5. stateful: the demo's order flows (logins, created orders read, paid
