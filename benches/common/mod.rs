@@ -70,8 +70,6 @@ pub fn measure(command: &mut Command) -> anyhow::Result<Run> {
 
 /// Each live thread of `pid`: its name and CPU time so far, by thread id.
 fn thread_times(pid: u32, seen: &mut std::collections::HashMap<u64, (String, Duration)>) {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return;
     };
@@ -82,20 +80,38 @@ fn thread_times(pid: u32, seen: &mut std::collections::HashMap<u64, (String, Dur
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // `tid (name) state ppid ...`: utime and stime are the 12th and
-        // 13th fields after the name.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
+        if let Some(stat) = Stat::of(&stat) {
+            seen.insert(tid, (stat.name.to_string(), stat.cpu()));
+        }
+    }
+}
+
+/// The fields of a `/proc/.../stat` line that the bench reads.
+struct Stat<'a> {
+    name: &'a str,
+    ppid: u64,
+    /// utime + stime, in clock ticks.
+    ticks: u64,
+}
+
+impl<'a> Stat<'a> {
+    /// `pid (name) state ppid ...`: ppid, utime and stime are the 2nd,
+    /// 12th and 13th fields after the name.
+    fn of(stat: &'a str) -> Option<Stat<'a>> {
+        let (open, close) = (stat.find('(')?, stat.rfind(')')?);
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let tick = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let cpu = Duration::from_micros((tick(11) + tick(12)) * 1_000_000 / ticks);
-        seen.insert(tid, (stat[open + 1..close].to_string(), cpu));
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        Some(Stat {
+            name: &stat[open + 1..close],
+            ppid: field(1)?,
+            ticks: field(11).unwrap_or(0) + field(12).unwrap_or(0),
+        })
+    }
+
+    fn cpu(&self) -> Duration {
+        // SAFETY: sysconf only reads a configuration value.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros(self.ticks * 1_000_000 / per_second)
     }
 }
 
@@ -138,28 +154,17 @@ pub fn pin_to(cpu: usize) -> std::io::Result<()> {
 /// The CPU time so far of the processes whose parent is `pid` (nginx's
 /// workers, under its master), to the kernel's tick.
 pub fn children_cpu(pid: u32) -> Duration {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return Duration::ZERO;
     };
-    let mut total = 0;
-    for process in processes.flatten() {
-        let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else {
-            continue;
-        };
-        // `pid (name) state ppid ...`: ppid, utime and stime are the 2nd,
-        // 12th and 13th fields after the name.
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        if field(1) == Some(pid as u64) {
-            total += field(11).unwrap_or(0) + field(12).unwrap_or(0);
-        }
-    }
-    Duration::from_micros(total * 1_000_000 / ticks)
+    processes
+        .flatten()
+        .filter_map(|p| std::fs::read_to_string(p.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let stat = Stat::of(&stat)?;
+            (stat.ppid == pid as u64).then(|| stat.cpu())
+        })
+        .sum()
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {

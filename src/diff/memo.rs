@@ -48,6 +48,7 @@ pub(super) struct Memo {
     pairs: foldhash::HashMap<u64, Pair>,
     bytes: usize,
     /// Pairs found again so far.
+    #[cfg(test)]
     recalled: u64,
 }
 
@@ -66,7 +67,10 @@ impl Memo {
             && pair.as_json == as_json
             && *pair.legacy == *legacy
             && *pair.other == *other;
-        self.recalled += u64::from(same);
+        #[cfg(test)]
+        {
+            self.recalled += u64::from(same);
+        }
         same.then_some(&pair.outcome)
     }
 
@@ -89,11 +93,6 @@ impl Memo {
         if legacy.len() > MAX_BODY || other.len() > MAX_BODY {
             return;
         }
-        let size = legacy.len() + other.len() + outcome.mismatches.len() * MISMATCH_BYTES;
-        if self.pairs.len() >= MAX_PAIRS || self.bytes + size > MAX_BYTES {
-            self.pairs.clear();
-            self.bytes = 0;
-        }
         let key = self.key(rules, as_json, legacy, other);
         let pair = Pair {
             rules: rules.clone(),
@@ -102,6 +101,11 @@ impl Memo {
             other: other.into(),
             outcome,
         };
+        let size = Memo::size(&pair);
+        if self.pairs.len() >= MAX_PAIRS || self.bytes + size > MAX_BYTES {
+            self.pairs.clear();
+            self.bytes = 0;
+        }
         if let Some(old) = self.pairs.insert(key, pair) {
             self.bytes -= Memo::size(&old);
         }
@@ -133,22 +137,19 @@ mod tests {
             mismatches: vec![super::super::body_mismatch(b"a", &n.to_le_bytes(), None)],
             hits: Hits::default(),
         };
-        memo.remember(&rules, true, b"{\"a\":1}", b"{ \"a\": 1 }", found(1));
-        assert!(memo
-            .recall(&rules, true, b"{\"a\":1}", b"{ \"a\": 1 }")
-            .is_some());
-        assert!(memo
-            .recall(&rules, false, b"{\"a\":1}", b"{ \"a\": 1 }")
-            .is_none());
-        assert!(memo
-            .recall(&other_rules, true, b"{\"a\":1}", b"{ \"a\": 1 }")
-            .is_none());
-        assert!(memo
-            .recall(&rules, true, b"{ \"a\": 1 }", b"{\"a\":1}")
-            .is_none());
-        assert!(memo
-            .recall(&rules, true, b"{\"a\":1}", b"{ \"a\": 2 }")
-            .is_none());
+        let (compact, spaced) = (&b"{\"a\":1}"[..], &b"{ \"a\": 1 }"[..]);
+        memo.remember(&rules, true, compact, spaced, found(1));
+        // Found only with the same rules, JSON choice and both bodies.
+        for (rules, as_json, legacy, other, kept) in [
+            (&rules, true, compact, spaced, true),
+            (&rules, false, compact, spaced, false),
+            (&other_rules, true, compact, spaced, false),
+            (&rules, true, spaced, compact, false),
+            (&rules, true, compact, &b"{ \"a\": 2 }"[..], false),
+        ] {
+            let found = memo.recall(rules, as_json, legacy, other).is_some();
+            assert_eq!(found, kept, "{as_json} {legacy:?} {other:?}");
+        }
         // Too long to keep.
         let long = vec![b'x'; MAX_BODY + 1];
         memo.remember(&rules, false, &long, b"y", found(2));

@@ -393,8 +393,10 @@ fn compare_bodies(
         let sizes: usize = bodies.iter().map(|b| b.len()).sum();
         let mut tape = tape::Tape::with_capacity(l.len() + sizes);
         let lv = tape.push(l_copy, parser);
-        let todo: Vec<bool> = (0..others.len()).map(|i| as_json[i] && !done[i]).collect();
-        for (i, copy) in copies.iter_mut().enumerate().filter(|(i, _)| todo[*i]) {
+        for (i, copy) in copies.iter_mut().enumerate() {
+            if !as_json[i] || done[i] {
+                continue;
+            }
             let n = bodies[i].as_ref();
             copy.clear();
             copy.extend_from_slice(n);

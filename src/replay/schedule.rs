@@ -161,11 +161,17 @@ pub async fn run<P: Pacer + Send>(
         reports_shared,
     };
     let mut reader = Some(first);
+    // Whether another pass may follow `done` passes.
+    let more_after = |done: u32| match (shape.passes, shape.duration) {
+        (Some(n), _) => done < n,
+        (None, Some(_)) => true,
+        (None, None) => false,
+    };
     // A capture small enough is read once: later passes, if any, take its
     // lines as the first pass found them, rather than parsing every line
     // again.
-    let passes = shape.duration.is_some() || shape.passes.is_some_and(|n| n > 1);
-    let keep = passes && std::fs::metadata(capture).is_ok_and(|m| m.len() <= KEEP_CAPTURE_BYTES);
+    let keep =
+        more_after(1) && std::fs::metadata(capture).is_ok_and(|m| m.len() <= KEEP_CAPTURE_BYTES);
     let mut kept: Option<Arc<[Line]>> = None;
     let mut pass = 0u32;
     while !clock.ended {
@@ -193,16 +199,11 @@ pub async fn run<P: Pacer + Send>(
             kept = Some(read.into());
         }
         pass += 1;
-        let more = match (shape.passes, shape.duration) {
-            (Some(n), _) => pass < n,
-            (None, Some(_)) => true,
-            (None, None) => false,
-        };
         // A schedule whose share of the capture is empty (fewer sessions
         // than engines or shards) sends nothing in any pass: it ends here
         // rather than reading the capture again and again, which never
         // reached --duration's end since nothing was scheduled.
-        if !more || span.count == 0 || span.own == 0 {
+        if !more_after(pass) || span.count == 0 || span.own == 0 {
             break;
         }
         // The next pass starts one mean gap after this one's last request.
