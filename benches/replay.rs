@@ -18,9 +18,10 @@
 //!
 //! Steps 2 and 3 run three times each (the machine is shared and noisy), and
 //! their medians are held against the targets of issues 4 and 13; each run
-//! twice, with tandem's default of an engine per core and with one engine,
-//! as wrk runs one thread (nginx shares the two cores: a second engine
-//! takes CPU time from it).
+//! twice, with an engine per core (tandem's default with stacks on other
+//! machines) and with one engine, as wrk runs one thread (nginx shares the
+//! two cores: a second engine takes CPU time from it; with stacks on
+//! loopback tandem's default is one engine per two cores).
 //!
 //! Needs `.ci/setup --bench` (nginx, wrk). Run: `cargo bench --bench replay`
 //! (`-- saturation` for steps 1 and 2 alone, `-- stateful` for step 5,
@@ -504,14 +505,23 @@ struct Sample {
 /// How many replay engines a run has.
 #[derive(Clone, Copy)]
 enum Engines {
-    /// tandem's default: one per core.
+    /// One per core (`--threads` the core count): tandem's default with
+    /// stacks on other machines.
     PerCore,
-    /// One, as wrk runs one thread (`--threads 1`).
+    /// One, as wrk runs one thread (`--threads 1`); on two cores, also
+    /// tandem's default with a stack on loopback, as here.
     One,
 }
 
 impl Engines {
     const BOTH: [Engines; 2] = [Engines::PerCore, Engines::One];
+
+    fn count(self) -> usize {
+        match self {
+            Engines::PerCore => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Engines::One => 1,
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -540,9 +550,9 @@ impl Bench {
             .arg(&self.rules)
             .args(["--max-lag", "1s", "--timeout", "5s", "--out"])
             .arg(out);
-        if let Engines::One = engines {
-            command.args(["--threads", "1"]);
-        }
+        // Given either way: with the stacks on loopback, tandem's default
+        // is one engine per two cores.
+        command.args(["--threads", &engines.count().to_string()]);
         common::measure(&mut command)
     }
 

@@ -58,6 +58,17 @@ impl Target {
         }
     }
 
+    /// Whether the stack runs on this machine (`localhost`, 127.0.0.0/8,
+    /// `::1`): then it shares the cores with the replay.
+    pub fn is_loopback(&self) -> bool {
+        let (host, _) = self.endpoint();
+        let host = host.trim_matches(['[', ']']);
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// `Authorization: Basic` from the URL's userinfo, if it has one.
     pub fn basic_auth(&self) -> Option<HeaderValue> {
         use base64::Engine;
@@ -175,6 +186,19 @@ mod tests {
         assert_eq!(t.basic_auth().unwrap(), "Basic b3BzOnNAY3JldA==");
         let plain: Target = "http://127.0.0.1:9000".parse().unwrap();
         assert!(plain.basic_auth().is_none());
+    }
+
+    #[test]
+    fn knows_a_stack_on_this_machine() {
+        let on = |url: &str| url.parse::<Target>().unwrap().is_loopback();
+        assert!(on("http://127.0.0.1:9000"));
+        assert!(on("http://127.3.2.1"));
+        assert!(on("https://LocalHost:8443/v1"));
+        assert!(on("http://[::1]:9000"));
+        assert!(!on("http://10.0.0.7:9000"));
+        assert!(!on("http://orders.staging:8080"));
+        assert!(!on("http://[::2]:9000"));
+        assert!(!on("http://localhost.example:80"));
     }
 
     #[test]

@@ -92,7 +92,8 @@ pub(super) struct ReplayArgs {
     #[arg(long)]
     max_connections: Option<usize>,
     /// Replay engines: threads, each with its share of the sessions and of
-    /// the connections (default 0: one per core).
+    /// the connections (default 0: one per core; one per two cores when a
+    /// stack is on this machine, at localhost or 127.0.0.0/8).
     #[arg(long)]
     threads: Option<usize>,
     #[command(flatten)]

@@ -101,7 +101,7 @@ pub struct ReplayPlan {
     /// `None`: [`MAX_CONNECTIONS_PER_ENGINE`] per engine; `Some(0)`: no limit.
     pub max_connections: Option<usize>,
     /// Replay engines (threads, each with its share of the sessions and
-    /// connections); 0: one per core.
+    /// connections); 0: see [`ReplayPlan::engine_count`].
     pub threads: usize,
     /// Show the live progress line on stderr (when it is a terminal).
     pub progress: bool,
@@ -195,15 +195,27 @@ impl ReplayPlan {
         (warm, max)
     }
 
-    /// Engines to run: `threads`, or one per core.
+    /// Engines to run: `threads`; else one per core, or one per two cores
+    /// when a stack runs on this machine. Engines busy at saturation take
+    /// their share of the cores from a stack beside them: on two cores
+    /// shared with nginx, two engines sent 0.50x wrk's requests/s where
+    /// one sent 0.85x (benches/replay.rs, 2026-12-02), nginx's one worker
+    /// then getting half a core.
     pub fn engine_count(&self) -> u32 {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = if self.threads == 0 {
-            cores
-        } else {
-            self.threads
+        let threads = match self.threads {
+            0 if self.targets().any(Target::is_loopback) => cores / 2,
+            0 => cores,
+            n => n,
         };
         threads.clamp(1, 256) as u32
+    }
+
+    /// The stacks replayed at.
+    fn targets(&self) -> impl Iterator<Item = &Target> {
+        [Some(&self.legacy), Some(&self.new), self.legacy2.as_ref()]
+            .into_iter()
+            .flatten()
     }
 
     /// Checks the plan and the capture's header: what a replay checks
@@ -622,5 +634,30 @@ fn start_delay(start_at: Option<std::time::SystemTime>) -> Duration {
             soon
         }
         None => soon,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_leave_cores_to_stacks_on_this_machine() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let plan = |legacy: &str, new: &str, threads| ReplayPlan {
+            threads,
+            ..ReplayPlan::new(
+                "captures/none.jsonl".into(),
+                legacy.parse().unwrap(),
+                new.parse().unwrap(),
+            )
+        };
+        let (local, remote) = ("http://127.0.0.1:9000", "http://orders.staging:8080");
+        assert_eq!(plan(remote, remote, 0).engine_count(), cores);
+        assert_eq!(plan(local, local, 0).engine_count(), (cores / 2).max(1));
+        // One stack beside the replay is enough to share the cores with.
+        assert_eq!(plan(remote, local, 0).engine_count(), (cores / 2).max(1));
+        // Asked for, the count is kept.
+        assert_eq!(plan(local, local, 3).engine_count(), 3);
     }
 }
