@@ -205,18 +205,20 @@ pub fn to_header_map(headers: &[Header], skip: &[&str]) -> (HeaderMap, usize) {
     let mut map = HeaderMap::with_capacity(headers.len());
     let mut invalid = 0;
     for Header(name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        if is_hop_by_hop(&lower) || skip.contains(&lower.as_str()) {
+        // For every request to each stack: the name is lower-cased as it
+        // is parsed, and an ASCII value is copied once, into its header.
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            invalid += 1;
+            continue;
+        };
+        if is_hop_by_hop(name.as_str()) || skip.contains(&name.as_str()) {
             continue;
         }
-        match (
-            HeaderName::from_bytes(lower.as_bytes()),
-            HeaderValue::from_bytes(&header_bytes(value)),
-        ) {
-            (Ok(n), Ok(v)) => {
-                map.append(n, v);
+        match HeaderValue::from_bytes(&header_bytes(value)) {
+            Ok(value) => {
+                map.append(name, value);
             }
-            _ => invalid += 1,
+            Err(_) => invalid += 1,
         }
     }
     (map, invalid)
@@ -224,11 +226,11 @@ pub fn to_header_map(headers: &[Header], skip: &[&str]) -> (HeaderMap, usize) {
 
 /// The bytes of a header value as captured: characters up to U+00FF are the
 /// ISO-8859-1 bytes they were decoded from, anything else is UTF-8.
-fn header_bytes(value: &str) -> Vec<u8> {
+fn header_bytes(value: &str) -> std::borrow::Cow<'_, [u8]> {
     if value.is_ascii() || value.chars().any(|c| c as u32 > 0xff) {
-        value.as_bytes().to_vec()
+        value.as_bytes().into()
     } else {
-        value.chars().map(|c| c as u8).collect()
+        value.chars().map(|c| c as u8).collect::<Vec<u8>>().into()
     }
 }
 
@@ -324,4 +326,35 @@ where
         }
     }
     Ok(kept.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_headers_become_a_header_map() {
+        let h = |n: &str, v: &str| Header(n.to_string(), v.to_string());
+        let recorded = [
+            h("X-Request-ID", "r-1"),
+            h("Host", "legacy.internal"),
+            h("Connection", "keep-alive"),
+            h("Transfer-Encoding", "chunked"),
+            // Decoded from ISO-8859-1 when recorded: sent as those bytes.
+            h("X-Name", "Zoë"),
+            h("bad name", "x"),
+            h("X-Bad-Value", "a\nb"),
+            h("x-request-id", "r-2"),
+        ];
+        let (map, invalid) = to_header_map(&recorded, &["host"]);
+        assert_eq!(invalid, 2, "the bad name and the bad value");
+        let ids: Vec<_> = map.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, ["r-1", "r-2"], "repeated headers kept, in order");
+        assert!(map.get("host").is_none(), "skipped whatever its case");
+        assert!(map.get("connection").is_none() && map.get("transfer-encoding").is_none());
+        assert_eq!(map["x-name"].as_bytes(), b"Zo\xeb");
+        assert_eq!(map.len(), 3);
+        let (kept, _) = to_header_map(&recorded, &[]);
+        assert_eq!(kept["host"], "legacy.internal");
+    }
 }
