@@ -3,7 +3,8 @@
 //! 1. wrk's requests/s against one target (the reference);
 //! 2. tandem's requests/s against two targets, diffing on (the answers
 //!    differ in key order and spacing, so both are parsed), asked for as many
-//!    as wrk made: what it achieves at saturation, as wrk's is measured; and
+//!    as wrk made: what it achieves at saturation, as wrk's is measured, each
+//!    run held against a wrk run made just before it; and
 //!    where the CPU goes per request, wrk's, tandem's and nginx's, in user
 //!    space and in the kernel, with the user time 0.8x wrk would leave;
 //! 3. rate accuracy at fixed rates: achieved vs asked, p99 send lag, after
@@ -94,19 +95,23 @@ fn main() -> anyhow::Result<()> {
     let mut costs = [Vec::new(), Vec::new()];
     for run in 1..=3 {
         for (way, engines) in Engines::BOTH.iter().enumerate() {
+            // Each run is held against a wrk run just before it: the
+            // machine drifts over the minute the runs take, and a ratio
+            // of two measures taken together cancels most of the drift.
+            let paired = bench.wrk(&format!("{legacy}/orders.json"))?.rate;
             let out = dir.join(format!("full-{run}-{way}"));
             let sample = bench.sample(&out, asked, "5s", *engines)?;
-            ratios[way].push(sample.achieved * 2.0 / wrk);
+            ratios[way].push(sample.achieved * 2.0 / paired);
             costs[way].push((sample.cpu, sample.nginx_us));
             println!(
-                "  {:<16} achieved {:.0} requests/s ({:.2}x wrk) in exchanges sent to both \
-                 stacks, {:.0} requests/s sent in all ({:.2}x wrk), {} matched, {} mismatched, \
-                 {} dropped (later than --max-lag 1s), {} errors",
+                "  {:<16} achieved {:.0} requests/s ({:.2}x wrk's {paired:.0} just before) in \
+                 exchanges sent to both stacks, {:.0} requests/s sent in all ({:.2}x), {} \
+                 matched, {} mismatched, {} dropped (later than --max-lag 1s), {} errors",
                 engines.name(),
                 sample.achieved * 2.0,
-                sample.achieved * 2.0 / wrk,
+                sample.achieved * 2.0 / paired,
                 sample.requests,
-                sample.requests / wrk,
+                sample.requests / paired,
                 sample.report.summary.matched,
                 sample.report.summary.mismatched,
                 sample.report.summary.dropped,
