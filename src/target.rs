@@ -59,14 +59,15 @@ impl Target {
     }
 
     /// Whether the stack runs on this machine (`localhost`, 127.0.0.0/8,
-    /// `::1`): then it shares the cores with the replay.
+    /// `::1`, or 0.0.0.0 and `::`, which connect there): then it shares
+    /// the cores with the replay.
     pub fn is_loopback(&self) -> bool {
         let (host, _) = self.endpoint();
         let host = host.trim_matches(['[', ']']);
         host == "localhost"
             || host
                 .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
     }
 
     /// `Authorization: Basic` from the URL's userinfo, if it has one.
@@ -195,6 +196,7 @@ mod tests {
         assert!(on("http://127.3.2.1"));
         assert!(on("https://LocalHost:8443/v1"));
         assert!(on("http://[::1]:9000"));
+        assert!(on("http://0.0.0.0:9000"));
         assert!(!on("http://10.0.0.7:9000"));
         assert!(!on("http://orders.staging:8080"));
         assert!(!on("http://[::2]:9000"));
