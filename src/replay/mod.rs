@@ -473,6 +473,7 @@ pub async fn replay<S: ResultSink>(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let count = plan.engine_count();
+    tracing::debug!("{count} replay engines");
     let in_flight = send::InFlight::new(&plan);
     let bindings = plan.correlation.clone().filter(|c| !c.is_empty()).map(|c| {
         let now_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
