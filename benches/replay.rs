@@ -8,7 +8,8 @@
 //!    where the CPU goes per request, wrk's, tandem's and nginx's, in user
 //!    space and in the kernel, with the user time 0.8x wrk would leave;
 //! 3. rate accuracy at fixed rates: achieved vs asked, p99 send lag, after
-//!    the machine's own wake-up lag (a sleeping thread's, idle);
+//!    the machine's own wake-up lag (a sleeping thread's, idle), and how
+//!    much of its core each engine takes (the headroom left for hiccups);
 //! 4. peak memory over a run, and over a 10x longer one.
 //!
 //! 5. stateful: the demo's order flows (logins, created orders read, paid
@@ -136,14 +137,15 @@ fn main() -> anyhow::Result<()> {
     );
     println!("\nrate accuracy (5 s each, three runs each way; two requests per exchange)");
     println!(
-        "{:>12} {:>16} {:>12} {:>14} {:>10} {:>30} {:>12}",
+        "{:>12} {:>16} {:>12} {:>14} {:>10} {:>30} {:>12} {:>13}",
         "exchanges/s",
         "engines",
         "requests/s",
         "achieved req/s",
         "error",
         "p99 lag (3 runs)",
-        "p99 median"
+        "p99 median",
+        "engine busy"
     );
     let mut within = [Vec::new(), Vec::new()];
     let mut lag_at_10k = [Vec::new(), Vec::new()];
@@ -162,13 +164,17 @@ fn main() -> anyhow::Result<()> {
             let error = (achieved - rate) / rate * 100.0;
             let shown: Vec<String> = lags.iter().map(|l| tandem::latency::human(*l)).collect();
             let p99 = median(lags.iter().map(|l| *l as f64).collect()) as u64;
+            // How much of its core each engine needs at this rate: the
+            // headroom left for the machine's own hiccups.
+            let busy = median(runs.iter().map(|r| r.engines_busy).collect());
             println!(
-                "{rate:>12.0} {:>16} {:>12.0} {:>14.0} {error:>9.2}% {:>30} {:>12}",
+                "{rate:>12.0} {:>16} {:>12.0} {:>14.0} {error:>9.2}% {:>30} {:>12} {:>12.0}%",
                 engines.name(),
                 rate * 2.0,
                 achieved * 2.0,
                 shown.join(" / "),
                 tandem::latency::human(p99),
+                busy * 100.0,
             );
             if rate * 2.0 <= 20_000.0 {
                 within[way].push((error.abs() <= 1.0, p99 < 1_000));
@@ -505,6 +511,9 @@ struct Sample {
     /// diffing, results), and nginx's.
     cpu: Cpu,
     nginx_us: f64,
+    /// The engine threads' CPU time over the span of the sends, per
+    /// engine: how busy each was (1.0: a whole core).
+    engines_busy: f64,
 }
 
 /// How many replay engines a run has.
@@ -579,12 +588,16 @@ impl Bench {
         let (both, all) = sends(out)?;
         let report = Report::load(&out.join("report.json"))?;
         std::fs::remove_file(out.join("results.jsonl"))?;
+        let engines_busy = run.cpu_of("tandem-engine").as_secs_f64()
+            / all.seconds().max(1e-3)
+            / engines.count() as f64;
         Ok(Sample {
             achieved: both.rate(),
             requests: all.rate(),
             report,
             cpu: Cpu::per_request(&run, all.n),
             nginx_us: nginx.as_micros() as f64 / all.n.max(1) as f64,
+            engines_busy,
         })
     }
 
@@ -738,6 +751,11 @@ impl Span {
     }
 
     fn rate(&self) -> f64 {
-        self.n.saturating_sub(1) as f64 / (self.last.saturating_sub(self.first) as f64 / 1e6)
+        self.n.saturating_sub(1) as f64 / self.seconds()
+    }
+
+    /// From the first send to the last.
+    fn seconds(&self) -> f64 {
+        self.last.saturating_sub(self.first) as f64 / 1e6
     }
 }
