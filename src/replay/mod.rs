@@ -198,7 +198,7 @@ impl ReplayPlan {
     /// Engines to run: `threads`; else one per core, or one per two cores
     /// when a stack runs on this machine. Engines busy at saturation take
     /// their share of the cores from a stack beside them: on two cores
-    /// shared with nginx, in four runs of benches/replay.rs (2026-12-02),
+    /// shared with nginx, in five runs of benches/replay.rs (2026-12-02),
     /// two engines sent medians of 0.47x-0.60x wrk's requests/s where one
     /// sent 0.61x-0.85x, nginx's one worker getting half a core.
     pub fn engine_count(&self) -> u32 {
