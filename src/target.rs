@@ -197,7 +197,8 @@ mod tests {
         assert!(on("https://LocalHost:8443/v1"));
         assert!(on("http://[::1]:9000"));
         assert!(on("http://0.0.0.0:9000"));
-        assert!(!on("http://10.0.0.7:9000"));
+        // A name is not an address, whatever it starts with.
+        assert!(!on("http://127.0.0.1.example:9000"));
         assert!(!on("http://orders.staging:8080"));
         assert!(!on("http://[::2]:9000"));
         assert!(!on("http://localhost.example:80"));

@@ -93,7 +93,7 @@ pub(super) struct ReplayArgs {
     max_connections: Option<usize>,
     /// Replay engines: threads, each with its share of the sessions and of
     /// the connections (default 0: one per core; one per two cores when a
-    /// stack is on this machine, at localhost or 127.0.0.0/8).
+    /// stack is on this machine, at localhost, 127.0.0.0/8 or ::1).
     #[arg(long)]
     threads: Option<usize>,
     #[command(flatten)]
