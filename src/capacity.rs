@@ -21,7 +21,7 @@ use crate::judge::{Judge, JudgeOptions};
 use crate::latency::{human, Latency};
 use crate::replay::{replay, ReplayPlan};
 use crate::report::series::StackTally;
-use crate::report::{Report, RunInfo};
+use crate::report::{Generator, Report, RunInfo};
 use crate::results::{ExchangeResult, ResultSink};
 
 /// `capacity.json`'s format name.
@@ -155,6 +155,24 @@ pub struct Search {
     pub headroom: Option<f64>,
     /// Every step, in the order run.
     pub steps: Vec<Step>,
+    /// Some step failed while a replay engine of tandem's was saturated:
+    /// the sustainable rate found may be tandem's limit, and the stack's
+    /// a lower bound of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limited_by_tandem: bool,
+}
+
+impl Search {
+    /// For people: what the sustainable rate means when tandem was the
+    /// limit.
+    pub fn caveat(&self) -> &'static str {
+        if self.limited_by_tandem {
+            " (at least: tandem's own engines were saturated where steps failed; \
+             give it more cores, --threads or shards)"
+        } else {
+            ""
+        }
+    }
 }
 
 /// One rate, held.
@@ -183,6 +201,17 @@ pub struct Step {
     pub lag_p99_us: u64,
     /// Requests sent during the hold.
     pub sent: u64,
+    /// How busy the busiest replay engine was over the step (1.0: it never
+    /// idled; see [`crate::report::EngineBusy`]).
+    #[serde(default)]
+    pub engine_busy: f64,
+}
+
+impl Step {
+    /// Failed while tandem itself was saturated.
+    fn failed_by_tandem(&self) -> bool {
+        !self.passed && self.engine_busy >= Generator::SATURATED
+    }
 }
 
 /// Searches every target of `plan` in turn until `stopped` is set (by a
@@ -291,6 +320,7 @@ async fn search_one(
         target,
         sustainable_rps: sustainable,
         headroom: sustainable.zip(plan.projected).map(|(s, p)| s / p),
+        limited_by_tandem: steps.iter().any(Step::failed_by_tandem),
         steps,
     })
 }
@@ -378,7 +408,19 @@ async fn run_step(
     };
     let replayed = replay(&replay_plan, sink, async move { stop.notified().await }).await?;
     let report = replayed.sink.inner.finish();
-    Ok(judge_step(plan, target, rate, hold, &report))
+    let mut step = judge_step(plan, target, rate, hold, &report);
+    let generator = Generator::of(&replayed.engines);
+    step.engine_busy = generator
+        .as_ref()
+        .and_then(Generator::busiest)
+        .map_or(0.0, |e| e.busy);
+    if step.failed_by_tandem() {
+        let engines = generator.map(|g| g.describe()).unwrap_or_default();
+        step.failed.push(format!(
+            "tandem was saturated ({engines}): this limit may be tandem's"
+        ));
+    }
+    Ok(step)
 }
 
 /// A step's figures over its hold, and whether it passed.
@@ -482,6 +524,7 @@ fn judge_step(
         mismatch_rate,
         lag_p99_us: worst.3,
         sent: worst.4,
+        engine_busy: 0.0,
     }
 }
 

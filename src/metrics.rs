@@ -56,6 +56,11 @@ struct MismatchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabels {
+    engine: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
     capture: String,
     legacy: String,
@@ -78,6 +83,8 @@ pub struct Metrics {
     offered_rate: Gauge<f64, AtomicU64>,
     dropped: Family<DropLabels, Counter>,
     mismatches: Family<MismatchLabels, Counter>,
+    engine_cpu: Family<EngineLabels, Counter<f64, AtomicU64>>,
+    engine_waited: Family<EngineLabels, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,6 +135,8 @@ impl Metrics {
             offered_rate: Gauge::default(),
             dropped: Family::default(),
             mismatches: Family::default(),
+            engine_cpu: Family::default(),
+            engine_waited: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -179,6 +188,19 @@ impl Metrics {
             "mismatches",
             "Exchanges with a mismatch, per route template and kind",
             m.mismatches.clone(),
+        );
+        registry.register(
+            "engine_cpu_seconds",
+            "CPU time of each replay engine thread (rate() of it and of \
+             tandem_engine_waited_seconds together near 1: that engine is saturated, and \
+             send lag may be tandem's own)",
+            m.engine_cpu.clone(),
+        );
+        registry.register(
+            "engine_waited_seconds",
+            "Time each replay engine thread was ready to run but waited for a core \
+             (held by other work on the machine)",
+            m.engine_waited.clone(),
         );
         // An info metric the classic way (a gauge at 1), which Prometheus'
         // own text parser and promtool read, where OpenMetrics' `info` type
@@ -306,6 +328,28 @@ impl Metrics {
     /// The constant rate asked (`--rate`), when there is one.
     pub fn set_offered_rate(&self, rate: f64) {
         self.offered_rate.set(rate);
+    }
+
+    /// The replay runs `count` engines: their series exist from now, at
+    /// zero.
+    pub fn engines(&self, count: u32) {
+        for engine in 0..count {
+            let labels = EngineLabels { engine };
+            drop(self.engine_cpu.get_or_create(&labels));
+            drop(self.engine_waited.get_or_create(&labels));
+        }
+    }
+
+    /// Replay engine `engine` ran `cpu` more, and waited `waited` more
+    /// for a core.
+    pub fn engine_time(&self, engine: u32, cpu: std::time::Duration, waited: std::time::Duration) {
+        let labels = EngineLabels { engine };
+        self.engine_cpu
+            .get_or_create(&labels)
+            .inc_by(cpu.as_secs_f64());
+        self.engine_waited
+            .get_or_create(&labels)
+            .inc_by(waited.as_secs_f64());
     }
 
     /// A request to stack `index` is in flight until the guard drops.
@@ -444,6 +488,7 @@ fn drop_reason(attempt: &Attempt) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn fixed_label_sets_are_there_before_the_first_sample() {
@@ -460,6 +505,19 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
         }
         assert!(!text.contains("# EOF"));
+        m.engines(2);
+        m.engine_time(1, Duration::from_millis(250), Duration::from_millis(5));
+        let text = m.encode_classic();
+        for (series, value) in [
+            ("tandem_engine_cpu_seconds_total{engine=\"0\"}", "0.0"),
+            ("tandem_engine_cpu_seconds_total{engine=\"1\"}", "0.25"),
+            ("tandem_engine_waited_seconds_total{engine=\"1\"}", "0.005"),
+        ] {
+            assert!(
+                text.contains(&format!("{series} {value}\n")),
+                "{series}:\n{text}"
+            );
+        }
         assert!(m.encode().ends_with("# EOF\n"));
     }
 }

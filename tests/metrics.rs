@@ -230,6 +230,19 @@ async fn prometheus_scrapes_a_replay() {
         Some(report.summary.total as f64)
     );
     assert_eq!(q("tandem_offered_rate").await, Some(40.0));
+    // Each engine's CPU time, as the report counts them.
+    let engines = report
+        .generator
+        .as_ref()
+        .expect("engines measured")
+        .engines
+        .len();
+    assert_eq!(
+        q("count(tandem_engine_cpu_seconds_total)").await,
+        Some(engines as f64)
+    );
+    let cpu = q("sum(tandem_engine_cpu_seconds_total)").await.unwrap();
+    assert!(cpu > 0.0, "engine CPU time {cpu}");
     assert_eq!(
         q("sum(tandem_mismatches_total{route=\"GET /api/products/{id}\",kind=\"missing_field\"})")
             .await,

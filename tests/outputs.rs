@@ -37,6 +37,15 @@ fn steady(report: &mut Report) {
         latency(&mut side.legacy);
         latency(&mut side.new);
     }
+    // How busy the engines were is measured, and how many there are
+    // depends on the machine's cores.
+    let generator = report.generator.as_mut().expect("engines measured");
+    generator.engines = vec![tandem::report::EngineBusy {
+        cpu_ms: 100,
+        waited_ms: 20,
+        span_ms: 1_000,
+        busy: 0.12,
+    }];
     // The rates each stack received are measured; keep the schedule's.
     if let Some(load) = &mut report.load {
         for l in [&mut load.legacy, &mut load.new] {

@@ -379,3 +379,60 @@ async fn answers_waiting_for_their_pair_are_bounded() {
         .as_ref()
         .is_some_and(|e| e.message.contains("far behind"))));
 }
+
+/// The report says how busy tandem's own engines were: at a rate any
+/// machine sends with ease, well under the limit and no warning; asked far
+/// more than one engine can send, saturated, and the report warns that its
+/// send lag and corrected latency may be tandem's, not the stacks'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_tells_when_tandem_itself_was_the_limit() {
+    use tandem::report::{Generator, Render, Terminal};
+    let dir = tempfile::tempdir().unwrap();
+    let cap = capture(dir.path(), 50, 2, |s, k| (s * 10 + k * 1_000) as u64);
+    let (url, _) = target(Duration::ZERO).await;
+    let text = |report: &tandem::report::Report| {
+        let mut out = Vec::new();
+        Terminal.render(report, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let easy = plan(cap.clone(), &url, &url, dir.path().join("easy")).map_plan(|p| ReplayPlan {
+        rate: Some(100.0),
+        duration: Some(Duration::from_secs(1)),
+        threads: 2,
+        ..p
+    });
+    let report = replay(&easy, std::future::pending()).await.unwrap().report;
+    let generator = report.generator.clone().expect("the engines were measured");
+    assert_eq!(generator.engines.len(), 2, "{generator:?}");
+    for e in &generator.engines {
+        // The span runs from the start to the engine's last job, at 1 s.
+        assert!((900..5_000).contains(&e.span_ms), "{e:?}");
+        assert!(e.busy < Generator::SATURATED, "{e:?}");
+    }
+    assert!(!generator.saturated());
+    assert!(text(&report).contains("sent by 2 replay engines, the busiest"));
+    assert!(!text(&report).contains("tandem's own limit"));
+
+    // 50,000 exchanges/s on one engine: far more than one sends (a release
+    // build's at most 28,000-32,000/s on this machine, the tests' debug
+    // build fewer), so the engine never idles; what it cannot send within
+    // 50 ms is dropped.
+    let flood = plan(cap, &url, &url, dir.path().join("flood")).map_plan(|p| ReplayPlan {
+        rate: Some(50_000.0),
+        duration: Some(Duration::from_secs(1)),
+        threads: 1,
+        max_lag: Some(Duration::from_millis(50)),
+        ordered_sessions: false,
+        ..p
+    });
+    let report = replay(&flood, std::future::pending()).await.unwrap().report;
+    let generator = report.generator.clone().expect("the engine was measured");
+    let busiest = generator.busiest().expect("one engine").clone();
+    assert!(generator.saturated(), "{generator:?}");
+    assert!(busiest.cpu_ms > 0 && busiest.busy < 1.1, "{busiest:?}");
+    assert!(
+        text(&report).contains("tandem's own limit may have been reached, 1 replay engine"),
+        "{}",
+        text(&report)
+    );
+}

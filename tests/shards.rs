@@ -115,7 +115,20 @@ async fn merged_shards_equal_the_single_run() {
         shards.iter().all(|s| s.summary.total > 0),
         "every shard got sessions"
     );
+    // Each shard's engines, one shard after another: the busiest of them
+    // tells whether any pod hit its own limit.
+    let engines: Vec<_> = shards
+        .iter()
+        .flat_map(|s| {
+            s.generator
+                .as_ref()
+                .expect("engines measured")
+                .engines
+                .clone()
+        })
+        .collect();
     let merged = merge(shards).unwrap();
+    assert_eq!(merged.generator.as_ref().unwrap().engines, engines);
 
     assert_eq!(merged.summary, single.summary);
     assert_eq!(groups(&merged), groups(&single));

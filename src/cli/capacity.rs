@@ -230,7 +230,7 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
         let headroom = s
             .headroom
             .map_or(String::new(), |h| format!(", {:.2}x the projected rate", h));
-        writeln!(out, "- {:?}: {rate}{headroom}", s.target)?;
+        writeln!(out, "- {:?}: {rate}{headroom}{}", s.target, s.caveat())?;
     }
     if let Some(ratio) = r.new_over_legacy {
         writeln!(out, "- new / legacy: {ratio:.2}x")?;
@@ -241,13 +241,13 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
     for s in &r.searches {
         writeln!(
             out,
-            "\n## {:?}\n\n| rate | | latency | errors | divergent | achieved | send lag p99 | why |\n|---:|---|---:|---:|---:|---:|---:|---|",
+            "\n## {:?}\n\n| rate | | latency | errors | divergent | achieved | send lag p99 | engine busy | why |\n|---:|---|---:|---:|---:|---:|---:|---:|---|",
             s.target
         )?;
         for step in &s.steps {
             writeln!(
                 out,
-                "| {:.0}{} | {} | {} | {:.2}% | {:.2}% | {:.0} | {} | {} |",
+                "| {:.0}{} | {} | {} | {:.2}% | {:.2}% | {:.0} | {} | {:.0}% | {} |",
                 step.rate,
                 if step.confirmation { " (confirm)" } else { "" },
                 if step.passed { "passed" } else { "FAILED" },
@@ -256,6 +256,7 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
                 step.mismatch_rate * 100.0,
                 step.achieved_rps,
                 human(step.lag_p99_us),
+                step.engine_busy * 100.0,
                 step.failed.join("; ")
             )?;
         }

@@ -546,6 +546,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         noise::write_rules(path, report.learned_noise.as_ref(), &links, &plan.capture)?;
     }
     report.unreadable = crate::report::Unreadable::of(&replayed.unreadable);
+    report.generator = crate::report::Generator::of(&replayed.engines);
     Ok(Outcome::write(report, &job.out_dir))
 }
 

@@ -533,6 +533,7 @@ impl Judge {
             fidelity: fidelity.finish(),
             correlation: equivalence.map(correlation::Equivalence::finish),
             load: load.finish(),
+            generator: None,
             unused_rules: differ.unused_rules(),
             learned_routes: templates.learned(),
             histograms,

@@ -106,6 +106,9 @@ fn run(
     let Ok(start) = runtime.block_on(start) else {
         return Ok(Scheduled::default());
     };
+    // Until the start the engine only sleeps: its CPU time from here on is
+    // the replay's.
+    let at_start = thread_times();
     let reader = CaptureReader::open(&plan.capture)?;
     let (alive, mut gone) = mpsc::channel::<()>(1);
     let mut pacer = EnginePacer {
@@ -128,9 +131,22 @@ fn run(
     // whenever a timer is set earlier than every pending one, which with
     // none pending is every request's timeout. A timer always pending at
     // most 100 ms ahead makes the timeouts, which are later, free to set.
-    runtime.spawn(async {
+    // The same tick tells live metrics how busy the engine is.
+    let metrics = plan.metrics.clone();
+    let index = setup.index;
+    runtime.spawn(async move {
+        let mut told = at_start;
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(metrics) = &metrics {
+                let now = thread_times();
+                metrics.engine_time(
+                    index,
+                    now.0.saturating_sub(told.0),
+                    now.1.saturating_sub(told.1),
+                );
+                told = now;
+            }
         }
     });
     // The schedule runs as a task of the runtime, beside the sends: a job
@@ -143,11 +159,20 @@ fn run(
     let schedule = runtime.spawn(async move {
         schedule::run(reader, &capture, shape, start, reports_shared, &mut pacer).await
     });
-    let scheduled = match runtime.block_on(schedule) {
+    let mut scheduled = match runtime.block_on(schedule) {
         Ok(scheduled) => scheduled?,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => return Err(anyhow::anyhow!("a replay schedule was cancelled: {e}")),
     };
+    // Over the span of the schedule, while jobs went out: the drain after
+    // it is mostly waiting for answers, and would make the engine look
+    // idler than it was while it sent.
+    let at_end = thread_times();
+    scheduled.engines.push(EngineLoad {
+        cpu: at_end.0.saturating_sub(at_start.0),
+        waited: at_end.1.saturating_sub(at_start.1),
+        span: start.elapsed(),
+    });
     // Each request has its own timeout, so the wait is bounded; after a
     // stop, queues no longer send what waits in them, and the drain limit
     // applies.
@@ -161,6 +186,46 @@ fn run(
         runtime.block_on(gone.recv());
     }
     Ok(scheduled)
+}
+
+/// How busy one engine was while its schedule ran: the time its thread ran
+/// or was ready to run, over the wall time from the start to its last job.
+/// Near the whole span, the engine, not the stacks, may be what held the
+/// rate back.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineLoad {
+    /// The engine thread's CPU time, user and kernel.
+    pub cpu: Duration,
+    /// Time it was ready to run but waited for a core that other threads
+    /// (the stacks', on a shared machine) held.
+    pub waited: Duration,
+    /// From the scheduled start to the schedule's end.
+    pub span: Duration,
+}
+
+/// The calling thread's time on a core and time waiting for one, from
+/// the scheduler's own account (`/proc/thread-self/schedstat`); where that
+/// is missing, its CPU clock, and no wait.
+fn thread_times() -> (Duration, Duration) {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok();
+    let mut fields = schedstat.iter().flat_map(|s| s.split_whitespace());
+    let mut next = || fields.next().and_then(|f| f.parse::<u64>().ok());
+    if let (Some(ran), Some(waited)) = (next(), next()) {
+        return (Duration::from_nanos(ran), Duration::from_nanos(waited));
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; the clock id is a
+    // constant every Linux kernel since 2.6.12 knows.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    (
+        Duration::new(now.tv_sec as u64, now.tv_nsec as u32),
+        Duration::ZERO,
+    )
 }
 
 /// The plan as one engine carries it out: its share of the connections.

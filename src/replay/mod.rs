@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use crate::capture::{CaptureError, CaptureReader};
 use crate::results::{ExchangeResult, ResultSink};
 use crate::target::Target;
+pub use engine::EngineLoad;
 pub use schedule::{Pacing, Shape};
 
 /// Connections opened ahead to each target, per engine, unless told.
@@ -424,6 +425,8 @@ pub struct Replayed<S> {
     pub unreadable: Vec<CaptureError>,
     /// True when the schedule was stopped early by the shutdown signal.
     pub interrupted: bool,
+    /// How busy each engine was, in engine order.
+    pub engines: Vec<EngineLoad>,
     /// From the scheduled start to the last result.
     pub elapsed: Duration,
     /// The scheduled start on the wall clock, microseconds since the Unix
@@ -474,6 +477,9 @@ pub async fn replay<S: ResultSink>(
     let stop = Arc::new(AtomicBool::new(false));
     let count = plan.engine_count();
     tracing::debug!("{count} replay engines");
+    if let Some(metrics) = &plan.metrics {
+        metrics.engines(count);
+    }
     let in_flight = send::InFlight::new(&plan);
     let bindings = plan.correlation.clone().filter(|c| !c.is_empty()).map(|c| {
         let now_us = crate::capture::CaptureHeader::new("").started_at_unix_us;
@@ -522,6 +528,7 @@ pub async fn replay<S: ResultSink>(
                 .map_err(|_| anyhow::anyhow!("a replay engine panicked"))??;
             all.jobs += scheduled.jobs;
             all.unreadable.extend(scheduled.unreadable);
+            all.engines.extend(scheduled.engines);
         }
         all.unreadable.sort_by_key(|e| e.line());
         anyhow::Ok(all)
@@ -549,6 +556,7 @@ pub async fn replay<S: ResultSink>(
         dropped: collected.dropped,
         unreadable: scheduled.unreadable,
         interrupted,
+        engines: scheduled.engines,
         elapsed: start.elapsed(),
         started_at_unix_us,
     })

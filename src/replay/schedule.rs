@@ -128,6 +128,8 @@ pub struct Scheduled {
     /// those of this reader's exchanges, and when it reports them, those
     /// every reader fails on.
     pub unreadable: Vec<CaptureError>,
+    /// How busy each engine was (filled in by the engines).
+    pub engines: Vec<super::engine::EngineLoad>,
 }
 
 /// Where the schedule's jobs go, and how it waits for their time.

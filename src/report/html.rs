@@ -99,7 +99,7 @@ fn header(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         out,
         "<p class=\"run\">capture <code>{}</code>; legacy <code>{}</code>, new <code>{}</code>; \
          speed {}x; {} exchanges: {} matched, {} mismatched, {} errors, {} not sent in time; \
-         parity <b>{}</b>{}.</p>",
+         parity <b>{}</b>{}{}.</p>",
         esc(&r.run.capture),
         esc(&r.run.legacy),
         esc(&r.run.new),
@@ -113,6 +113,10 @@ fn header(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         r.fidelity.as_ref().map_or(String::new(), |f| format!(
             ", fidelity <b>{}</b>",
             percent(f.rate)
+        )),
+        r.generator.as_ref().map_or(String::new(), |g| format!(
+            "; sent by {}",
+            esc(&g.describe())
         ))
     )
 }
@@ -401,14 +405,15 @@ pub fn capacity_html(r: &crate::capacity::CapacityReport, out: &mut dyn Write) -
     for s in &r.searches {
         writeln!(
             out,
-            "<li>{:?}: <b>{}</b>{}</li>",
+            "<li>{:?}: <b>{}</b>{}{}</li>",
             s.target,
             s.sustainable_rps
                 .map_or("none of the rates tried".into(), |v| format!(
                     "{v:.0} requests/s"
                 )),
             s.headroom
-                .map_or(String::new(), |h| format!(", {h:.2}x the projected rate"))
+                .map_or(String::new(), |h| format!(", {h:.2}x the projected rate")),
+            esc(s.caveat())
         )?;
     }
     if let Some(ratio) = r.new_over_legacy {
@@ -422,13 +427,13 @@ pub fn capacity_html(r: &crate::capacity::CapacityReport, out: &mut dyn Write) -
         writeln!(
             out,
             "<h2>{:?}</h2><table><tr><th>rate</th><th></th><th>latency</th><th>errors</th>\
-             <th>divergent</th><th>achieved</th><th>why</th></tr>",
+             <th>divergent</th><th>achieved</th><th>engine busy</th><th>why</th></tr>",
             s.target
         )?;
         for st in &s.steps {
             writeln!(
                 out,
-                "<tr class=\"{}\"><td>{:.0}{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.0}</td><td>{}</td></tr>",
+                "<tr class=\"{}\"><td>{:.0}{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.0}</td><td>{:.0}%</td><td>{}</td></tr>",
                 if st.passed { "pass" } else { "fail" },
                 st.rate,
                 if st.confirmation { " (confirm)" } else { "" },
@@ -437,6 +442,7 @@ pub fn capacity_html(r: &crate::capacity::CapacityReport, out: &mut dyn Write) -
                 st.error_rate * 100.0,
                 st.mismatch_rate * 100.0,
                 st.achieved_rps,
+                st.engine_busy * 100.0,
                 esc(&st.failed.join("; "))
             )?;
         }

@@ -124,6 +124,11 @@ fn properties<W: Write>(w: &mut Writer<W>, r: &Report) -> io::Result<()> {
     if let Some(f) = &r.fidelity {
         props.push(("fidelity", format!("{:.4}", f.rate)));
     }
+    if let Some(g) = &r.generator {
+        props.push(("engines", g.engines.len().to_string()));
+        let busiest = g.busiest().map_or(0.0, |e| e.busy);
+        props.push(("engine_busiest", format!("{busiest:.2}")));
+    }
     if r.mismatch_groups.len() > MAX_CASES {
         props.push((
             "groups_left_out",

@@ -58,6 +58,9 @@ impl Render for Markdown {
                 )?;
             }
         }
+        if let Some(g) = &r.generator {
+            writeln!(out, "Sent by {}.\n", g.describe())?;
+        }
         if s.failed_alike > 0 {
             writeln!(
                 out,

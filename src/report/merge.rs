@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 
 use super::{
-    CorrelationReport, Divergence, Fidelity, Histograms, LearnedNoise, Load, MismatchGroup,
-    NoiseGroup, Report, RouteFidelity, RouteReport, SideLatency, StackLoads, Summary,
+    CorrelationReport, Divergence, Fidelity, Generator, Histograms, LearnedNoise, Load,
+    MismatchGroup, NoiseGroup, Report, RouteFidelity, RouteReport, SideLatency, StackLoads,
+    Summary,
 };
 use crate::diff::MismatchKind;
 use crate::latency::Latency;
@@ -123,6 +124,7 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
         fidelity: merge_fidelity(&reports),
         correlation: merge_correlation(&reports),
         load: merge_load(&reports),
+        generator: merge_generator(&reports),
         unused_rules: unused_everywhere(&reports),
         // Every shard learns from the same capture.
         learned_routes: reports
@@ -178,6 +180,17 @@ fn merge_summaries(reports: &[Report]) -> Summary {
 }
 
 /// Shards run side by side: their loads add up.
+/// Every shard's engines, one shard after another: each ran on its own
+/// machine, so the busiest of them tells whether any shard hit its limit.
+fn merge_generator(reports: &[Report]) -> Option<Generator> {
+    let engines: Vec<_> = reports
+        .iter()
+        .filter_map(|r| r.generator.as_ref())
+        .flat_map(|g| g.engines.iter().cloned())
+        .collect();
+    (!engines.is_empty()).then_some(Generator { engines })
+}
+
 fn merge_load(reports: &[Report]) -> Option<StackLoads> {
     let all: Vec<&StackLoads> = reports.iter().filter_map(|r| r.load.as_ref()).collect();
     if all.is_empty() {

@@ -69,6 +69,11 @@ pub struct Report {
     /// stack that fell behind was tested at less than the asked load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<StackLoads>,
+    /// How busy tandem's own replay engines were while they sent: near a
+    /// whole core, the send lag and corrected latency may be tandem's limit
+    /// rather than the stacks' (absent when re-judged from results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
     /// The ids and tokens followed on each stack (absent without
     /// correlation, `--no-correlate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +214,96 @@ pub struct StackLoads {
     pub legacy: Load,
     /// The new stack.
     pub new: Load,
+}
+
+/// How busy tandem's replay engines were: what tells a stack's limit from
+/// the load generator's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Generator {
+    /// Each engine, in order (after a merge, each shard's in shard order).
+    pub engines: Vec<EngineBusy>,
+}
+
+/// One replay engine over the span of its schedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineBusy {
+    /// The engine thread's CPU time, user and kernel, ms.
+    pub cpu_ms: u64,
+    /// Time it was ready to run but waited for a core other work on the
+    /// machine held, ms.
+    #[serde(default)]
+    pub waited_ms: u64,
+    /// From the scheduled start to the engine's last job, ms.
+    pub span_ms: u64,
+    /// `(cpu_ms + waited_ms) / span_ms`: the share of the span the engine
+    /// had work to do; near 1.0 it never idled, and sent as fast as it
+    /// could.
+    pub busy: f64,
+}
+
+impl Generator {
+    /// An engine this busy or more has little time left to send on time:
+    /// what it measured may be its own limit.
+    pub const SATURATED: f64 = 0.9;
+
+    /// From the replay's engines; `None` when there were none.
+    pub fn of(loads: &[crate::replay::EngineLoad]) -> Option<Generator> {
+        let engines = loads
+            .iter()
+            .map(|l| {
+                let span = l.span.as_secs_f64();
+                let busy = (l.cpu + l.waited).as_secs_f64();
+                EngineBusy {
+                    cpu_ms: l.cpu.as_millis() as u64,
+                    waited_ms: l.waited.as_millis() as u64,
+                    span_ms: l.span.as_millis() as u64,
+                    busy: if span > 0.0 { busy / span } else { 0.0 },
+                }
+            })
+            .collect::<Vec<_>>();
+        (!engines.is_empty()).then_some(Generator { engines })
+    }
+
+    /// The busiest engine.
+    pub fn busiest(&self) -> Option<&EngineBusy> {
+        self.engines.iter().max_by(|a, b| a.busy.total_cmp(&b.busy))
+    }
+
+    /// Whether some engine was [`Generator::SATURATED`].
+    pub fn saturated(&self) -> bool {
+        self.busiest().is_some_and(|e| e.busy >= Self::SATURATED)
+    }
+
+    /// E.g. `2 replay engines, the busiest 41% busy (running 38%, waiting
+    /// for a core 3%)`.
+    pub fn describe(&self) -> String {
+        let Some(e) = self.busiest() else {
+            return "no replay engine".into();
+        };
+        let share = |ms: u64| ms as f64 * 100.0 / e.span_ms.max(1) as f64;
+        let busy = format!(
+            "{:.0}% busy (running {:.0}%, waiting for a core {:.0}%)",
+            e.busy * 100.0,
+            share(e.cpu_ms),
+            share(e.waited_ms)
+        );
+        match self.engines.len() {
+            1 => format!("1 replay engine, {busy}"),
+            n => format!("{n} replay engines, the busiest {busy}"),
+        }
+    }
+
+    /// Why the figures may be tandem's, when an engine was saturated.
+    pub fn warning(&self) -> Option<String> {
+        self.saturated().then(|| {
+            format!(
+                "tandem's own limit may have been reached, {}: send lag and corrected latency may \
+                 be tandem's, not the stacks' (give it more engines with --threads, cores of its \
+                 own, or shards)",
+                self.describe()
+            )
+        })
+    }
 }
 
 /// What one stack received of the schedule.
@@ -671,7 +766,12 @@ fn warnings(r: &Report) -> Vec<String> {
         .partial
         .as_ref()
         .map(|missing| format!("partial merge: {missing}; the figures cover the shards given"));
-    unreadable.into_iter().chain(partial).collect()
+    let generator = r.generator.as_ref().and_then(Generator::warning);
+    unreadable
+        .into_iter()
+        .chain(partial)
+        .chain(generator)
+        .collect()
 }
 
 /// The verdict line: `PASSED`, or `FAILED` with why.
@@ -711,4 +811,59 @@ fn gate_line(g: &crate::gate::Verdict) -> String {
 
 fn percent(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::EngineLoad;
+    use std::time::Duration;
+
+    fn load(cpu_ms: u64, waited_ms: u64, span_ms: u64) -> EngineLoad {
+        EngineLoad {
+            cpu: Duration::from_millis(cpu_ms),
+            waited: Duration::from_millis(waited_ms),
+            span: Duration::from_millis(span_ms),
+        }
+    }
+
+    #[test]
+    fn an_engine_is_busy_while_it_runs_or_waits_for_a_core() {
+        assert_eq!(Generator::of(&[]), None);
+        let idle = Generator::of(&[load(300, 100, 2_000), load(500, 0, 2_000)]).unwrap();
+        assert_eq!(idle.engines[0].busy, 0.2);
+        assert_eq!(idle.busiest().unwrap().cpu_ms, 500);
+        assert!(!idle.saturated() && idle.warning().is_none());
+        assert_eq!(
+            idle.describe(),
+            "2 replay engines, the busiest 25% busy (running 25%, waiting for a core 0%)"
+        );
+        // Running 60% and ready but kept off a core 35%: it never idled.
+        let full = Generator::of(&[load(600, 350, 1_000)]).unwrap();
+        assert!(full.saturated());
+        let warning = full.warning().unwrap();
+        assert!(
+            warning.starts_with(
+                "tandem's own limit may have been reached, 1 replay engine, 95% busy \
+                 (running 60%, waiting for a core 35%)"
+            ),
+            "{warning}"
+        );
+        let report_of = |generator| Report {
+            generator,
+            ..serde_json::from_value(serde_json::json!({
+                "format": FORMAT, "version": VERSION, "run": RunInfo::default(),
+                "summary": Summary::default(), "errors": {"legacy": {}, "new": {}},
+                "routes": [], "mismatch_groups": [], "latency": SideLatency::default(),
+            }))
+            .unwrap()
+        };
+        assert_eq!(warnings(&report_of(Some(full))), vec![warning]);
+        assert!(warnings(&report_of(Some(idle))).is_empty());
+        // A span of nothing (a schedule with no job) is not a division by 0.
+        assert_eq!(
+            Generator::of(&[load(0, 0, 0)]).unwrap().engines[0].busy,
+            0.0
+        );
+    }
 }

@@ -60,6 +60,9 @@ impl Render for Terminal {
                 )?;
             }
         }
+        if let Some(g) = &r.generator {
+            writeln!(out, "  sent by {}", g.describe())?;
+        }
         if let Some(c) = &r.correlation {
             writeln!(
                 out,
