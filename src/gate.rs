@@ -108,6 +108,8 @@ enum Metric {
     Lag(Stack, Stat),
     /// Differences in the stacks' side effects, over the whole run.
     EffectsMismatched,
+    /// How busy tandem's busiest replay engine was, over the whole run.
+    EngineBusy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +165,10 @@ impl Gate {
             for side in [&check.left, &check.right] {
                 if let Side::Metric(
                     _,
-                    m @ (Metric::Errors(_) | Metric::Dropped(_) | Metric::Lag(..)),
+                    m @ (Metric::Errors(_)
+                    | Metric::Dropped(_)
+                    | Metric::Lag(..)
+                    | Metric::EngineBusy),
                 ) = side
                 {
                     return Err(error(format!(
@@ -201,6 +206,14 @@ impl Gate {
             .any(|s| matches!(s, Side::Metric(_, Metric::Fidelity)))
         {
             return Err(error("fidelity is not kept per window; gate the whole run"));
+        }
+        if [&self.check.left, &self.check.right]
+            .iter()
+            .any(|s| matches!(s, Side::Metric(_, Metric::EngineBusy)))
+        {
+            return Err(error(
+                "engine.busy is measured over the whole run; gate the whole run",
+            ));
         }
         if [&self.check.left, &self.check.right]
             .iter()
@@ -389,6 +402,8 @@ pub struct Figures {
     fidelity: Option<(u64, f64)>,
     /// Effect differences, where effects were collected (the whole run).
     effects: Option<u64>,
+    /// The busiest engine's busy share, where measured (the whole run).
+    engine_busy: Option<f64>,
     /// Per stack (legacy, new); kept for the run and its windows.
     errors: [u64; 2],
     dropped: [u64; 2],
@@ -414,6 +429,11 @@ impl Figures {
             failed: s.mismatched + s.errors + s.dropped,
             fidelity: report.fidelity.as_ref().map(|f| (f.judged, f.rate)),
             effects: report.effects.as_ref().map(|e| e.mismatched),
+            engine_busy: report
+                .generator
+                .as_ref()
+                .and_then(|g| g.busiest())
+                .map(|e| e.busy),
             errors: per_stack(false),
             dropped: per_stack(true),
             latency: [
@@ -443,6 +463,7 @@ impl Figures {
             failed: route.mismatched + route.errors,
             fidelity: fidelity.or(Some((0, 0.0))),
             effects: None,
+            engine_busy: None,
             // Not kept per route: refused when the gate is read.
             errors: [0; 2],
             dropped: [0; 2],
@@ -470,6 +491,7 @@ impl Figures {
             failed: counts.failed,
             fidelity: None,
             effects: None,
+            engine_busy: None,
             errors: [stacks[0].errors, stacks[1].errors],
             dropped: [stacks[0].dropped, stacks[1].dropped],
             latency: [
@@ -513,6 +535,9 @@ impl Figures {
                 "no effects collected (--legacy-webhook-sink and --new-webhook-sink), or a \
                  route or window asked: effects are judged for the whole run"
                     .to_string()
+            }),
+            Metric::EngineBusy => self.engine_busy.ok_or_else(|| {
+                "engines not measured (results re-judged without a replay)".to_string()
             }),
         }
     }
@@ -594,6 +619,7 @@ impl Metric {
             ["mismatch_rate"] => Metric::MismatchRate,
             ["fidelity"] => Metric::Fidelity,
             ["effects", "mismatched"] => Metric::EffectsMismatched,
+            ["engine", "busy"] => Metric::EngineBusy,
             ["errors", s] => Metric::Errors(stack(s)?),
             ["dropped", s] => Metric::Dropped(stack(s)?),
             ["lag", rest] => {
@@ -607,7 +633,7 @@ impl Metric {
                 return Err(format!(
                     "{text:?} is not a metric (parity, mismatch_rate, fidelity, errors.STACK, \
                      dropped.STACK, STACK.p99 and other percentiles, lag.STACK.p99, \
-                     effects.mismatched)"
+                     effects.mismatched, engine.busy)"
                 ))
             }
         })
@@ -623,6 +649,7 @@ impl Metric {
             Metric::MismatchRate => "mismatch_rate".into(),
             Metric::Fidelity => "fidelity".into(),
             Metric::EffectsMismatched => "effects.mismatched".into(),
+            Metric::EngineBusy => "engine.busy".into(),
             Metric::Errors(s) => format!("errors.{}", stack(s)),
             Metric::Dropped(s) => format!("dropped.{}", stack(s)),
             Metric::Latency(s, st) => format!("{}.{}", stack(s), st.name()),
@@ -777,6 +804,7 @@ mod tests {
             "legacy.p99.9 < 1.5s",
             "new.mean > 800us",
             "lag.new.p99 < 5ms",
+            "engine.busy < 90%",
         ] {
             gate(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
@@ -801,6 +829,12 @@ mod tests {
         }
         let per_route = Gate::parse("e", "errors.new <= 1%", Some("GET /x".into()));
         assert!(per_route.unwrap_err().why.contains("not kept per route"));
+        let per_route = Gate::parse("e", "engine.busy < 90%", Some("GET /x".into()));
+        assert!(per_route.unwrap_err().why.contains("not kept per route"));
+        let windowed = gate("engine.busy < 90%")
+            .unwrap()
+            .windowed(std::time::Duration::from_secs(1), false);
+        assert!(windowed.unwrap_err().why.contains("whole run"));
     }
 
     #[test]

@@ -395,12 +395,15 @@ async fn the_report_tells_when_tandem_itself_was_the_limit() {
         Terminal.render(report, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     };
-    let easy = plan(cap.clone(), &url, &url, dir.path().join("easy")).map_plan(|p| ReplayPlan {
-        rate: Some(100.0),
-        duration: Some(Duration::from_secs(1)),
-        threads: 2,
-        ..p
-    });
+    let gate = tandem::gate::Gate::parse("busy", "engine.busy < 90%", None).unwrap();
+    let mut easy =
+        plan(cap.clone(), &url, &url, dir.path().join("easy")).map_plan(|p| ReplayPlan {
+            rate: Some(100.0),
+            duration: Some(Duration::from_secs(1)),
+            threads: 2,
+            ..p
+        });
+    easy.gates = vec![gate.clone()];
     let report = replay(&easy, std::future::pending()).await.unwrap().report;
     let generator = report.generator.clone().expect("the engines were measured");
     assert_eq!(generator.engines.len(), 2, "{generator:?}");
@@ -412,12 +415,13 @@ async fn the_report_tells_when_tandem_itself_was_the_limit() {
     assert!(!generator.saturated());
     assert!(text(&report).contains("sent by 2 replay engines, the busiest"));
     assert!(!text(&report).contains("tandem's own limit"));
+    assert!(report.passed(), "{:?}", report.gates);
 
     // 50,000 exchanges/s on one engine: far more than one sends (a release
     // build's at most 28,000-32,000/s on this machine, the tests' debug
     // build fewer), so the engine never idles; what it cannot send within
     // 50 ms is dropped.
-    let flood = plan(cap, &url, &url, dir.path().join("flood")).map_plan(|p| ReplayPlan {
+    let mut flood = plan(cap, &url, &url, dir.path().join("flood")).map_plan(|p| ReplayPlan {
         rate: Some(50_000.0),
         duration: Some(Duration::from_secs(1)),
         threads: 1,
@@ -425,6 +429,7 @@ async fn the_report_tells_when_tandem_itself_was_the_limit() {
         ordered_sessions: false,
         ..p
     });
+    flood.gates = vec![gate];
     let report = replay(&flood, std::future::pending()).await.unwrap().report;
     let generator = report.generator.clone().expect("the engine was measured");
     let busiest = generator.busiest().expect("one engine").clone();
@@ -435,4 +440,7 @@ async fn the_report_tells_when_tandem_itself_was_the_limit() {
         "{}",
         text(&report)
     );
+    // A load test in CI can refuse a run whose generator was the limit.
+    assert!(!report.passed(), "{:?}", report.gates);
+    assert_eq!(report.gates[0].observed, Some(busiest.busy));
 }

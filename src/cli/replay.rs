@@ -536,6 +536,7 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         report.effects = Some(judged);
         report.unused_rules.retain(|rule| unused.contains(rule));
     }
+    report.generator = crate::report::Generator::of(&replayed.engines);
     report.apply_gates(&job.gates);
     if let Some(path) = &job.write_rules {
         let links = plan
@@ -546,7 +547,6 @@ pub async fn run(job: &ReplayJob, shutdown: impl Future<Output = ()>) -> anyhow:
         noise::write_rules(path, report.learned_noise.as_ref(), &links, &plan.capture)?;
     }
     report.unreadable = crate::report::Unreadable::of(&replayed.unreadable);
-    report.generator = crate::report::Generator::of(&replayed.engines);
     Ok(Outcome::write(report, &job.out_dir))
 }
 
