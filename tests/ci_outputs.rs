@@ -163,6 +163,10 @@ async fn junit_and_step_summary_from_a_replay() {
     let (properties, cases) = read_junit(&std::fs::read_to_string(&junit).unwrap());
     let report = Report::load(&out.join("report.json")).unwrap();
     assert!(properties.contains(&("exchanges".into(), report.summary.total.to_string())));
+    let generator = report.generator.as_ref().expect("engines measured");
+    assert!(properties.contains(&("engines".into(), generator.engines.len().to_string())));
+    let busiest = generator.busiest().unwrap().busy;
+    assert!(properties.contains(&("engine_busiest".into(), format!("{busiest:.2}"))));
     let gates: Vec<(&str, bool)> = cases
         .iter()
         .filter(|c| c.classname == "gates")

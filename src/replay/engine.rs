@@ -205,12 +205,13 @@ pub struct EngineLoad {
 
 /// The calling thread's time on a core and time waiting for one, from
 /// the scheduler's own account (`/proc/thread-self/schedstat`); where that
-/// is missing, its CPU clock, and no wait.
+/// is missing, or kept off (zeros: a thread reading it has run), its CPU
+/// clock, and no wait.
 fn thread_times() -> (Duration, Duration) {
     let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok();
     let mut fields = schedstat.iter().flat_map(|s| s.split_whitespace());
     let mut next = || fields.next().and_then(|f| f.parse::<u64>().ok());
-    if let (Some(ran), Some(waited)) = (next(), next()) {
+    if let (Some(ran @ 1..), Some(waited)) = (next(), next()) {
         return (Duration::from_nanos(ran), Duration::from_nanos(waited));
     }
     let mut now = libc::timespec {
