@@ -89,6 +89,12 @@ async fn the_demo_report_draws_in_a_browser() {
         "{effects}"
     );
     assert!(!dom.contains("Bearer "), "credentials stay out of the page");
+    // Who sent the load, and how busy it was.
+    let generator = report.generator.as_ref().expect("engines measured");
+    assert!(
+        dom.contains(&format!("sent by {}", generator.describe())),
+        "{dom}"
+    );
 
     // Sorted by count (one click: ascending): the quietest route first.
     let (sorted, _) = tokio::task::spawn_blocking(move || load(&page, "#sort=1"))
