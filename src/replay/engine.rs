@@ -131,21 +131,25 @@ fn run(
     // whenever a timer is set earlier than every pending one, which with
     // none pending is every request's timeout. A timer always pending at
     // most 100 ms ahead makes the timeouts, which are later, free to set.
-    // The same tick tells live metrics how busy the engine is.
-    let metrics = plan.metrics.clone();
+    // The same tick tells live metrics and the progress line how busy the
+    // engine is.
+    let (metrics, progress) = (plan.metrics.clone(), setup.progress.clone());
     let index = setup.index;
     runtime.spawn(async move {
         let mut told = at_start;
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            if metrics.is_none() && progress.is_none() {
+                continue;
+            }
+            let now = thread_times();
+            let (ran, waited) = (now.0.saturating_sub(told.0), now.1.saturating_sub(told.1));
+            told = now;
             if let Some(metrics) = &metrics {
-                let now = thread_times();
-                metrics.engine_time(
-                    index,
-                    now.0.saturating_sub(told.0),
-                    now.1.saturating_sub(told.1),
-                );
-                told = now;
+                metrics.engine_time(index, ran, waited);
+            }
+            if let Some(progress) = &progress {
+                progress.engine_busy(index, ran + waited);
             }
         }
     });

@@ -448,6 +448,7 @@ pub async fn replay<S: ResultSink>(
     let warm_connections;
     (warm_connections, plan.client.max_connections) = plan.connections();
 
+    let count = plan.engine_count();
     // Room for about a second of results at 16,000 exchanges/s, for when
     // the collector is behind.
     let (result_tx, result_rx) = mpsc::channel(16_384);
@@ -455,7 +456,7 @@ pub async fn replay<S: ResultSink>(
     // line's own copies are for display alone.
     let progress = plan
         .progress
-        .then(|| Arc::new(progress::Progress::default()));
+        .then(|| Arc::new(progress::Progress::new(count)));
     let _shown = progress.clone().map(progress::show);
     // Diffing and writing results is CPU work that can wait: a thread of its
     // own, which does not preempt the sends when it wakes, leaves the CPU to
@@ -475,7 +476,6 @@ pub async fn replay<S: ResultSink>(
         collected
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let count = plan.engine_count();
     tracing::debug!("{count} replay engines");
     if let Some(metrics) = &plan.metrics {
         metrics.engines(count);

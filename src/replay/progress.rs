@@ -1,5 +1,6 @@
-//! The live line of a long replay: sent, answered, errors, current rate and
-//! p99 latency per target. Drawn on stderr only when it is a terminal.
+//! The live line of a long replay: sent, answered, errors, current rate,
+//! p99 latency per target, and how busy tandem's busiest engine is. Drawn
+//! on stderr only when it is a terminal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,9 +16,63 @@ pub struct Progress {
     answered: AtomicU64,
     errors: AtomicU64,
     latency: Mutex<[Latency; 2]>,
+    /// Per engine, its busy time (running or waiting for a core) and when
+    /// it last told it, both in µs modulo 2^32 (71 minutes), packed in one
+    /// word so that the line reads a pair the engine wrote together. The
+    /// share is taken between the engine's own ticks: the line's refreshes
+    /// do not fall on them.
+    engines: Vec<AtomicU64>,
+    created: Option<Instant>,
 }
 
 impl Progress {
+    /// Counters for a replay of `engines` engines.
+    pub fn new(engines: u32) -> Progress {
+        Progress {
+            engines: (0..engines).map(|_| AtomicU64::new(0)).collect(),
+            created: Some(Instant::now()),
+            ..Progress::default()
+        }
+    }
+
+    /// Engine `engine` was busy (running or waiting for a core) `busy`
+    /// more, as of now.
+    pub fn engine_busy(&self, engine: u32, busy: Duration) {
+        let (Some(told), Some(created)) = (self.engines.get(engine as usize), self.created) else {
+            return;
+        };
+        let at = created.elapsed().as_micros() as u32;
+        let before = told.load(Ordering::Relaxed);
+        let total = ((before >> 32) as u32).wrapping_add(busy.as_micros() as u32);
+        told.store((u64::from(total) << 32) | u64::from(at), Ordering::Relaxed);
+    }
+
+    /// Each engine's (busy, at) as last told, µs modulo 2^32.
+    fn engine_times(&self) -> Vec<(u32, u32)> {
+        self.engines
+            .iter()
+            .map(|t| {
+                let packed = t.load(Ordering::Relaxed);
+                ((packed >> 32) as u32, packed as u32)
+            })
+            .collect()
+    }
+
+    /// The busiest engine's busy share between `then` and `now` (as
+    /// [`Progress::engine_times`] gave them); `None` before any engine
+    /// told anything new.
+    fn busiest(now: &[(u32, u32)], then: &[(u32, u32)]) -> Option<f64> {
+        now.iter()
+            .zip(then)
+            .filter(|(now, then)| now.1 != then.1)
+            .map(|(now, then)| {
+                f64::from(now.0.wrapping_sub(then.0)) / f64::from(now.1.wrapping_sub(then.1))
+            })
+            .fold(None, |max: Option<f64>, b| {
+                Some(max.map_or(b, |m| m.max(b)))
+            })
+    }
+
     /// One job handed to the targets.
     pub fn sent(&self) {
         self.sent.fetch_add(1, Ordering::Relaxed);
@@ -37,11 +92,19 @@ impl Progress {
         }
     }
 
-    /// The line shown, given the answers per second since the last one.
-    pub fn line(&self, rate: f64) -> String {
+    /// The line shown, given the answers per second since the last one
+    /// and the busiest engine's busy share over that time, when known.
+    pub fn line(&self, rate: f64, busiest: Option<f64>) -> String {
         let latency = self.latency.lock().expect("progress lock");
+        let engine = match busiest {
+            Some(b) if b >= crate::report::Generator::SATURATED => {
+                format!(" engine {:.0}% (tandem's limit)", b * 100.0)
+            }
+            Some(b) => format!(" engine {:.0}%", b * 100.0),
+            None => String::new(),
+        };
         format!(
-            "sent {} answered {} errors {} {:.0}/s p99 legacy {} new {}",
+            "sent {} answered {} errors {} {:.0}/s p99 legacy {} new {}{engine}",
             self.sent.load(Ordering::Relaxed),
             self.answered.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
@@ -63,12 +126,16 @@ pub fn show(progress: Arc<Progress>) -> Shown {
     let ticker = bar.clone();
     let task = tokio::spawn(async move {
         let (mut last, mut at) = (0u64, Instant::now());
+        let mut engines = progress.engine_times();
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let answered = progress.answered.load(Ordering::Relaxed);
-            let rate = (answered - last) as f64 / at.elapsed().as_secs_f64();
-            (last, at) = (answered, Instant::now());
-            ticker.set_message(progress.line(rate));
+            let elapsed = at.elapsed().as_secs_f64();
+            let rate = (answered - last) as f64 / elapsed;
+            let now = progress.engine_times();
+            let busiest = Progress::busiest(&now, &engines);
+            (last, at, engines) = (answered, Instant::now(), now);
+            ticker.set_message(progress.line(rate, busiest));
             ticker.tick();
         }
     });
@@ -96,7 +163,7 @@ mod tests {
 
     #[test]
     fn the_line_counts_and_shows_p99() {
-        let progress = Progress::default();
+        let progress = Progress::new(2);
         let answered = |us| Attempt {
             lag_us: 0,
             response: Some(Response {
@@ -145,8 +212,26 @@ mod tests {
         progress.collected(&result(answered(2_000)));
         progress.collected(&result(failed));
         assert_eq!(
-            progress.line(12.0),
+            progress.line(12.0, None),
             "sent 3 answered 2 errors 1 12/s p99 legacy 1.5ms new 2.0ms"
         );
+        assert!(progress
+            .line(12.0, Some(0.42))
+            .ends_with(" new 2.0ms engine 42%"));
+        assert!(progress
+            .line(12.0, Some(0.97))
+            .ends_with(" engine 97% (tandem's limit)"));
+        // Between two ticks of its own: busy 3 ms of the time between them.
+        let then = progress.engine_times();
+        std::thread::sleep(Duration::from_millis(2));
+        progress.engine_busy(1, Duration::from_millis(3));
+        progress.engine_busy(7, Duration::from_millis(3));
+        let now = progress.engine_times();
+        assert_eq!(now[0], (0, 0), "engine 0 told nothing");
+        assert_eq!(now[1].0, 3_000);
+        let busiest = Progress::busiest(&now, &then).unwrap();
+        let between = f64::from(now[1].1) / 1e6;
+        assert!((busiest - 0.003 / between).abs() < 1e-9, "{busiest}");
+        assert_eq!(Progress::busiest(&now, &now), None);
     }
 }
