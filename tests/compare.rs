@@ -79,4 +79,32 @@ async fn new_fixed_and_still_there() {
     );
     let md = std::fs::read_to_string(reversed.join("compare.md")).unwrap();
     assert!(md.contains("Mismatch groups: 0 new, 1 fixed, "), "{md}");
+
+    // Had the run's engine been saturated, its latencies may be tandem's:
+    // the comparison says so, naming the run.
+    let path = options.out_dir.join("report.json");
+    let mut report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    report["generator"] = serde_json::json!({"engines": [
+        {"cpu_ms": 900, "waited_ms": 70, "span_ms": 1_000, "busy": 0.97}
+    ]});
+    std::fs::write(&path, report.to_string()).unwrap();
+    let caveat = dir.path().join("caveat");
+    let out = tandem(&[
+        "report",
+        "compare",
+        base,
+        run,
+        "--out",
+        caveat.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let md = std::fs::read_to_string(caveat.join("compare.md")).unwrap();
+    let expected = format!(
+        "**{run}: tandem's own limit may have been reached, 1 replay engine, 97% busy \
+         (running 90%, waiting for a core 7%)"
+    );
+    assert!(md.contains(&expected), "{md}");
+    let html = std::fs::read_to_string(caveat.join("compare.html")).unwrap();
+    assert!(html.contains("<p class=\"warning\">"), "{html}");
 }

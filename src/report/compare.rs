@@ -20,6 +20,11 @@ pub struct Comparison {
     pub routes: Vec<RouteDelta>,
     /// Mismatch groups of either run, each with what became of it.
     pub groups: Vec<GroupChange>,
+    /// Why either run's latencies may be tandem's rather than the stacks'
+    /// (its engines saturated or kept from a core), naming the run: a
+    /// latency that moved between two runs is the stacks' only if neither
+    /// was held back by tandem.
+    pub caveats: Vec<String>,
 }
 
 /// One route in both runs.
@@ -122,11 +127,19 @@ impl Comparison {
             })
             .collect();
         groups.sort_by(|x, y| x.change.cmp(&y.change).then(y.counts.1.cmp(&x.counts.1)));
+        let caveats = [(names.0, base), (names.1, run)]
+            .into_iter()
+            .filter_map(|(name, r)| {
+                let warning = r.generator.as_ref()?.warning()?;
+                Some(format!("{name}: {warning}"))
+            })
+            .collect();
         Comparison {
             base: names.0.to_string(),
             run: names.1.to_string(),
             routes: routes.into_values().collect(),
             groups,
+            caveats,
         }
     }
 
@@ -143,6 +156,9 @@ impl Comparison {
     /// The comparison in Markdown.
     pub fn markdown(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "# tandem: {} against {}\n", self.run, self.base)?;
+        for caveat in &self.caveats {
+            writeln!(out, "**{caveat}.**\n")?;
+        }
         writeln!(
             out,
             "Mismatch groups: {} new, {} fixed, {} still there.\n",
@@ -191,6 +207,9 @@ impl Comparison {
             self.count(Change::Fixed),
             self.count(Change::Still)
         )?;
+        for caveat in &self.caveats {
+            writeln!(out, "<p class=\"warning\">{}.</p>", esc(caveat))?;
+        }
         writeln!(
             out,
             "<table><tr><th></th><th>group</th><th>base</th><th>run</th></tr>"
