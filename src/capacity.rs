@@ -155,9 +155,9 @@ pub struct Search {
     pub headroom: Option<f64>,
     /// Every step, in the order run.
     pub steps: Vec<Step>,
-    /// Some step failed while a replay engine of tandem's was saturated:
-    /// the sustainable rate found may be tandem's limit, and the stack's
-    /// a lower bound of it.
+    /// Some step failed while a replay engine of tandem's was saturated or
+    /// kept waiting for a core: the sustainable rate found may be tandem's
+    /// limit, and the stack's a lower bound of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub limited_by_tandem: bool,
 }
@@ -167,8 +167,8 @@ impl Search {
     /// limit.
     pub fn caveat(&self) -> &'static str {
         if self.limited_by_tandem {
-            " (at least: tandem's own engines were saturated where steps failed; \
-             give it more cores, --threads or shards)"
+            " (at least: tandem's own engines were saturated or kept from a core where \
+             steps failed; give it cores of its own, more engines or shards)"
         } else {
             ""
         }
@@ -205,12 +205,19 @@ pub struct Step {
     /// idled; see [`crate::report::EngineBusy`]).
     #[serde(default)]
     pub engine_busy: f64,
+    /// The largest share of the step an engine waited for a core, held by
+    /// other work on the machine.
+    #[serde(default)]
+    pub engine_waited: f64,
 }
 
 impl Step {
-    /// Failed while tandem itself was saturated.
+    /// Failed while tandem itself was saturated, or kept waiting for a
+    /// core (see [`Generator::warning`]).
     fn failed_by_tandem(&self) -> bool {
-        !self.passed && self.engine_busy >= Generator::SATURATED
+        !self.passed
+            && (self.engine_busy >= Generator::SATURATED
+                || self.engine_waited >= Generator::CROWDED)
     }
 }
 
@@ -410,15 +417,14 @@ async fn run_step(
     let report = replayed.sink.inner.finish();
     let mut step = judge_step(plan, target, rate, hold, &report);
     let generator = Generator::of(&replayed.engines);
-    step.engine_busy = generator
-        .as_ref()
-        .and_then(Generator::busiest)
-        .map_or(0.0, |e| e.busy);
+    if let Some(generator) = &generator {
+        step.engine_busy = generator.busiest().map_or(0.0, |e| e.busy);
+        step.engine_waited = generator.most_waited();
+    }
     if step.failed_by_tandem() {
-        let engines = generator.map(|g| g.describe()).unwrap_or_default();
-        step.failed.push(format!(
-            "tandem was saturated ({engines}): this limit may be tandem's"
-        ));
+        let why = generator.and_then(|g| g.warning()).unwrap_or_default();
+        step.failed
+            .push(format!("this limit may be tandem's: {why}"));
     }
     Ok(step)
 }
@@ -525,6 +531,7 @@ fn judge_step(
         lag_p99_us: worst.3,
         sent: worst.4,
         engine_busy: 0.0,
+        engine_waited: 0.0,
     }
 }
 
@@ -574,6 +581,29 @@ fn growing(tallies: &[StackTally]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_failed_by_tandem_is_one_its_engine_was_saturated_or_crowded_in() {
+        let step = |passed, engine_busy, engine_waited| Step {
+            rate: 1_000.0,
+            confirmation: false,
+            passed,
+            failed: Vec::new(),
+            achieved_rps: 1_000.0,
+            latency_us: 0,
+            error_rate: 0.0,
+            mismatch_rate: 0.0,
+            lag_p99_us: 0,
+            sent: 0,
+            engine_busy,
+            engine_waited,
+        };
+        assert!(step(false, 0.95, 0.0).failed_by_tandem());
+        assert!(step(false, 0.6, 0.3).failed_by_tandem());
+        assert!(!step(false, 0.6, 0.1).failed_by_tandem());
+        // A step that passed was not held back enough to matter.
+        assert!(!step(true, 0.95, 0.3).failed_by_tandem());
+    }
 
     /// Nine intervals, each with one corrected latency and send lag.
     fn hold(latencies_ms: [u64; 9]) -> Vec<StackTally> {

@@ -247,7 +247,7 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
         for step in &s.steps {
             writeln!(
                 out,
-                "| {:.0}{} | {} | {} | {:.2}% | {:.2}% | {:.0} | {} | {:.0}% | {} |",
+                "| {:.0}{} | {} | {} | {:.2}% | {:.2}% | {:.0} | {} | {:.0}% ({:.0}% waiting) | {} |",
                 step.rate,
                 if step.confirmation { " (confirm)" } else { "" },
                 if step.passed { "passed" } else { "FAILED" },
@@ -257,6 +257,7 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
                 step.achieved_rps,
                 human(step.lag_p99_us),
                 step.engine_busy * 100.0,
+                step.engine_waited * 100.0,
                 step.failed.join("; ")
             )?;
         }

@@ -302,6 +302,12 @@ impl Generator {
     /// is plain; less is reported as a figure, not warned of.
     pub const CROWDED: f64 = 0.25;
 
+    /// The largest share of its span an engine waited for a core.
+    pub fn most_waited(&self) -> f64 {
+        let waited = |e: &EngineBusy| e.waited_ms as f64 / e.span_ms.max(1) as f64;
+        self.engines.iter().map(waited).fold(0.0, f64::max)
+    }
+
     /// Why the figures may be tandem's: an engine was saturated, or kept
     /// waiting for a core.
     pub fn warning(&self) -> Option<String> {
@@ -313,8 +319,7 @@ impl Generator {
                 self.describe()
             ));
         }
-        let waited = |e: &EngineBusy| e.waited_ms as f64 / e.span_ms.max(1) as f64;
-        let most = self.engines.iter().map(waited).fold(0.0, f64::max);
+        let most = self.most_waited();
         (most >= Self::CROWDED).then(|| {
             format!(
                 "tandem's engines were kept waiting for a core (up to {:.0}% of the run): other \
