@@ -530,8 +530,7 @@ impl Sample {
         self.report
             .generator
             .as_ref()
-            .and_then(|g| g.busiest())
-            .map_or(0.0, |e| e.busy)
+            .map_or(0.0, |g| g.most_busy())
     }
 }
 

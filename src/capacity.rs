@@ -215,9 +215,7 @@ impl Step {
     /// Failed while tandem itself was saturated, or kept waiting for a
     /// core (see [`Generator::warning`]).
     fn failed_by_tandem(&self) -> bool {
-        !self.passed
-            && (self.engine_busy >= Generator::SATURATED
-                || self.engine_waited >= Generator::CROWDED)
+        !self.passed && Generator::held_back(self.engine_busy, self.engine_waited)
     }
 }
 
@@ -418,7 +416,7 @@ async fn run_step(
     let mut step = judge_step(plan, target, rate, hold, &report);
     let generator = Generator::of(&replayed.engines);
     if let Some(generator) = &generator {
-        step.engine_busy = generator.busiest().map_or(0.0, |e| e.busy);
+        step.engine_busy = generator.most_busy();
         step.engine_waited = generator.most_waited();
     }
     if step.failed_by_tandem() {

@@ -201,27 +201,21 @@ impl Gate {
         if self.route.is_some() {
             return Err(error("windows are kept for the whole run, not per route"));
         }
-        if [&self.check.left, &self.check.right]
-            .iter()
-            .any(|s| matches!(s, Side::Metric(_, Metric::Fidelity)))
-        {
-            return Err(error("fidelity is not kept per window; gate the whole run"));
-        }
-        if [&self.check.left, &self.check.right]
-            .iter()
-            .any(|s| matches!(s, Side::Metric(_, Metric::EngineBusy)))
-        {
-            return Err(error(
-                "engine.busy is measured over the whole run; gate the whole run",
-            ));
-        }
-        if [&self.check.left, &self.check.right]
-            .iter()
-            .any(|s| matches!(s, Side::Metric(_, Metric::EffectsMismatched)))
-        {
-            return Err(error(
-                "effects are judged once the run is over; gate the whole run",
-            ));
+        // Metrics kept for the whole run only, and why.
+        for side in [&self.check.left, &self.check.right] {
+            let why = match side {
+                Side::Metric(_, Metric::Fidelity) => {
+                    "fidelity is not kept per window; gate the whole run"
+                }
+                Side::Metric(_, Metric::EngineBusy) => {
+                    "engine.busy is measured over the whole run; gate the whole run"
+                }
+                Side::Metric(_, Metric::EffectsMismatched) => {
+                    "effects are judged once the run is over; gate the whole run"
+                }
+                _ => continue,
+            };
+            return Err(error(why));
         }
         self.over = Some(over);
         self.abort = abort;
@@ -429,11 +423,7 @@ impl Figures {
             failed: s.mismatched + s.errors + s.dropped,
             fidelity: report.fidelity.as_ref().map(|f| (f.judged, f.rate)),
             effects: report.effects.as_ref().map(|e| e.mismatched),
-            engine_busy: report
-                .generator
-                .as_ref()
-                .and_then(|g| g.busiest())
-                .map(|e| e.busy),
+            engine_busy: report.generator.as_ref().map(|g| g.most_busy()),
             errors: per_stack(false),
             dropped: per_stack(true),
             latency: [

@@ -418,9 +418,9 @@ async fn the_report_tells_when_tandem_itself_was_the_limit() {
     assert!(report.passed(), "{:?}", report.gates);
 
     // 50,000 exchanges/s on one engine: far more than one sends (a release
-    // build's at most 28,000-32,000/s on this machine, the tests' debug
-    // build fewer), so the engine never idles; what it cannot send within
-    // 50 ms is dropped.
+    // build's at most 28,000-32,500/s in the benches on this machine, the
+    // tests' debug build fewer), so the engine never idles; what it cannot
+    // send within 50 ms is dropped.
     let mut flood = plan(cap, &url, &url, dir.path().join("flood")).map_plan(|p| ReplayPlan {
         rate: Some(50_000.0),
         duration: Some(Duration::from_secs(1)),

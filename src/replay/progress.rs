@@ -10,7 +10,6 @@ use crate::latency::{human, Latency};
 use crate::results::ExchangeResult;
 
 /// Counters shared by the dispatcher, the collector and the display.
-#[derive(Default)]
 pub struct Progress {
     sent: AtomicU64,
     answered: AtomicU64,
@@ -22,26 +21,29 @@ pub struct Progress {
     /// share is taken between the engine's own ticks: the line's refreshes
     /// do not fall on them.
     engines: Vec<AtomicU64>,
-    created: Option<Instant>,
+    created: Instant,
 }
 
 impl Progress {
     /// Counters for a replay of `engines` engines.
     pub fn new(engines: u32) -> Progress {
         Progress {
+            sent: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: Mutex::default(),
             engines: (0..engines).map(|_| AtomicU64::new(0)).collect(),
-            created: Some(Instant::now()),
-            ..Progress::default()
+            created: Instant::now(),
         }
     }
 
     /// Engine `engine` was busy (running or waiting for a core) `busy`
     /// more, as of now.
     pub fn engine_busy(&self, engine: u32, busy: Duration) {
-        let (Some(told), Some(created)) = (self.engines.get(engine as usize), self.created) else {
+        let Some(told) = self.engines.get(engine as usize) else {
             return;
         };
-        let at = created.elapsed().as_micros() as u32;
+        let at = self.created.elapsed().as_micros() as u32;
         let before = told.load(Ordering::Relaxed);
         let total = ((before >> 32) as u32).wrapping_add(busy.as_micros() as u32);
         told.store((u64::from(total) << 32) | u64::from(at), Ordering::Relaxed);
@@ -68,9 +70,7 @@ impl Progress {
             .map(|(now, then)| {
                 f64::from(now.0.wrapping_sub(then.0)) / f64::from(now.1.wrapping_sub(then.1))
             })
-            .fold(None, |max: Option<f64>, b| {
-                Some(max.map_or(b, |m| m.max(b)))
-            })
+            .max_by(f64::total_cmp)
     }
 
     /// One job handed to the targets.

@@ -126,8 +126,7 @@ fn properties<W: Write>(w: &mut Writer<W>, r: &Report) -> io::Result<()> {
     }
     if let Some(g) = &r.generator {
         props.push(("engines", g.engines.len().to_string()));
-        let busiest = g.busiest().map_or(0.0, |e| e.busy);
-        props.push(("engine_busiest", format!("{busiest:.2}")));
+        props.push(("engine_busiest", format!("{:.2}", g.most_busy())));
     }
     if r.mismatch_groups.len() > MAX_CASES {
         props.push((
