@@ -12,7 +12,7 @@
 //! its late requests dropped and counted, rather than memory growing.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,9 +27,6 @@ use crate::results::{Attempt, ExchangeResult};
 /// bytes (their count is the plan's `max_unpaired`).
 const UNPAIRED_BYTES: usize = 256 << 20;
 
-/// (pass, copy, exchange id): one job.
-type Key = (u32, u32, u64);
-
 /// What a stack does with a job it reaches.
 enum Admit {
     /// Drop it: the stack is far behind the others.
@@ -38,8 +35,14 @@ enum Admit {
     Send(Option<std::time::Duration>),
 }
 
-/// One stack's busy sessions and the jobs waiting behind them.
-type Queues = Mutex<foldhash::HashMap<Arc<str>, VecDeque<Job>>>;
+/// One stack's busy sessions and the jobs waiting behind them, each with
+/// its pair.
+type Queues = Mutex<foldhash::HashMap<Arc<str>, VecDeque<(Job, Pair)>>>;
+
+/// A job's answers so far, shared by the tasks of its stacks: each holds
+/// it, rather than finding it in a map keyed by the job (an insert, two
+/// lookups and a removal under one lock for every job).
+type Pair = Arc<Mutex<Partial>>;
 
 /// The answers of one job so far.
 struct Partial {
@@ -53,16 +56,14 @@ struct Partial {
     bytes: usize,
 }
 
+/// Answers waiting for their pair, all jobs of an engine together.
 #[derive(Default)]
 struct Pairing {
-    /// Boxed: a partial holds room for three attempts (about 600 bytes),
-    /// which the map moved on every insert and again as it grew, 7% of an
-    /// engine's time at saturation.
-    partials: foldhash::HashMap<Key, Box<Partial>>,
-    /// Partials some stack has answered: answers waiting for their pair
-    /// (jobs no stack has reached yet hold nothing but their key).
-    waiting: usize,
-    bytes: usize,
+    /// Jobs some stack has answered and another has not (jobs no stack has
+    /// answered yet hold no answer).
+    waiting: AtomicUsize,
+    /// Their bodies' bytes.
+    bytes: AtomicUsize,
 }
 
 /// Turns due jobs into sends on its engine's runtime; cheap to call from
@@ -73,7 +74,7 @@ pub struct Dispatcher {
     /// Per stack, busy sessions and the jobs waiting behind them; `None`
     /// when sessions are not kept in order.
     queues: Option<[Queues; 3]>,
-    pairing: Mutex<Pairing>,
+    pairing: Pairing,
     max_unpaired: usize,
     runtime: Handle,
     start: Instant,
@@ -101,7 +102,7 @@ impl Dispatcher {
             sender,
             results,
             queues: plan.ordered_sessions.then(Default::default),
-            pairing: Mutex::new(Pairing::default()),
+            pairing: Pairing::default(),
             max_unpaired: plan.max_unpaired,
             runtime,
             start,
@@ -117,16 +118,13 @@ impl Dispatcher {
             metrics.offered();
         }
         let stacks = self.sender.stacks_for(&job);
-        self.pairing.lock().expect("pairing lock").partials.insert(
-            key(&job),
-            Box::new(Partial {
-                attempts: [None, None, None],
-                started: [false; 3],
-                left: stacks.len(),
-                stopped: 0,
-                bytes: 0,
-            }),
-        );
+        let pair = Arc::new(Mutex::new(Partial {
+            attempts: [None, None, None],
+            started: [false; 3],
+            left: stacks.len(),
+            stopped: 0,
+            bytes: 0,
+        }));
         // The stacks whose session is free take the job together, as when
         // they keep pace: their requests go out side by side (in
         // `stacks_for`'s order) and meet --max-lag alike. A stack whose
@@ -136,7 +134,7 @@ impl Dispatcher {
             if let Some(queues) = &self.queues {
                 let mut queues = queues[stack].lock().expect("session queues lock");
                 if let Some(queue) = queues.get_mut(&*job.session) {
-                    queue.push_back(job.clone());
+                    queue.push_back((job.clone(), pair.clone()));
                     continue;
                 }
                 queues.insert(job.session.clone(), VecDeque::new());
@@ -151,13 +149,14 @@ impl Dispatcher {
         // first out). One task joining the stacks held room for three
         // stacks' sends, 14 KB for every job.
         for stack in free {
-            self.runtime.spawn(self.clone().run(stack, job.clone()));
+            self.runtime
+                .spawn(self.clone().run(stack, job.clone(), pair.clone()));
         }
     }
 
     /// Sends `job` to `stack`, then whatever queued behind it in its
     /// session on that stack.
-    async fn run(self: Arc<Self>, stack: usize, mut job: Job) {
+    async fn run(self: Arc<Self>, stack: usize, mut job: Job, mut pair: Pair) {
         loop {
             // When the collector is behind, every stack waits for it alike
             // before its next send, as one send for all stacks used to:
@@ -167,7 +166,7 @@ impl Dispatcher {
             if self.results.capacity() == 0 {
                 drop(self.results.reserve().await);
             }
-            let attempt = match self.admit(stack, &job) {
+            let attempt = match self.admit(stack, &pair) {
                 Admit::Behind => {
                     self.sender.not_sent(stack, &job);
                     dropped(
@@ -177,7 +176,7 @@ impl Dispatcher {
                 }
                 Admit::Send(max_lag) => self.sender.attempt_on(stack, &job, max_lag).await,
             };
-            self.answered(stack, &job, Some(attempt)).await;
+            self.answered(stack, &job, &pair, Some(attempt)).await;
             let Some(queues) = &self.queues else {
                 return;
             };
@@ -197,13 +196,13 @@ impl Dispatcher {
                 self.abandon(stack, next).await;
                 return;
             }
-            job = next;
+            (job, pair) = next;
         }
     }
 
     /// After a stop: the queued jobs of this session on `stack` are not sent.
-    async fn abandon(&self, stack: usize, first: Job) {
-        let session = first.session.clone();
+    async fn abandon(&self, stack: usize, first: (Job, Pair)) {
+        let session = first.0.session.clone();
         let mut rest = vec![first];
         if let Some(queues) = &self.queues {
             let mut queues = queues[stack].lock().expect("session queues lock");
@@ -211,8 +210,8 @@ impl Dispatcher {
                 rest.extend(queue);
             }
         }
-        for job in rest {
-            self.answered(stack, &job, None).await;
+        for (job, pair) in rest {
+            self.answered(stack, &job, &pair, None).await;
         }
     }
 
@@ -227,13 +226,11 @@ impl Dispatcher {
     ///   sent the job, this one may be up to twice as late; where another
     ///   dropped it for lag, this one drops it from half the limit. A stack
     ///   far behind still drops on its own.
-    fn admit(&self, stack: usize, job: &Job) -> Admit {
-        let mut pairing = self.pairing.lock().expect("pairing lock");
-        let full = pairing.waiting >= self.max_unpaired || pairing.bytes >= UNPAIRED_BYTES;
+    fn admit(&self, stack: usize, pair: &Pair) -> Admit {
+        let full = self.pairing.waiting.load(Ordering::Relaxed) >= self.max_unpaired
+            || self.pairing.bytes.load(Ordering::Relaxed) >= UNPAIRED_BYTES;
         let max = self.sender.max_lag();
-        let Some(partial) = pairing.partials.get_mut(&key(job)) else {
-            return Admit::Send(max);
-        };
+        let mut partial = pair.lock().expect("pair lock");
         let others = |i: &usize| *i != stack;
         let answered = (0..3).filter(others).any(|i| partial.attempts[i].is_some());
         if full && answered {
@@ -260,23 +257,16 @@ impl Dispatcher {
 
     /// Takes `stack`'s attempt at `job` (`None`: not sent, the replay
     /// stopped); hands the result on once every stack has answered.
-    async fn answered(&self, stack: usize, job: &Job, attempt: Option<Attempt>) {
+    async fn answered(&self, stack: usize, job: &Job, pair: &Pair, attempt: Option<Attempt>) {
+        let Pairing { waiting, bytes } = &self.pairing;
         let done = {
-            let mut pairing = self.pairing.lock().expect("pairing lock");
-            let Pairing {
-                partials,
-                waiting,
-                bytes,
-            } = &mut *pairing;
-            let Some(partial) = partials.get_mut(&key(job)) else {
-                return;
-            };
+            let mut partial = pair.lock().expect("pair lock");
             if partial.attempts.iter().all(Option::is_none) && partial.stopped == 0 {
-                *waiting += 1;
+                waiting.fetch_add(1, Ordering::Relaxed);
             }
             let size = attempt.as_ref().map_or(0, body_bytes);
             partial.bytes += size;
-            *bytes += size;
+            bytes.fetch_add(size, Ordering::Relaxed);
             match attempt {
                 Some(attempt) => partial.attempts[stack] = Some(attempt),
                 None => partial.stopped += 1,
@@ -285,10 +275,12 @@ impl Dispatcher {
             if partial.left > 0 {
                 return;
             }
-            let partial = partials.remove(&key(job)).expect("present above");
-            *bytes -= partial.bytes;
-            *waiting -= 1;
-            partial
+            bytes.fetch_sub(partial.bytes, Ordering::Relaxed);
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            Partial {
+                attempts: std::mem::take(&mut partial.attempts),
+                ..*partial
+            }
         };
         // A job no stack sent before the stop has no result, as before the
         // stop it had none; one that some stack answered has, the others
@@ -310,10 +302,6 @@ impl Dispatcher {
             Err(TrySendError::Closed(())) => {}
         }
     }
-}
-
-fn key(job: &Job) -> Key {
-    (job.pass, job.copy, job.exchange.id)
 }
 
 fn body_bytes(attempt: &Attempt) -> usize {
