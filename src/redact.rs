@@ -185,10 +185,9 @@ impl Redactor {
     /// session key when that is a listed header's value (as a recorder
     /// keyed by `--session-header` takes it).
     pub fn apply(&mut self, exchange: &mut Exchange) {
-        let session_is_listed =
-            exchange.request.headers.iter().any(|h| {
-                h.1 == exchange.session && self.headers.contains(&h.0.to_ascii_lowercase())
-            });
+        let session_is_listed = exchange.request.headers.iter().any(|h| {
+            h.1 == exchange.session && self.headers.contains(&h.0.as_str().to_ascii_lowercase())
+        });
         if session_is_listed {
             exchange.session = self.tokens.shaped(&exchange.session);
         }
@@ -345,15 +344,18 @@ impl Redactor {
     /// scheme, so a bearer token stays one), and detectors over the rest.
     fn listed_headers(&mut self, headers: &mut [Header]) {
         for Header(name, value) in headers.iter_mut() {
-            let lower = name.to_ascii_lowercase();
+            let lower = name.as_str().to_ascii_lowercase();
             if !self.headers.contains(&lower) {
                 continue;
             }
             *value = match (lower.as_str(), value.split_once(' ')) {
                 ("authorization" | "proxy-authorization", Some((scheme, credentials))) => {
-                    format!("{scheme} {}", self.tokens.shaped(credentials.trim()))
+                    compact_str::format_compact!(
+                        "{scheme} {}",
+                        self.tokens.shaped(credentials.trim())
+                    )
                 }
-                _ => self.tokens.shaped(value),
+                _ => self.tokens.shaped(value).into(),
             };
             *self.counts.entry(format!("header:{lower}")).or_default() += 1;
         }

@@ -326,7 +326,12 @@ mod tests {
     #[tokio::test]
     async fn a_value_is_freed_once_its_last_use_has_taken_it() {
         let token = "tok_9f2c4e1a7b3d5f60";
-        let bearer = || vec![Header("authorization".into(), format!("Bearer {token}"))];
+        let bearer = || {
+            vec![Header(
+                "authorization".into(),
+                format!("Bearer {token}").into(),
+            )]
+        };
         let mut exchanges = vec![exchange(
             1,
             "POST",

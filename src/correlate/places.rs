@@ -294,8 +294,8 @@ pub fn rewritten_answer(response: &Response, values: &[(Place, Value)]) -> Respo
                         .is_some_and(|(n, _)| n.trim() == name)
                     {
                         header.1 = match attributes.is_empty() {
-                            true => format!("{name}={plain}"),
-                            false => format!("{name}={plain};{attributes}"),
+                            true => compact_str::format_compact!("{name}={plain}"),
+                            false => compact_str::format_compact!("{name}={plain};{attributes}"),
                         };
                     }
                 }
@@ -367,7 +367,7 @@ fn set_header(headers: &mut [Header], name: &str, value: &str) {
         .iter_mut()
         .filter(|h| h.0.eq_ignore_ascii_case(name))
     {
-        header.1 = value.to_string();
+        header.1 = value.into();
     }
 }
 

@@ -253,7 +253,7 @@ fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &
     let mut names: Vec<String> = legacy
         .iter()
         .chain(new)
-        .map(|h| h.0.to_ascii_lowercase())
+        .map(|h| h.0.as_str().to_ascii_lowercase())
         .filter(|n| !rules.ignores_header(n))
         .collect();
     names.sort();
@@ -536,7 +536,7 @@ mod tests {
             status,
             headers: headers
                 .iter()
-                .map(|(n, v)| Header(n.to_string(), v.to_string()))
+                .map(|&(n, v)| Header(n.into(), v.into()))
                 .collect(),
             body: Body::from(body),
             latency_us: 0,

@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn recorded_headers_become_a_header_map() {
-        let h = |n: &str, v: &str| Header(n.to_string(), v.to_string());
+        let h = |n: &str, v: &str| Header(n.into(), v.into());
         let recorded = [
             h("X-Request-ID", "r-1"),
             h("Host", "legacy.internal"),

@@ -655,7 +655,7 @@ fn response_view(r: &Response, rules: &RouteRules) -> MessageView {
 fn redacted(headers: &[Header], rules: &RouteRules) -> Vec<Header> {
     headers
         .iter()
-        .map(|h| Header(h.0.clone(), rules.shown(&h.0, h.1.clone())))
+        .map(|h| Header(h.0.clone(), rules.shown(&h.0, h.1.to_string()).into()))
         .collect()
 }
 

@@ -174,7 +174,7 @@ fn headers(har: &[v1_2::Headers]) -> Vec<Header> {
     har.iter()
         .filter(|h| !h.name.starts_with(':'))
         .filter(|h| !h.name.eq_ignore_ascii_case("transfer-encoding"))
-        .map(|h| Header(h.name.clone(), h.value.clone()))
+        .map(|h| Header(h.name.as_str().into(), h.value.as_str().into()))
         .collect()
 }
 
@@ -184,7 +184,7 @@ fn fix_length(headers: &mut [Header], len: usize) {
         .iter_mut()
         .filter(|h| h.0.eq_ignore_ascii_case("content-length"))
     {
-        header.1 = len.to_string();
+        header.1 = compact_str::format_compact!("{len}");
     }
 }
 
@@ -263,8 +263,8 @@ fn har_headers(headers: &[Header]) -> Vec<v1_2::Headers> {
     headers
         .iter()
         .map(|h| v1_2::Headers {
-            name: h.0.clone(),
-            value: h.1.clone(),
+            name: h.0.to_string(),
+            value: h.1.to_string(),
             comment: None,
         })
         .collect()

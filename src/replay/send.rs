@@ -560,7 +560,7 @@ struct Pools {
 fn header_map(headers: &[(String, String)]) -> hyper::HeaderMap {
     let pairs: Vec<capture::Header> = headers
         .iter()
-        .map(|(n, v)| capture::Header(n.clone(), v.clone()))
+        .map(|(n, v)| capture::Header(n.into(), v.into()))
         .collect();
     http::to_header_map(&pairs, &[]).0
 }

@@ -372,7 +372,7 @@ pub fn exchange(
             version: "HTTP/1.1".into(),
             headers: headers
                 .iter()
-                .map(|(n, v)| tandem::capture::Header(n.to_string(), v.clone()))
+                .map(|(n, v)| tandem::capture::Header((*n).into(), v.as_str().into()))
                 .collect(),
             body: tandem::capture::Body::default(),
         },
