@@ -250,10 +250,11 @@ fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
-    let mut names: Vec<String> = legacy
+    // Held inline, as the headers' own names: no allocation per name.
+    let mut names: Vec<compact_str::CompactString> = legacy
         .iter()
         .chain(new)
-        .map(|h| h.0.as_str().to_ascii_lowercase())
+        .map(|h| h.0.to_ascii_lowercase())
         .filter(|n| !rules.ignores_header(n))
         .collect();
     names.sort();
@@ -270,7 +271,7 @@ fn compare_headers(legacy: &[Header], new: &[Header], rules: &RouteRules, out: &
                 kind: MismatchKind::Header,
                 legacy: shown(l),
                 new: shown(n),
-                path: Some(name),
+                path: Some(name.into()),
                 diff: None,
             });
         }
