@@ -339,7 +339,10 @@ impl Sender {
             }
             Err(message) => Err(Failed::new(ErrorKind::Other, message)),
         };
-        let elapsed_us = sent.elapsed().as_micros() as u64;
+        // One clock read for the end: elapsed, latency and the check of the
+        // connection's send time all take it.
+        let done = Instant::now();
+        let elapsed_us = done.saturating_duration_since(sent).as_micros() as u64;
         match outcome {
             Ok(Answer {
                 status,
@@ -352,16 +355,14 @@ impl Sender {
                 // connection, after any wait for one; the task's own time
                 // where the connection could not tell (HTTP/2, or writes
                 // that do not fit between the task's start and now).
-                let sent = on_wire
-                    .filter(|&w| w >= sent && w <= Instant::now())
-                    .unwrap_or(sent);
+                let sent = on_wire.filter(|&w| w >= sent && w <= done).unwrap_or(sent);
                 Attempt {
                     lag_us: sent.saturating_duration_since(scheduled).as_micros() as u64,
                     response: Some(capture::Response {
                         status,
                         headers,
                         body: Body(body),
-                        latency_us: sent.elapsed().as_micros() as u64,
+                        latency_us: done.saturating_duration_since(sent).as_micros() as u64,
                         truncated,
                     }),
                     error: None,
