@@ -200,9 +200,11 @@ pub fn to_headers(map: &HeaderMap) -> Vec<Header> {
 }
 
 /// Capture headers as a header map, leaving out hop-by-hop headers and those
-/// `skip` names. Headers that are not valid HTTP are left out and counted.
-pub fn to_header_map(headers: &[Header], skip: &[&str]) -> (HeaderMap, usize) {
-    let mut map = HeaderMap::with_capacity(headers.len());
+/// `skip` names, with room for `more` headers the caller adds (so that
+/// adding them does not grow the map). Headers that are not valid HTTP are
+/// left out and counted.
+pub fn to_header_map(headers: &[Header], skip: &[&str], more: usize) -> (HeaderMap, usize) {
+    let mut map = HeaderMap::with_capacity(headers.len() + more);
     let mut invalid = 0;
     for Header(name, value) in headers {
         // For every request to each stack: the name is lower-cased as it
@@ -346,7 +348,7 @@ mod tests {
             h("X-Bad-Value", "a\nb"),
             h("x-request-id", "r-2"),
         ];
-        let (map, invalid) = to_header_map(&recorded, &["host"]);
+        let (map, invalid) = to_header_map(&recorded, &["host"], 0);
         assert_eq!(invalid, 2, "the bad name and the bad value");
         let ids: Vec<_> = map.get_all("x-request-id").iter().collect();
         assert_eq!(ids, ["r-1", "r-2"], "repeated headers kept, in order");
@@ -354,7 +356,7 @@ mod tests {
         assert!(map.get("connection").is_none() && map.get("transfer-encoding").is_none());
         assert_eq!(map["x-name"].as_bytes(), b"Zo\xeb");
         assert_eq!(map.len(), 3);
-        let (kept, _) = to_header_map(&recorded, &[]);
+        let (kept, _) = to_header_map(&recorded, &[], 0);
         assert_eq!(kept["host"], "legacy.internal");
     }
 }

@@ -563,7 +563,7 @@ fn header_map(headers: &[(String, String)]) -> hyper::HeaderMap {
         .iter()
         .map(|(n, v)| capture::Header(n.into(), v.into()))
         .collect();
-    http::to_header_map(&pairs, &[]).0
+    http::to_header_map(&pairs, &[], 0).0
 }
 
 /// The recorded request, addressed to the stack's target, the stack's
@@ -585,7 +585,10 @@ fn build(
     }
     .map_err(|e| format!("{e:#}"))?;
     let skip: &[&str] = if keep_host { &[] } else { &["host"] };
-    let (headers, invalid) = http::to_header_map(&request.headers, skip);
+    // Room for what is set below: Host, Authorization, traceparent and the
+    // stack's own headers.
+    let more = 3 + stack.headers.len();
+    let (headers, invalid) = http::to_header_map(&request.headers, skip, more);
     if invalid > 0 {
         tracing::debug!("{invalid} recorded headers are not valid HTTP and were not sent");
     }
