@@ -186,7 +186,7 @@ impl Redactor {
     /// keyed by `--session-header` takes it).
     pub fn apply(&mut self, exchange: &mut Exchange) {
         let session_is_listed = exchange.request.headers.iter().any(|h| {
-            h.1 == exchange.session && self.headers.contains(&h.0.as_str().to_ascii_lowercase())
+            h.1 == exchange.session && self.headers.iter().any(|l| h.0.eq_ignore_ascii_case(l))
         });
         if session_is_listed {
             exchange.session = self.tokens.shaped(&exchange.session);
@@ -344,10 +344,11 @@ impl Redactor {
     /// scheme, so a bearer token stays one), and detectors over the rest.
     fn listed_headers(&mut self, headers: &mut [Header]) {
         for Header(name, value) in headers.iter_mut() {
-            let lower = name.as_str().to_ascii_lowercase();
-            if !self.headers.contains(&lower) {
+            // The listed names are lower case: no lower-cased copy of every
+            // header's name on the import loop.
+            let Some(lower) = self.headers.iter().find(|l| name.eq_ignore_ascii_case(l)) else {
                 continue;
-            }
+            };
             *value = match (lower.as_str(), value.split_once(' ')) {
                 ("authorization" | "proxy-authorization", Some((scheme, credentials))) => {
                     compact_str::format_compact!(
