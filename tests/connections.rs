@@ -167,6 +167,49 @@ async fn connections_are_opened_ahead_and_capped_and_the_wait_shows_as_lag() {
     assert!(lags[5] < Duration::from_millis(100), "{lags:?}");
 }
 
+/// Past its connections, a stack's jobs wait for a running send to take them
+/// on; a stop leaves the waiting ones unsent, and every job another stack
+/// answered still has its result, this stack's side marked as not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_for_a_connection_at_a_stop_are_reported_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy, legacy_seen) = slow_server(Duration::from_millis(5)).await;
+    let (new, new_seen) = slow_server(Duration::from_millis(300)).await;
+    let out = dir.path().join("stopped");
+    let mut plan = plan_for(burst(dir.path()), legacy, new, out.clone()).map_plan(|p| ReplayPlan {
+        warm_connections: Some(1),
+        threads: 1,
+        ..p
+    });
+    plan.plan.max_connections = Some(1);
+    let stop = tokio::time::sleep(Duration::from_millis(450));
+    let outcome = replay(&plan, stop).await.unwrap();
+
+    // Legacy answered all six one after the other on its one connection;
+    // new, 300 ms a request, one or two before the stop and the one in
+    // flight then.
+    assert_eq!(legacy_seen.requests.load(Ordering::SeqCst), 6);
+    assert_eq!(legacy_seen.most_open.load(Ordering::SeqCst), 1);
+    let sent_to_new = new_seen.requests.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&sent_to_new), "{sent_to_new}");
+    assert_eq!(outcome.report.summary.total, 6);
+    let results = common::read_results(&out);
+    assert_eq!(results.len(), 6);
+    assert!(results.iter().all(|r| r.legacy.response.is_some()));
+    let unsent = results
+        .iter()
+        .filter(|r| {
+            r.new.error.as_ref().is_some_and(|e| {
+                e.kind == tandem::results::ErrorKind::Dropped
+                    && e.message.contains("the replay stopped")
+            })
+        })
+        .count();
+    let answered = results.iter().filter(|r| r.new.response.is_some()).count();
+    assert_eq!(answered, sent_to_new);
+    assert_eq!(unsent, 6 - sent_to_new, "{results:?}");
+}
+
 /// Connections opened ahead that the server closed meanwhile are not used:
 /// the requests go out on new ones and get their answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

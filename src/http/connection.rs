@@ -113,6 +113,11 @@ impl Pool {
         })
     }
 
+    /// Connections it opens at once, at most (`None`: no limit).
+    pub fn max(&self) -> Option<usize> {
+        self.max
+    }
+
     /// Keeps at most `n` bytes of an answer's body.
     pub fn with_max_body(mut self, n: usize) -> Pool {
         self.max_body = n;

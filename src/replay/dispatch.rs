@@ -10,6 +10,8 @@
 //! the collector once every stack has answered it; answers waiting for
 //! their pair are bounded, and past the bound the stack that is behind has
 //! its late requests dropped and counted, rather than memory growing.
+//! Where a stack's connections are limited, its jobs past them wait in its
+//! lane for a running send to take them on (see [`Lane`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,6 +58,23 @@ struct Partial {
     bytes: usize,
 }
 
+/// One stack's turns on its connections: sends running at most as many as
+/// it has connections, and the jobs waiting for a turn. A send that ends
+/// takes the next waiting job on, so that past what the stack answers
+/// (saturation, a backlog) the jobs wait here, a few dozen bytes each,
+/// rather than as tasks of a few kilobytes waiting for a connection, which
+/// the engine would spawn, park and wake one by one.
+struct Lane {
+    limit: usize,
+    turns: Mutex<Turns>,
+}
+
+#[derive(Default)]
+struct Turns {
+    running: usize,
+    waiting: VecDeque<(Job, Pair)>,
+}
+
 /// Answers waiting for their pair, all jobs of an engine together.
 #[derive(Default)]
 struct Pairing {
@@ -74,6 +93,8 @@ pub struct Dispatcher {
     /// Per stack, busy sessions and the jobs waiting behind them; `None`
     /// when sessions are not kept in order.
     queues: Option<[Queues; 3]>,
+    /// Per stack, where its connections are limited and known.
+    lanes: [Option<Lane>; 3],
     pairing: Pairing,
     max_unpaired: usize,
     runtime: Handle,
@@ -98,8 +119,15 @@ impl Dispatcher {
         runtime: Handle,
         alive: mpsc::Sender<()>,
     ) -> Dispatcher {
+        let lanes = [0, 1, 2].map(|stack| {
+            sender.turns(stack).map(|limit| Lane {
+                limit: limit.max(1),
+                turns: Mutex::default(),
+            })
+        });
         Dispatcher {
             sender,
+            lanes,
             results,
             queues: plan.ordered_sessions.then(Default::default),
             pairing: Pairing::default(),
@@ -149,13 +177,55 @@ impl Dispatcher {
         // first out). One task joining the stacks held room for three
         // stacks' sends, 14 KB for every job.
         for stack in free {
-            self.runtime
-                .spawn(self.clone().run(stack, job.clone(), pair.clone()));
+            if self.take_turn(stack, &job, &pair) {
+                self.runtime
+                    .spawn(self.clone().run(stack, job.clone(), pair.clone()));
+            }
         }
     }
 
+    /// Whether a send to `stack` may start now; when as many run as it has
+    /// connections, the job waits in its lane instead.
+    fn take_turn(&self, stack: usize, job: &Job, pair: &Pair) -> bool {
+        let Some(lane) = &self.lanes[stack] else {
+            return true;
+        };
+        let mut turns = lane.turns.lock().expect("lane lock");
+        if turns.running < lane.limit {
+            turns.running += 1;
+            return true;
+        }
+        turns.waiting.push_back((job.clone(), pair.clone()));
+        false
+    }
+
+    /// The next job waiting for a turn on `stack`; with none, the send that
+    /// asks ends its turn.
+    fn next_waiting(&self, stack: usize) -> Option<(Job, Pair)> {
+        let lane = self.lanes[stack].as_ref()?;
+        let mut turns = lane.turns.lock().expect("lane lock");
+        let next = turns.waiting.pop_front();
+        if next.is_none() {
+            turns.running -= 1;
+        }
+        next
+    }
+
+    /// The job queued behind `job` in its session on `stack`; with none,
+    /// the session is free there.
+    fn next_in_session(&self, stack: usize, job: &Job) -> Option<(Job, Pair)> {
+        let mut queues = self.queues.as_ref()?[stack]
+            .lock()
+            .expect("session queues lock");
+        let next = queues.get_mut(&*job.session).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            queues.remove(&*job.session);
+        }
+        next
+    }
+
     /// Sends `job` to `stack`, then whatever queued behind it in its
-    /// session on that stack.
+    /// session on that stack, then what waits for a turn there.
     async fn run(self: Arc<Self>, stack: usize, mut job: Job, mut pair: Pair) {
         loop {
             // When the collector is behind, every stack waits for it alike
@@ -177,23 +247,18 @@ impl Dispatcher {
                 Admit::Send(max_lag) => self.sender.attempt_on(stack, &job, max_lag).await,
             };
             self.answered(stack, &job, &pair, Some(attempt)).await;
-            let Some(queues) = &self.queues else {
-                return;
-            };
-            let next = {
-                let mut queues = queues[stack].lock().expect("session queues lock");
-                let next = queues.get_mut(&*job.session).and_then(VecDeque::pop_front);
-                if next.is_none() {
-                    queues.remove(&*job.session);
-                }
-                next
-            };
+            let next = self
+                .next_in_session(stack, &job)
+                .or_else(|| self.next_waiting(stack));
             let Some(next) = next else {
                 return;
             };
             if self.stop.load(Ordering::Relaxed) {
-                // Once stopped, what waits in a queue is not sent.
+                // Once stopped, what waits in a queue or a lane is not sent.
                 self.abandon(stack, next).await;
+                while let Some(waiting) = self.next_waiting(stack) {
+                    self.abandon(stack, waiting).await;
+                }
                 return;
             }
             (job, pair) = next;

@@ -215,6 +215,23 @@ impl Sender {
         self.attempt(stack, job, slot, max_lag).await
     }
 
+    /// How many of `stack`'s requests can be on the wire at once, where
+    /// that is known and nothing else holds a send back: the limit of the
+    /// engine's own connections to it, when no request waits for another's
+    /// answer (no correlation). A send waiting for a producer would hold a
+    /// turn without a connection.
+    pub fn turns(&self, stack: usize) -> Option<usize> {
+        let stack = match stack {
+            0 => &self.legacy,
+            1 => &self.new,
+            _ => self.legacy2.as_ref()?,
+        };
+        match (&stack.pool, &self.bindings) {
+            (Some(pool), None) => pool.max(),
+            _ => None,
+        }
+    }
+
     /// Tells the requests that wait for `job`'s answer on `stack` that
     /// none will come, so that they go out as recorded now instead of
     /// holding their session until their deadline.
