@@ -149,7 +149,7 @@ impl Dispatcher {
         let pair = Arc::new(Mutex::new(Partial {
             attempts: [None, None, None],
             started: [false; 3],
-            left: stacks.len(),
+            left: stacks.clone().count(),
             stopped: 0,
             bytes: 0,
         }));
@@ -157,7 +157,7 @@ impl Dispatcher {
         // they keep pace: their requests go out side by side (in
         // `stacks_for`'s order) and meet --max-lag alike. A stack whose
         // session is still busy takes it later, from its own queue.
-        let mut free = Vec::with_capacity(stacks.len());
+        let (mut free, mut count) = ([0; 3], 0);
         for stack in stacks {
             if let Some(queues) = &self.queues {
                 let mut queues = queues[stack].lock().expect("session queues lock");
@@ -167,16 +167,14 @@ impl Dispatcher {
                 }
                 queues.insert(job.session.clone(), VecDeque::new());
             }
-            free.push(stack);
-        }
-        if free.is_empty() {
-            return;
+            free[count] = stack;
+            count += 1;
         }
         // A task per stack, spawned in that order: the engine's runtime
         // polls them one after the other (its local queue is first in,
         // first out). One task joining the stacks held room for three
         // stacks' sends, 14 KB for every job.
-        for stack in free {
+        for &stack in &free[..count] {
             if self.take_turn(stack, &job, &pair) {
                 self.runtime
                     .spawn(self.clone().run(stack, job.clone(), pair.clone()));

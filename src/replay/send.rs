@@ -168,17 +168,17 @@ impl Sender {
     /// computed earlier, say) falls on both alike. Time-dependent fields
     /// then differ as often between the legacy answers as between legacy
     /// and new, and are learned as noise.
-    pub fn stacks_for(&self, job: &Job) -> Vec<usize> {
+    pub fn stacks_for(&self, job: &Job) -> impl Iterator<Item = usize> + Clone {
         let order = if job.exchange.id % 2 == 0 {
             [2, 0, 1]
         } else {
             [1, 0, 2]
         };
+        let (legacy2, solo) = (self.legacy2.is_some(), self.solo);
         order
             .into_iter()
-            .filter(|&i| i != 2 || self.legacy2.is_some())
-            .filter(|&i| self.solo.is_none_or(|solo| solo == i))
-            .collect()
+            .filter(move |&i| i != 2 || legacy2)
+            .filter(move |&i| solo.is_none_or(|solo| solo == i))
     }
 
     /// Sends the job's request to stack `which` (see [`Sender::stacks_for`])
