@@ -695,6 +695,66 @@ mod tests {
         }
     }
 
+    /// An exchange sent at `sent_ms` after the start, answered `took_ms`
+    /// later with `answer` on both stacks.
+    fn answered(id: u64, sent_ms: u64, took_ms: u64, answer: Value) -> ExchangeResult {
+        let attempt = crate::results::Attempt {
+            response: Some(Response {
+                status: 200,
+                headers: Vec::new(),
+                body: Body(serde_json::to_vec(&answer).unwrap().into()),
+                latency_us: took_ms * 1_000,
+                truncated: None,
+            }),
+            ..Default::default()
+        };
+        ExchangeResult {
+            id,
+            pass: 0,
+            copy: 0,
+            session: "s".into(),
+            scheduled_us: sent_ms * 1_000,
+            request: std::sync::Arc::new(crate::capture::Request {
+                method: "POST".into(),
+                target: "/orders".into(),
+                version: "HTTP/1.1".into(),
+                headers: Vec::new(),
+                body: Body::default(),
+            }),
+            legacy: attempt.clone(),
+            new: attempt,
+            legacy2: None,
+            recorded: None,
+        }
+    }
+
+    /// An effect naming no exchange is tied to the one in flight when it
+    /// came, up to the slack after its answer; past the slack, in no
+    /// exchange's window, to the latest one whose answer holds an id it
+    /// carries.
+    #[test]
+    fn an_effect_just_after_an_answer_is_tied_by_time_a_later_one_by_id() {
+        // Exchange 1 sent at 0 ms, answered at 10 ms; exchange 2 sent at
+        // 1,000 ms.
+        let results = [
+            answered(1, 0, 10, json!({"id": 5001})),
+            answered(2, 1_000, 10, json!({"status": "ok"})),
+        ];
+        let mail = |at_ms: u64| {
+            let mut effect = row(0, at_ms * 1_000, json!({"order_id": 5001}));
+            effect.exchange = None;
+            effect
+        };
+        // 60 ms after the answer: within the slack (100 ms). 400 ms after:
+        // past it, tied by the order id. 1,005 ms: in exchange 2's window.
+        let mut effects = [mail(70), mail(410), mail(1_005)];
+        let quiet = std::time::Duration::from_secs(1);
+        let tied = tie_untraced(&mut effects, results.into_iter(), 0, quiet);
+        assert_eq!(tied, (2, 1));
+        let by: Vec<_> = effects.iter().map(|e| e.exchange.unwrap().2).collect();
+        assert_eq!(by, [1, 1, 2]);
+    }
+
     /// Two rows of one exchange written in the other order by new are
     /// alike; a row of one entity that differs is found on its field.
     #[test]
