@@ -86,10 +86,10 @@ fn main() -> anyhow::Result<()> {
     // exchange), what it achieves. Asked for wrk's first rate, a run after a
     // slow first wrk run was held to that rate (none dropped) and its ratio
     // to a faster wrk run beside it said nothing of tandem. Asked for 1.5x,
-    // tandem spent much of its time on what it dropped as late (one engine
-    // 0.68x-0.76x, an engine per core 0.44x-0.49x; in the bench run
-    // before, asked for the first wrk run's rate, 0.70x-0.73x and
-    // 0.62x-0.72x).
+    // what it dropped as late cost more than the headroom gained (one
+    // engine 0.68x-0.76x at 26.1 µs of CPU per request sent, an engine per
+    // core 0.44x-0.49x; in the bench run before, asked for the first wrk
+    // run's rate, 0.70x-0.73x at 22.6 µs and 0.62x-0.72x).
     // Twice: with tandem's default of an engine per core, and with one
     // engine, as wrk runs one thread. nginx shares the two cores: a second
     // engine takes its CPU time from nginx as much as it adds sends.
