@@ -80,13 +80,14 @@ async fn new_fixed_and_still_there() {
     let md = std::fs::read_to_string(reversed.join("compare.md")).unwrap();
     assert!(md.contains("Mismatch groups: 0 new, 1 fixed, "), "{md}");
 
-    // Had the run's engine been saturated, its latencies may be tandem's:
-    // the comparison says so, naming the run.
+    // Had the run's engine been saturated, its latencies may be tandem's,
+    // and had its machine's host paused it, the host's: the comparison says
+    // so, naming the run.
     let path = options.out_dir.join("report.json");
     let mut report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     report["generator"] = serde_json::json!({"engines": [
-        {"cpu_ms": 900, "waited_ms": 70, "span_ms": 1_000, "busy": 0.97}
+        {"cpu_ms": 900, "waited_ms": 70, "span_ms": 1_000, "busy": 0.97, "stolen": 0.2}
     ]});
     std::fs::write(&path, report.to_string()).unwrap();
     let caveat = dir.path().join("caveat");
@@ -105,6 +106,8 @@ async fn new_fixed_and_still_there() {
          (running 90%, waiting for a core 7%)"
     );
     assert!(md.contains(&expected), "{md}");
+    let host = format!("**{run}: the host of the machine that replayed took 20% of its CPU time");
+    assert!(md.contains(&host), "{md}");
     let html = std::fs::read_to_string(caveat.join("compare.html")).unwrap();
     assert!(html.contains("<p class=\"warning\">"), "{html}");
 }

@@ -45,6 +45,7 @@ fn steady(report: &mut Report) {
         waited_ms: 20,
         span_ms: 1_000,
         busy: 0.12,
+        stolen: 0.0,
     }];
     // The rates each stack received are measured; keep the schedule's.
     if let Some(load) = &mut report.load {

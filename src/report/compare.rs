@@ -129,9 +129,14 @@ impl Comparison {
         groups.sort_by(|x, y| x.change.cmp(&y.change).then(y.counts.1.cmp(&x.counts.1)));
         let caveats = [(names.0, base), (names.1, run)]
             .into_iter()
-            .filter_map(|(name, r)| {
-                let warning = r.generator.as_ref()?.warning()?;
-                Some(format!("{name}: {warning}"))
+            .flat_map(|(name, r)| {
+                let generator = r.generator.as_ref();
+                let warnings = generator.map(|g| [g.warning(), g.host_warning()]);
+                warnings
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(move |warning| format!("{name}: {warning}"))
             })
             .collect();
         Comparison {
