@@ -160,6 +160,11 @@ pub struct Search {
     /// limit, and the stack's a lower bound of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub limited_by_tandem: bool,
+    /// Some step failed while the host of the machine that replayed took
+    /// [`Generator::STOLEN`] of its CPU time or more: the pauses may have
+    /// failed it, and the stack's sustainable rate is a lower bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limited_by_host: bool,
 }
 
 impl Search {
@@ -169,6 +174,9 @@ impl Search {
         if self.limited_by_tandem {
             " (at least: tandem's own engines were saturated or kept from a core where \
              steps failed; give it cores of its own, more engines or shards)"
+        } else if self.limited_by_host {
+            " (at least: the host of the machine that replayed paused it where steps failed; \
+             replay from machines whose steal stays low)"
         } else {
             ""
         }
@@ -209,6 +217,10 @@ pub struct Step {
     /// other work on the machine.
     #[serde(default)]
     pub engine_waited: f64,
+    /// The share of the replaying machine's CPU time its host took over
+    /// the step (steal time; see [`crate::report::EngineBusy::stolen`]).
+    #[serde(default)]
+    pub host_stolen: f64,
 }
 
 impl Step {
@@ -216,6 +228,12 @@ impl Step {
     /// core (see [`Generator::warning`]).
     fn failed_by_tandem(&self) -> bool {
         !self.passed && Generator::held_back(self.engine_busy, self.engine_waited)
+    }
+
+    /// Failed while the host paused the machine that replayed (see
+    /// [`Generator::host_warning`]).
+    fn failed_by_host(&self) -> bool {
+        !self.passed && self.host_stolen >= Generator::STOLEN
     }
 }
 
@@ -326,6 +344,7 @@ async fn search_one(
         sustainable_rps: sustainable,
         headroom: sustainable.zip(plan.projected).map(|(s, p)| s / p),
         limited_by_tandem: steps.iter().any(Step::failed_by_tandem),
+        limited_by_host: steps.iter().any(Step::failed_by_host),
         steps,
     })
 }
@@ -418,11 +437,23 @@ async fn run_step(
     if let Some(generator) = &generator {
         step.engine_busy = generator.most_busy();
         step.engine_waited = generator.most_waited();
+        step.host_stolen = generator.most_stolen();
     }
     if step.failed_by_tandem() {
-        let why = generator.and_then(|g| g.warning()).unwrap_or_default();
+        let why = generator
+            .as_ref()
+            .and_then(Generator::warning)
+            .unwrap_or_default();
         step.failed
             .push(format!("this limit may be tandem's: {why}"));
+    }
+    if step.failed_by_host() {
+        let why = generator
+            .as_ref()
+            .and_then(Generator::host_warning)
+            .unwrap_or_default();
+        step.failed
+            .push(format!("this limit may be the host's: {why}"));
     }
     Ok(step)
 }
@@ -530,6 +561,7 @@ fn judge_step(
         sent: worst.4,
         engine_busy: 0.0,
         engine_waited: 0.0,
+        host_stolen: 0.0,
     }
 }
 
@@ -602,12 +634,21 @@ mod tests {
             sent: 0,
             engine_busy,
             engine_waited,
+            host_stolen: 0.0,
         };
         assert!(step(false, 0.95, 0.0).failed_by_tandem());
         assert!(step(false, 0.6, 0.3).failed_by_tandem());
         assert!(!step(false, 0.6, 0.1).failed_by_tandem());
         // A step that passed was not held back enough to matter.
         assert!(!step(true, 0.95, 0.3).failed_by_tandem());
+        // A host that paused the replay: its own reason, not tandem's.
+        let paused = |passed, host_stolen| Step {
+            host_stolen,
+            ..step(passed, 0.5, 0.0)
+        };
+        assert!(paused(false, 0.2).failed_by_host() && !paused(false, 0.2).failed_by_tandem());
+        assert!(!paused(false, 0.05).failed_by_host());
+        assert!(!paused(true, 0.2).failed_by_host());
     }
 
     /// Nine intervals, each with one corrected latency and send lag.

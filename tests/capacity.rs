@@ -133,9 +133,18 @@ async fn the_search_finds_known_capacities() {
                 .all(|st| st.engine_busy > 0.0 && st.engine_busy < 0.9),
             "{s:#?}"
         );
+        // And how much of the machine its host took, a share.
+        assert!(
+            s.steps
+                .iter()
+                .all(|st| (0.0..=1.0).contains(&st.host_stolen)),
+            "{s:#?}"
+        );
     }
     assert!(report.searches[1].headroom.unwrap() > 1.0);
     assert!(out.join("capacity.md").exists() && out.join("capacity.html").exists());
+    let md = std::fs::read_to_string(out.join("capacity.md")).unwrap();
+    assert!(md.contains("| engine busy | host stole | why |"), "{md}");
     eprintln!(
         "capacity search took {elapsed:?}\n{}",
         std::fs::read_to_string(out.join("capacity.md")).unwrap()

@@ -241,13 +241,13 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
     for s in &r.searches {
         writeln!(
             out,
-            "\n## {:?}\n\n| rate | | latency | errors | divergent | achieved | send lag p99 | engine busy | why |\n|---:|---|---:|---:|---:|---:|---:|---:|---|",
+            "\n## {:?}\n\n| rate | | latency | errors | divergent | achieved | send lag p99 | engine busy | host stole | why |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
             s.target
         )?;
         for step in &s.steps {
             writeln!(
                 out,
-                "| {:.0}{} | {} | {} | {:.2}% | {:.2}% | {:.0} | {} | {:.0}% ({:.0}% waiting) | {} |",
+                "| {:.0}{} | {} | {} | {:.2}% | {:.2}% | {:.0} | {} | {:.0}% ({:.0}% waiting) | {:.0}% | {} |",
                 step.rate,
                 if step.confirmation { " (confirm)" } else { "" },
                 if step.passed { "passed" } else { "FAILED" },
@@ -258,6 +258,7 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
                 human(step.lag_p99_us),
                 step.engine_busy * 100.0,
                 step.engine_waited * 100.0,
+                step.host_stolen * 100.0,
                 step.failed.join("; ")
             )?;
         }
