@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tandem::capture::{Body, CaptureHeader, CaptureWriter, Exchange, Header, Request};
+use tandem::replay::MachineTime;
 use tandem::report::Report;
 use tandem::results::ResultsReader;
 
@@ -659,9 +660,9 @@ impl Bench {
         unsafe { libc::sync() };
         std::thread::sleep(std::time::Duration::from_millis(500));
         let nginx = common::children_cpu(self.nginx);
-        let before = common::Steal::now();
+        let before = MachineTime::now();
         let run = self.replay(out, rate, duration, engines)?;
-        let steal = common::Steal::now().since(before);
+        let steal = MachineTime::now().stolen_since(before);
         let nginx = common::children_cpu(self.nginx).saturating_sub(nginx);
         let (both, all) = sends(out)?;
         let report = Report::load(&out.join("report.json"))?;
@@ -684,9 +685,9 @@ impl Bench {
     /// requests/s, and its and nginx's CPU time per request.
     fn wrk(&self, url: &str) -> anyhow::Result<Reference> {
         let nginx = common::children_cpu(self.nginx);
-        let before = common::Steal::now();
+        let before = MachineTime::now();
         let run = common::measure(Command::new("wrk").args(["-t1", "-c32", "-d5s", url]))?;
-        let steal = common::Steal::now().since(before);
+        let steal = MachineTime::now().stolen_since(before);
         let nginx = common::children_cpu(self.nginx).saturating_sub(nginx);
         let field = |prefix: &str| {
             run.stdout.lines().find_map(|l| {
@@ -798,7 +799,7 @@ struct BarePacer {
 impl BarePacer {
     fn run(per_second: f64, span: std::time::Duration) -> BarePacer {
         use std::time::{Duration, Instant};
-        let before = common::Steal::now();
+        let before = MachineTime::now();
         let walker = std::thread::spawn(move || {
             tandem::replay::schedule::precise_sleeps();
             let slots = (per_second * span.as_secs_f64()) as u64;
@@ -819,7 +820,7 @@ impl BarePacer {
         late.sort_unstable();
         BarePacer {
             p99_us: late[late.len() * 99 / 100],
-            steal: common::Steal::now().since(before),
+            steal: MachineTime::now().stolen_since(before),
         }
     }
 }

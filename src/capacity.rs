@@ -439,21 +439,14 @@ async fn run_step(
         step.engine_waited = generator.most_waited();
         step.host_stolen = generator.most_stolen();
     }
-    if step.failed_by_tandem() {
-        let why = generator
-            .as_ref()
-            .and_then(Generator::warning)
-            .unwrap_or_default();
+    let whose = [
+        (step.failed_by_tandem(), "tandem's"),
+        (step.failed_by_host(), "the host's"),
+    ];
+    for ((_, whose), warning) in whose.into_iter().zip(Generator::CAVEATS).filter(|c| c.0 .0) {
+        let why = generator.as_ref().and_then(warning).unwrap_or_default();
         step.failed
-            .push(format!("this limit may be tandem's: {why}"));
-    }
-    if step.failed_by_host() {
-        let why = generator
-            .as_ref()
-            .and_then(Generator::host_warning)
-            .unwrap_or_default();
-        step.failed
-            .push(format!("this limit may be the host's: {why}"));
+            .push(format!("this limit may be {whose}: {why}"));
     }
     Ok(step)
 }

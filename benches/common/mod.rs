@@ -167,39 +167,6 @@ pub fn children_cpu(pid: u32) -> Duration {
         .sum()
 }
 
-/// The machine's CPU time so far, from `/proc/stat`: all of it, and what
-/// the host stole (a virtual machine's vCPUs paused while they had work).
-#[derive(Clone, Copy, Default)]
-pub struct Steal {
-    total: u64,
-    stolen: u64,
-}
-
-impl Steal {
-    /// Now; zero where `/proc/stat` is not there to read.
-    pub fn now() -> Steal {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|t| t.parse().ok())
-            .collect();
-        Steal {
-            total: ticks.iter().take(8).sum(),
-            stolen: ticks.get(7).copied().unwrap_or(0),
-        }
-    }
-
-    /// Of the machine's CPU time since `earlier`, the share the host stole.
-    pub fn since(&self, earlier: Steal) -> f64 {
-        let total = self.total.saturating_sub(earlier.total);
-        self.stolen.saturating_sub(earlier.stolen) as f64 / total.max(1) as f64
-    }
-}
-
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

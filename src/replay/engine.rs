@@ -109,7 +109,7 @@ fn run(
     // Until the start the engine only sleeps: its CPU time from here on is
     // the replay's.
     let at_start = thread_times();
-    let machine_at_start = machine_ticks();
+    let machine_at_start = MachineTime::now();
     let reader = CaptureReader::open(&plan.capture)?;
     let (alive, mut gone) = mpsc::channel::<()>(1);
     let mut pacer = EnginePacer {
@@ -177,7 +177,7 @@ fn run(
         cpu: at_end.0.saturating_sub(at_start.0),
         waited: at_end.1.saturating_sub(at_start.1),
         span: start.elapsed(),
-        stolen: stolen_since(machine_at_start),
+        stolen: MachineTime::now().stolen_since(machine_at_start),
     });
     // Each request has its own timeout, so the wait is bounded; after a
     // stop, queues no longer send what waits in them, and the drain limit
@@ -213,30 +213,43 @@ pub struct EngineLoad {
     pub stolen: f64,
 }
 
-/// The machine's CPU time so far, all of it and what the host stole, in
-/// ticks, from the first line of `/proc/stat`; zeros where it is missing.
-fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().next().unwrap_or_default();
-    // user nice system idle iowait irq softirq steal (guest time is counted
-    // in user already).
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    (ticks.iter().sum(), ticks.get(7).copied().unwrap_or(0))
+/// The machine's CPU time so far, all of it and what its host stole (a
+/// virtual machine's vCPUs paused while they had work), in ticks, from the
+/// first line of `/proc/stat`; zeros where it is missing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineTime {
+    total: u64,
+    stolen: u64,
 }
 
-/// The share of the machine's CPU time stolen since `earlier`.
-fn stolen_since(earlier: (u64, u64)) -> f64 {
-    let now = machine_ticks();
-    let total = now.0.saturating_sub(earlier.0);
-    if total == 0 {
-        return 0.0;
+impl MachineTime {
+    /// Now.
+    pub fn now() -> MachineTime {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let line = stat.lines().next().unwrap_or_default();
+        // user nice system idle iowait irq softirq steal (guest time is
+        // counted in user already).
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        MachineTime {
+            total: ticks.iter().sum(),
+            stolen: ticks.get(7).copied().unwrap_or(0),
+        }
     }
-    now.1.saturating_sub(earlier.1) as f64 / total as f64
+
+    /// Of the machine's CPU time from `earlier` to this, the share its
+    /// host stole (0 when no time is counted).
+    pub fn stolen_since(&self, earlier: MachineTime) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.stolen.saturating_sub(earlier.stolen) as f64 / total as f64
+    }
 }
 
 /// The calling thread's time on a core and time waiting for one, from

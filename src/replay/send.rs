@@ -185,11 +185,7 @@ impl Sender {
     /// once it has a free slot there (`--max-in-flight`), no later than
     /// `--max-lag` allows: each stack keeps its own pace and its own limits.
     pub async fn attempt_on(&self, which: usize, job: &Job, max_lag: Option<Duration>) -> Attempt {
-        let stack = match which {
-            0 => &self.legacy,
-            1 => &self.new,
-            _ => self.legacy2.as_ref().expect("legacy-2 is in the plan"),
-        };
+        let stack = self.stack(which).expect("legacy-2 is in the plan");
         let slot = match &stack.slots {
             Some(slots) => {
                 let take = slots.clone().acquire_owned();
@@ -221,14 +217,20 @@ impl Sender {
     /// answer (no correlation). A send waiting for a producer would hold a
     /// turn without a connection.
     pub fn turns(&self, stack: usize) -> Option<usize> {
-        let stack = match stack {
-            0 => &self.legacy,
-            1 => &self.new,
-            _ => self.legacy2.as_ref()?,
-        };
+        let stack = self.stack(stack)?;
         match (&stack.pool, &self.bindings) {
             (Some(pool), None) => pool.max(),
             _ => None,
+        }
+    }
+
+    /// Stack `which` (0 legacy, 1 new, 2 legacy-2); `None` for legacy-2
+    /// when the plan has none.
+    fn stack(&self, which: usize) -> Option<&Stack> {
+        match which {
+            0 => Some(&self.legacy),
+            1 => Some(&self.new),
+            _ => self.legacy2.as_ref(),
         }
     }
 

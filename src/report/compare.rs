@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 
-use super::{percent, Report, RouteReport};
+use super::{percent, Generator, Report, RouteReport};
 use crate::latency::human;
 
 /// What changed from a base run to a run.
@@ -131,11 +131,9 @@ impl Comparison {
             .into_iter()
             .flat_map(|(name, r)| {
                 let generator = r.generator.as_ref();
-                let warnings = generator.map(|g| [g.warning(), g.host_warning()]);
-                warnings
+                Generator::CAVEATS
                     .into_iter()
-                    .flatten()
-                    .flatten()
+                    .filter_map(move |warning| generator.and_then(warning))
                     .map(move |warning| format!("{name}: {warning}"))
             })
             .collect();

@@ -246,7 +246,14 @@ pub struct EngineBusy {
     pub stolen: f64,
 }
 
+/// One of the generator's reasons to doubt a run's figures: tandem's own
+/// limit ([`Generator::warning`]) or its host's ([`Generator::host_warning`]).
+pub type Caveat = fn(&Generator) -> Option<String>;
+
 impl Generator {
+    /// The reasons to doubt a run's figures, tandem's first.
+    pub const CAVEATS: [Caveat; 2] = [Generator::warning, Generator::host_warning];
+
     /// An engine this busy or more has little time left to send on time:
     /// what it measured may be its own limit.
     pub const SATURATED: f64 = 0.9;
@@ -842,13 +849,13 @@ fn warnings(r: &Report) -> Vec<String> {
         .partial
         .as_ref()
         .map(|missing| format!("partial merge: {missing}; the figures cover the shards given"));
-    let generator = r.generator.as_ref().and_then(Generator::warning);
-    let host = r.generator.as_ref().and_then(Generator::host_warning);
+    let generator = Generator::CAVEATS
+        .into_iter()
+        .filter_map(|caveat| r.generator.as_ref().and_then(caveat));
     unreadable
         .into_iter()
         .chain(partial)
         .chain(generator)
-        .chain(host)
         .collect()
 }
 
