@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tandem::capture::{header_value, CaptureReader, Exchange};
 use tandem::record::packets::{AssemblyOptions, PacketSummary};
 use tandem::record::{
-    import_file, record_live, ImportConfig, LiveConfig, Rotation, Selection, Sink,
+    import_file, record_live, ImportConfig, LiveCapture, LiveConfig, Rotation, Selection, Sink,
 };
 
 /// Captures run one at a time: several sniffers on one loopback at once
@@ -347,13 +347,19 @@ async fn live_capture_on_loopback() {
         assembly: AssemblyOptions::default(),
     };
     let sink = Sink::create(&out, "live", Selection::default(), Rotation::default()).unwrap();
+    // Traffic starts once the capture is open, not after a guessed delay:
+    // on a loaded CI host opening took longer than one and caught nothing.
+    let live = tokio::task::spawn_blocking(move || LiveCapture::open(config))
+        .await
+        .unwrap()
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let recorder = tokio::spawn(record_live(config, sink, async {
+    let recorder = tokio::spawn(record_live(live, sink, async {
         let _ = stopped.await;
     }));
-    tokio::time::sleep(Duration::from_millis(500)).await;
     send_all(&echo.url()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Loopback hands each packet to the capture as it is sent; the reader
+    // drains what the kernel holds before it stops.
     let _ = stop.send(());
     let recording = recorder.await.unwrap().unwrap();
     let written = &recording.written;

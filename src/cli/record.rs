@@ -15,8 +15,8 @@ use super::{shutdown_signal, TrustArgs, EXIT_BAD_INPUT};
 use crate::record::packets::AssemblyOptions;
 use crate::record::proxy::OnWriteError;
 use crate::record::{
-    import_file, record_live, record_proxy, ImportConfig, LiveConfig, PacketRecording, ProxyConfig,
-    Rotation, Selection, Sink,
+    import_file, record_live, record_proxy, ImportConfig, LiveCapture, LiveConfig, PacketRecording,
+    ProxyConfig, Rotation, Selection, Sink,
 };
 use crate::target::Target;
 
@@ -399,13 +399,16 @@ pub(super) async fn packets(args: RecordArgs) -> anyhow::Result<ExitCode> {
         rotation,
         args.redact.redactor()?,
     )?;
+    let live = tokio::task::spawn_blocking(move || LiveCapture::open(config)).await??;
+    // Said once the ring is mapped and filtered, so that a script waiting
+    // for it knows traffic from now on is kept.
     tracing::info!(
         "capturing {} port {} into {}",
-        config.interface,
-        config.port,
+        live.config().interface,
+        live.config().port,
         args.out.display()
     );
-    let recording = record_live(config, sink, shutdown_signal()).await?;
+    let recording = record_live(live, sink, shutdown_signal()).await?;
     report_packets(&recording)
 }
 

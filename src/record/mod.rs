@@ -12,6 +12,8 @@ pub mod pcap;
 pub mod proxy;
 pub mod sink;
 
-pub use pcap::{check_pcap, import_file, record_live, ImportConfig, LiveConfig, PacketRecording};
+pub use pcap::{
+    check_pcap, import_file, record_live, ImportConfig, LiveCapture, LiveConfig, PacketRecording,
+};
 pub use proxy::{record_proxy, ProxyConfig, RecordSummary};
 pub use sink::{Rotation, Selection, Sink, SinkSummary};

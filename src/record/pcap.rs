@@ -1,6 +1,7 @@
 //! Packet sources: a pcap or pcapng file (`tandem import`) and a live
 //! interface (`tandem record --interface`), both through libpcap. Each is
-//! an `async fn(config, sink, shutdown)` like the proxy; libpcap's blocking
+//! an `async fn(source, sink, shutdown)` like the proxy (a live interface
+//! opened first, so that a caller knows when traffic is being kept); libpcap's blocking
 //! reads run on a blocking thread, told to stop by a flag the shutdown
 //! future sets.
 
@@ -56,15 +57,47 @@ pub async fn import_file(
     .await
 }
 
-/// Captures from a live interface into `sink` until `shutdown`. Needs root
-/// or CAP_NET_RAW.
-pub async fn record_live(
+/// A live interface opened for capture, its filter set: packets from the
+/// moment [`LiveCapture::open`] returns are kept, so traffic can start then
+/// (opening allocates the kernel's ring and can take a while on a loaded
+/// host; a caller that guessed a delay lost the traffic sent before it).
+pub struct LiveCapture {
     config: LiveConfig,
+    handle: pcap::Capture<pcap::Active>,
+}
+
+impl LiveCapture {
+    /// Opens `config.interface` and sets the filter on `config.port`. Blocks
+    /// while libpcap lists interfaces and maps its ring. Needs root or
+    /// CAP_NET_RAW.
+    pub fn open(config: LiveConfig) -> anyhow::Result<Self> {
+        let handle = open_live(&config)?;
+        Ok(Self { config, handle })
+    }
+
+    /// What it listens to.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for LiveCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCapture")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Captures from an opened interface into `sink` until `shutdown`; the
+/// packets the kernel holds when it comes are read first.
+pub async fn record_live(
+    live: LiveCapture,
     sink: Sink,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<PacketRecording> {
     blocking_until(shutdown, sink, move |sink, stop| {
-        read_live(&config, sink, stop)
+        read_live(live, sink, stop)
     })
     .await
 }
@@ -177,8 +210,11 @@ impl LiveConfig {
     }
 }
 
-fn read_live(config: &LiveConfig, sink: &mut Sink, stop: &AtomicBool) -> anyhow::Result<Read> {
-    let mut capture = open_live(config)?;
+fn read_live(live: LiveCapture, sink: &mut Sink, stop: &AtomicBool) -> anyhow::Result<Read> {
+    let LiveCapture {
+        config,
+        handle: mut capture,
+    } = live;
     let linktype = capture.get_datalink().0;
     let mut assembly = config.assembly.clone();
     assembly.server_ports.push(config.port);
