@@ -219,12 +219,23 @@ pub async fn chunked_server() -> SocketAddr {
 /// A packet capture of loopback traffic by tcpdump or tshark, stopped on drop.
 pub struct Sniffer {
     child: Option<std::process::Child>,
+    file: std::path::PathBuf,
+    said: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Sniffer {
-    /// Starts `program` with `args` and waits until it says it is listening.
+    /// Starts `program` with `args` (which name the file after `-w`) and
+    /// waits until it captures: until it says it listens and its file holds
+    /// a header, which tcpdump and dumpcap write once the interface is open
+    /// and filtered (tshark says "Capturing on" before it starts dumpcap,
+    /// which took 285 ms more on an idle machine, longer when loaded).
     pub fn start(program: &str, args: &[&str]) -> Sniffer {
         use std::io::BufRead;
+        let file = args
+            .iter()
+            .position(|a| *a == "-w")
+            .map(|i| std::path::PathBuf::from(args[i + 1]))
+            .expect("a sniffer writes a file (-w)");
         let mut child = std::process::Command::new(program)
             .args(args)
             .stdout(std::process::Stdio::null())
@@ -233,7 +244,8 @@ impl Sniffer {
             .unwrap_or_else(|e| panic!("{program} cannot start ({e}): run .ci/setup"));
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let said = std::thread::spawn(move || {
+            let mut said = String::new();
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
@@ -241,34 +253,92 @@ impl Sniffer {
                 if line.contains("listening on") || line.contains("Capturing on") {
                     let _ = tx.send(());
                 }
+                said.push_str(&line);
+                said.push('\n');
             }
+            said
         });
         rx.recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("{program} did not start capturing within 20 s"));
-        // dumpcap says it captures a moment before it does.
-        std::thread::sleep(Duration::from_millis(if program == "tshark" {
-            700
-        } else {
-            100
-        }));
-        Sniffer { child: Some(child) }
+        let began = std::time::Instant::now();
+        while std::fs::metadata(&file).map_or(0, |m| m.len()) == 0 {
+            assert!(
+                began.elapsed() < Duration::from_secs(20),
+                "{program} wrote no header to {} within 20 s",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Sniffer {
+            child: Some(child),
+            file,
+            said: Some(said),
+        }
     }
 
-    /// Stops the capture and waits until the file is complete.
-    pub fn stop(mut self) {
+    /// Stops the capture, waits until the file is complete, and says what
+    /// the sniffer said on the way (its counts of packets the kernel dropped
+    /// among them).
+    pub fn stop(mut self) -> SnifferEnd {
         self.halt();
+        let said = self
+            .said
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        SnifferEnd { said }
     }
 
     fn halt(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // Let the last packets reach the capture buffer.
-            std::thread::sleep(Duration::from_millis(300));
+            // Interrupted, it writes what it has read but not what the
+            // kernel still holds: wait until the file stops growing.
+            let size = || std::fs::metadata(&self.file).map_or(0, |m| m.len());
+            let began = std::time::Instant::now();
+            let mut last = size();
+            loop {
+                std::thread::sleep(Duration::from_millis(300));
+                let now = size();
+                if now == last || began.elapsed() > Duration::from_secs(10) {
+                    break;
+                }
+                last = now;
+            }
             let pid = child.id().to_string();
             let _ = std::process::Command::new("kill")
                 .args(["-INT", &pid])
                 .status();
             let _ = child.wait();
         }
+    }
+}
+
+/// What a sniffer said before it ended.
+pub struct SnifferEnd {
+    /// Its standard error.
+    pub said: String,
+}
+
+impl SnifferEnd {
+    /// Packets it reports the kernel dropped before they reached it:
+    /// tcpdump's "N packets dropped by kernel" and "by interface", tshark's
+    /// "N packets dropped from IF" or "(N dropped)". (tcpdump's "received by
+    /// filter" is no measure of packets left unread: on Linux it counts each
+    /// packet twice.)
+    pub fn dropped(&self) -> u64 {
+        self.counts("dropped").sum()
+    }
+
+    /// The number just before `words` on each line that has them.
+    fn counts<'a>(&'a self, words: &'a str) -> impl Iterator<Item = u64> + 'a {
+        self.said.lines().filter_map(move |line| {
+            let (before, _) = line.split_once(words)?;
+            before.split_whitespace().rev().find_map(|word| {
+                word.trim_matches(|c: char| !c.is_ascii_digit())
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
     }
 }
 
