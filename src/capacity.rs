@@ -221,9 +221,22 @@ pub struct Step {
     /// the step (steal time; see [`crate::report::EngineBusy::stolen`]).
     #[serde(default)]
     pub host_stolen: f64,
+    /// Failed while the host paused the machine that replayed: the same
+    /// rate was run again once, and the next step counts instead of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
 }
 
 impl Step {
+    /// For people: passed, failed, or failed and run again.
+    pub fn verdict(&self) -> &'static str {
+        match (self.passed, self.repeated) {
+            (true, _) => "passed",
+            (false, false) => "FAILED",
+            (false, true) => "failed, host paused: run again",
+        }
+    }
+
     /// Failed while tandem itself was saturated, or kept waiting for a
     /// core (see [`Generator::warning`]).
     fn failed_by_tandem(&self) -> bool {
@@ -277,47 +290,14 @@ async fn search_one(
     target: Measured,
     stopped: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<Search> {
-    let mut steps: Vec<Step> = Vec::new();
-    let mut passed: Vec<f64> = Vec::new();
-    let mut failed_at: Option<f64> = None;
-    let mut confirmed = None;
-    // Bounded: doubling from 1 req/s to a million takes 20 steps.
-    for _ in 0..40 {
-        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-            break;
-        }
-        let best = passed
-            .iter()
-            .copied()
-            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
-        let rate = match (best, failed_at) {
-            (None, None) => plan.start_rate,
-            (Some(lo), None) if lo * 2.0 > plan.max_rate => {
-                // Never failed below the ceiling: that is the answer.
-                if confirmed == Some(lo) {
-                    break;
-                }
-                lo
-            }
-            (Some(lo), None) => lo * 2.0,
-            (None, Some(hi)) if hi / 2.0 < 1.0 => break,
-            (None, Some(hi)) => hi / 2.0,
-            (Some(lo), Some(hi)) if (hi - lo) / lo <= plan.precision => {
-                if confirmed == Some(lo) {
-                    break;
-                }
-                lo
-            }
-            (Some(lo), Some(hi)) => (lo + hi) / 2.0,
-        };
-        let confirmation = Some(rate) == best;
+    let mut search = Walk::new(plan);
+    let steps = take_steps(&mut search, stopped, |rate, confirmation| async move {
         let hold = if confirmation {
             plan.confirm_hold
         } else {
             plan.hold
         };
-        let mut step = run_step(plan, target, rate, hold).await?;
-        step.confirmation = confirmation;
+        let step = run_step(plan, target, rate, hold).await?;
         tracing::info!(
             "capacity {target:?} at {rate:.0} req/s{}: {} ({} {}, errors {:.2}%, divergent {:.2}%, achieved {:.0}/s)",
             if confirmation { " (confirming)" } else { "" },
@@ -328,25 +308,131 @@ async fn search_one(
             step.mismatch_rate * 100.0,
             step.achieved_rps
         );
-        match (step.passed, confirmation) {
-            (true, true) => confirmed = Some(rate),
-            (true, false) => passed.push(rate),
-            (false, _) => {
-                passed.retain(|&r| r < rate);
-                failed_at = Some(failed_at.map_or(rate, |f: f64| f.min(rate)));
-            }
-        }
-        steps.push(step);
-    }
-    let sustainable = confirmed;
+        Ok(step)
+    })
+    .await?;
+    let sustainable = search.confirmed;
+    // Steps run again do not count: nor do their reasons.
+    let counted = || steps.iter().filter(|s| !s.repeated);
     Ok(Search {
         target,
         sustainable_rps: sustainable,
         headroom: sustainable.zip(plan.projected).map(|(s, p)| s / p),
-        limited_by_tandem: steps.iter().any(Step::failed_by_tandem),
-        limited_by_host: steps.iter().any(Step::failed_by_host),
+        limited_by_tandem: counted().any(Step::failed_by_tandem),
+        limited_by_host: counted().any(Step::failed_by_host),
         steps,
     })
+}
+
+/// Runs the steps `walk` asks for, through `run(rate, confirmation)`,
+/// until it has its answer or `stopped` is set. A step that failed while
+/// the host paused the machine (steal of [`Generator::STOLEN`] or more) is
+/// run once more at the same rate and that second step counts: one burst
+/// of a noisy neighbour otherwise halves the rate the search goes on from.
+async fn take_steps<F, Fut>(
+    walk: &mut Walk,
+    stopped: &std::sync::atomic::AtomicBool,
+    mut run: F,
+) -> anyhow::Result<Vec<Step>>
+where
+    F: FnMut(f64, bool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Step>>,
+{
+    let mut steps: Vec<Step> = Vec::new();
+    let mut again = None;
+    // Bounded: doubling from 1 req/s to a million takes 20 steps, and each
+    // may be run twice.
+    for _ in 0..80 {
+        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let Some((rate, confirmation)) = again.take().or_else(|| walk.next()) else {
+            break;
+        };
+        let mut step = run(rate, confirmation).await?;
+        step.confirmation = confirmation;
+        let repeated_already = steps.last().is_some_and(|s| s.repeated && s.rate == rate);
+        if step.failed_by_host() && !repeated_already {
+            tracing::info!(
+                "the host took {:.0}% of the CPU time during the step at {rate:.0} req/s: run again",
+                step.host_stolen * 100.0
+            );
+            step.repeated = true;
+            again = Some((rate, confirmation));
+        } else {
+            walk.record(rate, confirmation, step.passed);
+        }
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+/// Where the search stands: the rates that passed and the lowest that
+/// failed; which rate to try next.
+#[derive(Debug, Clone)]
+struct Walk {
+    start_rate: f64,
+    max_rate: f64,
+    precision: f64,
+    passed: Vec<f64>,
+    failed_at: Option<f64>,
+    confirmed: Option<f64>,
+}
+
+impl Walk {
+    fn new(plan: &CapacityPlan) -> Walk {
+        Walk {
+            start_rate: plan.start_rate,
+            max_rate: plan.max_rate,
+            precision: plan.precision,
+            passed: Vec::new(),
+            failed_at: None,
+            confirmed: None,
+        }
+    }
+
+    /// The next rate and whether it confirms the best one; `None` once the
+    /// answer is known.
+    fn next(&self) -> Option<(f64, bool)> {
+        let best = self
+            .passed
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        let rate = match (best, self.failed_at) {
+            (None, None) => self.start_rate,
+            (Some(lo), None) if lo * 2.0 > self.max_rate => {
+                // Never failed below the ceiling: that is the answer.
+                if self.confirmed == Some(lo) {
+                    return None;
+                }
+                lo
+            }
+            (Some(lo), None) => lo * 2.0,
+            (None, Some(hi)) if hi / 2.0 < 1.0 => return None,
+            (None, Some(hi)) => hi / 2.0,
+            (Some(lo), Some(hi)) if (hi - lo) / lo <= self.precision => {
+                if self.confirmed == Some(lo) {
+                    return None;
+                }
+                lo
+            }
+            (Some(lo), Some(hi)) => (lo + hi) / 2.0,
+        };
+        Some((rate, Some(rate) == best))
+    }
+
+    /// What a step at `rate` gave.
+    fn record(&mut self, rate: f64, confirmation: bool, passed: bool) {
+        match (passed, confirmation) {
+            (true, true) => self.confirmed = Some(rate),
+            (true, false) => self.passed.push(rate),
+            (false, _) => {
+                self.passed.retain(|&r| r < rate);
+                self.failed_at = Some(self.failed_at.map_or(rate, |f: f64| f.min(rate)));
+            }
+        }
+    }
 }
 
 /// Hands the judge the measured stack's attempts as legacy's, so that its
@@ -555,6 +641,7 @@ fn judge_step(
         engine_busy: 0.0,
         engine_waited: 0.0,
         host_stolen: 0.0,
+        repeated: false,
     }
 }
 
@@ -612,9 +699,9 @@ fn growing(tallies: &[StackTally]) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_step_failed_by_tandem_is_one_its_engine_was_saturated_or_crowded_in() {
-        let step = |passed, engine_busy, engine_waited| Step {
+    /// A judged step at 1,000 requests/s.
+    fn judged(passed: bool, engine_busy: f64, engine_waited: f64) -> Step {
+        Step {
             rate: 1_000.0,
             confirmation: false,
             passed,
@@ -628,7 +715,13 @@ mod tests {
             engine_busy,
             engine_waited,
             host_stolen: 0.0,
-        };
+            repeated: false,
+        }
+    }
+
+    #[test]
+    fn a_step_failed_by_tandem_is_one_its_engine_was_saturated_or_crowded_in() {
+        let step = judged;
         assert!(step(false, 0.95, 0.0).failed_by_tandem());
         assert!(step(false, 0.6, 0.3).failed_by_tandem());
         assert!(!step(false, 0.6, 0.1).failed_by_tandem());
@@ -642,6 +735,62 @@ mod tests {
         assert!(paused(false, 0.2).failed_by_host() && !paused(false, 0.2).failed_by_tandem());
         assert!(!paused(false, 0.05).failed_by_host());
         assert!(!paused(true, 0.2).failed_by_host());
+    }
+
+    /// A search over a stack that carries 1,000 requests/s, `paused` saying
+    /// which tries (the rate, and whether it was already tried) the host
+    /// paused: the steps run.
+    fn search_with_pauses(paused: impl Fn(f64, bool) -> bool) -> (Vec<Step>, Option<f64>) {
+        let mut search = Walk {
+            start_rate: 100.0,
+            max_rate: 1e6,
+            precision: 0.05,
+            passed: Vec::new(),
+            failed_at: None,
+            confirmed: None,
+        };
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let mut tried = Vec::new();
+        let steps = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(take_steps(&mut search, &stopped, |rate, _| {
+                let again = tried.contains(&rate);
+                tried.push(rate);
+                let host = paused(rate, again);
+                let step = Step {
+                    rate,
+                    passed: rate <= 1_000.0 && !host,
+                    host_stolen: if host { 0.3 } else { 0.0 },
+                    ..judged(true, 0.5, 0.0)
+                };
+                async move { Ok(step) }
+            }))
+            .unwrap();
+        (steps, search.confirmed)
+    }
+
+    #[test]
+    fn a_step_the_host_paused_is_run_again_once_and_the_second_counts() {
+        let (steps, found) = search_with_pauses(|_, _| false);
+        assert_eq!(found, Some(1_000.0));
+        assert!(steps.iter().all(|s| !s.repeated));
+        // Paused at 800 req/s the first time: run again, passed, and the
+        // search goes on up as if the pause had not been.
+        let (steps, found) = search_with_pauses(|rate, again| rate == 800.0 && !again);
+        assert_eq!(found, Some(1_000.0));
+        let at_800: Vec<_> = steps.iter().filter(|s| s.rate == 800.0).collect();
+        assert_eq!(at_800.len(), 2);
+        assert!(at_800[0].repeated && !at_800[0].passed);
+        assert!(!at_800[1].repeated && at_800[1].passed);
+        // Paused at 800 both times: the second failure counts (no third
+        // try), and the search bisects below it.
+        let (steps, found) = search_with_pauses(|rate, _| rate == 800.0);
+        assert_eq!(steps.iter().filter(|s| s.rate == 800.0).count(), 2);
+        assert!(found.is_some_and(|f| f < 800.0), "{found:?}");
+        // A step that failed with the host quiet is not run again.
+        let (steps, _) = search_with_pauses(|_, _| false);
+        assert_eq!(steps.iter().filter(|s| s.rate == 1_600.0).count(), 1);
     }
 
     /// Nine intervals, each with one corrected latency and send lag.

@@ -250,7 +250,7 @@ fn write_markdown(r: &CapacityReport, out: &mut Vec<u8>) -> std::io::Result<()> 
                 "| {:.0}{} | {} | {} | {:.2}% | {:.2}% | {:.0} | {} | {:.0}% ({:.0}% waiting) | {:.0}% | {} |",
                 step.rate,
                 if step.confirmation { " (confirm)" } else { "" },
-                if step.passed { "passed" } else { "FAILED" },
+                step.verdict(),
                 human(step.latency_us),
                 step.error_rate * 100.0,
                 step.mismatch_rate * 100.0,

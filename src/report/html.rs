@@ -437,7 +437,7 @@ pub fn capacity_html(r: &crate::capacity::CapacityReport, out: &mut dyn Write) -
                 if st.passed { "pass" } else { "fail" },
                 st.rate,
                 if st.confirmation { " (confirm)" } else { "" },
-                if st.passed { "passed" } else { "FAILED" },
+                st.verdict(),
                 human(st.latency_us),
                 st.error_rate * 100.0,
                 st.mismatch_rate * 100.0,
