@@ -358,7 +358,8 @@ async fn live_capture_on_loopback() {
     };
     let sink = Sink::create(&out, "live", Selection::default(), Rotation::default()).unwrap();
     // Traffic starts once the capture is open, not after a guessed delay:
-    // on a loaded CI host opening took longer than one and caught nothing.
+    // CI once caught nothing after 500 ms guessed, most likely the capture
+    // opening later than that on a loaded host.
     let live = tokio::task::spawn_blocking(move || LiveCapture::open(config))
         .await
         .unwrap()

@@ -1,9 +1,9 @@
 //! Packet sources: a pcap or pcapng file (`tandem import`) and a live
 //! interface (`tandem record --interface`), both through libpcap. Each is
 //! an `async fn(source, sink, shutdown)` like the proxy (a live interface
-//! opened first, so that a caller knows when traffic is being kept); libpcap's blocking
-//! reads run on a blocking thread, told to stop by a flag the shutdown
-//! future sets.
+//! is opened first, so that a caller knows when traffic is being kept);
+//! libpcap's blocking reads run on a blocking thread, told to stop by a
+//! flag the shutdown future sets.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
