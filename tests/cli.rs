@@ -482,6 +482,30 @@ async fn bad_certificate_files_are_named_before_anything_starts() {
     }
 }
 
+/// A live capture that cannot start (an interface that does not exist)
+/// says why and leaves an earlier capture at --out as it was.
+#[tokio::test]
+async fn a_live_capture_that_cannot_start_keeps_the_capture_at_its_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("earlier.jsonl");
+    std::fs::copy("captures/sample.jsonl", &earlier).unwrap();
+    let before = std::fs::read(&earlier).unwrap();
+    let out = tandem(&[
+        "record",
+        "--interface",
+        "nosuch0",
+        "--port",
+        "8080",
+        "--out",
+        earlier.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("\"nosuch0\" not found"), "{stderr}");
+    assert_eq!(std::fs::read(&earlier).unwrap(), before);
+}
+
 /// The demo's recorded stack is stopped once recorded, and the fresh stacks
 /// a replay starts may be given its port: its capture must not name it as
 /// a live upstream, or the guard below refuses the demo's own replay.

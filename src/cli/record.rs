@@ -392,14 +392,18 @@ pub(super) async fn packets(args: RecordArgs) -> anyhow::Result<ExitCode> {
             ..AssemblyOptions::default()
         },
     };
+    let source = config.source();
+    // Opened before the output is begun, as the proxy binds first: an
+    // interface that cannot be captured on leaves an existing capture at
+    // --out as it was.
+    let live = tokio::task::spawn_blocking(move || LiveCapture::open(config)).await??;
     let sink = Sink::create_with(
         &args.out,
-        &config.source(),
+        &source,
         args.selection.selection()?,
         rotation,
         args.redact.redactor()?,
     )?;
-    let live = tokio::task::spawn_blocking(move || LiveCapture::open(config)).await??;
     // Said once the ring is mapped and filtered, so that a script waiting
     // for it knows traffic from now on is kept.
     tracing::info!(
