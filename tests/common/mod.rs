@@ -261,7 +261,7 @@ impl Sniffer {
         rx.recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("{program} did not start capturing within 20 s"));
         let began = std::time::Instant::now();
-        while std::fs::metadata(&file).map_or(0, |m| m.len()) == 0 {
+        while file_len(&file) == 0 {
             assert!(
                 began.elapsed() < Duration::from_secs(20),
                 "{program} wrote no header to {} within 20 s",
@@ -293,12 +293,11 @@ impl Sniffer {
         if let Some(mut child) = self.child.take() {
             // Interrupted, it writes what it has read but not what the
             // kernel still holds: wait until the file stops growing.
-            let size = || std::fs::metadata(&self.file).map_or(0, |m| m.len());
             let began = std::time::Instant::now();
-            let mut last = size();
+            let mut last = file_len(&self.file);
             loop {
                 std::thread::sleep(Duration::from_millis(300));
-                let now = size();
+                let now = file_len(&self.file);
                 if now == last || began.elapsed() > Duration::from_secs(10) {
                     break;
                 }
@@ -313,6 +312,11 @@ impl Sniffer {
     }
 }
 
+/// Bytes in `path` so far; 0 while it does not exist.
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// What a sniffer said before it ended.
 pub struct SnifferEnd {
     /// Its standard error.
@@ -323,8 +327,8 @@ impl SnifferEnd {
     /// Packets it reports the kernel dropped before they reached it:
     /// tcpdump's "N packets dropped by kernel" and "by interface", tshark's
     /// "N packets dropped from IF" or "(N dropped)". (tcpdump's "received by
-    /// filter" is no measure of packets left unread: on Linux it counts each
-    /// packet twice.)
+    /// filter" is no measure of packets left unread: on this loopback it was
+    /// exactly twice "captured" in 120 of 125 captures, more in the other 5.)
     pub fn dropped(&self) -> u64 {
         self.counts("dropped").sum()
     }
