@@ -295,7 +295,7 @@ async fn an_interrupted_replay_exits_3_and_never_passes() {
         let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["replay", capture.to_str().unwrap()])
             .args(["--legacy", &legacy.url(), "--new", &legacy.url()])
-            // 200 exchanges/s for up to 60 s: stopped after about one.
+            // 200 exchanges/s for up to 60 s: stopped once 50 are in.
             .args(["--rate", "200", "--duration", "60s", "--no-correlate"])
             .args(["--gate", "mismatch_rate <= 100%"])
             .args(["--out", out_dir.to_str().unwrap()])
@@ -303,7 +303,7 @@ async fn an_interrupted_replay_exits_3_and_never_passes() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        common::wait_for_results(&out_dir, 50, Duration::from_secs(20)).await;
         let pid = child.id().unwrap().to_string();
         let killed = std::process::Command::new("kill")
             .args([signal, &pid])
@@ -314,7 +314,8 @@ async fn an_interrupted_replay_exits_3_and_never_passes() {
             .await
             .expect("replay stops after the signal")
             .unwrap();
-        // What was sent before the stop, about 1.5 s of 200/s.
+        // What was sent before the stop: the 50 flushed and whatever went
+        // out since (the first flush comes a second in, about 200).
         common::assert_interrupted(output.status, &out_dir, 50..2_000);
         let stdout = text(&output.stdout);
         assert!(

@@ -456,7 +456,8 @@ async fn an_interrupted_replay_drops_its_slots() {
         assert!(waited < 100, "the replay created its slots");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Mid-replay: once a result is in.
+    common::wait_for_results(&dir.path().join("run"), 1, Duration::from_secs(20)).await;
     let pid = replay.id().unwrap() as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let status = tokio::time::timeout(Duration::from_secs(30), replay.wait())

@@ -524,6 +524,33 @@ pub fn read_results(run: &std::path::Path) -> Vec<tandem::results::ExchangeResul
         .collect()
 }
 
+/// Waits until the run writing into `run` has flushed `n` results to its
+/// `results.jsonl.partial` (it flushes at least once a second), at most
+/// `within`; the count it holds then. Tests that stop a run part way signal
+/// it on this rather than after a guessed delay, which a loaded machine
+/// outlasts: a replay that took long to start would be stopped before it
+/// sent anything.
+pub async fn wait_for_results(run: &std::path::Path, n: usize, within: Duration) -> usize {
+    let partial = run.join("results.jsonl.partial");
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        // Whole lines only, less the header.
+        let lines = std::fs::read(&partial)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0);
+        let results = lines.saturating_sub(1);
+        if results >= n {
+            return results;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} held {results} results after {within:?}, not {n}",
+            partial.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// What a run stopped by a signal must show: exit 3, a report that says
 /// it was interrupted and never passes, `sent` exchanges (what went out
 /// before the stop) within `expected`, each of them a results line.
