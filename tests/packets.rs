@@ -141,12 +141,22 @@ async fn capture_echo(program: &str, args: &[&str], file: &Path, server: &common
     } else {
         full.extend(["--immediate-mode", "-B", "65536", "-U", "-s", "0", &filter]);
     }
-    // A sniffer the kernel dropped packets for (on a loaded host) has not
-    // seen everything sent: what tandem makes of its file proves nothing
-    // then, so the capture is taken again.
+    let url = server.url();
+    sniff(program, &full, || send_all(&url)).await;
+}
+
+/// Sends `traffic` while `program` captures it (into the file its `args`
+/// name). A sniffer the kernel dropped packets for (on a loaded host) has
+/// not seen everything sent: what tandem makes of its file proves nothing
+/// then, so the capture is taken again, at most three times.
+async fn sniff<F, Fut>(program: &str, args: &[&str], traffic: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     for _ in 0..3 {
-        let sniffer = common::Sniffer::start(program, &full);
-        send_all(&server.url()).await;
+        let sniffer = common::Sniffer::start(program, args);
+        traffic().await;
         let end = sniffer.stop();
         eprintln!("{program} said:\n{}", end.said);
         if end.dropped() == 0 {
@@ -219,43 +229,24 @@ async fn ipv6_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_answers_with_trailers_pipelined() {
     let _one = one_at_a_time().await;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let server = common::chunked_server().await;
     let file = dir.path().join("chunked.pcap");
     let filter = format!("tcp port {}", server.port());
-    let sniffer = common::Sniffer::start(
-        "tcpdump",
-        &[
-            "-i",
-            "lo",
-            "--immediate-mode",
-            "-B",
-            "65536",
-            "-U",
-            "-s",
-            "0",
-            "-w",
-            file.to_str().unwrap(),
-            &filter,
-        ],
-    );
-    // Three pipelined requests in one write, then read all three answers.
-    let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
-    let pipelined = "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nHEAD /three HTTP/1.1\r\nHost: x\r\n\r\n";
-    stream.write_all(pipelined.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while got.windows(5).filter(|w| w == b"0\r\nx-").count() < 3 {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
-    drop(stream);
-    sniffer.stop();
+    let args = [
+        "-i",
+        "lo",
+        "--immediate-mode",
+        "-B",
+        "65536",
+        "-U",
+        "-s",
+        "0",
+        "-w",
+        file.to_str().unwrap(),
+        &filter,
+    ];
+    sniff("tcpdump", &args, || three_pipelined(server)).await;
     let (exchanges, summary) = import(&file, vec![]);
     let targets: Vec<&str> = exchanges
         .iter()
@@ -272,6 +263,25 @@ async fn chunked_answers_with_trailers_pipelined() {
     // The server (wrongly) sent a body after HEAD: framing follows the
     // method, so that body is not taken as the next answer's head.
     assert!(exchanges[2].response.as_ref().unwrap().body.is_empty());
+}
+
+/// Three pipelined requests to `server` in one write, then all three
+/// answers read.
+async fn three_pipelined(server: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+    let pipelined = "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nHEAD /three HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.windows(5).filter(|w| w == b"0\r\nx-").count() < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
