@@ -148,13 +148,29 @@ pub struct Header(pub CompactString, pub CompactString);
 impl Header {
     /// A header from raw bytes, lower-casing the name.
     pub fn from_bytes(name: &str, value: &[u8]) -> Header {
-        let value = match std::str::from_utf8(value) {
-            Ok(text) => CompactString::from(text),
-            Err(_) => value.iter().map(|&b| b as char).collect(),
-        };
         let mut name = CompactString::from(name);
         name.make_ascii_lowercase();
-        Header(name, value)
+        Header(name, header_text(value))
+    }
+
+    /// A header of a parsed answer: its name is lower-case already.
+    pub fn from_parsed(name: &hyper::header::HeaderName, value: &[u8]) -> Header {
+        Header(CompactString::from(name.as_str()), header_text(value))
+    }
+}
+
+/// A header value as text: as it is when it is UTF-8, else each byte as the
+/// ISO-8859-1 character it stands for. Nearly every value is ASCII, which
+/// is checked a word at a time; UTF-8 validation costs more for the few
+/// dozen bytes a value has.
+fn header_text(value: &[u8]) -> CompactString {
+    if value.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return CompactString::from(unsafe { std::str::from_utf8_unchecked(value) });
+    }
+    match std::str::from_utf8(value) {
+        Ok(text) => CompactString::from(text),
+        Err(_) => value.iter().map(|&b| b as char).collect(),
     }
 }
 

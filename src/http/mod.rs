@@ -195,7 +195,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 /// Headers in the order hyper holds them, as capture headers.
 pub fn to_headers(map: &HeaderMap) -> Vec<Header> {
     map.iter()
-        .map(|(name, value)| Header::from_bytes(name.as_str(), value.as_bytes()))
+        .map(|(name, value)| Header::from_parsed(name, value.as_bytes()))
         .collect()
 }
 
@@ -333,6 +333,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answers_headers_become_text_whatever_their_bytes() {
+        let mut map = HeaderMap::new();
+        map.append("X-Plain", HeaderValue::from_static("order 17"));
+        map.append("x-utf8", HeaderValue::from_bytes("Zoë".as_bytes()).unwrap());
+        // Not UTF-8: each byte is the ISO-8859-1 character it stands for.
+        map.append("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let headers = to_headers(&map);
+        let h = |n: &str, v: &str| Header(n.into(), v.into());
+        assert_eq!(
+            headers,
+            [
+                h("x-plain", "order 17"),
+                h("x-utf8", "Zoë"),
+                h("x-latin1", "café")
+            ]
+        );
+    }
 
     #[test]
     fn recorded_headers_become_a_header_map() {
