@@ -31,9 +31,14 @@
 //! two cores: a second engine takes CPU time from it; with stacks on
 //! loopback tandem's default is one engine per two cores).
 //!
-//! Needs `.ci/setup --bench` (nginx, wrk). Run: `cargo bench --bench replay`
-//! (`-- saturation` for steps 1 and 2 alone, `-- stateful` for step 5,
-//! `-- learn` for the CPU time of learning step 5's links alone).
+//! 6. instructions: user-space instructions per request, tandem's and
+//!    wrk's, counted under callgrind rather than timed, so that a change to
+//!    the send path shows as a figure the host's noise does not move.
+//!
+//! Needs `.ci/setup --bench` (nginx, wrk, valgrind). Run: `cargo bench
+//! --bench replay` (`-- saturation` for steps 1 and 2 alone, `-- stateful`
+//! for step 5, `-- learn` for the CPU time of learning step 5's links
+//! alone, `-- instructions` for step 6).
 
 mod common;
 
@@ -56,8 +61,9 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "learn") {
         return learn(&dir);
     }
-    // `-- saturation`: steps 1 and 2 alone.
+    // `-- saturation`: steps 1 and 2 alone; `-- instructions`: step 6.
     let only_saturation = std::env::args().any(|a| a == "saturation");
+    let only_instructions = std::env::args().any(|a| a == "instructions");
     let (a, b) = (common::free_port()?, common::free_port()?);
     let nginx = common::nginx(&dir, &[a, b])?;
     let capture = capture(&dir.join("orders.jsonl"), 2_000)?;
@@ -79,6 +85,9 @@ fn main() -> anyhow::Result<()> {
         new,
         nginx: nginx.0.id(),
     };
+    if only_instructions {
+        return instructions(&bench, &dir);
+    }
 
     let reference = bench.wrk(&format!("{legacy}/orders.json"))?;
     let wrk = reference.rate;
@@ -278,7 +287,186 @@ fn main() -> anyhow::Result<()> {
     // The peak includes building the report at the end; what a longer run
     // adds is the ratio.
     println!("  10x longer run: {:.2}x the peak", peaks[1] / peaks[0]);
-    stateful(&dir)
+    stateful(&dir)?;
+    instructions(&bench, &dir)
+}
+
+/// Step 6: user-space instructions per request under callgrind, wrk's
+/// against one target and tandem's against two with diffing on (one
+/// engine, at 300 exchanges/s, which it keeps under valgrind). Each is the
+/// difference between a shorter and a longer run over the requests between
+/// them, which leaves out start-up and, for tandem, the first pass over
+/// the capture (parsed once, then kept). Counted, not timed: a build gives
+/// the same figure within a fraction of a percent however busy the host
+/// is, where the runs at saturation above spread by tens of percent. Kernel
+/// time (the TCP work on loopback) is not in it.
+fn instructions(bench: &Bench, dir: &Path) -> anyhow::Result<()> {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("\ninstructions per request: valgrind not found (.ci/setup --bench), skipped");
+        return Ok(());
+    }
+    println!(
+        "\ninstructions per request in user space (callgrind; a longer run less a shorter \
+         one, over the requests between them):"
+    );
+    let url = format!("{}/orders.json", bench.legacy);
+    let mut wrk = Vec::new();
+    for seconds in [2, 5] {
+        let out = dir.join(format!("callgrind-wrk-{seconds}"));
+        let duration = format!("-d{seconds}s");
+        let counted = callgrind(
+            &out,
+            Command::new("wrk").args(["-t1", "-c32", &duration, &url]),
+        )?;
+        let requests = counted
+            .stdout
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("wrk printed no count: {}", counted.stdout))?;
+        wrk.push((
+            counted.threads.iter().map(|t| t.instructions).sum(),
+            requests,
+        ));
+    }
+    let wrk = per_request(wrk[0], wrk[1]);
+    println!("  wrk, one target                 {wrk:>8.0}");
+    // The capture holds 2,000 exchanges: both runs go past the first pass.
+    let (mut engine, mut process) = (Vec::new(), Vec::new());
+    for seconds in [8, 14] {
+        let out = dir.join(format!("callgrind-tandem-{seconds}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        command
+            .args(["-q", "replay"])
+            .arg(&bench.capture)
+            .args(["--legacy", &bench.legacy, "--new", &bench.new])
+            .args(["--rate", "300", "--duration", &format!("{seconds}s")])
+            .arg("--rules")
+            .arg(&bench.rules)
+            .args([
+                "--max-lag",
+                "1s",
+                "--timeout",
+                "5s",
+                "--threads",
+                "1",
+                "--out",
+            ])
+            .arg(out.join("run"));
+        let counted = callgrind(&out, &command)?;
+        let report = Report::load(&out.join("run").join("report.json"))?;
+        if report.summary.dropped > 0 {
+            println!(
+                "  ({} exchanges of the {seconds} s run were dropped as late under valgrind: \
+                 the figures below count less work than was asked)",
+                report.summary.dropped
+            );
+        }
+        let requests = 2 * report.summary.total;
+        let of_engine = counted
+            .threads
+            .iter()
+            .filter(|t| t.runs("tandem::replay::dispatch::Dispatcher::run"))
+            .map(|t| t.instructions)
+            .sum();
+        engine.push((of_engine, requests));
+        process.push((
+            counted.threads.iter().map(|t| t.instructions).sum(),
+            requests,
+        ));
+    }
+    let engine = per_request(engine[0], engine[1]);
+    let rest = per_request(process[0], process[1]) - engine;
+    println!(
+        "  tandem, engine thread           {engine:>8.0}  ({:.1}x wrk's): pacing, sends, \
+         pairing",
+        engine / wrk
+    );
+    // The report's series seal each stack's second once a second (its
+    // histograms compressed) whatever the rate: at 300 exchanges/s that
+    // weighs far more per request than under load.
+    println!(
+        "  tandem, its other threads       {rest:>8.0}  judging, results.jsonl, the report's \
+         series (sealed once a second, which weighs more at 300/s than under load)"
+    );
+    Ok(())
+}
+
+/// Instructions per request between two runs, each (instructions, requests).
+fn per_request(short: (u64, u64), long: (u64, u64)) -> f64 {
+    (long.0 as f64 - short.0 as f64) / (long.1 as f64 - short.1 as f64).max(1.0)
+}
+
+/// What callgrind counted of one run: each thread's instructions, and the
+/// program's standard output.
+struct Counted {
+    threads: Vec<ThreadCount>,
+    stdout: String,
+}
+
+struct ThreadCount {
+    instructions: u64,
+    /// The profile itself, to tell the threads apart by what they ran.
+    profile: String,
+}
+
+impl ThreadCount {
+    fn runs(&self, function: &str) -> bool {
+        self.profile.contains(function)
+    }
+}
+
+/// Runs `command` under callgrind, its profiles (one per thread) in `out`.
+fn callgrind(out: &Path, command: &Command) -> anyhow::Result<Counted> {
+    // Profiles of an earlier bench run would be counted with this one's.
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out)?;
+    let mut valgrind = Command::new("valgrind");
+    valgrind
+        .args(["--tool=callgrind", "--separate-threads=yes"])
+        .arg(format!(
+            "--callgrind-out-file={}/callgrind.%p",
+            out.display()
+        ))
+        .arg(command.get_program())
+        .args(command.get_args());
+    let output = valgrind.output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "valgrind {:?}: {}",
+        command.get_program(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir(out)? {
+        let path = entry?.path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("callgrind."))
+        {
+            continue;
+        }
+        let profile = std::fs::read_to_string(&path)?;
+        // callgrind leaves an empty file for the process beside one per
+        // thread.
+        if profile.is_empty() {
+            continue;
+        }
+        let instructions = profile
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{}: no summary line", path.display()))?;
+        threads.push(ThreadCount {
+            instructions,
+            profile,
+        });
+    }
+    Ok(Counted {
+        threads,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+    })
 }
 
 /// Step 5: the demo's stateful flows at its stacks, with and without
