@@ -22,7 +22,8 @@
 //!
 //! Every run gives the share of the machine's CPU time its host stole (a
 //! virtual machine's vCPUs paused while they had work; near none when the
-//! machine idles, a quarter and more at times under load here).
+//! machine idles, a quarter and more at times under load here); a pair of
+//! runs at saturation the host took 10% or more from is taken again.
 //!
 //! Steps 2 and 3 run three times each (the machine is shared and noisy), and
 //! their medians are held against the targets of issues 4 and 13; each run
@@ -89,7 +90,13 @@ fn main() -> anyhow::Result<()> {
         return instructions(&bench, &dir);
     }
 
-    let reference = bench.wrk(&format!("{legacy}/orders.json"))?;
+    let mut reference = bench.wrk(&format!("{legacy}/orders.json"))?;
+    for _ in 1..TAKES {
+        if reference.steal < HOST_PAUSED {
+            break;
+        }
+        reference = bench.wrk(&format!("{legacy}/orders.json"))?;
+    }
     let wrk = reference.rate;
     println!(
         "wrk, one target, 1 thread, 32 connections: {wrk:.0} requests/s; CPU per request: \
@@ -120,32 +127,45 @@ fn main() -> anyhow::Result<()> {
     let mut costs = [Vec::new(), Vec::new()];
     for run in 1..=3 {
         for (way, engines) in Engines::BOTH.iter().enumerate() {
-            // Each run is held against a wrk run just before it: the
-            // machine drifts over the minute the runs take, and a ratio
-            // of two measures taken together cancels most of the drift.
-            let paired = bench.wrk(&format!("{legacy}/orders.json"))?;
-            let (paired, wrk_steal) = (paired.rate, paired.steal);
-            let out = dir.join(format!("full-{run}-{way}"));
-            let sample = bench.sample(&out, paired / 2.0, "5s", *engines)?;
-            ratios[way].push(sample.achieved * 2.0 / paired);
-            costs[way].push((sample.cpu, sample.nginx_us));
-            println!(
-                "  {:<16} achieved {:.0} requests/s ({:.2}x wrk's {paired:.0} just before) in \
-                 exchanges sent to both stacks, {:.0} requests/s sent in all ({:.2}x), {} \
-                 matched, {} mismatched, {} dropped (later than --max-lag 1s), {} errors; \
-                 the host stole {:.0}% of the machine's CPU time (wrk's run: {:.0}%)",
-                engines.name(),
-                sample.achieved * 2.0,
-                sample.achieved * 2.0 / paired,
-                sample.requests,
-                sample.requests / paired,
-                sample.report.summary.matched,
-                sample.report.summary.mismatched,
-                sample.report.summary.dropped,
-                sample.report.summary.errors,
-                sample.steal * 100.0,
-                wrk_steal * 100.0,
-            );
+            for take in 1..=TAKES {
+                // Each run is held against a wrk run just before it: the
+                // machine drifts over the minute the runs take, and a ratio
+                // of two measures taken together cancels most of the drift.
+                let paired = bench.wrk(&format!("{legacy}/orders.json"))?;
+                let (paired, wrk_steal) = (paired.rate, paired.steal);
+                let out = dir.join(format!("full-{run}-{way}"));
+                let sample = bench.sample(&out, paired / 2.0, "5s", *engines)?;
+                let paused = wrk_steal >= HOST_PAUSED || sample.steal >= HOST_PAUSED;
+                let again = paused && take < TAKES;
+                println!(
+                    "  {:<16} achieved {:.0} requests/s ({:.2}x wrk's {paired:.0} just before) \
+                     in exchanges sent to both stacks, {:.0} requests/s sent in all ({:.2}x), \
+                     {} matched, {} mismatched, {} dropped (later than --max-lag 1s), {} \
+                     errors; the host stole {:.0}% of the machine's CPU time (wrk's run: \
+                     {:.0}%){}",
+                    engines.name(),
+                    sample.achieved * 2.0,
+                    sample.achieved * 2.0 / paired,
+                    sample.requests,
+                    sample.requests / paired,
+                    sample.report.summary.matched,
+                    sample.report.summary.mismatched,
+                    sample.report.summary.dropped,
+                    sample.report.summary.errors,
+                    sample.steal * 100.0,
+                    wrk_steal * 100.0,
+                    match (again, paused) {
+                        (true, _) => ": the host paused a run, taken again",
+                        (false, true) => ": the host paused a run, counted (third take)",
+                        (false, false) => "",
+                    }
+                );
+                if !again {
+                    ratios[way].push(sample.achieved * 2.0 / paired);
+                    costs[way].push((sample.cpu, sample.nginx_us));
+                    break;
+                }
+            }
         }
     }
     let ratios = ratios.map(median);
@@ -290,6 +310,15 @@ fn main() -> anyhow::Result<()> {
     stateful(&dir)?;
     instructions(&bench, &dir)
 }
+
+/// A pair of runs at saturation (wrk's, then tandem's) of which the host
+/// took this share of the machine's CPU time or more from either is taken
+/// again, at most twice, as is the first wrk run: a ratio to a run the
+/// host paused tells how busy the host was, not how fast tandem is (in the
+/// seventeenth bench run, an engine per core made "1.00x" a wrk run the host
+/// took 34% from). The capacity search re-runs a step on the same rule.
+const HOST_PAUSED: f64 = 0.10;
+const TAKES: usize = 3;
 
 /// Step 6: user-space instructions per request under callgrind, wrk's
 /// against one target and tandem's against two with diffing on (one
