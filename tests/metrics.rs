@@ -329,3 +329,47 @@ async fn record_serves_metrics_of_what_it_records() {
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = child.wait_with_output().await;
 }
+
+/// `--metrics-addr 127.0.0.1:0` serves on a free port and the log names
+/// it: shards sharing a node need not be given a port each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_address_with_port_0_is_named_in_the_log() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = demo::start(Flavor::Legacy).await.unwrap();
+    // 96 exchanges at 20/s: about 5 s, long enough to be scraped.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["replay", "captures/sample.jsonl", "--legacy", &legacy.url()])
+        .args(["--new", &legacy.url(), "--rate", "20", "--loop", "2"])
+        .args(["--metrics-addr", "127.0.0.1:0", "--no-progress", "--out"])
+        .arg(dir.path().join("run"))
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let said = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.split("metrics at http://").nth(1) {
+                return at.trim_end_matches("/metrics").to_string();
+            }
+        }
+        panic!("tandem ended without naming its metrics address");
+    })
+    .await
+    .expect("the metrics address is logged");
+    let addr: std::net::SocketAddr = said.parse().unwrap();
+    assert_ne!(addr.port(), 0, "the port bound, not the one asked");
+    let client = tandem::http::client(Duration::from_secs(5));
+    let url = format!("http://{addr}/metrics");
+    let text = common::send(&client, &url, "GET", &[], Bytes::new())
+        .await
+        .body;
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("tandem_run_info"), "{text}");
+    let pid = child.id().unwrap().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    legacy.stop().await;
+}

@@ -239,6 +239,18 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 /// Whether to show the live progress line: on a terminal, unless told not to.
+/// Binds `--metrics-addr` (an error names it) and says where the metrics
+/// are served: with port 0 the system picks a free port (shards sharing a
+/// node, say), which only this line names.
+async fn metrics_listener(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!("metrics at http://{bound}/metrics");
+    Ok(listener)
+}
+
 fn show_progress(no_progress: bool) -> bool {
     !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }

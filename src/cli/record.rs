@@ -308,9 +308,7 @@ pub(super) async fn proxy(args: RecordArgs) -> anyhow::Result<ExitCode> {
     config.client.insecure_tls = args.trust.insecure;
     config.client.trust = trust;
     if let Some(addr) = args.metrics_addr {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
+        let listener = super::metrics_listener(addr).await?;
         let metrics = crate::metrics::Metrics::new(crate::metrics::RunDescription {
             capture: args.out.display().to_string(),
             legacy: config.upstream.to_string(),

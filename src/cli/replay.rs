@@ -597,9 +597,7 @@ pub(super) async fn serve_metrics(
     addr: std::net::SocketAddr,
     plan: &ReplayPlan,
 ) -> anyhow::Result<Exporter> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {e}"))?;
+    let listener = super::metrics_listener(addr).await?;
     let metrics = crate::metrics::Metrics::new(crate::metrics::RunDescription {
         capture: plan.capture.display().to_string(),
         legacy: plan.legacy.to_string(),
@@ -612,7 +610,6 @@ pub(super) async fn serve_metrics(
     tokio::spawn(metrics.clone().serve(listener, async {
         let _ = stopped.await;
     }));
-    tracing::info!("metrics at http://{addr}/metrics");
     Ok(Exporter { metrics, stop })
 }
 

@@ -188,9 +188,7 @@ pub(super) async fn command(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     )?;
     let metrics = match args.metrics_addr {
         Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
+            let listener = super::metrics_listener(addr).await?;
             let metrics = crate::metrics::Metrics::new(crate::metrics::RunDescription {
                 capture: record.display().to_string(),
                 legacy: args.legacy.to_string(),
