@@ -150,24 +150,44 @@ async fn prometheus_scrapes_a_replay() {
         .spawn()
         .unwrap();
 
-    // While it runs: what it serves passes promtool.
+    // The series the shipped dashboard asks for.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/tandem.json").unwrap())
+            .unwrap();
+    let mut wanted: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            wanted.extend(
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("tandem_"))
+                    .map(String::from),
+            );
+        }
+    }
+    // While it runs, once exchanges are judged and every series the
+    // dashboard asks for is out: what it serves passes promtool.
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
+        let mut missing = vec!["tandem_exchanges_total{result=\"matched\"}".to_string()];
         if std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok() {
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            break common::send(&client, &url, "GET", &[], Bytes::new())
+            let body = common::send(&client, &url, "GET", &[], Bytes::new())
                 .await
                 .body;
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            missing = missing.into_iter().chain(wanted.iter().cloned()).collect();
+            missing.retain(|series| !text.contains(series.as_str()));
+            if missing.is_empty() {
+                break text;
+            }
         }
-        assert!(Instant::now() < deadline, "no metrics served");
+        assert!(
+            Instant::now() < deadline,
+            "not served within 10 s of the start: {missing:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let text = String::from_utf8(text.to_vec()).unwrap();
-    assert!(
-        text.contains("tandem_exchanges_total{result=\"matched\"}"),
-        "{text}"
-    );
     assert!(
         !text.contains("/api/products/1\""),
         "routes are templates, not URLs"
@@ -259,9 +279,6 @@ async fn prometheus_scrapes_a_replay() {
 
     // The shipped dashboard asks for series tandem exports, in queries
     // Prometheus accepts.
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/tandem.json").unwrap())
-            .unwrap();
     let mut queries = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
