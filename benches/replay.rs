@@ -316,7 +316,8 @@ fn main() -> anyhow::Result<()> {
 /// again, at most twice, as is the first wrk run: a ratio to a run the
 /// host paused tells how busy the host was, not how fast tandem is (in the
 /// seventeenth bench run, an engine per core made "1.00x" a wrk run the host
-/// took 34% from). The capacity search re-runs a step on the same rule.
+/// took 34% from). The capacity search re-runs a failed step on the same
+/// threshold.
 const HOST_PAUSED: f64 = 0.10;
 const TAKES: usize = 3;
 
@@ -347,13 +348,7 @@ fn instructions(bench: &Bench, dir: &Path) -> anyhow::Result<()> {
             &out,
             Command::new("wrk").args(["-t1", "-c32", &duration, &url]),
         )?;
-        let requests = counted
-            .stdout
-            .lines()
-            .find(|l| l.contains(" requests in "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| anyhow::anyhow!("wrk printed no count: {}", counted.stdout))?;
+        let requests = wrk_requests(&counted.stdout)?;
         wrk.push((
             counted.threads.iter().map(|t| t.instructions).sum(),
             requests,
@@ -916,14 +911,7 @@ impl Bench {
         };
         let rate = field("Requests/sec:")
             .ok_or_else(|| anyhow::anyhow!("wrk printed no rate: {}", run.stdout))?;
-        // `N requests in 5.00s, ...`
-        let requests = run
-            .stdout
-            .lines()
-            .find(|l| l.contains(" requests in "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| anyhow::anyhow!("wrk printed no count: {}", run.stdout))?;
+        let requests = wrk_requests(&run.stdout)?;
         Ok(Reference {
             rate,
             cpu: Cpu::per_request(&run, requests),
@@ -931,6 +919,16 @@ impl Bench {
             steal,
         })
     }
+}
+
+/// How many requests wrk made, from its `N requests in 5.00s, ...` line.
+fn wrk_requests(stdout: &str) -> anyhow::Result<u64> {
+    stdout
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("wrk printed no count: {stdout}"))
 }
 
 /// Where a run at saturation spends the machine's CPU per request, beside

@@ -238,7 +238,6 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
-/// Whether to show the live progress line: on a terminal, unless told not to.
 /// Binds `--metrics-addr` (an error names it) and says where the metrics
 /// are served: with port 0 the system picks a free port (shards sharing a
 /// node, say), which only this line names.
@@ -251,6 +250,7 @@ async fn metrics_listener(addr: std::net::SocketAddr) -> anyhow::Result<tokio::n
     Ok(listener)
 }
 
+/// Whether to show the live progress line: on a terminal, unless told not to.
 fn show_progress(no_progress: bool) -> bool {
     !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
