@@ -326,10 +326,11 @@ const TAKES: usize = 3;
 /// engine, at 300 exchanges/s, which it keeps under valgrind). Each is the
 /// difference between a shorter and a longer run over the requests between
 /// them, which leaves out start-up and, for tandem, the first pass over
-/// the capture (parsed once, then kept). Counted, not timed: a build gives
-/// the same figure within a fraction of a percent however busy the host
-/// is, where the runs at saturation above spread by tens of percent. Kernel
-/// time (the TCP work on loopback) is not in it.
+/// the capture (parsed once, then kept). Counted, not timed: runs of one
+/// build gave tandem's engine within 1% of each other and wrk within 2%
+/// (the runtime's wake-ups still vary a little), where the runs at
+/// saturation above spread by tens of percent. Kernel time (the TCP work on
+/// loopback) is not in it.
 fn instructions(bench: &Bench, dir: &Path) -> anyhow::Result<()> {
     if Command::new("valgrind").arg("--version").output().is_err() {
         println!("\ninstructions per request: valgrind not found (.ci/setup --bench), skipped");
