@@ -43,6 +43,7 @@ fn steady(report: &mut Report) {
     generator.engines = vec![tandem::report::EngineBusy {
         cpu_ms: 100,
         waited_ms: 20,
+        paused_ms: 0,
         span_ms: 1_000,
         busy: 0.12,
         stolen: 0.0,

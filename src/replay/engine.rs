@@ -173,11 +173,14 @@ fn run(
     // it is mostly waiting for answers, and would make the engine look
     // idler than it was while it sent.
     let at_end = thread_times();
+    let machine = MachineTime::now();
+    let cpu = at_end.0.saturating_sub(at_start.0);
     scheduled.engines.push(EngineLoad {
-        cpu: at_end.0.saturating_sub(at_start.0),
+        cpu,
         waited: at_end.1.saturating_sub(at_start.1),
+        paused: paused_while_running(cpu, machine.stolen_while_busy_since(machine_at_start)),
         span: start.elapsed(),
-        stolen: MachineTime::now().stolen_since(machine_at_start),
+        stolen: machine.stolen_since(machine_at_start),
     });
     // Each request has its own timeout, so the wait is bounded; after a
     // stop, queues no longer send what waits in them, and the drain limit
@@ -205,6 +208,9 @@ pub struct EngineLoad {
     /// Time it was ready to run but waited for a core that other threads
     /// (the stacks', on a shared machine) held.
     pub waited: Duration,
+    /// Time the host paused it while it ran, estimated (see
+    /// [`paused_while_running`]): in neither `cpu` nor `waited`.
+    pub paused: Duration,
     /// From the scheduled start to the schedule's end.
     pub span: Duration,
     /// Of the whole machine's CPU time over the span, the share its host
@@ -213,12 +219,25 @@ pub struct EngineLoad {
     pub stolen: f64,
 }
 
+/// The time a host paused a thread that ran `cpu`, where it paused its
+/// machine's cores `stolen_while_busy` of the time they had work. The
+/// kernel leaves steal time out of a thread's run time (and out of its wait
+/// for a core while it runs), so an engine that never idled on a core its
+/// host took a tenth of ran 90% of the span and waited for none of it. The
+/// machine's share stands for the engine's core's; a share near 1 is capped
+/// (a machine paused throughout measures nothing).
+pub fn paused_while_running(cpu: Duration, stolen_while_busy: f64) -> Duration {
+    let share = stolen_while_busy.clamp(0.0, 0.9);
+    cpu.mul_f64(share / (1.0 - share))
+}
+
 /// The machine's CPU time so far, all of it and what its host stole (a
 /// virtual machine's vCPUs paused while they had work), in ticks, from the
 /// first line of `/proc/stat`; zeros where it is missing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MachineTime {
     total: u64,
+    idle: u64,
     stolen: u64,
 }
 
@@ -235,9 +254,11 @@ impl MachineTime {
             .take(8)
             .filter_map(|t| t.parse().ok())
             .collect();
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
         MachineTime {
             total: ticks.iter().sum(),
-            stolen: ticks.get(7).copied().unwrap_or(0),
+            idle: tick(3) + tick(4),
+            stolen: tick(7),
         }
     }
 
@@ -249,6 +270,19 @@ impl MachineTime {
             return 0.0;
         }
         self.stolen.saturating_sub(earlier.stolen) as f64 / total as f64
+    }
+
+    /// Of the time from `earlier` to this that the machine's cores had
+    /// work (all but idle and I/O wait), the share its host stole: a host
+    /// pauses a core only while it has work, so on a machine half idle
+    /// this is twice [`MachineTime::stolen_since`].
+    pub fn stolen_while_busy_since(&self, earlier: MachineTime) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        let busy = total.saturating_sub(self.idle.saturating_sub(earlier.idle));
+        if busy == 0 {
+            return 0.0;
+        }
+        self.stolen.saturating_sub(earlier.stolen) as f64 / busy as f64
     }
 }
 
