@@ -4,16 +4,16 @@
 //! results file ([`ResultsWriter`]), the judge, or both through a [`Tee`].
 //!
 //! The results file keeps both raw answers so that the report can be
-//! recomputed offline. Format v2 (`docs/results-format.md`): JSON Lines, a
-//! [`ResultsHeader`] line, then one [`ExchangeResult`] a line, a body that
-//! repeats one of an earlier line written as a reference to it.
+//! recomputed offline. Format v3 (`docs/results-format.md`): JSON Lines, a
+//! [`ResultsHeader`] line, then one [`ExchangeResult`] a line, a body or a
+//! header that repeats one of an earlier line written as a reference to it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::body::repeats::{self, Repeats};
+use crate::capture::repeats::{self, Repeats};
 use crate::capture::{Request, Response};
 use crate::jsonl::{LineError, LineReader, LineWriter};
 
@@ -51,10 +51,15 @@ pub struct ResultsWriter {
 }
 
 impl ResultsWriter {
-    /// Creates `path` and writes `header` to it.
+    /// Creates `path` and writes `header` to it, with this build's
+    /// [`VERSION`] whatever `header` says (one read from an older file):
+    /// the lines that follow are in this build's format.
     pub fn create(path: &Path, header: &ResultsHeader) -> anyhow::Result<ResultsWriter> {
         let mut lines = LineWriter::create(path)?;
-        lines.write(header)?;
+        lines.write(&ResultsHeader {
+            version: VERSION,
+            ..header.clone()
+        })?;
         Ok(ResultsWriter {
             lines: Some(lines),
             repeats: Repeats::default(),
@@ -132,10 +137,10 @@ impl ResultsReader {
 /// The value of the header line's `format` field.
 pub const FORMAT: &str = "tandem-results";
 /// The results format version this build writes: 2 states a repeated body
-/// once ([`repeats`]).
-pub const VERSION: u32 = 2;
-/// The versions this build reads: a version 1 file is a version 2 file
-/// without repeats.
+/// once, 3 a repeated header too ([`repeats`]).
+pub const VERSION: u32 = 3;
+/// The versions this build reads: a version 1 file is a version 3 file
+/// without repeats, a version 2 file one without repeated headers.
 pub const READS: std::ops::RangeInclusive<u32> = 1..=VERSION;
 /// The results file's name inside a run directory.
 pub const FILE_NAME: &str = "results.jsonl";
@@ -288,6 +293,60 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Other => "other",
             ErrorKind::Dropped => "dropped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 2 file: bodies repeated, headers written out.
+    const V2: &str = r#"{"format":"tandem-results","version":2,"capture":"c.jsonl","legacy":"http://127.0.0.1:1","new":"http://127.0.0.1:2","speed":1.0,"started_at_unix_us":0}
+{"id":0,"session":"s","scheduled_us":0,"request":{"method":"GET","target":"/a","version":"HTTP/1.1","headers":[["host","127.0.0.1"]],"body":""},"legacy":{"lag_us":1,"response":{"status":200,"headers":[["content-type","application/json"],["server","legacy"]],"body":{"text":"{\"id\":1,\"name\":\"a product of some length to be kept\"}","keep":0},"latency_us":5}},"new":{"lag_us":1,"response":{"status":200,"headers":[["content-type","application/json"],["server","new"]],"body":{"same":0},"latency_us":6}}}
+"#;
+
+    fn read_all(path: &Path) -> (ResultsHeader, Vec<ExchangeResult>) {
+        let mut reader = ResultsReader::open(path).unwrap();
+        let results = std::iter::from_fn(|| reader.next_result())
+            .map(Result::unwrap)
+            .collect();
+        (reader.header().clone(), results)
+    }
+
+    #[test]
+    fn a_version_2_file_reads_and_is_rewritten_as_version_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.jsonl");
+        std::fs::write(&old, V2).unwrap();
+        let (header, results) = read_all(&old);
+        assert_eq!(header.version, 2);
+        let new = &results[0].new.response.as_ref().unwrap();
+        assert_eq!(
+            new.headers[1],
+            crate::capture::Header("server".into(), "new".into())
+        );
+        assert!(new.body.0.starts_with(b"{\"id\":1"));
+
+        // Written again, twice: the second line repeats every header of
+        // the first, and the header line says version 3.
+        let rewritten = dir.path().join("new.jsonl");
+        let mut writer = ResultsWriter::create(&rewritten, &header).unwrap();
+        for result in [&results[0], &results[0]] {
+            writer.accept(result).unwrap();
+        }
+        writer.finish().unwrap();
+        let text = std::fs::read_to_string(&rewritten).unwrap();
+        let second = text.lines().nth(2).unwrap();
+        assert!(second.contains(r#""headers":[0]"#), "{second}");
+        assert!(!second.contains("content-type"), "{second}");
+        let (header, again) = read_all(&rewritten);
+        assert_eq!(header.version, VERSION);
+        assert_eq!(again.len(), 2);
+        for result in &again {
+            assert_eq!(result.request, results[0].request);
+            assert_eq!(result.new.response, results[0].new.response);
+            assert_eq!(result.legacy.response, results[0].legacy.response);
         }
     }
 }

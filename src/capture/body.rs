@@ -2,13 +2,14 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub mod repeats;
+use super::repeats;
 
 /// A message body. Serialized as a JSON string when it is UTF-8 text and as
 /// `{"base64": "..."}` when it is not, so that binary bodies survive exactly.
-/// A file that states repeated bodies once (results v2, see [`repeats`])
-/// also writes `{"text": "...", "keep": N}` (or `"base64"` with `"keep"`)
-/// for a body later lines may repeat, and `{"same": N}` for the repeat.
+/// A file that states repeated bodies once (results from v2, see
+/// [`repeats`]) also writes `{"text": "...", "keep": N}` (or `"base64"`
+/// with `"keep"`) for a body later lines may repeat, and `{"same": N}` for
+/// the repeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body(pub Bytes);
 

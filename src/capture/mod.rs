@@ -10,6 +10,7 @@ pub(crate) mod body;
 mod mix;
 pub mod ordered;
 mod reader;
+pub mod repeats;
 mod writer;
 
 pub use body::Body;
@@ -142,8 +143,66 @@ pub struct Truncated {
 /// allocation for the list and one for each longer value (3 for nginx's
 /// seven headers, against 15 as `String`s), on the replay engines that make
 /// them and on the collector that frees them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+///
+/// A results file (v3) also writes `["name", "value", N]` for a header
+/// later lines may repeat, and `N` for the repeat ([`repeats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header(pub CompactString, pub CompactString);
+
+impl Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let keep = match repeats::note_header(self) {
+            repeats::Noted::Same(number) => return serializer.serialize_u64(number),
+            repeats::Noted::Keep(number) => Some(number),
+            repeats::Noted::Plain => None,
+        };
+        let mut pair = serializer.serialize_tuple(2 + keep.is_some() as usize)?;
+        pair.serialize_element(self.0.as_str())?;
+        pair.serialize_element(self.1.as_str())?;
+        if let Some(number) = keep {
+            pair.serialize_element(&number)?;
+        }
+        pair.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(HeaderVisitor)
+    }
+}
+
+struct HeaderVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HeaderVisitor {
+    type Value = Header;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a header: [name, value]")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Header, E> {
+        repeats::same_header(number).map_err(E::custom)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Header, A::Error> {
+        use serde::de::Error;
+        let missing = || A::Error::custom("header: expected [name, value]");
+        let name: CompactString = seq.next_element()?.ok_or_else(missing)?;
+        let value: CompactString = seq.next_element()?.ok_or_else(missing)?;
+        let header = Header(name, value);
+        if let Some(number) = seq.next_element::<u64>()? {
+            repeats::keep_header(number, &header);
+        }
+        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(A::Error::custom(
+                "header: expected [name, value] (or [name, value, number] in a results file)",
+            ));
+        }
+        Ok(header)
+    }
+}
 
 impl Header {
     /// A header from raw bytes, lower-casing the name.
