@@ -99,6 +99,14 @@ impl LineReader {
         self.buf.trim_end()
     }
 
+    /// The line last read, without its line break, where it was not
+    /// UTF-8: each invalid sequence replaced by U+FFFD. `None` for a line
+    /// that was.
+    pub fn current_lossy(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.raw);
+        matches!(text, std::borrow::Cow::Owned(_)).then(|| text.trim_end().to_string())
+    }
+
     /// The number of the line last read, from 1.
     pub fn line_number(&self) -> u64 {
         self.line_no

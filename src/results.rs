@@ -124,6 +124,7 @@ impl ResultsReader {
     /// The next result; an error names the file and line.
     pub fn next_result(&mut self) -> Option<Result<ExchangeResult, LineError>> {
         if let Err(e) = self.lines.advance()? {
+            self.salvage();
             return Some(Err(e));
         }
         let lines = &self.lines;
@@ -131,6 +132,25 @@ impl ResultsReader {
         Some(repeats::with(&mut self.repeats, line, || {
             lines.parse_current("an exchange result")
         }))
+    }
+}
+
+impl ResultsReader {
+    /// A line that is not UTF-8 (a damaged byte) is lost, but what it kept
+    /// for later lines is not: parsed with the bad bytes replaced, it keeps
+    /// its bodies and headers, but for those the replacement is in. Without
+    /// this, one bad byte took with it every line that repeated a header of
+    /// its line, up to [`repeats::REACH`] of them.
+    fn salvage(&mut self) {
+        let Some(text) = self.lines.current_lossy() else {
+            return;
+        };
+        let line = self.lines.line_number();
+        repeats::with(&mut self.repeats, line, || {
+            // What it holds is not trusted; only what it kept is used.
+            let _ = serde_json::from_str::<ExchangeResult>(&text);
+        });
+        self.repeats.forget_replaced(line);
     }
 }
 
@@ -348,5 +368,48 @@ mod tests {
             assert_eq!(result.new.response, results[0].new.response);
             assert_eq!(result.legacy.response, results[0].legacy.response);
         }
+    }
+
+    /// One bad byte costs its line, and a later line only where it
+    /// repeats the very value the byte is in.
+    #[test]
+    fn a_line_with_a_bad_byte_keeps_what_it_kept_for_later_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.jsonl");
+        std::fs::write(&old, V2).unwrap();
+        let (header, results) = read_all(&old);
+        let written = dir.path().join("written.jsonl");
+        let mut writer = ResultsWriter::create(&written, &header).unwrap();
+        for _ in 0..2 {
+            writer.accept(&results[0]).unwrap();
+        }
+        writer.finish().unwrap();
+        let whole = std::fs::read(&written).unwrap();
+        let damaged_at = |needle: &str| {
+            let mut bytes = whole.clone();
+            let at = whole
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes());
+            bytes[at.expect("in the first line") + 1] = 0xfe;
+            let path = dir.path().join("damaged.jsonl");
+            std::fs::write(&path, bytes).unwrap();
+            let mut reader = ResultsReader::open(&path).unwrap();
+            std::iter::from_fn(|| reader.next_result())
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        };
+        // In the session key, which no line repeats: line 3 reads whole.
+        let lines = damaged_at(r#""s","#);
+        assert!(lines[0].as_ref().unwrap_err().contains("line 2: not UTF-8"));
+        let second = lines[1].as_ref().expect("the headers line 2 kept");
+        assert_eq!(second.new.response, results[0].new.response);
+        // In the server header's value, which line 3 repeats: that header
+        // alone is forgotten, and line 3's error names it.
+        let lines = damaged_at(r#""legacy","#);
+        let error = lines[1].as_ref().unwrap_err();
+        assert!(
+            error.contains("line 3") && error.contains("repeats header"),
+            "{error}"
+        );
     }
 }

@@ -204,6 +204,16 @@ pub fn same_header(number: u64) -> Result<Header, String> {
 }
 
 impl Repeats {
+    /// A reader's: forgets what `line` kept with a U+FFFD in it, the mark
+    /// of a byte that was not UTF-8 and was replaced.
+    pub fn forget_replaced(&mut self, line: u64) {
+        const MARK: &[u8] = "\u{FFFD}".as_bytes();
+        let marked = |bytes: &[u8]| bytes.windows(MARK.len()).any(|w| w == MARK);
+        self.bodies.forget(line, |body| marked(body));
+        self.headers
+            .forget(line, |h| marked(h.0.as_bytes()) || marked(h.1.as_bytes()));
+    }
+
     fn note_header(&mut self, header: &Header) -> Noted {
         let place = self.place;
         self.place += 1;
@@ -244,6 +254,17 @@ impl<T: PartialEq + Clone> Table<T> {
         match &self.slots[slot] {
             Some(kept) if kept.number == number => Some(&kept.value),
             _ => None,
+        }
+    }
+
+    fn forget(&mut self, line: u64, damaged: impl Fn(&T) -> bool) {
+        for slot in &mut self.slots {
+            if slot
+                .as_ref()
+                .is_some_and(|k| k.line == line && damaged(&k.value))
+            {
+                *slot = None;
+            }
         }
     }
 
