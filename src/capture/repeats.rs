@@ -15,10 +15,13 @@
 //! number of bounded values, and a file is read in one pass, any prefix of
 //! it (a crash's partial file) whole.
 //!
-//! A line that cannot be read (a damaged file) takes with it what it kept,
-//! so the lines that repeat it cannot be read either: a value is repeated
-//! only within [`REACH`] lines of the line that wrote it in full, which
-//! bounds that loss. Every such line is an error naming it.
+//! A line that cannot be read (a damaged file) takes with it what it kept
+//! past the damage, so the lines that repeat it cannot be read either: a
+//! value is repeated only within [`REACH`] lines of the line that wrote it
+//! in full, which bounds that loss. Every such line is an error naming it.
+//! (A line that is not UTF-8 loses only the values its bad bytes are in:
+//! the results reader parses it again with them replaced and
+//! [`Repeats::forget_replaced`] drops those.)
 //!
 //! The tables in use are the calling thread's, set by [`with`] for the
 //! length of one line: serde gives a `Serialize` no other context.
