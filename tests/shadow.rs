@@ -532,10 +532,11 @@ async fn results_are_rotated_by_size() {
         // Each file reads alone: none repeats a body or header of another.
         let path = run.join(format!("results.{n}.jsonl"));
         let mut reader = tandem::results::ResultsReader::open(&path).unwrap();
-        let read = std::iter::from_fn(|| reader.next_result())
-            .map(|r| r.unwrap())
-            .count();
-        assert_eq!(read, aside[n - 1]);
+        let read: Vec<tandem::results::ExchangeResult> =
+            std::iter::from_fn(|| reader.next_result())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        assert_eq!(read.len(), aside[n - 1]);
     }
 }
 
