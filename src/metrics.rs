@@ -85,6 +85,7 @@ pub struct Metrics {
     mismatches: Family<MismatchLabels, Counter>,
     engine_cpu: Family<EngineLabels, Counter<f64, AtomicU64>>,
     engine_waited: Family<EngineLabels, Counter<f64, AtomicU64>>,
+    engine_paused: Family<EngineLabels, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +138,7 @@ impl Metrics {
             mismatches: Family::default(),
             engine_cpu: Family::default(),
             engine_waited: Family::default(),
+            engine_paused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -191,9 +193,9 @@ impl Metrics {
         );
         registry.register(
             "engine_cpu_seconds",
-            "CPU time of each replay engine thread (rate() of it and of \
-             tandem_engine_waited_seconds together near 1: that engine is saturated, and \
-             send lag may be tandem's own)",
+            "CPU time of each replay engine thread (rate() of it, of \
+             tandem_engine_waited_seconds and of tandem_engine_paused_seconds together near \
+             1: that engine is saturated, and send lag may be tandem's own)",
             m.engine_cpu.clone(),
         );
         registry.register(
@@ -201,6 +203,12 @@ impl Metrics {
             "Time each replay engine thread was ready to run but waited for a core \
              (held by other work on the machine)",
             m.engine_waited.clone(),
+        );
+        registry.register(
+            "engine_paused_seconds",
+            "Time the host of the machine paused each replay engine thread while it ran \
+             (steal time, which is not in its CPU time), estimated from the machine's share",
+            m.engine_paused.clone(),
         );
         // An info metric the classic way (a gauge at 1), which Prometheus'
         // own text parser and promtool read, where OpenMetrics' `info` type
@@ -337,19 +345,21 @@ impl Metrics {
             let labels = EngineLabels { engine };
             drop(self.engine_cpu.get_or_create(&labels));
             drop(self.engine_waited.get_or_create(&labels));
+            drop(self.engine_paused.get_or_create(&labels));
         }
     }
 
-    /// Replay engine `engine` ran `cpu` more, and waited `waited` more
-    /// for a core.
-    pub fn engine_time(&self, engine: u32, cpu: std::time::Duration, waited: std::time::Duration) {
+    /// Replay engine `engine` ran `time.cpu` more, waited `time.waited`
+    /// more for a core, and was paused by the host `time.paused` more.
+    pub fn engine_time(&self, engine: u32, time: &crate::replay::EngineLoad) {
         let labels = EngineLabels { engine };
-        self.engine_cpu
-            .get_or_create(&labels)
-            .inc_by(cpu.as_secs_f64());
-        self.engine_waited
-            .get_or_create(&labels)
-            .inc_by(waited.as_secs_f64());
+        let add = |family: &Family<EngineLabels, Counter<f64, AtomicU64>>,
+                   d: std::time::Duration| {
+            family.get_or_create(&labels).inc_by(d.as_secs_f64());
+        };
+        add(&self.engine_cpu, time.cpu);
+        add(&self.engine_waited, time.waited);
+        add(&self.engine_paused, time.paused);
     }
 
     /// A request to stack `index` is in flight until the guard drops.
@@ -506,12 +516,21 @@ mod tests {
         }
         assert!(!text.contains("# EOF"));
         m.engines(2);
-        m.engine_time(1, Duration::from_millis(250), Duration::from_millis(5));
+        m.engine_time(
+            1,
+            &crate::replay::EngineLoad {
+                cpu: Duration::from_millis(250),
+                waited: Duration::from_millis(5),
+                paused: Duration::from_millis(25),
+                ..Default::default()
+            },
+        );
         let text = m.encode_classic();
         for (series, value) in [
             ("tandem_engine_cpu_seconds_total{engine=\"0\"}", "0.0"),
             ("tandem_engine_cpu_seconds_total{engine=\"1\"}", "0.25"),
             ("tandem_engine_waited_seconds_total{engine=\"1\"}", "0.005"),
+            ("tandem_engine_paused_seconds_total{engine=\"1\"}", "0.025"),
         ] {
             assert!(
                 text.contains(&format!("{series} {value}\n")),

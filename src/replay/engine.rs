@@ -137,20 +137,26 @@ fn run(
     let (metrics, progress) = (plan.metrics.clone(), setup.progress.clone());
     let index = setup.index;
     runtime.spawn(async move {
-        let mut told = at_start;
+        let (mut told, mut machine_told) = (at_start, machine_at_start);
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if metrics.is_none() && progress.is_none() {
                 continue;
             }
-            let now = thread_times();
-            let (ran, waited) = (now.0.saturating_sub(told.0), now.1.saturating_sub(told.1));
-            told = now;
+            let (now, machine) = (thread_times(), MachineTime::now());
+            let cpu = now.0.saturating_sub(told.0);
+            let tick = EngineLoad {
+                cpu,
+                waited: now.1.saturating_sub(told.1),
+                paused: paused_while_running(cpu, machine.stolen_while_busy_since(machine_told)),
+                ..EngineLoad::default()
+            };
+            (told, machine_told) = (now, machine);
             if let Some(metrics) = &metrics {
-                metrics.engine_time(index, ran, waited);
+                metrics.engine_time(index, &tick);
             }
             if let Some(progress) = &progress {
-                progress.engine_busy(index, ran + waited);
+                progress.engine_busy(index, tick.cpu + tick.waited + tick.paused);
             }
         }
     });

@@ -15,11 +15,11 @@ pub struct Progress {
     answered: AtomicU64,
     errors: AtomicU64,
     latency: Mutex<[Latency; 2]>,
-    /// Per engine, its busy time (running or waiting for a core) and when
-    /// it last told it, both in µs modulo 2^32 (71 minutes), packed in one
-    /// word so that the line reads a pair the engine wrote together. The
-    /// share is taken between the engine's own ticks: the line's refreshes
-    /// do not fall on them.
+    /// Per engine, its busy time (running, waiting for a core or paused by
+    /// the host while it ran) and when it last told it, both in µs modulo
+    /// 2^32 (71 minutes), packed in one word so that the line reads a pair
+    /// the engine wrote together. The share is taken between the engine's
+    /// own ticks: the line's refreshes do not fall on them.
     engines: Vec<AtomicU64>,
     created: Instant,
 }
@@ -37,8 +37,8 @@ impl Progress {
         }
     }
 
-    /// Engine `engine` was busy (running or waiting for a core) `busy`
-    /// more, as of now.
+    /// Engine `engine` was busy (running, waiting for a core or paused by
+    /// the host) `busy` more, as of now.
     pub fn engine_busy(&self, engine: u32, busy: Duration) {
         let Some(told) = self.engines.get(engine as usize) else {
             return;
