@@ -334,28 +334,34 @@ mod tests {
         (reader.header().clone(), results)
     }
 
+    /// The version 2 file's result written twice by this build's writer:
+    /// the file, and the result as read from the version 2 file.
+    fn written_twice(dir: &Path) -> (std::path::PathBuf, ExchangeResult) {
+        let old = dir.join("old.jsonl");
+        std::fs::write(&old, V2).unwrap();
+        let (header, mut results) = read_all(&old);
+        assert_eq!(header.version, 2);
+        let written = dir.join("written.jsonl");
+        let mut writer = ResultsWriter::create(&written, &header).unwrap();
+        for _ in 0..2 {
+            writer.accept(&results[0]).unwrap();
+        }
+        writer.finish().unwrap();
+        (written, results.remove(0))
+    }
+
     #[test]
     fn a_version_2_file_reads_and_is_rewritten_as_version_3() {
         let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("old.jsonl");
-        std::fs::write(&old, V2).unwrap();
-        let (header, results) = read_all(&old);
-        assert_eq!(header.version, 2);
-        let new = &results[0].new.response.as_ref().unwrap();
+        // Written again, twice: the second line repeats every header of
+        // the first, and the header line says version 3.
+        let (rewritten, result) = written_twice(dir.path());
+        let new = &result.new.response.as_ref().unwrap();
         assert_eq!(
             new.headers[1],
             crate::capture::Header("server".into(), "new".into())
         );
         assert!(new.body.0.starts_with(b"{\"id\":1"));
-
-        // Written again, twice: the second line repeats every header of
-        // the first, and the header line says version 3.
-        let rewritten = dir.path().join("new.jsonl");
-        let mut writer = ResultsWriter::create(&rewritten, &header).unwrap();
-        for result in [&results[0], &results[0]] {
-            writer.accept(result).unwrap();
-        }
-        writer.finish().unwrap();
         let text = std::fs::read_to_string(&rewritten).unwrap();
         let second = text.lines().nth(2).unwrap();
         assert!(second.contains(r#""headers":[0]"#), "{second}");
@@ -363,10 +369,10 @@ mod tests {
         let (header, again) = read_all(&rewritten);
         assert_eq!(header.version, VERSION);
         assert_eq!(again.len(), 2);
-        for result in &again {
-            assert_eq!(result.request, results[0].request);
-            assert_eq!(result.new.response, results[0].new.response);
-            assert_eq!(result.legacy.response, results[0].legacy.response);
+        for again in &again {
+            assert_eq!(again.request, result.request);
+            assert_eq!(again.new.response, result.new.response);
+            assert_eq!(again.legacy.response, result.legacy.response);
         }
     }
 
@@ -375,15 +381,7 @@ mod tests {
     #[test]
     fn a_line_with_a_bad_byte_keeps_what_it_kept_for_later_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("old.jsonl");
-        std::fs::write(&old, V2).unwrap();
-        let (header, results) = read_all(&old);
-        let written = dir.path().join("written.jsonl");
-        let mut writer = ResultsWriter::create(&written, &header).unwrap();
-        for _ in 0..2 {
-            writer.accept(&results[0]).unwrap();
-        }
-        writer.finish().unwrap();
+        let (written, result) = written_twice(dir.path());
         let whole = std::fs::read(&written).unwrap();
         let damaged_at = |needle: &str| {
             let mut bytes = whole.clone();
@@ -402,7 +400,7 @@ mod tests {
         let lines = damaged_at(r#""s","#);
         assert!(lines[0].as_ref().unwrap_err().contains("line 2: not UTF-8"));
         let second = lines[1].as_ref().expect("the headers line 2 kept");
-        assert_eq!(second.new.response, results[0].new.response);
+        assert_eq!(second.new.response, result.new.response);
         // In the server header's value, which line 3 repeats: that header
         // alone is forgotten, and line 3's error names it.
         let lines = damaged_at(r#""legacy","#);
