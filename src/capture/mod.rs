@@ -193,7 +193,7 @@ impl<'de> serde::de::Visitor<'de> for HeaderVisitor {
         let value: CompactString = seq.next_element()?.ok_or_else(missing)?;
         let header = Header(name, value);
         if let Some(number) = seq.next_element::<u64>()? {
-            repeats::keep_header(number, &header);
+            repeats::keep_header(number, &header).map_err(A::Error::custom)?;
         }
         if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
             return Err(A::Error::custom(

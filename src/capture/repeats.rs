@@ -158,13 +158,20 @@ pub fn keep(number: u64, body: &Bytes) {
     })
 }
 
-/// A reader keeps `header` under `number` (no table set: nothing to keep).
-pub fn keep_header(number: u64, header: &Header) {
+/// A reader keeps `header` under `number`; an error where no table is set
+/// (a capture, whose headers are pairs).
+pub fn keep_header(number: u64, header: &Header) -> Result<(), String> {
     TABLE.with_borrow_mut(|t| {
-        if let Some(t) = t {
-            let line = t.line;
-            t.headers.keep(line, HEADER_SLOTS, number, header.clone());
-        }
+        let Some(t) = t else {
+            return Err(format!(
+                "header: [{:?}, {:?}, {number}] is a header of a results file, where a capture's \
+                 is [name, value]",
+                header.0, header.1
+            ));
+        };
+        let line = t.line;
+        t.headers.keep(line, HEADER_SLOTS, number, header.clone());
+        Ok(())
     })
 }
 
@@ -389,6 +396,11 @@ mod tests {
         );
         let error = serde_json::from_str::<Header>("5").unwrap_err();
         assert!(error.to_string().contains("results reader"), "{error}");
+        let error = serde_json::from_str::<Header>(r#"["a","b",5]"#).unwrap_err();
+        assert!(
+            error.to_string().contains("a header of a results file"),
+            "{error}"
+        );
         for bad in [r#"["a"]"#, r#"["a","b",1,2]"#] {
             assert!(serde_json::from_str::<Header>(bad).is_err(), "{bad}");
         }
