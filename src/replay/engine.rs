@@ -137,21 +137,22 @@ fn run(
     let (metrics, progress) = (plan.metrics.clone(), setup.progress.clone());
     let index = setup.index;
     runtime.spawn(async move {
-        let (mut told, mut machine_told) = (at_start, machine_at_start);
+        let (mut told, mut machine_told, mut told_at) =
+            (at_start, machine_at_start, Instant::now());
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if metrics.is_none() && progress.is_none() {
                 continue;
             }
             let (now, machine) = (thread_times(), MachineTime::now());
-            let cpu = now.0.saturating_sub(told.0);
             let tick = EngineLoad {
-                cpu,
+                cpu: now.0.saturating_sub(told.0),
                 waited: now.1.saturating_sub(told.1),
-                paused: paused_while_running(cpu, machine.stolen_while_busy_since(machine_told)),
+                span: told_at.elapsed(),
                 ..EngineLoad::default()
-            };
-            (told, machine_told) = (now, machine);
+            }
+            .paused_by_host(machine.stolen_while_busy_since(machine_told));
+            (told, machine_told, told_at) = (now, machine, Instant::now());
             if let Some(metrics) = &metrics {
                 metrics.engine_time(index, &tick);
             }
@@ -180,14 +181,15 @@ fn run(
     // idler than it was while it sent.
     let at_end = thread_times();
     let machine = MachineTime::now();
-    let cpu = at_end.0.saturating_sub(at_start.0);
-    scheduled.engines.push(EngineLoad {
-        cpu,
+    let load = EngineLoad {
+        cpu: at_end.0.saturating_sub(at_start.0),
         waited: at_end.1.saturating_sub(at_start.1),
-        paused: paused_while_running(cpu, machine.stolen_while_busy_since(machine_at_start)),
+        paused: Duration::ZERO,
         span: start.elapsed(),
         stolen: machine.stolen_since(machine_at_start),
-    });
+    };
+    let load = load.paused_by_host(machine.stolen_while_busy_since(machine_at_start));
+    scheduled.engines.push(load);
     // Each request has its own timeout, so the wait is bounded; after a
     // stop, queues no longer send what waits in them, and the drain limit
     // applies.
@@ -215,7 +217,7 @@ pub struct EngineLoad {
     /// (the stacks', on a shared machine) held.
     pub waited: Duration,
     /// Time the host paused it while it ran, estimated (see
-    /// [`paused_while_running`]): in neither `cpu` nor `waited`.
+    /// [`EngineLoad::paused_by_host`]): in neither `cpu` nor `waited`.
     pub paused: Duration,
     /// From the scheduled start to the schedule's end.
     pub span: Duration,
@@ -223,6 +225,23 @@ pub struct EngineLoad {
     /// took (steal time: a virtual machine's vCPUs paused while they had
     /// work); 0 where the kernel does not tell.
     pub stolen: f64,
+}
+
+impl EngineLoad {
+    /// This load with the time the host paused the engine while it ran
+    /// ([`paused_while_running`], from `stolen_while_busy`, the share of
+    /// the machine's busy time its host took), at most what is left of the
+    /// span when it neither ran nor waited: the machine's share stands for
+    /// the engine's core's, and another core paused more must not make an
+    /// engine more than wholly busy.
+    pub fn paused_by_host(self, stolen_while_busy: f64) -> EngineLoad {
+        let estimate = paused_while_running(self.cpu, stolen_while_busy);
+        let left = self.span.saturating_sub(self.cpu + self.waited);
+        EngineLoad {
+            paused: estimate.min(left),
+            ..self
+        }
+    }
 }
 
 /// The time a host paused a thread that ran `cpu`, where it paused its

@@ -236,7 +236,8 @@ pub struct EngineBusy {
     /// Time its machine's host paused the virtual CPU under it while it
     /// ran, ms: not in `cpu_ms` (the kernel leaves steal time out of a
     /// thread's run time), estimated as `cpu_ms * s / (1 - s)`, `s` the
-    /// share of the machine's busy time (not idle) its host took.
+    /// share of the machine's busy time (not idle) its host took, at most
+    /// `span_ms - cpu_ms - waited_ms`.
     #[serde(default)]
     pub paused_ms: u64,
     /// From the scheduled start to the engine's last job, ms.
@@ -1013,12 +1014,11 @@ mod tests {
     /// machine. Steal time is in neither figure; the engine never idled.
     #[test]
     fn an_engine_the_host_paused_while_it_had_work_was_busy() {
-        let cpu = Duration::from_millis(822);
         let paused = EngineLoad {
-            paused: crate::replay::paused_while_running(cpu, 0.1024),
             stolen: 0.1024,
             ..load(822, 76, 1_004)
-        };
+        }
+        .paused_by_host(0.1024);
         let generator = Generator::of(&[paused]).unwrap();
         let engine = &generator.engines[0];
         assert_eq!(engine.paused_ms, 93);
@@ -1038,5 +1038,10 @@ mod tests {
         // A machine paused throughout does not divide by zero.
         let stopped = crate::replay::paused_while_running(Duration::from_millis(100), 1.0);
         assert_eq!(stopped, Duration::from_millis(900));
+        // The other core paused more than the engine's: the estimate is
+        // held to the span, never more than wholly busy.
+        let full = load(900, 50, 1_000).paused_by_host(0.3);
+        assert_eq!(full.paused, Duration::from_millis(50));
+        assert_eq!(Generator::of(&[full]).unwrap().engines[0].busy, 1.0);
     }
 }
