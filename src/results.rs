@@ -133,9 +133,7 @@ impl ResultsReader {
             lines.parse_current("an exchange result")
         }))
     }
-}
 
-impl ResultsReader {
     /// A line that is not UTF-8 (a damaged byte) is lost, but what it kept
     /// for later lines is not: parsed with the bad bytes replaced, it keeps
     /// its bodies and headers, but for those the replacement is in. Without

@@ -3,8 +3,9 @@
 //! when they match, the same resource read again and again), and headers
 //! it already holds (the same content type, server and date on answer after
 //! answer). Writing each out, JSON-escaped, was a fifth to a third of the
-//! collector's time at saturation for bodies (two profiles), and for
-//! headers, once bodies were repeated, about 8,200 instructions an exchange.
+//! collector's time at saturation for bodies (two profiles); once bodies
+//! were repeated, escaping strings still cost it about 8,200 instructions
+//! an exchange, most of them in header lists.
 //!
 //! A writer keeps the last bodies and headers it wrote in full, in a table
 //! of each ([`BODY_SLOTS`], [`HEADER_SLOTS`]); one equal to a kept one is
@@ -59,8 +60,9 @@ pub struct Repeats {
     /// last lines (the first header of a line, the second...). Lines have
     /// one shape (the request's headers, then each answer's), and most
     /// headers are where they were a line before: checking that place
-    /// first costs a comparison, where finding a header by its hash cost
-    /// about 200 instructions, nearly what escaping it did.
+    /// first costs a comparison, where finding every header by its hash
+    /// cost 1,832 instructions a request against the 2,547 its repeats
+    /// saved from escaping (1,150 with this place checked first).
     at_place: Vec<u64>,
     /// The headers written so far on this line.
     place: usize,

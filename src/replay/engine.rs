@@ -251,7 +251,7 @@ impl EngineLoad {
 /// host took a tenth of ran 90% of the span and waited for none of it. The
 /// machine's share stands for the engine's core's; a share near 1 is capped
 /// (a machine paused throughout measures nothing).
-pub fn paused_while_running(cpu: Duration, stolen_while_busy: f64) -> Duration {
+fn paused_while_running(cpu: Duration, stolen_while_busy: f64) -> Duration {
     let share = stolen_while_busy.clamp(0.0, 0.9);
     cpu.mul_f64(share / (1.0 - share))
 }

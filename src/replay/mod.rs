@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::capture::{CaptureError, CaptureReader};
 use crate::results::{ExchangeResult, ResultSink};
 use crate::target::Target;
-pub use engine::{paused_while_running, EngineLoad, MachineTime};
+pub use engine::{EngineLoad, MachineTime};
 pub use schedule::{Pacing, Shape};
 
 /// Connections opened ahead to each target, per engine, unless told.

@@ -1036,8 +1036,8 @@ mod tests {
         assert_eq!(quiet.engines[0].paused_ms, 0);
         assert!(!quiet.saturated() && !quiet.describe().contains("paused"));
         // A machine paused throughout does not divide by zero.
-        let stopped = crate::replay::paused_while_running(Duration::from_millis(100), 1.0);
-        assert_eq!(stopped, Duration::from_millis(900));
+        let stopped = load(100, 0, 1_000).paused_by_host(1.0);
+        assert_eq!(stopped.paused, Duration::from_millis(900));
         // The other core paused more than the engine's: the estimate is
         // held to the span, never more than wholly busy.
         let full = load(900, 50, 1_000).paused_by_host(0.3);
