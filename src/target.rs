@@ -42,7 +42,9 @@ impl Target {
             .with_context(|| format!("request target {target:?} does not make a valid URI"))
     }
 
-    fn path_for(&self, target: &str) -> String {
+    /// The path of `target` (a recorded request target) at this target:
+    /// its prefix, then the recorded one.
+    pub fn path_for(&self, target: &str) -> String {
         let slash = if target.starts_with('/') { "" } else { "/" };
         // Pushed rather than formatted: this is every request's, and
         // `format!` costs several times as much for three pieces.

@@ -312,11 +312,6 @@ impl Counted {
         }
     }
 
-    /// The clock this connection's writes set.
-    pub(super) fn clock(&self) -> SendClock {
-        self.clock.clone()
-    }
-
     fn note_write(&mut self) {
         if !self.writing {
             self.writing = true;

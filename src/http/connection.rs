@@ -1,38 +1,49 @@
-//! HTTP/1.1 over cleartext for the replay engines: the task that sends a
-//! request drives its connection itself.
+//! HTTP/1.1 over cleartext for the replay engines: requests encoded once,
+//! answers parsed straight into capture headers, each request's task
+//! driving its connection itself.
 //!
 //! hyper-util's pooled client runs each connection as a task of its own and
 //! hands it requests through a channel, so a request is written only when
-//! that task's turn comes, after the sending task's; each checkout also
-//! takes a lock and hashes the pool key. At 10,000 exchanges/s on two cores
-//! that second hop and the pool's upkeep put the p99 send lag past 1 ms.
-//! Here a request takes a connection from its engine's [`Pool`], writes in
-//! its task's first poll and reads the answer in the same task; between
-//! requests a connection waits in the pool unpolled, and is checked for
-//! life when taken. TLS and HTTP/2 targets keep hyper-util's client.
+//! that task's turn comes, after the sending task's; at 10,000 exchanges/s
+//! on two cores that second hop put the p99 send lag past 1 ms. hyper's own
+//! connection, driven from the request's task, still built a header map for
+//! every request (which it then encoded) and another for every answer (which
+//! tandem then turned into its header list): a third of an engine's
+//! instructions per request. Here a request is its bytes ([`Outgoing`]),
+//! written in one call; an answer's head is parsed by httparse into the
+//! capture's header list, and its body read by the framing rules the packet
+//! parser uses (RFC 9112 §6.3). TLS and HTTP/2 targets keep hyper-util's
+//! client.
 
-use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::io;
+use std::mem::MaybeUninit;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::Uri;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::connect::{acquire, endpoint, BoxError, Counted, SendClock};
+use super::connect::{acquire, endpoint, BoxError};
+use super::framing::{keeps_alive, response_framing, Framing};
+use super::tee::Kept;
+use crate::capture::Header;
+
+/// Heads of answers longer than this are refused, as hyper's limit did.
+const MAX_HEAD: usize = 64 * 1024;
+/// Header lines an answer may have.
+const MAX_HEADERS: usize = 128;
+/// Chunk-size lines (with extensions) and trailer lines longer than this
+/// are refused.
+const MAX_LINE: usize = 8 * 1024;
 
 /// The connections one engine keeps to one host and port.
 pub struct Pool {
     address: String,
-    /// Boxed: a connection taken out is held in its request's future,
-    /// which would else carry its whole state (700 B of hyper's).
+    /// Boxed: a connection taken out is held in its request's future.
     #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<Conn>>>,
     /// Requests on a connection at once, at most `max`: a connection is
@@ -44,11 +55,118 @@ pub struct Pool {
     max_body: usize,
 }
 
-/// An answer: its head, its whole body, and when the request's first byte
-/// was written.
+/// A request as it goes on the wire: head and body, encoded once however
+/// often it is sent.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    bytes: Vec<u8>,
+    /// The answer to a HEAD has no body, whatever its headers say.
+    head: bool,
+    /// Whether it may go out twice with the effect of once (RFC 9110
+    /// §9.2.2).
+    idempotent: bool,
+    /// Header lines left out as not valid HTTP.
+    invalid: usize,
+}
+
+/// An [`Outgoing`] being written: its request line, then its headers.
+pub struct OutgoingHead {
+    bytes: Vec<u8>,
+    head: bool,
+    idempotent: bool,
+    invalid: usize,
+}
+
+impl OutgoingHead {
+    /// A request for `path` (origin form) by `method`, with room for a
+    /// body of `body_len` bytes. Fails if either is not valid in a request
+    /// line.
+    pub fn new(method: &str, path: &str, body_len: usize) -> Result<OutgoingHead, String> {
+        if method.is_empty() || !method.bytes().all(is_token_byte) {
+            return Err(format!("method {method:?} is not an HTTP token"));
+        }
+        if path.is_empty() || !path.bytes().all(|b| b > b' ' && b != 0x7f) {
+            return Err(format!(
+                "request target {path:?} is not valid in a request line"
+            ));
+        }
+        // Room for the request line, some 20 headers and the body: grown at
+        // most once for a usual request.
+        let mut bytes = Vec::with_capacity(method.len() + path.len() + 768 + body_len);
+        bytes.extend_from_slice(method.as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.extend_from_slice(b" HTTP/1.1\r\n");
+        let idempotent = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(&method);
+        Ok(OutgoingHead {
+            bytes,
+            head: method == "HEAD",
+            idempotent,
+            invalid: 0,
+        })
+    }
+
+    /// Adds header `name: value`; one that is not valid HTTP (a name that
+    /// is not a token, a value with a control character) is left out and
+    /// counted instead.
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        let valid_value = value
+            .iter()
+            .all(|&b| (b >= b' ' && b != 0x7f) || b == b'\t');
+        if name.is_empty() || !name.bytes().all(is_token_byte) || !valid_value {
+            self.invalid += 1;
+            return;
+        }
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value);
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// The request with `body`. A body goes with its Content-Length; an
+    /// empty one with `Content-Length: 0` only if `length` (the recording
+    /// had one), as hyper sends an empty body.
+    pub fn body(mut self, body: &[u8], length: bool) -> Outgoing {
+        if !body.is_empty() || length {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(self.bytes, "content-length: {}\r\n", body.len());
+        }
+        self.bytes.extend_from_slice(b"\r\n");
+        self.bytes.extend_from_slice(body);
+        Outgoing {
+            bytes: self.bytes,
+            head: self.head,
+            idempotent: self.idempotent,
+            invalid: self.invalid,
+        }
+    }
+}
+
+impl Outgoing {
+    /// Header lines left out as not valid HTTP.
+    pub fn invalid(&self) -> usize {
+        self.invalid
+    }
+
+    /// The bytes written for it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A token character (RFC 9110 §5.6.2): what methods and header names are
+/// made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// An answer: its status and headers, its whole body, and when the
+/// request's first byte was written.
 pub struct Answer {
-    /// Status, version and headers.
-    pub head: hyper::http::response::Parts,
+    pub status: u16,
+    /// As the capture keeps them: names in lower case, in the order sent.
+    pub headers: Vec<Header>,
     /// The body, or its first `max_body` bytes.
     pub body: Bytes,
     /// The whole body's length and hash, when it was cut.
@@ -77,18 +195,32 @@ impl std::error::Error for RetriedError {
     }
 }
 
-struct Conn {
-    send: SendRequest<Full<Bytes>>,
-    io: Connection<TokioIo<Counted>, Full<Bytes>>,
-    clock: SendClock,
+/// An answer that is not HTTP/1.x as RFC 9112 frames it.
+#[derive(Debug)]
+pub struct Malformed(pub String);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the answer is not valid HTTP/1.1: {}", self.0)
+    }
 }
 
-/// How an exchange on a connection ended badly.
-enum Failure {
-    /// The request was never written (the connection had closed): it can go
-    /// out on another.
-    Unsent(Box<Request<Full<Bytes>>>, hyper::Error),
-    Failed(BoxError),
+impl std::error::Error for Malformed {}
+
+struct Conn {
+    stream: TcpStream,
+    /// What was read and not yet taken: a connection keeps its buffer from
+    /// answer to answer.
+    read: BytesMut,
+}
+
+/// How a round trip failed, and how far it had gone.
+struct Trip {
+    error: BoxError,
+    /// No byte of the request was written.
+    unsent: bool,
+    /// Some byte of an answer had come back.
+    heard: bool,
 }
 
 impl Pool {
@@ -144,19 +276,13 @@ impl Pool {
         opened
     }
 
-    /// Sends `req` (its URI in origin form, with a Host header) and reads the
-    /// whole answer. A connection found closed before the request was
-    /// written is replaced once. An idempotent request whose reused
-    /// connection closed after it went out but before any byte of an answer
-    /// (the server's keep-alive timeout met it on the way) is sent once more
-    /// on a new connection, as browsers and hyper's pool do; the answer says
-    /// so. `again` makes the request anew for that second send (made only
-    /// then: a copy kept of every request cost more than the rare resend).
-    pub async fn request(
-        &self,
-        mut req: Request<Full<Bytes>>,
-        again: impl Fn() -> Option<Request<Full<Bytes>>>,
-    ) -> Result<Answer, BoxError> {
+    /// Sends `out` and reads the whole answer. A connection found closed
+    /// before the request was written is replaced once. An idempotent
+    /// request whose reused connection closed after it went out but before
+    /// any byte of an answer (the server's keep-alive timeout met it on the
+    /// way) is sent once more on a new connection, as browsers and hyper's
+    /// pool do; the answer says so.
+    pub async fn request(&self, out: &Outgoing) -> Result<Answer, BoxError> {
         // Held until the connection is back in the pool.
         let _permit = match &self.slots {
             Some(slots) => Some(
@@ -182,35 +308,25 @@ impl Pool {
                     false,
                 ),
             };
-            let retry = reused && !resent && is_idempotent(req.method());
-            match round_trip(&mut conn, req, self.max_body).await {
-                Ok((head, (body, truncated), reusable)) => {
-                    let sent = conn.clock.sent();
+            let sent = Instant::now();
+            match conn.round_trip(out, self.max_body).await {
+                Ok((status, headers, (body, truncated), reusable)) => {
                     if reusable {
                         self.idle.lock().expect("pool lock").push(conn);
                     }
                     return Ok(Answer {
-                        head,
+                        status,
+                        headers,
                         body,
                         truncated,
                         sent,
                         retried: resent,
                     });
                 }
-                Err(Failure::Unsent(unsent, _)) if reused && !replaced => {
-                    replaced = true;
-                    req = *unsent;
-                }
-                Err(Failure::Unsent(_, error)) if resent => {
-                    return Err(RetriedError(error.into()).into())
-                }
-                Err(Failure::Unsent(_, error)) => return Err(error.into()),
-                Err(Failure::Failed(error)) if retry && !conn.clock.heard_back() => match again() {
-                    Some(anew) => (resent, req) = (true, anew),
-                    None => return Err(error),
-                },
-                Err(Failure::Failed(error)) if resent => return Err(RetriedError(error).into()),
-                Err(Failure::Failed(error)) => return Err(error),
+                Err(trip) if trip.unsent && reused && !replaced => replaced = true,
+                Err(trip) if reused && !resent && !trip.heard && out.idempotent => resent = true,
+                Err(trip) if resent => return Err(RetriedError(trip.error).into()),
+                Err(trip) => return Err(trip.error),
             }
         }
     }
@@ -218,11 +334,8 @@ impl Pool {
     /// The most recently used idle connection that is still open.
     fn take(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().expect("pool lock");
-        while let Some(mut conn) = idle.pop() {
-            // A connection the server closed finishes when polled; one that
-            // is open then asks for its next request.
-            let mut cx = Context::from_waker(Waker::noop());
-            if conn.io.poll_without_shutdown(&mut cx).is_pending() && conn.send.is_ready() {
+        while let Some(conn) = idle.pop() {
+            if conn.is_open() {
                 return Some(conn);
             }
         }
@@ -230,75 +343,468 @@ impl Pool {
     }
 }
 
-/// Methods whose request may go out twice with the effect of once (RFC 9110
-/// §9.2.2).
-fn is_idempotent(method: &hyper::Method) -> bool {
-    use hyper::Method;
-    [
-        Method::GET,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::PUT,
-        Method::DELETE,
-    ]
-    .contains(method)
-}
-
 async fn connect(address: &str, timeout: Duration) -> Result<Box<Conn>, BoxError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Ok(stream) => stream?,
         Err(_) => {
             let message = format!("connecting to {address} timed out after {timeout:?}");
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message).into());
+            return Err(io::Error::new(io::ErrorKind::TimedOut, message).into());
         }
     };
     stream.set_nodelay(true)?;
-    let counted = Counted::new(stream, None);
-    let clock = counted.clock();
-    let (send, io) = http1::handshake(TokioIo::new(counted)).await?;
-    Ok(Box::new(Conn { send, io, clock }))
+    Ok(Box::new(Conn {
+        stream,
+        read: BytesMut::new(),
+    }))
 }
 
 /// A body, or its first bytes with the whole one's length and hash.
 type Bounded = (Bytes, Option<crate::capture::Truncated>);
 
-/// Sends `req` on `conn`, driving the connection from this task until the
-/// answer's body is in; says whether the connection can carry another.
-async fn round_trip(
-    conn: &mut Conn,
-    req: Request<Full<Bytes>>,
-    max_body: usize,
-) -> Result<(hyper::http::response::Parts, Bounded, bool), Failure> {
-    let response = conn.send.try_send_request(req);
-    let mut answer = pin!(async move {
-        let response = response.await.map_err(|mut e| match e.take_message() {
-            Some(req) => Failure::Unsent(Box::new(req), e.into_error()),
-            None => Failure::Failed(e.into_error().into()),
-        })?;
-        let (head, body) = response.into_parts();
-        let body = super::read_bounded(body, max_body)
-            .await
-            .map_err(|e| Failure::Failed(e.into()))?;
-        Ok((head, body))
-    });
-    let Conn { send, io, .. } = conn;
-    let mut done = false;
-    poll_fn(|cx| {
-        // The connection first, so that the request is written before the
-        // answer is waited for.
-        done = done || io.poll_without_shutdown(cx).is_ready();
-        let (head, body) = match answer.as_mut().poll(cx) {
-            Poll::Ready(Ok(answer)) => answer,
-            Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
-            Poll::Pending => return Poll::Pending,
+/// An answer's status, headers, body, and whether its connection can carry
+/// another request.
+type RoundTrip = (u16, Vec<Header>, Bounded, bool);
+
+/// An answer's head as parsed.
+struct AnswerHead {
+    status: u16,
+    headers: Vec<Header>,
+    framing: Framing,
+    keeps_alive: bool,
+}
+
+impl Conn {
+    /// Whether the server has not closed it (nor sent anything unasked):
+    /// the readiness the runtime already knows, read without a system call
+    /// unless it says the socket is readable.
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes `out` and reads its answer.
+    async fn round_trip(&mut self, out: &Outgoing, max_body: usize) -> Result<RoundTrip, Trip> {
+        self.write(out.as_bytes()).await?;
+        let mut heard = false;
+        let failed = |error: BoxError, heard: bool| Trip {
+            error,
+            unsent: false,
+            heard,
         };
-        // Once the answer is in, the connection asks for the next request
-        // when polled (or finishes, after `Connection: close`).
-        if !done && !send.is_ready() {
-            done = io.poll_without_shutdown(cx).is_ready();
+        let head = loop {
+            let head = self
+                .read_head(&mut heard)
+                .await
+                .map_err(|e| failed(e, heard))?;
+            // An interim answer (100 Continue, 103 Early Hints): the answer
+            // follows.
+            if !(100..200).contains(&head.status) || head.status == 101 {
+                break head;
+            }
+        };
+        let framing = if out.head {
+            Framing::None
+        } else {
+            head.framing
+        };
+        let body = self
+            .read_body(framing, max_body)
+            .await
+            .map_err(|e| failed(e, true))?;
+        // Bytes past the answer were never asked for: the connection is out
+        // of step and goes.
+        let reusable = head.keeps_alive
+            && self.read.is_empty()
+            && matches!(
+                framing,
+                Framing::None | Framing::Length(_) | Framing::Chunked
+            );
+        Ok((head.status, head.headers, body, reusable))
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Trip> {
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.write(&bytes[written..]).await {
+                Ok(0) => {
+                    return Err(Trip {
+                        error: io::Error::from(io::ErrorKind::WriteZero).into(),
+                        unsent: written == 0,
+                        heard: false,
+                    })
+                }
+                Ok(n) => written += n,
+                Err(e) => {
+                    return Err(Trip {
+                        error: e.into(),
+                        unsent: written == 0,
+                        heard: false,
+                    })
+                }
+            }
         }
-        Poll::Ready(Ok((head, body, !done && send.is_ready())))
-    })
-    .await
+        Ok(())
+    }
+
+    /// Reads more into the buffer; an error if the connection closed.
+    async fn fill(&mut self, closed: &'static str) -> Result<(), BoxError> {
+        if self.read.capacity() - self.read.len() < 4096 {
+            self.read.reserve(16 * 1024);
+        }
+        match self.stream.read_buf(&mut self.read).await? {
+            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed).into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn read_head(&mut self, heard: &mut bool) -> Result<AnswerHead, BoxError> {
+        loop {
+            if !self.read.is_empty() {
+                if let Some((used, head)) = parse_head(&self.read)? {
+                    self.read.advance(used);
+                    return Ok(head);
+                }
+                if self.read.len() > MAX_HEAD {
+                    return Err(Malformed(format!("head longer than {MAX_HEAD} bytes")).into());
+                }
+            }
+            let closed = if *heard {
+                "connection closed before the answer's head was complete"
+            } else {
+                "connection closed before an answer"
+            };
+            self.fill(closed).await?;
+            *heard = true;
+        }
+    }
+
+    async fn read_body(&mut self, framing: Framing, max: usize) -> Result<Bounded, BoxError> {
+        let mut kept = Kept::new(max);
+        match framing {
+            Framing::None | Framing::Tunnel | Framing::Length(0) => {}
+            Framing::Length(n) => self.read_exactly(n, &mut kept).await?,
+            Framing::Chunked => self.read_chunks(&mut kept).await?,
+            Framing::UntilClose | Framing::Invalid(_) => loop {
+                kept.add(&self.read);
+                self.read.clear();
+                self.read.reserve(16 * 1024);
+                if self.stream.read_buf(&mut self.read).await? == 0 {
+                    break;
+                }
+            },
+        }
+        Ok(kept.finish())
+    }
+
+    /// The next `n` bytes, kept in `kept`.
+    async fn read_exactly(&mut self, mut n: u64, kept: &mut Kept) -> Result<(), BoxError> {
+        loop {
+            let here = (self.read.len() as u64).min(n) as usize;
+            kept.add(&self.read[..here]);
+            self.read.advance(here);
+            n -= here as u64;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill("connection closed before the answer's body was complete")
+                .await?;
+        }
+    }
+
+    /// A chunked body's data, kept in `kept`; its trailers are read and
+    /// left out, as hyper did.
+    async fn read_chunks(&mut self, kept: &mut Kept) -> Result<(), BoxError> {
+        const CUT: &str = "connection closed inside a chunked body";
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(&self.read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.read.advance(used);
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) if self.read.len() <= MAX_LINE => {
+                        self.fill(CUT).await?
+                    }
+                    _ => return Err(Malformed("invalid chunk size line".into()).into()),
+                }
+            };
+            if size == 0 {
+                return self.skip_trailers().await;
+            }
+            self.read_exactly(size, kept).await?;
+            while self.read.len() < 2 {
+                self.fill(CUT).await?;
+            }
+            if &self.read[..2] != b"\r\n" {
+                return Err(Malformed("chunk data not followed by CRLF".into()).into());
+            }
+            self.read.advance(2);
+        }
+    }
+
+    /// Trailer lines up to the empty line that ends a chunked body.
+    async fn skip_trailers(&mut self) -> Result<(), BoxError> {
+        loop {
+            match memchr::memchr(b'\n', &self.read) {
+                Some(end) => {
+                    let empty = self.read[..end].iter().all(|&b| b == b'\r');
+                    self.read.advance(end + 1);
+                    if empty {
+                        return Ok(());
+                    }
+                }
+                None if self.read.len() > MAX_LINE => {
+                    return Err(Malformed("trailer line too long".into()).into())
+                }
+                None => {
+                    self.fill("connection closed inside a chunked body's trailers")
+                        .await?
+                }
+            }
+        }
+    }
+}
+
+/// The answer head at the start of `data`, and its length; `None` if it is
+/// not all there yet.
+fn parse_head(data: &[u8]) -> Result<Option<(usize, AnswerHead)>, Malformed> {
+    // Uninitialised: zeroing the slots for every answer shows in profiles.
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let used = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, data, &mut slots)
+    {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Malformed(e.to_string())),
+    };
+    let status = res.code.unwrap_or(0);
+    let headers: Vec<Header> = res
+        .headers
+        .iter()
+        .map(|h| Header::from_bytes(h.name, h.value.trim_ascii_end()))
+        .collect();
+    let framing = response_framing(status, &headers, "");
+    let keeps_alive = keeps_alive(res.version.unwrap_or(1), &headers);
+    Ok(Some((
+        used,
+        AnswerHead {
+            status,
+            headers,
+            framing,
+            keeps_alive,
+        },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::ErrorKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A loopback server giving `answers` in turn, one per request head it
+    /// reads, closing the connection after any answer marked so; returns
+    /// its address and how many connections it accepted.
+    async fn server(answers: Vec<(&'static str, bool)>) -> (Uri, Arc<Mutex<usize>>) {
+        server_in_pieces(answers, usize::MAX).await
+    }
+
+    /// [`server`], writing each answer `piece` bytes at a time, each write
+    /// on its own (no delay on the socket), so that the client reads heads,
+    /// chunk sizes and line ends cut anywhere.
+    async fn server_in_pieces(
+        answers: Vec<(&'static str, bool)>,
+        piece: usize,
+    ) -> (Uri, Arc<Mutex<usize>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            'accept: while let Ok((mut socket, _)) = listener.accept().await {
+                *count.lock().unwrap() += 1;
+                let mut seen = Vec::new();
+                loop {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => continue 'accept,
+                            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                    seen.drain(..end + 4);
+                    let Some((answer, close)) = answers.next() else {
+                        return;
+                    };
+                    socket.set_nodelay(true).unwrap();
+                    for part in answer.as_bytes().chunks(piece) {
+                        socket.write_all(part).await.unwrap();
+                        if piece < answer.len() {
+                            tokio::time::sleep(Duration::from_micros(50)).await;
+                        }
+                    }
+                    if close {
+                        continue 'accept;
+                    }
+                }
+            }
+        });
+        (uri, accepted)
+    }
+
+    fn request(method: &str) -> Outgoing {
+        let mut head = OutgoingHead::new(method, "/orders/7", 0).unwrap();
+        head.header("host", b"shop.test");
+        head.body(b"", false)
+    }
+
+    fn pool(uri: &Uri) -> Pool {
+        Pool::new(uri, Some(4), Duration::from_secs(2), Arc::default()).unwrap()
+    }
+
+    fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
+        answer
+            .headers
+            .iter()
+            .find(|h| h.0 == name)
+            .map(|h| h.1.as_str())
+    }
+
+    #[tokio::test]
+    async fn answers_framed_every_way_are_read_whole_on_one_connection() {
+        framed_every_way(usize::MAX).await;
+    }
+
+    #[tokio::test]
+    async fn answers_that_arrive_a_byte_at_a_time_are_read_alike() {
+        framed_every_way(1).await;
+    }
+
+    async fn framed_every_way(piece: usize) {
+        let (uri, accepted) = server_in_pieces(vec![
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Order:  7 \r\n\r\nhello",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                false,
+            ),
+            ("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", false),
+            ("HTTP/1.0 200 OK\r\nX-Last: yes\r\n\r\nuntil the close", true),
+            ],
+            piece,
+        )
+        .await;
+        let pool = pool(&uri);
+        let get = request("GET");
+        let first = pool.request(&get).await.unwrap();
+        assert_eq!((first.status, &first.body[..]), (200, &b"hello"[..]));
+        assert_eq!(header(&first, "x-order"), Some("7"), "lower case, trimmed");
+        let chunked = pool.request(&get).await.unwrap();
+        assert_eq!(&chunked.body[..], b"hello world");
+        assert_eq!(
+            header(&chunked, "x-trailer"),
+            None,
+            "trailers are not headers"
+        );
+        let empty = pool.request(&get).await.unwrap();
+        assert_eq!((empty.status, empty.body.len()), (204, 0));
+        let head = pool.request(&request("HEAD")).await.unwrap();
+        assert_eq!(
+            (head.status, head.body.len()),
+            (200, 0),
+            "a HEAD's answer has no body"
+        );
+        let last = pool.request(&get).await.unwrap();
+        assert_eq!(&last.body[..], b"until the close");
+        assert_eq!(
+            *accepted.lock().unwrap(),
+            1,
+            "one connection carried all five"
+        );
+        assert!(
+            pool.take().is_none(),
+            "one read to its close is not used again"
+        );
+        assert!(!first.retried && !last.retried);
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_kept_cut_with_its_whole_length() {
+        let body = "x".repeat(100);
+        let answer: &'static str =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{body}").leak();
+        let (uri, _) = server(vec![(answer, false)]).await;
+        let pool = pool(&uri).with_max_body(10);
+        let cut = pool.request(&request("GET")).await.unwrap();
+        assert_eq!(cut.body.len(), 10);
+        assert_eq!(cut.truncated.map(|t| t.len), Some(100));
+    }
+
+    #[tokio::test]
+    async fn broken_answers_fail_with_what_went_wrong() {
+        let cases = [
+            (
+                "HTTP/1.1 2x0 OK\r\n\r\n",
+                ErrorKind::Protocol,
+                "not valid HTTP/1.1",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+                ErrorKind::Reset,
+                "before the answer's body was complete",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                ErrorKind::Protocol,
+                "invalid chunk size",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-",
+                ErrorKind::Reset,
+                "head was complete",
+            ),
+        ];
+        for (answer, kind, says) in cases {
+            let (uri, _) = server(vec![(answer, true)]).await;
+            // A POST: not sent again when its connection closes.
+            let error = pool(&uri).request(&request("POST")).await.err().unwrap();
+            assert_eq!(super::super::classify(&*error), kind, "{answer:?}");
+            let message = super::super::error_chain(&*error);
+            assert!(message.contains(says), "{answer:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn requests_are_encoded_once_with_their_length_and_valid_headers_only() {
+        let mut head = OutgoingHead::new("POST", "/orders?x=1", 4).unwrap();
+        head.header("host", b"shop.test");
+        head.header("bad name", b"x");
+        head.header("x-bad-value", b"a\nb");
+        head.header("x-name", b"Zo\xeb");
+        let out = head.body(b"{\"a\"", false);
+        assert_eq!(out.invalid(), 2);
+        assert_eq!(
+            out.as_bytes(),
+            b"POST /orders?x=1 HTTP/1.1\r\nhost: shop.test\r\nx-name: Zo\xeb\r\ncontent-length: 4\r\n\r\n{\"a\""
+        );
+        let empty = OutgoingHead::new("GET", "/", 0).unwrap().body(b"", false);
+        assert_eq!(
+            empty.as_bytes(),
+            b"GET / HTTP/1.1\r\n\r\n",
+            "no length for no body"
+        );
+        let recorded = OutgoingHead::new("POST", "/", 0).unwrap().body(b"", true);
+        assert!(recorded.as_bytes().ends_with(b"content-length: 0\r\n\r\n"));
+        assert!(OutgoingHead::new("GET", "/a b", 0).is_err());
+        assert!(OutgoingHead::new("GE T", "/", 0).is_err());
+    }
 }

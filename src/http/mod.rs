@@ -18,6 +18,7 @@ use crate::results::ErrorKind;
 
 mod connect;
 pub mod connection;
+pub mod framing;
 pub mod tee;
 pub mod tls;
 
@@ -228,7 +229,7 @@ pub fn to_header_map(headers: &[Header], skip: &[&str], more: usize) -> (HeaderM
 
 /// The bytes of a header value as captured: characters up to U+00FF are the
 /// ISO-8859-1 bytes they were decoded from, anything else is UTF-8.
-fn header_bytes(value: &str) -> std::borrow::Cow<'_, [u8]> {
+pub fn header_bytes(value: &str) -> std::borrow::Cow<'_, [u8]> {
     if value.is_ascii() || value.chars().any(|c| c as u32 > 0xff) {
         value.as_bytes().into()
     } else {
@@ -264,6 +265,9 @@ pub fn classify(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
                 | Io::UnexpectedEof => ErrorKind::Reset,
                 _ => ErrorKind::Other,
             };
+        }
+        if e.is::<connection::Malformed>() {
+            protocol = true;
         }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {

@@ -50,7 +50,7 @@ impl Kept {
     }
 
     /// Notes the next piece of the body.
-    pub fn add(&mut self, chunk: &Bytes) {
+    pub fn add(&mut self, chunk: &[u8]) {
         self.len += chunk.len() as u64;
         if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(chunk);

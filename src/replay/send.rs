@@ -338,25 +338,15 @@ impl Sender {
             return dropped(scheduled, "could not go out within --max-lag");
         }
         let _in_flight = self.metrics.as_ref().map(|m| m.in_flight(stack.index));
-        let make = || {
-            let mut req = build(stack, request, self.keep_host)?;
-            if let Some(value) = trace.as_deref().and_then(|t| t.parse().ok()) {
-                req.headers_mut().insert("traceparent", value);
-            }
-            Ok::<_, String>(req)
-        };
-        let outcome = match make() {
-            Ok(req) => {
-                let again = || make().ok();
-                match tokio::time::timeout(self.timeout, self.exchange(stack, req, again)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(Failed::new(
-                        ErrorKind::Timeout,
-                        format!("no complete answer within {:?}", self.timeout),
-                    )),
-                }
-            }
-            Err(message) => Err(Failed::new(ErrorKind::Other, message)),
+        let outcome = match &stack.pool {
+            Some(pool) => match encode(stack, request, self.keep_host, trace.as_deref()) {
+                Ok(out) => self.timed(own_exchange(pool, &out)).await,
+                Err(message) => Err(Failed::new(ErrorKind::Other, message)),
+            },
+            None => match build(stack, request, self.keep_host, trace.as_deref()) {
+                Ok(req) => self.timed(self.exchange(stack, req)).await,
+                Err(message) => Err(Failed::new(ErrorKind::Other, message)),
+            },
         };
         // One clock read for the end: elapsed, latency and the check of the
         // connection's send time all take it.
@@ -407,30 +397,24 @@ impl Sender {
         }
     }
 
-    /// `again` makes the request anew, should it have to go out twice.
-    async fn exchange(
+    /// `exchange`'s outcome, or a timeout after `--timeout`.
+    async fn timed(
         &self,
-        stack: &Stack,
-        req: Request<Full<Bytes>>,
-        again: impl Fn() -> Option<Request<Full<Bytes>>>,
+        exchange: impl std::future::Future<Output = Result<Answer, Failed>>,
     ) -> Result<Answer, Failed> {
-        let fail = |e: &(dyn std::error::Error + 'static)| Failed {
-            kind: http::classify(e),
-            message: http::error_chain(e),
-            retried: was_retried(e),
-        };
-        if let Some(pool) = &stack.pool {
-            let answer = pool.request(req, again).await.map_err(|e| fail(&*e))?;
-            return Ok(Answer {
-                status: answer.head.status.as_u16(),
-                headers: http::to_headers(&answer.head.headers),
-                body: (answer.body, answer.truncated),
-                on_wire: Some(answer.sent),
-                retried: answer.retried,
-            });
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failed::new(
+                ErrorKind::Timeout,
+                format!("no complete answer within {:?}", self.timeout),
+            )),
         }
+    }
+
+    /// `req` on the sender's client or the stack's own (TLS, HTTP/2).
+    async fn exchange(&self, stack: &Stack, req: Request<Full<Bytes>>) -> Result<Answer, Failed> {
         let client = stack.client.as_ref().unwrap_or(&self.client);
-        let response = client.request(req).await.map_err(|e| fail(&e))?;
+        let response = client.request(req).await.map_err(|e| failed(&e))?;
         // Read before the body: once the body is in, the connection may carry
         // the next request.
         let on_wire = response
@@ -441,7 +425,7 @@ impl Sender {
         let (head, body) = response.into_parts();
         let body = http::read_bounded(body, self.max_body)
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| failed(&e))?;
         Ok(Answer {
             status: head.status.as_u16(),
             headers: http::to_headers(&head.headers),
@@ -449,6 +433,30 @@ impl Sender {
             on_wire,
             retried: false,
         })
+    }
+}
+
+/// `out` on the engine's own connections to its stack (cleartext HTTP/1.1).
+async fn own_exchange(
+    pool: &connection::Pool,
+    out: &connection::Outgoing,
+) -> Result<Answer, Failed> {
+    let answer = pool.request(out).await.map_err(|e| failed(&*e))?;
+    Ok(Answer {
+        status: answer.status,
+        headers: answer.headers,
+        body: (answer.body, answer.truncated),
+        on_wire: Some(answer.sent),
+        retried: answer.retried,
+    })
+}
+
+/// A client's error as the result states it.
+fn failed(e: &(dyn std::error::Error + 'static)) -> Failed {
+    Failed {
+        kind: http::classify(e),
+        message: http::error_chain(e),
+        retried: was_retried(e),
     }
 }
 
@@ -585,24 +593,81 @@ fn header_map(headers: &[(String, String)]) -> hyper::HeaderMap {
     http::to_header_map(&pairs, &[], 0).0
 }
 
-/// The recorded request, addressed to the stack's target, the stack's
-/// headers set over the recorded ones. The recorded Host is dropped unless
-/// kept: on the engine's own HTTP/1.1 connections the target's is set here;
-/// on the pooled client hyper-util sets it for HTTP/1.1, and HTTP/2 names
-/// the target in `:authority` alone (RFC 9113 §8.3.1: a second, or
-/// different, `host` makes nginx answer 400 to every request).
+/// The recorded request as the engine's own connections send it: in origin
+/// form, the stack's headers set over the recorded ones, hop-by-hop headers
+/// left out, the target's Host unless the recorded one is kept, and a
+/// Content-Length of the body as it is (not as recorded).
+fn encode(
+    stack: &Stack,
+    request: &capture::Request,
+    keep_host: bool,
+    trace: Option<&str>,
+) -> Result<connection::Outgoing, String> {
+    let path = stack.target.path_for(&request.target);
+    let body = request.body.bytes();
+    let mut out = connection::OutgoingHead::new(&request.method, &path, body.len())?;
+    let (mut host, mut authorization, mut length) = (false, false, false);
+    for capture::Header(name, value) in &request.headers {
+        // Names are lower case in every capture format but an old one's.
+        let name: std::borrow::Cow<str> = match name.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => name.to_ascii_lowercase().into(),
+            false => name.as_str().into(),
+        };
+        let overridden = (!stack.headers.is_empty() && stack.headers.contains_key(&*name))
+            || (trace.is_some() && name == "traceparent");
+        if overridden || http::is_hop_by_hop(&name) {
+            continue;
+        }
+        match &*name {
+            "host" if !keep_host => continue,
+            "host" => host = true,
+            "content-length" => {
+                length = true;
+                continue;
+            }
+            "authorization" => authorization = true,
+            _ => {}
+        }
+        out.header(&name, &http::header_bytes(value));
+    }
+    if !host {
+        out.header("host", stack.host.as_bytes());
+    }
+    if let Some(credentials) = stack.credentials.as_ref().filter(|_| !authorization) {
+        out.header("authorization", credentials.as_bytes());
+    }
+    for (name, value) in &stack.headers {
+        out.header(name.as_str(), value.as_bytes());
+    }
+    if let Some(trace) = trace {
+        out.header("traceparent", trace.as_bytes());
+    }
+    let out = out.body(body, length);
+    if out.invalid() > 0 {
+        tracing::debug!(
+            "{} recorded headers are not valid HTTP and were not sent",
+            out.invalid()
+        );
+    }
+    Ok(out)
+}
+
+/// The recorded request for a client (TLS or HTTP/2 target), addressed to
+/// the stack's target, the stack's headers set over the recorded ones. The
+/// recorded Host is dropped unless kept: hyper-util sets the target's for
+/// HTTP/1.1, and HTTP/2 names the target in `:authority` alone (RFC 9113
+/// §8.3.1: a second, or different, `host` makes nginx answer 400 to every
+/// request).
 fn build(
     stack: &Stack,
     request: &capture::Request,
     keep_host: bool,
+    trace: Option<&str>,
 ) -> Result<Request<Full<Bytes>>, String> {
-    // The engine's own connections send the origin form; a client is
-    // given the whole URI, which names where to connect.
-    let uri = match stack.pool {
-        Some(_) => stack.target.origin_for(&request.target),
-        None => stack.target.uri_for(&request.target),
-    }
-    .map_err(|e| format!("{e:#}"))?;
+    let uri = stack
+        .target
+        .uri_for(&request.target)
+        .map_err(|e| format!("{e:#}"))?;
     let skip: &[&str] = if keep_host { &[] } else { &["host"] };
     // Room for what is set below: Host, Authorization, traceparent and the
     // stack's own headers.
@@ -617,11 +682,7 @@ fn build(
         .body(Full::new(request.body.bytes().clone()))
         .map_err(|e| format!("recorded request cannot be sent: {e}"))?;
     *req.headers_mut() = headers;
-    if stack.pool.is_some() {
-        if !req.headers().contains_key(HOST) {
-            req.headers_mut().insert(HOST, stack.host.clone());
-        }
-    } else if let Some(host) = req.headers_mut().remove(HOST) {
+    if let Some(host) = req.headers_mut().remove(HOST) {
         // --keep-host on a pooled client: the recorded host goes in the URI,
         // which the stack's own client dials at the target.
         if let Some(uri) = with_authority(req.uri(), &host) {
@@ -636,6 +697,9 @@ fn build(
     }
     for (name, value) in &stack.headers {
         req.headers_mut().insert(name, value.clone());
+    }
+    if let Some(value) = trace.and_then(|t| t.parse().ok()) {
+        req.headers_mut().insert("traceparent", value);
     }
     Ok(req)
 }

@@ -12,12 +12,12 @@
 use memchr::memmem;
 
 use crate::capture::Header;
+use crate::http::framing::{
+    content_length, joined, last_coding_is_chunked, response_framing, Framing,
+};
 
 /// Heads longer than this are not HTTP (or not worth keeping).
 const MAX_HEAD: usize = 64 * 1024;
-/// A Content-Length above this cannot be real; it is treated as invalid
-/// framing rather than swallowing the rest of the connection as body.
-const MAX_CONTENT_LENGTH: u64 = 1 << 40;
 
 /// Which direction of the connection this parser reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,7 +364,7 @@ impl Parser {
                     return;
                 }
                 let method = self.expected.pop_front().unwrap_or_default();
-                response_framing(&message, &method)
+                response_framing(message.status, &message.headers, &method)
             }
         };
         match framing {
@@ -583,15 +583,6 @@ enum Parsed {
     Done(usize, Message),
 }
 
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-    Tunnel,
-    Invalid(&'static str),
-}
-
 fn parse_request(data: &[u8]) -> Parsed {
     if let Some(message) = http09_request(data) {
         return message;
@@ -767,79 +758,6 @@ fn request_framing(message: &Message) -> Framing {
         Ok(None) => Framing::None,
         Err(why) => Framing::Invalid(why),
     }
-}
-
-fn response_framing(message: &Message, request_method: &str) -> Framing {
-    let status = message.status;
-    if request_method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status) {
-        return Framing::Tunnel;
-    }
-    if status == 101 {
-        return Framing::Tunnel;
-    }
-    if request_method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 {
-        return Framing::None;
-    }
-    if let Some(te) = joined(&message.headers, "transfer-encoding") {
-        return if last_coding_is_chunked(&te) {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        };
-    }
-    match content_length(&message.headers) {
-        Ok(Some(n)) => Framing::Length(n),
-        Ok(None) => Framing::UntilClose,
-        // An unusable length in a response: read to the close, as a client would have to.
-        Err(_) => Framing::UntilClose,
-    }
-}
-
-fn joined(headers: &[Header], name: &str) -> Option<String> {
-    let values: Vec<&str> = headers
-        .iter()
-        .filter(|h| h.0 == name)
-        .map(|h| h.1.as_str())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
-}
-
-fn last_coding_is_chunked(te: &str) -> bool {
-    te.rsplit(',')
-        .map(str::trim)
-        .find(|c| !c.is_empty())
-        .is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
-}
-
-/// The Content-Length, if any; every value must be the same run of digits.
-fn content_length(headers: &[Header]) -> Result<Option<u64>, &'static str> {
-    let mut found: Option<u64> = None;
-    for value in headers
-        .iter()
-        .filter(|h| h.0 == "content-length")
-        .flat_map(|h| h.1.split(','))
-    {
-        let value = value.trim();
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("invalid Content-Length");
-        }
-        let digits = value.trim_start_matches('0');
-        let n = if digits.is_empty() {
-            0
-        } else {
-            digits
-                .parse::<u64>()
-                .map_err(|_| "Content-Length overflows")?
-        };
-        if n > MAX_CONTENT_LENGTH {
-            return Err("Content-Length beyond 1 TiB");
-        }
-        if found.is_some_and(|f| f != n) {
-            return Err("conflicting Content-Length values");
-        }
-        found = Some(n);
-    }
-    Ok(found)
 }
 
 fn parse_hex(digits: &[u8]) -> Option<u64> {
