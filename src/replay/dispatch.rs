@@ -176,8 +176,11 @@ impl Dispatcher {
         // stacks' sends, 14 KB for every job.
         for &stack in &free[..count] {
             if self.take_turn(stack, &job, &pair) {
-                self.runtime
-                    .spawn(self.clone().run(stack, job.clone(), pair.clone()));
+                // Boxed: tokio moves a task's future into its cell and its
+                // output over it (2 KB copied three times a request); a box
+                // is copied once and costs an allocation.
+                let send = Box::pin(self.clone().run(stack, job.clone(), pair.clone()));
+                self.runtime.spawn(send);
             }
         }
     }

@@ -344,7 +344,9 @@ impl Sender {
                 Err(message) => Err(Failed::new(ErrorKind::Other, message)),
             },
             None => match build(stack, request, self.keep_host, trace.as_deref()) {
-                Ok(req) => self.timed(self.exchange(stack, req)).await,
+                // Boxed: hyper-util's future would be room in every
+                // request's task, on the engine's own connections too.
+                Ok(req) => Box::pin(self.timed(self.exchange(stack, req))).await,
                 Err(message) => Err(Failed::new(ErrorKind::Other, message)),
             },
         };
