@@ -32,9 +32,11 @@ use super::framing::{keeps_alive, response_framing, Framing};
 use super::tee::Kept;
 use crate::capture::Header;
 
-/// Heads of answers longer than this are refused, as hyper's limit did.
+/// Heads of answers longer than this are refused (the packet parser's
+/// bound too).
 const MAX_HEAD: usize = 64 * 1024;
-/// Header lines an answer may have.
+/// Header lines an answer may have (hyper's limit was 100); past them the
+/// answer is malformed.
 const MAX_HEADERS: usize = 128;
 /// Chunk-size lines (with extensions) and trailer lines longer than this
 /// are refused.
@@ -57,7 +59,7 @@ pub struct Pool {
 
 /// A request as it goes on the wire: head and body, encoded once however
 /// often it is sent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outgoing {
     bytes: Vec<u8>,
     /// The answer to a HEAD has no body, whatever its headers say.
@@ -79,8 +81,9 @@ pub struct OutgoingHead {
 
 impl OutgoingHead {
     /// A request for `path` (origin form) by `method`, with room for a
-    /// body of `body_len` bytes. Fails if either is not valid in a request
-    /// line.
+    /// body of `body_len` bytes. Fails if either would break the request
+    /// line: a method that is not a token, a path with a space or a control
+    /// character (UTF-8 in a path goes as recorded, as servers take it).
     pub fn new(method: &str, path: &str, body_len: usize) -> Result<OutgoingHead, String> {
         if method.is_empty() || !method.bytes().all(is_token_byte) {
             return Err(format!("method {method:?} is not an HTTP token"));
@@ -123,9 +126,10 @@ impl OutgoingHead {
         self.bytes.extend_from_slice(b"\r\n");
     }
 
-    /// The request with `body`. A body goes with its Content-Length; an
-    /// empty one with `Content-Length: 0` only if `length` (the recording
-    /// had one), as hyper sends an empty body.
+    /// The request with `body`. A body goes with its own Content-Length
+    /// (whatever the recording said); an empty one with `Content-Length: 0`
+    /// only if `length` (the recording had one), else with none, as hyper
+    /// sent it.
     pub fn body(mut self, body: &[u8], length: bool) -> Outgoing {
         if !body.is_empty() || length {
             use std::io::Write as _;
@@ -299,7 +303,9 @@ impl Pool {
         };
         let (mut replaced, mut resent) = (false, false);
         loop {
-            let (mut conn, reused) = match self.take().filter(|_| !resent) {
+            // A resend takes a new connection; an idle one stays idle.
+            let idle = if resent { None } else { self.take() };
+            let (mut conn, reused) = match idle {
                 Some(conn) => (conn, true),
                 // Boxed: connecting is rare, and its state would be room
                 // in every request's future.
