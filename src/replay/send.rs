@@ -705,3 +705,93 @@ fn build(
     }
     Ok(req)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(url: &str, headers: &[(&str, &str)]) -> Stack {
+        let target: Target = url.parse().unwrap();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        Stack {
+            index: 0,
+            host: target.host_header(),
+            credentials: target.basic_auth(),
+            pool: Pool::new(
+                &target.uri_for("/").unwrap(),
+                None,
+                Duration::from_secs(1),
+                Arc::default(),
+            )
+            .map(Arc::new),
+            target,
+            slots: None,
+            headers: header_map(&headers),
+            client: None,
+        }
+    }
+
+    fn recorded(headers: &[(&str, &str)], body: &'static [u8]) -> capture::Request {
+        capture::Request {
+            method: "POST".into(),
+            target: "/orders?x=1".into(),
+            version: "HTTP/1.1".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| capture::Header((*n).into(), (*v).into()))
+                .collect(),
+            body: Body(Bytes::from_static(body)),
+        }
+    }
+
+    fn text(out: &connection::Outgoing) -> String {
+        String::from_utf8_lossy(out.as_bytes()).into_owned()
+    }
+
+    use connection::Pool;
+
+    #[test]
+    fn a_request_goes_out_as_recorded_with_the_stacks_host_headers_and_length() {
+        let stack = stack("http://u:p@127.0.0.1:8081/v2", &[("x-stack", "legacy")]);
+        let request = recorded(
+            &[
+                ("Host", "shop.example"),
+                ("connection", "keep-alive"),
+                ("content-length", "99"),
+                ("x-stack", "recorded"),
+                ("traceparent", "00-recorded"),
+                ("accept", "application/json"),
+                ("x-bad", "a\nb"),
+            ],
+            b"{}",
+        );
+        let out = encode(&stack, &request, false, Some("00-trace")).unwrap();
+        assert_eq!(
+            text(&out),
+            "POST /v2/orders?x=1 HTTP/1.1\r\naccept: application/json\r\n\
+             host: 127.0.0.1:8081\r\nauthorization: Basic dTpw\r\nx-stack: legacy\r\n\
+             traceparent: 00-trace\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        assert_eq!(out.invalid(), 1, "the value with a line feed");
+        let kept = encode(&stack, &request, true, None).unwrap();
+        let kept = text(&kept);
+        assert!(kept.contains("\r\nhost: shop.example\r\n") && !kept.contains("127.0.0.1"));
+        assert!(kept.contains("\r\ntraceparent: 00-recorded\r\n"), "{kept}");
+    }
+
+    #[test]
+    fn a_recorded_authorization_wins_over_the_urls_credentials() {
+        let stack = stack("http://u:p@127.0.0.1:8081", &[]);
+        let request = recorded(&[("authorization", "Bearer t-1")], b"");
+        let out = text(&encode(&stack, &request, false, None).unwrap());
+        assert!(out.contains("\r\nauthorization: Bearer t-1\r\n"));
+        assert!(!out.contains("Basic"), "{out}");
+        assert!(
+            !out.contains("content-length"),
+            "no body, none recorded: {out}"
+        );
+    }
+}
