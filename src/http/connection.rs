@@ -64,6 +64,8 @@ pub struct Outgoing {
     bytes: Vec<u8>,
     /// The answer to a HEAD has no body, whatever its headers say.
     head: bool,
+    /// A CONNECT's 2xx answer turns the connection into a tunnel.
+    connect: bool,
     /// Whether it may go out twice with the effect of once (RFC 9110
     /// §9.2.2).
     idempotent: bool,
@@ -75,6 +77,7 @@ pub struct Outgoing {
 pub struct OutgoingHead {
     bytes: Vec<u8>,
     head: bool,
+    connect: bool,
     idempotent: bool,
     invalid: usize,
 }
@@ -104,6 +107,7 @@ impl OutgoingHead {
         Ok(OutgoingHead {
             bytes,
             head: method == "HEAD",
+            connect: method == "CONNECT",
             idempotent,
             invalid: 0,
         })
@@ -141,6 +145,7 @@ impl OutgoingHead {
         Outgoing {
             bytes: self.bytes,
             head: self.head,
+            connect: self.connect,
             idempotent: self.idempotent,
             invalid: self.invalid,
         }
@@ -408,10 +413,10 @@ impl Conn {
                 break head;
             }
         };
-        let framing = if out.head {
-            Framing::None
-        } else {
-            head.framing
+        let framing = match head.status {
+            _ if out.head => Framing::None,
+            200..300 if out.connect => Framing::Tunnel,
+            _ => head.framing,
         };
         let body = self
             .read_body(framing, max_body)
@@ -590,7 +595,9 @@ fn parse_head(data: &[u8]) -> Result<Option<(usize, AnswerHead)>, Malformed> {
         .iter()
         .map(|h| Header::from_bytes(h.name, h.value.trim_ascii_end()))
         .collect();
-    let framing = response_framing(status, &headers, "");
+    // As if to a GET: the round trip knows the method, and settles HEAD
+    // and CONNECT itself.
+    let framing = response_framing(status, &headers, "GET");
     let keeps_alive = keeps_alive(res.version.unwrap_or(1), &headers);
     Ok(Some((
         used,
@@ -801,6 +808,22 @@ mod tests {
             assert_eq!(answer.body, body.as_bytes(), "answer {i}");
         }
         assert_eq!(*accepted.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connect_answered_2xx_is_a_tunnel_and_its_connection_is_not_reused() {
+        let (uri, _) = server(vec![(
+            "HTTP/1.1 200 Connection established\r\nContent-Length: 99\r\n\r\n",
+            false,
+        )])
+        .await;
+        let pool = pool(&uri);
+        // Read as a length, the answer would wait for 99 bytes that never come.
+        let connect = request("CONNECT");
+        let answered = tokio::time::timeout(Duration::from_secs(5), pool.request(&connect));
+        let tunnel = answered.await.expect("no body awaited").unwrap();
+        assert_eq!((tunnel.status, tunnel.body.len()), (200, 0));
+        assert!(pool.take().is_none());
     }
 
     #[tokio::test]
