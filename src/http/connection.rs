@@ -115,19 +115,20 @@ impl OutgoingHead {
 
     /// Adds header `name: value`; one that is not valid HTTP (a name that
     /// is not a token, a value with a control character) is left out and
-    /// counted instead.
-    pub fn header(&mut self, name: &str, value: &[u8]) {
+    /// counted instead. Says whether it went in.
+    pub fn header(&mut self, name: &str, value: &[u8]) -> bool {
         let valid_value = value
             .iter()
             .all(|&b| (b >= b' ' && b != 0x7f) || b == b'\t');
         if name.is_empty() || !name.bytes().all(is_token_byte) || !valid_value {
             self.invalid += 1;
-            return;
+            return false;
         }
         self.bytes.extend_from_slice(name.as_bytes());
         self.bytes.extend_from_slice(b": ");
         self.bytes.extend_from_slice(value);
         self.bytes.extend_from_slice(b"\r\n");
+        true
     }
 
     /// The request with `body`. A body goes with its own Content-Length

@@ -610,7 +610,8 @@ fn encode(
     let mut out = connection::OutgoingHead::new(&request.method, &path, body.len())?;
     let (mut host, mut authorization, mut length) = (false, false, false);
     for capture::Header(name, value) in &request.headers {
-        // Names are lower case in every capture format but an old one's.
+        // Names are lower case in captures (the formats say so); one that is
+        // not is lowered, as hyper's header map did.
         let name: std::borrow::Cow<str> = match name.bytes().any(|b| b.is_ascii_uppercase()) {
             true => name.to_ascii_lowercase().into(),
             false => name.as_str().into(),
@@ -622,15 +623,18 @@ fn encode(
         }
         match &*name {
             "host" if !keep_host => continue,
-            "host" => host = true,
             "content-length" => {
                 length = true;
                 continue;
             }
-            "authorization" => authorization = true,
             _ => {}
         }
-        out.header(&name, &http::header_bytes(value));
+        // A recorded Host or Authorization left out as invalid is made up
+        // for below, as if it had not been recorded.
+        if out.header(&name, &http::header_bytes(value)) {
+            host |= name == "host";
+            authorization |= name == "authorization";
+        }
     }
     if !host {
         out.header("host", stack.host.as_bytes());
@@ -776,6 +780,12 @@ mod tests {
              traceparent: 00-trace\r\ncontent-length: 2\r\n\r\n{}"
         );
         assert_eq!(out.invalid(), 1, "the value with a line feed");
+        let bad_host = recorded(&[("host", "shop\u{7f}")], b"");
+        let made_up = text(&encode(&stack, &bad_host, true, None).unwrap());
+        assert!(
+            made_up.contains("\r\nhost: 127.0.0.1:8081\r\n"),
+            "{made_up}"
+        );
         let kept = encode(&stack, &request, true, None).unwrap();
         let kept = text(&kept);
         assert!(kept.contains("\r\nhost: shop.example\r\n") && !kept.contains("127.0.0.1"));
