@@ -42,17 +42,21 @@ impl Target {
             .with_context(|| format!("request target {target:?} does not make a valid URI"))
     }
 
-    /// The path of `target` (a recorded request target) at this target:
-    /// its prefix, then the recorded one.
-    pub fn path_for(&self, target: &str) -> String {
-        let slash = if target.starts_with('/') { "" } else { "/" };
+    fn path_for(&self, target: &str) -> String {
         // Pushed rather than formatted: this is every request's, and
         // `format!` costs several times as much for three pieces.
-        let mut path = String::with_capacity(self.prefix.len() + slash.len() + target.len());
-        path.push_str(&self.prefix);
-        path.push_str(slash);
-        path.push_str(target);
+        let pieces = self.path_pieces(target);
+        let mut path = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+        pieces.iter().for_each(|p| path.push_str(p));
         path
+    }
+
+    /// The path of `target` (a recorded request target) at this target, in
+    /// pieces: its prefix, a slash where the recorded one has none, then
+    /// the recorded one.
+    pub fn path_pieces<'a>(&'a self, target: &'a str) -> [&'a str; 3] {
+        let slash = if target.starts_with('/') { "" } else { "/" };
+        [&self.prefix, slash, target]
     }
 
     /// Host (lower case) and port, the default port of the scheme if none

@@ -10,10 +10,10 @@
 //! every request (which it then encoded) and another for every answer (which
 //! tandem then turned into its header list): a third of an engine's
 //! instructions per request. Here a request is its bytes ([`Outgoing`]),
-//! written in one call; an answer's head is parsed by httparse into the
-//! capture's header list, and its body read by the framing rules the packet
-//! parser uses (RFC 9112 §6.3). TLS and HTTP/2 targets keep hyper-util's
-//! client.
+//! written at once (one call unless the socket's buffer fills); an
+//! answer's head is parsed by httparse into the capture's header list, and
+//! its body read by the framing rules the packet parser uses (RFC 9112
+//! §6.3). TLS and HTTP/2 targets keep hyper-util's client.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -74,43 +74,42 @@ pub struct Outgoing {
 }
 
 /// An [`Outgoing`] being written: its request line, then its headers.
-pub struct OutgoingHead {
-    bytes: Vec<u8>,
-    head: bool,
-    connect: bool,
-    idempotent: bool,
-    invalid: usize,
-}
+pub struct OutgoingHead(Outgoing);
 
 impl OutgoingHead {
-    /// A request for `path` (origin form) by `method`, with room for a
-    /// body of `body_len` bytes. Fails if either would break the request
-    /// line: a method that is not a token, a path with a space or a control
+    /// A request by `method` for the path `path` makes in origin form
+    /// (pieces written one after the other), with room for a body of
+    /// `body_len` bytes. Fails if either would break the request line: a
+    /// method that is not a token, a path with a space or a control
     /// character (UTF-8 in a path goes as recorded, as servers take it).
-    pub fn new(method: &str, path: &str, body_len: usize) -> Result<OutgoingHead, String> {
+    pub fn new(method: &str, path: &[&str], body_len: usize) -> Result<OutgoingHead, String> {
         if method.is_empty() || !method.bytes().all(is_token_byte) {
             return Err(format!("method {method:?} is not an HTTP token"));
         }
-        if path.is_empty() || !path.bytes().all(|b| b > b' ' && b != 0x7f) {
+        let path_len: usize = path.iter().map(|p| p.len()).sum();
+        let in_line = |p: &&str| p.bytes().all(|b| b > b' ' && b != 0x7f);
+        if path_len == 0 || !path.iter().all(in_line) {
             return Err(format!(
-                "request target {path:?} is not valid in a request line"
+                "request target {:?} is not valid in a request line",
+                path.concat()
             ));
         }
         // Room for the request line, some 20 headers and the body: grown at
         // most once for a usual request.
-        let mut bytes = Vec::with_capacity(method.len() + path.len() + 768 + body_len);
+        let mut bytes = Vec::with_capacity(method.len() + path_len + 768 + body_len);
         bytes.extend_from_slice(method.as_bytes());
         bytes.push(b' ');
-        bytes.extend_from_slice(path.as_bytes());
+        path.iter()
+            .for_each(|p| bytes.extend_from_slice(p.as_bytes()));
         bytes.extend_from_slice(b" HTTP/1.1\r\n");
         let idempotent = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(&method);
-        Ok(OutgoingHead {
+        Ok(OutgoingHead(Outgoing {
             bytes,
             head: method == "HEAD",
             connect: method == "CONNECT",
             idempotent,
             invalid: 0,
-        })
+        }))
     }
 
     /// Adds header `name: value`; one that is not valid HTTP (a name that
@@ -120,14 +119,15 @@ impl OutgoingHead {
         let valid_value = value
             .iter()
             .all(|&b| (b >= b' ' && b != 0x7f) || b == b'\t');
+        let out = &mut self.0;
         if name.is_empty() || !name.bytes().all(is_token_byte) || !valid_value {
-            self.invalid += 1;
+            out.invalid += 1;
             return false;
         }
-        self.bytes.extend_from_slice(name.as_bytes());
-        self.bytes.extend_from_slice(b": ");
-        self.bytes.extend_from_slice(value);
-        self.bytes.extend_from_slice(b"\r\n");
+        out.bytes.extend_from_slice(name.as_bytes());
+        out.bytes.extend_from_slice(b": ");
+        out.bytes.extend_from_slice(value);
+        out.bytes.extend_from_slice(b"\r\n");
         true
     }
 
@@ -135,21 +135,16 @@ impl OutgoingHead {
     /// (whatever the recording said); an empty one with `Content-Length: 0`
     /// only if `length` (the recording had one), else with none, as hyper
     /// sent it.
-    pub fn body(mut self, body: &[u8], length: bool) -> Outgoing {
+    pub fn body(self, body: &[u8], length: bool) -> Outgoing {
+        let mut out = self.0;
         if !body.is_empty() || length {
             use std::io::Write as _;
             // Writing to a Vec cannot fail.
-            let _ = write!(self.bytes, "content-length: {}\r\n", body.len());
+            let _ = write!(out.bytes, "content-length: {}\r\n", body.len());
         }
-        self.bytes.extend_from_slice(b"\r\n");
-        self.bytes.extend_from_slice(body);
-        Outgoing {
-            bytes: self.bytes,
-            head: self.head,
-            connect: self.connect,
-            idempotent: self.idempotent,
-            invalid: self.invalid,
-        }
+        out.bytes.extend_from_slice(b"\r\n");
+        out.bytes.extend_from_slice(body);
+        out
     }
 }
 
@@ -685,7 +680,7 @@ mod tests {
     }
 
     fn request(method: &str) -> Outgoing {
-        let mut head = OutgoingHead::new(method, "/orders/7", 0).unwrap();
+        let mut head = OutgoingHead::new(method, &["/orders/7"], 0).unwrap();
         head.header("host", b"shop.test");
         head.body(b"", false)
     }
@@ -875,7 +870,7 @@ mod tests {
 
     #[test]
     fn requests_are_encoded_once_with_their_length_and_valid_headers_only() {
-        let mut head = OutgoingHead::new("POST", "/orders?x=1", 4).unwrap();
+        let mut head = OutgoingHead::new("POST", &["/orders?x=1"], 4).unwrap();
         head.header("host", b"shop.test");
         head.header("bad name", b"x");
         head.header("x-bad-value", b"a\nb");
@@ -886,15 +881,19 @@ mod tests {
             out.as_bytes(),
             b"POST /orders?x=1 HTTP/1.1\r\nhost: shop.test\r\nx-name: Zo\xeb\r\ncontent-length: 4\r\n\r\n{\"a\""
         );
-        let empty = OutgoingHead::new("GET", "/", 0).unwrap().body(b"", false);
+        let empty = OutgoingHead::new("GET", &["/"], 0)
+            .unwrap()
+            .body(b"", false);
         assert_eq!(
             empty.as_bytes(),
             b"GET / HTTP/1.1\r\n\r\n",
             "no length for no body"
         );
-        let recorded = OutgoingHead::new("POST", "/", 0).unwrap().body(b"", true);
+        let recorded = OutgoingHead::new("POST", &["/"], 0)
+            .unwrap()
+            .body(b"", true);
         assert!(recorded.as_bytes().ends_with(b"content-length: 0\r\n\r\n"));
-        assert!(OutgoingHead::new("GET", "/a b", 0).is_err());
-        assert!(OutgoingHead::new("GE T", "/", 0).is_err());
+        assert!(OutgoingHead::new("GET", &["/a b"], 0).is_err());
+        assert!(OutgoingHead::new("GE T", &["/"], 0).is_err());
     }
 }

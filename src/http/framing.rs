@@ -42,8 +42,7 @@ pub fn response_framing(status: u16, headers: &[Header], request_method: &str) -
     {
         return Framing::None;
     }
-    let te = headers.iter().any(|h| h.0 == "transfer-encoding");
-    if let Some(te) = te.then(|| joined(headers, "transfer-encoding")).flatten() {
+    if let Some(te) = joined(headers, "transfer-encoding") {
         return if last_coding_is_chunked(&te) {
             Framing::Chunked
         } else {

@@ -605,7 +605,7 @@ fn encode(
     keep_host: bool,
     trace: Option<&str>,
 ) -> Result<connection::Outgoing, String> {
-    let path = stack.target.path_for(&request.target);
+    let path = stack.target.path_pieces(&request.target);
     let body = request.body.bytes();
     let mut out = connection::OutgoingHead::new(&request.method, &path, body.len())?;
     let (mut host, mut authorization, mut length) = (false, false, false);
